@@ -1,0 +1,400 @@
+"""The organization as data: Exchange's objects and parameter names, typed and frozen.
+
+Attribute names are snake_case; each field's alias is Exchange's own parameter name
+(``remote_ip_ranges`` <- ``RemoteIPRanges``), which is what the YAML file uses.
+Defaults come from ``reference/exchange-transport.md`` §3.1 (receive connectors), §8.1
+(accepted domains) and §8.3 (transport config); the section is named next to each.
+
+This module only describes values. Loading a file, merging connector overrides onto the
+default connectors of a server and the cross-object rules of §3.4 live in ``load.py``.
+"""
+
+from __future__ import annotations
+
+import datetime
+import enum
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer
+
+from exchsim.config.syntax import (
+    Binding,
+    IPRange,
+    format_byte_size,
+    format_ip_range,
+    format_timespan,
+    parse_binding,
+    parse_byte_size,
+    parse_ip_range,
+    parse_limit,
+    parse_timespan,
+)
+
+MB = 1024 * 1024
+
+
+class AuthMechanism(enum.StrEnum):
+    """ReceiveConnector.AuthMechanism flags (§3.1)."""
+
+    NONE = "None"
+    TLS = "Tls"
+    INTEGRATED = "Integrated"
+    BASIC_AUTH = "BasicAuth"
+    BASIC_AUTH_REQUIRE_TLS = "BasicAuthRequireTLS"
+    EXCHANGE_SERVER = "ExchangeServer"
+    EXTERNAL_AUTHORITATIVE = "ExternalAuthoritative"
+
+
+class PermissionGroup(enum.StrEnum):
+    """ReceiveConnector.PermissionGroups flags (§3.1, §3.6)."""
+
+    NONE = "None"
+    ANONYMOUS_USERS = "AnonymousUsers"
+    EXCHANGE_USERS = "ExchangeUsers"
+    EXCHANGE_SERVERS = "ExchangeServers"
+    EXCHANGE_LEGACY_SERVERS = "ExchangeLegacyServers"
+    PARTNERS = "Partners"
+    CUSTOM = "Custom"
+
+
+class TransportRole(enum.StrEnum):
+    """The transport service a receive connector belongs to.
+
+    ``FrontendTransport`` and ``HubTransport`` are Exchange's values. ``MailboxDelivery``
+    (the implicit 475 listener) and ``EdgeTransport`` (connectors of an Edge server, which
+    has no TransportRole parameter) are exchsim's names for services Exchange does not let
+    you name.
+    """
+
+    FRONTEND = "FrontendTransport"
+    HUB = "HubTransport"
+    MAILBOX_DELIVERY = "MailboxDelivery"
+    EDGE = "EdgeTransport"
+
+
+class Usage(enum.StrEnum):
+    CLIENT = "Client"
+    INTERNAL = "Internal"
+    INTERNET = "Internet"
+    PARTNER = "Partner"
+    CUSTOM = "Custom"
+
+
+class SizeEnabled(enum.StrEnum):
+    ENABLED = "Enabled"
+    DISABLED = "Disabled"
+    ENABLED_WITHOUT_VALUE = "EnabledWithoutValue"
+
+
+class ProtocolLoggingLevel(enum.StrEnum):
+    NONE = "None"
+    VERBOSE = "Verbose"
+
+
+class MessageRateSource(enum.StrEnum):
+    NONE = "None"
+    IP_ADDRESS = "IPAddress"
+    USER = "User"
+    ALL = "All"
+
+
+class DomainType(enum.StrEnum):
+    AUTHORITATIVE = "Authoritative"
+    INTERNAL_RELAY = "InternalRelay"
+    EXTERNAL_RELAY = "ExternalRelay"
+
+
+class ServerRole(enum.StrEnum):
+    MAILBOX = "Mailbox"
+    EDGE = "Edge"
+
+
+def _split_list(value: Any) -> Any:
+    """Exchange prints multi-valued parameters as ``a, b``; accept that or a YAML list."""
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return value
+
+
+def _enum_ci(enum_type: type[enum.StrEnum]) -> BeforeValidator:
+    """PowerShell enum values are case-insensitive: ``tls`` is ``Tls``."""
+    by_lower = {member.value.lower(): member.value for member in enum_type}
+
+    def convert(value: Any) -> Any:
+        if isinstance(value, str):
+            return by_lower.get(value.strip().lower(), value)
+        return value
+
+    return BeforeValidator(convert)
+
+
+def _enum_set_ci(enum_type: type[enum.StrEnum]) -> BeforeValidator:
+    single = _enum_ci(enum_type).func
+
+    def convert(value: Any) -> Any:
+        value = _split_list(value)
+        if isinstance(value, list | tuple | set | frozenset):
+            return frozenset(single(v) for v in value)  # type: ignore[call-arg]
+        return value
+
+    return BeforeValidator(convert)
+
+
+def _bool_ps(value: Any) -> Any:
+    """Accept ``$true``/``$false`` as PowerShell writes them."""
+    if isinstance(value, str) and value.strip().lower() in {"$true", "$false"}:
+        return value.strip().lower() == "$true"
+    return value
+
+
+ByteSize = Annotated[int, BeforeValidator(parse_byte_size), PlainSerializer(format_byte_size)]
+Limit = Annotated[
+    int | None,
+    BeforeValidator(parse_limit),
+    PlainSerializer(lambda v: "Unlimited" if v is None else v),
+]
+TimeSpan = Annotated[
+    datetime.timedelta, BeforeValidator(parse_timespan), PlainSerializer(format_timespan)
+]
+RemoteRange = Annotated[IPRange, BeforeValidator(parse_ip_range), PlainSerializer(format_ip_range)]
+BindingValue = Annotated[Binding, BeforeValidator(parse_binding), PlainSerializer(Binding.format)]
+Bool = Annotated[bool, BeforeValidator(_bool_ps)]
+AuthMechanisms = Annotated[frozenset[AuthMechanism], _enum_set_ci(AuthMechanism)]
+PermissionGroups = Annotated[frozenset[PermissionGroup], _enum_set_ci(PermissionGroup)]
+Role = Annotated[TransportRole, _enum_ci(TransportRole)]
+
+
+class ExchangeObject(BaseModel):
+    """Base of every config object: frozen, unknown keys are errors, Exchange's names."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        frozen=True,
+        populate_by_name=True,
+        arbitrary_types_allowed=True,
+        validate_default=False,
+    )
+
+
+ALL_IPV4 = "0.0.0.0-255.255.255.255"
+ALL_IPV6 = "::-ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff"
+
+
+class ReceiveConnector(ExchangeObject):
+    """A receive connector with every parameter exchsim models (§3.1 defaults)."""
+
+    name: str = Field(alias="Name", min_length=1, max_length=64)
+    server: str = Field(alias="Server")
+    transport_role: Role = Field(alias="TransportRole", default=TransportRole.HUB)
+    usage: Annotated[Usage | None, _enum_ci(Usage)] = Field(alias="Usage", default=None)
+    enabled: Bool = Field(alias="Enabled", default=True)
+    bindings: tuple[BindingValue, ...] = Field(alias="Bindings", default=())
+    remote_ip_ranges: tuple[RemoteRange, ...] = Field(
+        alias="RemoteIPRanges",
+        default_factory=lambda: (parse_ip_range(ALL_IPV4), parse_ip_range(ALL_IPV6)),
+    )
+    auth_mechanism: AuthMechanisms = Field(
+        alias="AuthMechanism", default=frozenset({AuthMechanism.TLS})
+    )
+    permission_groups: PermissionGroups = Field(alias="PermissionGroups", default=frozenset())
+    fqdn: str | None = Field(alias="Fqdn", default=None)
+    banner: str | None = Field(alias="Banner", default=None)
+    tls_certificate_name: str | None = Field(alias="TlsCertificateName", default=None)
+    require_tls: Bool = Field(alias="RequireTLS", default=False)
+    domain_secure_enabled: Bool = Field(alias="DomainSecureEnabled", default=False)
+    enable_auth_gssapi: Bool = Field(alias="EnableAuthGSSAPI", default=False)
+    suppress_x_anonymous_tls: Bool = Field(alias="SuppressXAnonymousTls", default=False)
+    max_message_size: ByteSize = Field(alias="MaxMessageSize", default=36 * MB)
+    max_header_size: ByteSize = Field(alias="MaxHeaderSize", default=256 * 1024)
+    max_recipients_per_message: int = Field(
+        alias="MaxRecipientsPerMessage", default=200, ge=1, le=512000
+    )
+    max_hop_count: int = Field(alias="MaxHopCount", default=30, ge=1, le=500)
+    max_local_hop_count: int = Field(alias="MaxLocalHopCount", default=8, ge=0, le=50)
+    max_inbound_connection: Limit = Field(alias="MaxInboundConnection", default=5000)
+    max_inbound_connection_per_source: Limit = Field(
+        alias="MaxInboundConnectionPerSource", default=20
+    )
+    max_inbound_connection_percentage_per_source: int = Field(
+        alias="MaxInboundConnectionPercentagePerSource", default=2, ge=1, le=100
+    )
+    max_protocol_errors: Limit = Field(alias="MaxProtocolErrors", default=5)
+    max_logon_failures: int = Field(alias="MaxLogonFailures", default=3, ge=0, le=10)
+    connection_timeout: TimeSpan = Field(
+        alias="ConnectionTimeout", default=datetime.timedelta(minutes=10)
+    )
+    connection_inactivity_timeout: TimeSpan = Field(
+        alias="ConnectionInactivityTimeout", default=datetime.timedelta(minutes=5)
+    )
+    tarpit_interval: TimeSpan = Field(
+        alias="TarpitInterval", default=datetime.timedelta(seconds=5)
+    )
+    auth_tarpit_interval: TimeSpan = Field(
+        alias="AuthTarpitInterval", default=datetime.timedelta(seconds=5)
+    )
+    message_rate_limit: Limit = Field(alias="MessageRateLimit", default=None)
+    message_rate_source: Annotated[MessageRateSource, _enum_ci(MessageRateSource)] = Field(
+        alias="MessageRateSource", default=MessageRateSource.IP_ADDRESS
+    )
+    protocol_logging_level: Annotated[ProtocolLoggingLevel, _enum_ci(ProtocolLoggingLevel)] = (
+        Field(alias="ProtocolLoggingLevel", default=ProtocolLoggingLevel.NONE)
+    )
+    require_ehlo_domain: Bool = Field(alias="RequireEHLODomain", default=False)
+    size_enabled: Annotated[SizeEnabled, _enum_ci(SizeEnabled)] = Field(
+        alias="SizeEnabled", default=SizeEnabled.ENABLED
+    )
+    enhanced_status_codes_enabled: Bool = Field(alias="EnhancedStatusCodesEnabled", default=True)
+    pipelining_enabled: Bool = Field(alias="PipeliningEnabled", default=True)
+    chunking_enabled: Bool = Field(alias="ChunkingEnabled", default=True)
+    binary_mime_enabled: Bool = Field(alias="BinaryMimeEnabled", default=True)
+    eight_bit_mime_enabled: Bool = Field(alias="EightBitMimeEnabled", default=True)
+    delivery_status_notification_enabled: Bool = Field(
+        alias="DeliveryStatusNotificationEnabled", default=True
+    )
+    orar_enabled: Bool = Field(alias="OrarEnabled", default=False)
+    long_addresses_enabled: Bool = Field(alias="LongAddressesEnabled", default=False)
+    smtp_utf8_enabled: Bool | None = Field(alias="SmtpUtf8Enabled", default=None)
+    bare_linefeed_rejection_enabled: Bool = Field(
+        alias="BareLinefeedRejectionEnabled", default=False
+    )
+    comment: str | None = Field(alias="Comment", default=None)
+
+    @property
+    def identity(self) -> str:
+        """``SERVER\\Name``, the connector-id of protocol logs and ADPermission identities."""
+        return f"{self.server}\\{self.name}"
+
+
+class Server(ExchangeObject):
+    name: str = Field(alias="Name", min_length=1, max_length=15, pattern=r"^[A-Za-z0-9-]+$")
+    role: Annotated[ServerRole, _enum_ci(ServerRole)] = Field(alias="Role")
+    fqdn: str = Field(alias="Fqdn", min_length=1)
+    address: str = Field(alias="Address")
+    version: Literal["15.0", "15.1", "15.2"] = Field(alias="Version", default="15.2")
+    build: str | None = Field(alias="Build", default=None)
+
+    @property
+    def version_string(self) -> str:
+        """The id in Received headers: ``15.2.1118.7`` style (§5.4)."""
+        if self.build:
+            return self.build
+        return {"15.0": "15.0.1497.2", "15.1": "15.1.2507.6", "15.2": "15.2.1118.7"}[self.version]
+
+
+class AcceptedDomain(ExchangeObject):
+    domain_name: str = Field(alias="DomainName", min_length=1)
+    domain_type: Annotated[DomainType, _enum_ci(DomainType)] = Field(
+        alias="DomainType", default=DomainType.AUTHORITATIVE
+    )
+    default: Bool = Field(alias="Default", default=False)
+    name: str | None = Field(alias="Name", default=None)
+
+
+class TransportConfig(ExchangeObject):
+    """Set-TransportConfig (§8.3)."""
+
+    max_receive_size: ByteSize = Field(alias="MaxReceiveSize", default=10 * MB)
+    max_send_size: ByteSize = Field(alias="MaxSendSize", default=10 * MB)
+    max_recipient_envelope_limit: Limit = Field(alias="MaxRecipientEnvelopeLimit", default=500)
+    xexch50_enabled: Bool = Field(alias="Xexch50Enabled", default=True)
+    shadow_redundancy_enabled: Bool = Field(alias="ShadowRedundancyEnabled", default=True)
+    tls_receive_domain_secure_list: tuple[str, ...] = Field(
+        alias="TLSReceiveDomainSecureList", default=()
+    )
+    tls_send_domain_secure_list: tuple[str, ...] = Field(
+        alias="TLSSendDomainSecureList", default=()
+    )
+    external_postmaster_address: str | None = Field(
+        alias="ExternalPostmasterAddress", default=None
+    )
+
+
+class Mailbox(ExchangeObject):
+    primary_smtp_address: str = Field(alias="PrimarySmtpAddress", pattern=r"^[^@\s]+@[^@\s]+$")
+    user_principal_name: str | None = Field(alias="UserPrincipalName", default=None)
+    password: str | None = Field(alias="Password", default=None)
+    server: str = Field(alias="Server")
+    email_addresses: tuple[str, ...] = Field(alias="EmailAddresses", default=())
+    sam_account_name: str | None = Field(alias="SamAccountName", default=None)
+
+    @property
+    def addresses(self) -> tuple[str, ...]:
+        """Every SMTP address of the mailbox, lower-cased, primary first."""
+        out = [self.primary_smtp_address.lower()]
+        for extra in self.email_addresses:
+            address = extra.split(":", 1)[1] if extra.lower().startswith("smtp:") else extra
+            if address.lower() not in out:
+                out.append(address.lower())
+        return tuple(out)
+
+    @property
+    def account(self) -> str:
+        """The SAM account name: given, or the local part of the UPN / primary address."""
+        if self.sam_account_name:
+            return self.sam_account_name
+        return (self.user_principal_name or self.primary_smtp_address).split("@", 1)[0]
+
+
+class Organization(ExchangeObject):
+    name: str = Field(alias="Name", min_length=1)
+    accepted_domains: tuple[AcceptedDomain, ...] = Field(alias="AcceptedDomains", min_length=1)
+    transport_config: TransportConfig = Field(
+        alias="TransportConfig", default_factory=TransportConfig
+    )
+    mailboxes: tuple[Mailbox, ...] = Field(alias="Mailboxes", default=())
+    netbios_name: str | None = Field(alias="NetBIOSName", default=None)
+
+    @property
+    def default_domain(self) -> str:
+        for domain in self.accepted_domains:
+            if domain.default:
+                return domain.domain_name
+        return self.accepted_domains[0].domain_name
+
+    @property
+    def netbios(self) -> str:
+        """The NetBIOS domain name (``CONTOSO``) used by NTLM logons."""
+        return self.netbios_name or self.default_domain.split(".", 1)[0].upper()
+
+
+class ADPermission(ExchangeObject):
+    """Add-ADPermission entry on a receive connector (§3.6)."""
+
+    identity: str = Field(alias="Identity")
+    user: str = Field(alias="User")
+    extended_rights: tuple[str, ...] = Field(alias="ExtendedRights", min_length=1)
+    deny: Bool = Field(alias="Deny", default=False)
+
+
+class InternetSink(ExchangeObject):
+    """Where the lab's internet lives: an SMTP server that stores what it receives."""
+
+    address: str = Field(alias="Address", default="127.0.10.250")
+    port: int = Field(alias="Port", default=25, ge=1, le=65535)
+
+
+class LabSettings(ExchangeObject):
+    internet_sink: InternetSink = Field(alias="InternetSink", default_factory=InternetSink)
+    retry_interval: TimeSpan = Field(
+        alias="RetryInterval", default=datetime.timedelta(seconds=10)
+    )
+
+
+class Lab(ExchangeObject):
+    """A whole loaded configuration: the organization, its servers and connectors."""
+
+    organization: Organization
+    servers: tuple[Server, ...]
+    receive_connectors: tuple[ReceiveConnector, ...]
+    ad_permissions: tuple[ADPermission, ...] = ()
+    lab: LabSettings = Field(default_factory=LabSettings)
+    source: str = "<memory>"
+
+    def server(self, name: str) -> Server:
+        for server in self.servers:
+            if server.name.lower() == name.lower():
+                return server
+        raise KeyError(name)
+
+    def connectors_of(self, server: str) -> tuple[ReceiveConnector, ...]:
+        return tuple(c for c in self.receive_connectors if c.server.lower() == server.lower())

@@ -1,0 +1,327 @@
+"""Wire a lab together: PKI, listeners, queues, delivery workers, the internet sink.
+
+One process runs every server of the config (``exchsim lab``) or one of them
+(``exchsim serve``). Each server listens on its own loopback Address; ``port_offset`` is added
+to every port so the lab runs without root. Every task the daemon starts is kept and cancelled
+on :meth:`LabDaemon.stop`; listeners are closed first so nothing new arrives while it stops.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import logging
+import os
+import ssl
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import spnego
+
+from exchsim.clock import SYSTEM_CLOCK, Clock
+from exchsim.config.model import Lab, Mailbox, ProtocolLoggingLevel, ReceiveConnector, Server
+from exchsim.config.model import TransportRole as Role
+from exchsim.logs.protocol import ProtocolLog, new_session_id
+from exchsim.policy.connectors import ConnectorIndex
+from exchsim.policy.permissions import ConnectorAcl, connector_acl
+from exchsim.smtp.session import ExchangeSMTP, MessageHandler
+from exchsim.tls.contexts import (
+    client_context_anonymous_tls,
+    server_context_anonymous_tls,
+    server_context_starttls,
+)
+from exchsim.tls.pki import CertificateFiles, ensure_server_certificate, select_certificate
+from exchsim.transport.frontend import FrontendProxy, HubEndpoint
+from exchsim.transport.hub import DeliveryAgent, Endpoint, HubReceiver
+from exchsim.transport.mailbox import MailboxDeliveryReceiver
+from exchsim.transport.queue import MessageQueue
+from exchsim.transport.sink import SinkHandler, sink_factory
+
+log = logging.getLogger(__name__)
+
+PORT_HUB_DEFAULT = 2525
+PORT_CLIENT_PROXY = 465
+PORT_MAILBOX_DELIVERY = 475
+
+
+@dataclass(frozen=True, slots=True)
+class Listener:
+    server: str
+    host: str
+    port: int  # the port actually listened on (offset applied)
+
+
+class ServerNode:
+    """One server's runtime: what its sessions need (the ServerRuntime of smtp/session.py)."""
+
+    def __init__(
+        self,
+        lab: Lab,
+        server: Server,
+        *,
+        clock: Clock,
+        data_dir: Path,
+        port_offset: int,
+        certificates: Mapping[str, CertificateFiles],
+    ) -> None:
+        self.lab = lab
+        self.server = server
+        self.clock = clock
+        self.data_dir = data_dir
+        self.port_offset = port_offset
+        self.index = ConnectorIndex.build(lab.connectors_of(server.name))
+        self.local_fqdns = frozenset(s.fqdn.lower() for s in lab.servers)
+        self.certificate = certificates[server.name]
+        self.published_certs = {
+            s.fqdn.lower(): certificates[s.name].load_der() for s in lab.servers
+        }
+        self._all_certs = list(certificates.values())
+        self._acls: dict[str, ConnectorAcl] = {}
+        self._starttls: dict[str, ssl.SSLContext | None] = {}
+        self._anon_server = server_context_anonymous_tls(self.certificate, self._all_certs)
+        self._anon_client = client_context_anonymous_tls(self.certificate)
+        self.receive_log = ProtocolLog(
+            data_dir / "logs" / server.name / "ProtocolLog" / "SmtpReceive",
+            "SmtpReceive",
+            clock.utc,
+        )
+        self.handlers: dict[Role, MessageHandler] = {}
+        self.frontend: FrontendProxy | None = None
+        self.sessions: set[ExchangeSMTP] = set()
+        self._session_counter = 0
+        self._started = clock.utc()
+        self._logins = _login_table(lab)
+
+    # --- ServerRuntime ---------------------------------------------------------------------
+
+    def acl(self, connector: ReceiveConnector) -> ConnectorAcl:
+        acl = self._acls.get(connector.identity)
+        if acl is None:
+            acl = connector_acl(
+                connector, self.lab.ad_permissions, self.lab.organization.netbios
+            )
+            self._acls[connector.identity] = acl
+        return acl
+
+    def starttls_context(self, connector: ReceiveConnector) -> ssl.SSLContext | None:
+        if connector.identity not in self._starttls:
+            fqdn = connector.fqdn or self.server.fqdn
+            cert = select_certificate([self.certificate], fqdn, connector.tls_certificate_name)
+            self._starttls[connector.identity] = (
+                server_context_starttls(cert) if cert is not None else None
+            )
+        return self._starttls[connector.identity]
+
+    def anonymous_tls_context(self) -> ssl.SSLContext | None:
+        return self._anon_server
+
+    def client_tls_context(self) -> ssl.SSLContext | None:
+        return self._anon_client
+
+    def protocol_log(self, connector: ReceiveConnector | None) -> ProtocolLog | None:
+        if connector is None or connector.protocol_logging_level is ProtocolLoggingLevel.NONE:
+            return None
+        return self.receive_log
+
+    def next_session_id(self) -> str:
+        self._session_counter += 1
+        return new_session_id(self._session_counter, self._started)
+
+    def find_mailbox(self, login: str) -> Mailbox | None:
+        return self._logins.get(login.strip().lower())
+
+    def ntlm_acceptor(self) -> Any:
+        return spnego.server(protocol="ntlm")
+
+    def message_handler(self, role: Role) -> MessageHandler:
+        return self.handlers[role]
+
+    def configured_port(self, listening_port: int) -> int:
+        return listening_port - self.port_offset
+
+    def track(self, session: ExchangeSMTP, opened: bool) -> None:
+        if opened:
+            self.sessions.add(session)
+            return
+        self.sessions.discard(session)
+        if self.frontend is not None:
+            self.frontend.release(session)
+
+    # --- listeners -------------------------------------------------------------------------
+
+    def endpoints(self) -> list[tuple[str, int]]:
+        """Where this server listens: each binding on the server's own address."""
+        own = ipaddress.ip_address(self.server.address)
+        out: set[tuple[str, int]] = set()
+        for connector in self.index.connectors:
+            for binding in connector.bindings:
+                if binding.is_wildcard:
+                    if binding.address.version == own.version:
+                        out.add((self.server.address, binding.port + self.port_offset))
+                else:
+                    out.add((str(binding.address), binding.port + self.port_offset))
+        return sorted(out)
+
+
+def _login_table(lab: Lab) -> dict[str, Mailbox]:
+    """Every name a mailbox user may log on with: UPN, addresses, DOMAIN\\account, account."""
+    table: dict[str, Mailbox] = {}
+    netbios = lab.organization.netbios
+    for mailbox in lab.organization.mailboxes:
+        names = [*mailbox.addresses, mailbox.account, f"{netbios}\\{mailbox.account}"]
+        if mailbox.user_principal_name:
+            names.append(mailbox.user_principal_name)
+        for name in names:
+            table.setdefault(name.lower(), mailbox)
+    return table
+
+
+def write_ntlm_users(lab: Lab, path: Path) -> None:
+    """pyspnego's NTLM acceptor reads DOMAIN:USER:PASSWORD lines from NTLM_USER_FILE."""
+    netbios = lab.organization.netbios
+    lines = []
+    for mailbox in lab.organization.mailboxes:
+        if mailbox.password is None:
+            continue
+        for domain, user in (
+            (netbios, mailbox.account),
+            ("", mailbox.account),
+            ("", mailbox.user_principal_name or mailbox.primary_smtp_address),
+        ):
+            lines.append(f"{domain}:{user}:{mailbox.password}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    path.chmod(0o600)
+    os.environ["NTLM_USER_FILE"] = str(path)
+
+
+class LabDaemon:
+    def __init__(
+        self,
+        lab: Lab,
+        data_dir: Path,
+        *,
+        port_offset: int = 0,
+        clock: Clock = SYSTEM_CLOCK,
+        only: str | None = None,
+        run_sink: bool = True,
+    ) -> None:
+        self.lab = lab
+        self.data_dir = data_dir
+        self.port_offset = port_offset
+        self.clock = clock
+        self.only = only
+        self.run_sink = run_sink
+        self.nodes: dict[str, ServerNode] = {}
+        self.queues: dict[str, MessageQueue] = {}
+        self.agents: dict[str, DeliveryAgent] = {}
+        self.listeners: list[Listener] = []
+        self.sink: SinkHandler | None = None
+        self._servers: list[asyncio.Server] = []
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def servers_to_run(self) -> list[Server]:
+        if self.only is None:
+            return list(self.lab.servers)
+        return [self.lab.server(self.only)]
+
+    async def start(self) -> None:
+        try:
+            await self._start()
+        except BaseException:
+            await self.stop()
+            raise
+
+    async def _start(self) -> None:
+        loop = asyncio.get_running_loop()
+        pki = self.data_dir / "pki"
+        now = self.clock.utc()
+        certificates = {
+            s.name: await asyncio.to_thread(ensure_server_certificate, pki, s.name, s.fqdn, now)
+            for s in self.lab.servers
+        }
+        write_ntlm_users(self.lab, self.data_dir / "ntlm" / "users.txt")
+        for server in self.servers_to_run():
+            node = ServerNode(
+                self.lab, server, clock=self.clock, data_dir=self.data_dir,
+                port_offset=self.port_offset, certificates=certificates,
+            )
+            queue = await MessageQueue.open(self.data_dir / "queue" / f"{server.name}.sqlite")
+            self.queues[server.name] = queue
+            agent = DeliveryAgent(
+                self.lab, server, self.clock, queue, node.client_tls_context,
+                mailbox_delivery={
+                    s.name.lower(): Endpoint(s.address, PORT_MAILBOX_DELIVERY + self.port_offset)
+                    for s in self.lab.servers
+                },
+                internet=Endpoint(
+                    self.lab.lab.internet_sink.address,
+                    self.lab.lab.internet_sink.port + self.port_offset,
+                ),
+                retry=self.lab.lab.retry_interval,
+            )
+            self.agents[server.name] = agent
+            node.frontend = FrontendProxy(
+                server, self.clock, node.client_tls_context,
+                default_hub=HubEndpoint(server.address, PORT_HUB_DEFAULT + self.port_offset),
+                client_proxy=HubEndpoint(server.address, PORT_CLIENT_PROXY + self.port_offset),
+            )
+            node.handlers = {
+                Role.FRONTEND: node.frontend,
+                Role.HUB: HubReceiver(server, self.clock, queue, agent.wake),
+                Role.EDGE: HubReceiver(server, self.clock, queue, agent.wake),
+                Role.MAILBOX_DELIVERY: MailboxDeliveryReceiver(
+                    server, self.clock, self.data_dir / "mailboxes"
+                ),
+            }
+            self.nodes[server.name] = node
+            for host, port in node.endpoints():
+                srv = await loop.create_server(
+                    lambda node=node: ExchangeSMTP(node), host, port, reuse_address=True
+                )
+                self._servers.append(srv)
+                self.listeners.append(Listener(server.name, host, port))
+            self._spawn(agent.run(), f"delivery {server.name}")
+        if self.run_sink:
+            sink = self.lab.lab.internet_sink
+            self.sink = SinkHandler(self.data_dir / "internet")
+            srv = await loop.create_server(
+                sink_factory(self.sink, "internet.sink"), sink.address,
+                sink.port + self.port_offset, reuse_address=True,
+            )
+            self._servers.append(srv)
+            self.listeners.append(Listener("InternetSink", sink.address,
+                                           sink.port + self.port_offset))
+
+    def _spawn(self, coro: Any, name: str) -> None:
+        task = asyncio.get_running_loop().create_task(coro, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("task %s failed", task.get_name(), exc_info=task.exception())
+
+    async def stop(self) -> None:
+        for srv in self._servers:
+            srv.close()
+        for node in self.nodes.values():
+            for session in list(node.sessions):
+                session.close_transport()
+        for srv in self._servers:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(srv.wait_closed(), 5.0)
+        self._servers.clear()
+        for task in list(self._tasks):
+            task.cancel()
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+        for queue in self.queues.values():
+            await queue.close()
+        self.queues.clear()
+        for node in self.nodes.values():
+            node.receive_log.close()

@@ -1,0 +1,312 @@
+"""The checks of a mail transaction, in Exchange's order (reference §1.9).
+
+Each check takes the session's facts and returns a :class:`Decision`: the reply to send and
+why. Refusals are values, never exceptions. Nothing here reads a clock, a socket or a file.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from exchsim.config.model import (
+    AcceptedDomain,
+    DomainType,
+    Mailbox,
+    Organization,
+    ReceiveConnector,
+    Server,
+)
+from exchsim.policy import replies
+from exchsim.policy.permissions import Identity, IdentityKind, Right, Rights
+from exchsim.policy.replies import Reply
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    reply: Reply
+    reason: str
+
+    @property
+    def accepted(self) -> bool:
+        return self.reply.code < 400
+
+
+def accept(reply: Reply, reason: str = "accepted") -> Decision:
+    return Decision(reply, reason)
+
+
+def refuse(reply: Reply, reason: str) -> Decision:
+    return Decision(reply, reason)
+
+
+@dataclass(frozen=True, slots=True)
+class SessionFacts:
+    """What a decision may depend on; the session builds it, the core only reads it."""
+
+    org: Organization
+    server: Server
+    connector: ReceiveConnector
+    identity: Identity
+    rights: Rights
+    tls_active: bool = False
+    mailbox: Mailbox | None = None
+    local_servers: frozenset[str] = field(default_factory=frozenset)  # org server FQDNs
+
+    def has(self, right: Right) -> bool:
+        return right in self.rights
+
+
+# --- MAIL / RCPT argument syntax (§1.8) ------------------------------------------------------
+
+_MAIL_PARAMS = {"SIZE", "BODY", "RET", "ENVID", "AUTH", "SMTPUTF8"}
+_INTERNAL_MAIL_PARAMS = {"XATTRDIRECT", "XATTRORGID", "XMESSAGECONTEXT", "XSHADOW"}
+_RCPT_PARAMS = {"NOTIFY", "ORCPT", "RDST", "ORAR"}
+_BODY_TYPES = {"7BIT", "8BITMIME", "BINARYMIME"}
+_ADDRESS = re.compile(r'^(?:"[^"\r\n]*"|[^\s@<>()\[\]\\,;:"]+)@[A-Za-z0-9.\-\[\]:_]+$')
+
+
+@dataclass(frozen=True, slots=True)
+class MailCommand:
+    address: str  # "" for the null sender
+    params: dict[str, str | None]
+
+    @property
+    def size(self) -> int | None:
+        value = self.params.get("SIZE")
+        return int(value) if value is not None and value.isdigit() else None
+
+    @property
+    def body(self) -> str:
+        return (self.params.get("BODY") or "7BIT").upper()
+
+
+@dataclass(frozen=True, slots=True)
+class RcptCommand:
+    address: str
+    params: dict[str, str | None]
+
+
+def _split_path(arg: str, keyword: str) -> tuple[str, str] | None:
+    """``FROM:<a@b> SIZE=1`` -> ("a@b", "SIZE=1"); angle brackets are optional (§1.8)."""
+    head, sep, rest = arg.partition(":")
+    if not sep or head.strip().upper() != keyword:
+        return None
+    rest = rest.strip()
+    if rest.startswith("<"):
+        end = rest.find(">")
+        if end < 0:
+            return None
+        return rest[1:end].strip(), rest[end + 1 :].strip()
+    address, _, params = rest.partition(" ")
+    return address.strip(), params.strip()
+
+
+def _params(text: str) -> dict[str, str | None] | None:
+    out: dict[str, str | None] = {}
+    for token in text.split():
+        name, sep, value = token.partition("=")
+        if not name:
+            return None
+        out[name.upper()] = value if sep else None
+    return out
+
+
+def _strip_source_route(address: str) -> str:
+    # "@a,@b:user@dom" -> "user@dom" (RFC 5321 §4.1.2 allows and ignores source routes).
+    if address.startswith("@") and ":" in address:
+        return address.split(":", 1)[1]
+    return address
+
+
+def valid_address(address: str) -> bool:
+    return bool(_ADDRESS.match(address)) and len(address) <= 571
+
+
+def parse_mail(arg: str | None) -> MailCommand | Reply:
+    split = _split_path(arg or "", "FROM")
+    if split is None:
+        return replies.INVALID_ARGUMENTS
+    address, rest = split
+    address = _strip_source_route(address)
+    params = _params(rest)
+    if params is None:
+        return replies.INVALID_ARGUMENTS
+    if address and not valid_address(address):
+        return replies.INVALID_SENDER_ADDRESS
+    for name, value in params.items():
+        if name not in _MAIL_PARAMS | _INTERNAL_MAIL_PARAMS:
+            return replies.UNRECOGNIZED_PARAMETER
+        if name == "SIZE" and (value is None or not value.isdigit()):
+            return replies.INVALID_ARGUMENTS
+        if name == "BODY" and (value or "").upper() not in _BODY_TYPES:
+            return replies.UNSUPPORTED_BODY
+        if name == "RET" and (value or "").upper() not in {"FULL", "HDRS"}:
+            return replies.INVALID_ARGUMENTS
+    return MailCommand(address, params)
+
+
+def parse_rcpt(arg: str | None) -> RcptCommand | Reply:
+    split = _split_path(arg or "", "TO")
+    if split is None:
+        return replies.INVALID_ARGUMENTS
+    address, rest = split
+    address = _strip_source_route(address)
+    params = _params(rest)
+    if params is None:
+        return replies.INVALID_ARGUMENTS
+    if not address or not valid_address(address):
+        return replies.INVALID_RECIPIENT_ADDRESS
+    for name in params:
+        if name not in _RCPT_PARAMS:
+            return replies.UNRECOGNIZED_PARAMETER
+    return RcptCommand(address, params)
+
+
+# --- accepted domains (§8.1) -----------------------------------------------------------------
+
+
+def domain_of(address: str) -> str:
+    return address.rsplit("@", 1)[-1].strip().lower().rstrip(".")
+
+
+def match_accepted_domain(
+    domains: Sequence[AcceptedDomain], domain: str
+) -> AcceptedDomain | None:
+    """The most specific accepted domain covering ``domain`` (``*.x`` covers x and below)."""
+    domain = domain.lower()
+    best: AcceptedDomain | None = None
+    best_len = -1
+    for entry in domains:
+        name = entry.domain_name.lower()
+        if name.startswith("*."):
+            base = name[2:]
+            hit = domain == base or domain.endswith("." + base)
+            length = len(base)
+        else:
+            hit = domain == name
+            length = len(name) + 1  # an exact entry beats a wildcard of the same name
+        if hit and length > best_len:
+            best, best_len = entry, length
+    return best
+
+
+def is_internal_domain(org: Organization, domain: str) -> bool:
+    """Authoritative and InternalRelay domains count as internal for sender checks (§8.1)."""
+    entry = match_accepted_domain(org.accepted_domains, domain)
+    return entry is not None and entry.domain_type in (
+        DomainType.AUTHORITATIVE,
+        DomainType.INTERNAL_RELAY,
+    )
+
+
+# --- checks ----------------------------------------------------------------------------------
+
+
+def check_mail(facts: SessionFacts, mail: MailCommand) -> Decision:
+    """MAIL FROM (§1.9 step 4)."""
+    if not facts.has(Right.SUBMIT):
+        if facts.identity.authenticated:
+            return refuse(replies.NO_SUBMIT_PERMISSION, "identity lacks ms-Exch-SMTP-Submit")
+        return refuse(replies.NOT_AUTHENTICATED, "anonymous session lacks ms-Exch-SMTP-Submit")
+    if facts.connector.require_tls and not facts.tls_active:
+        return refuse(replies.STARTTLS_REQUIRED, "RequireTLS and no TLS")
+    size = mail.size
+    if (
+        size is not None
+        and size > facts.connector.max_message_size
+        and not facts.has(Right.BYPASS_MESSAGE_SIZE_LIMIT)
+    ):
+        return refuse(
+            replies.MESSAGE_TOO_BIG,
+            f"SIZE={size} over MaxMessageSize {facts.connector.max_message_size}",
+        )
+    return accept(replies.SENDER_OK)
+
+
+def check_rcpt(facts: SessionFacts, rcpt: RcptCommand, accepted_so_far: int) -> Decision:
+    """RCPT TO (§1.9 step 5): relay by accepted domain, then MaxRecipientsPerMessage."""
+    domain = domain_of(rcpt.address)
+    entry = match_accepted_domain(facts.org.accepted_domains, domain)
+    if entry is None and not facts.has(Right.ACCEPT_ANY_RECIPIENT):
+        return refuse(
+            replies.unable_to_relay(facts.server.version),
+            f"{domain} is not an accepted domain and the session lacks "
+            "ms-Exch-SMTP-Accept-Any-Recipient",
+        )
+    if accepted_so_far >= facts.connector.max_recipients_per_message:
+        return refuse(replies.TOO_MANY_RECIPIENTS, "MaxRecipientsPerMessage reached")
+    reason = f"accepted domain {entry.domain_name}" if entry else "relay permitted"
+    return accept(replies.RECIPIENT_OK, reason)
+
+
+def check_size(facts: SessionFacts, size: int) -> Decision | None:
+    """Message size during or at the end of data (§1.9 step 6)."""
+    if size > facts.connector.max_message_size and not facts.has(
+        Right.BYPASS_MESSAGE_SIZE_LIMIT
+    ):
+        return refuse(replies.MESSAGE_TOO_BIG, f"{size} bytes over MaxMessageSize")
+    return None
+
+
+def check_headers(
+    facts: SessionFacts,
+    header_size: int,
+    received: Sequence[str],
+    mail_from: str,
+    header_senders: Sequence[str],
+    mail_auth_null: bool = False,
+) -> Decision | None:
+    """End of headers (§1.9 step 6): header size, hop counts, sender authorization."""
+    connector = facts.connector
+    if header_size > connector.max_header_size:
+        return refuse(replies.HEADER_TOO_BIG, f"{header_size} header bytes")
+    if len(received) > connector.max_hop_count:
+        return refuse(replies.HOP_COUNT_EXCEEDED, f"{len(received)} Received headers")
+    if connector.max_local_hop_count:
+        local = sum(1 for r in received if _stamped_by(r, facts.local_servers))
+        if local > connector.max_local_hop_count:
+            return refuse(replies.HOP_COUNT_EXCEEDED, f"{local} local hops")
+    for sender in [mail_from, *header_senders]:
+        if sender and not may_send_as(facts, sender):
+            reply = (
+                replies.SEND_AS_DENIED
+                if facts.identity.authenticated
+                else replies.ANONYMOUS_SEND_AS_DENIED
+            )
+            return refuse(reply, f"may not send as {sender}")
+    return None
+
+
+def _stamped_by(received: str, fqdns: frozenset[str]) -> bool:
+    match = re.search(r"\bby\s+([^\s;()]+)", received, re.IGNORECASE)
+    return bool(match) and match.group(1).lower().rstrip(".") in fqdns  # type: ignore[union-attr]
+
+
+def may_send_as(facts: SessionFacts, sender: str) -> bool:
+    """Sender authorization (§5.5) for one address (MAIL FROM or From/Sender)."""
+    domain = domain_of(sender)
+    if facts.identity.kind is IdentityKind.USER and facts.mailbox is not None:
+        if sender.lower() in facts.mailbox.addresses:
+            return True
+    if facts.identity.kind is IdentityKind.PARTNER and domain == facts.identity.name.lower():
+        return True
+    if is_internal_domain(facts.org, domain):
+        return facts.has(Right.ACCEPT_AUTHORITATIVE_DOMAIN_SENDER)
+    return facts.has(Right.ACCEPT_ANY_SENDER)
+
+
+def auth_as(facts: SessionFacts, mail_auth_null: bool = False) -> str:
+    """The AuthAs category SMTP receive stamps (§5.2): Partner, Internal or Anonymous."""
+    if facts.identity.kind is IdentityKind.PARTNER:
+        return "Partner"
+    if mail_auth_null:
+        return "Anonymous"
+    if facts.identity.authenticated:
+        sender_rights = facts.has(Right.ACCEPT_ANY_SENDER) or facts.has(
+            Right.ACCEPT_AUTHORITATIVE_DOMAIN_SENDER
+        )
+        if not sender_rights or facts.has(Right.ACCEPT_AUTHENTICATION_FLAG):
+            return "Internal"
+    return "Anonymous"

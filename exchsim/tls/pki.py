@@ -1,0 +1,439 @@
+"""The lab PKI: each server's self-signed transport certificate, and certificate selection.
+
+Exchange setup creates one self-signed certificate per server (reference §1.6, §4.5): subject
+``CN=<hostname>``, SAN dNSName = hostname and FQDN, EKU serverAuth, valid 5 years. exchsim makes
+the same certificate with ``cryptography`` (no openssl CLI):
+
+* key: ECDSA P-256 (fast to generate; the lab has no interop need for RSA);
+* subject and issuer ``CN=<server_name>``, SAN dNSName ``<server_name>`` and ``<fqdn>``;
+* EKU serverAuth **and clientAuth**. clientAuth is needed because the same certificate is the
+  TLS *client* certificate in X-ANONYMOUSTLS (see :mod:`exchsim.tls.directtrust`). Measured with
+  OpenSSL 3.0.19: a server context verifying client certificates rejects a serverAuth-only
+  certificate with ``unsuitable certificate purpose``;
+* keyUsage digitalSignature + keyEncipherment (critical), basicConstraints CA:FALSE (critical),
+  subjectKeyIdentifier. CA:FALSE is enough for the certificate to be a trust anchor; see
+  :mod:`exchsim.tls.contexts` for the measurement;
+* validity: ``now - 1 hour`` (clock-skew backdate) to ``now + 5 years``.
+
+Files are ``<pki_dir>/servers/<server_name>.crt`` (PEM, 0644) and ``.key`` (PKCS#8 PEM, 0600),
+each written atomically (temporary file in the same directory, fsync, ``os.replace``). The key is
+written first, so a crash between the two writes leaves a key that does not match the
+certificate, which the next call detects and repairs by regenerating.
+
+Names are shown the way Exchange shows them: DNs most-specific RDN first, joined by ``", "``
+(``CN=mail.contoso.com, O=Contoso, C=US``), with Windows attribute names ``S`` (state) and ``E``
+(e-mail); thumbprint = SHA-1 of the DER, upper-case hex; serial number in upper-case hex bytes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import hashlib
+import os
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+VALIDITY = datetime.timedelta(days=5 * 365)
+BACKDATE = datetime.timedelta(hours=1)
+KEY_FILE_MODE = 0o600
+CERT_FILE_MODE = 0o644
+
+# Windows/Exchange spell these attribute types differently from RFC 4514.
+_WINDOWS_ATTR_NAMES = {
+    NameOID.STATE_OR_PROVINCE_NAME: "S",
+    NameOID.EMAIL_ADDRESS: "E",
+}
+_ATTR_ALIASES = {"ST": "S", "EMAIL": "E", "EMAILADDRESS": "E"}
+
+
+@dataclass(frozen=True, slots=True)
+class CertificateFiles:
+    """A certificate with its private key on disk, plus the fields Exchange shows for it."""
+
+    cert_path: Path
+    key_path: Path
+    subject: str  # Exchange order, e.g. "CN=EX01"
+    issuer: str  # "CN=EX01" for self-signed
+    thumbprint: str  # SHA-1 of the DER, upper-case hex, 40 characters
+    serial: str  # upper-case hex
+    not_before: datetime.datetime  # aware, UTC
+    not_after: datetime.datetime  # aware, UTC
+    dns_names: tuple[str, ...]
+
+    def load_der(self) -> bytes:
+        """The certificate (the first one in ``cert_path``) as DER."""
+        cert = x509.load_pem_x509_certificate(self.cert_path.read_bytes())
+        return cert.public_bytes(serialization.Encoding.DER)
+
+    @property
+    def self_signed(self) -> bool:
+        """Issuer DN equals subject DN (how Exchange tells self-signed from CA-issued)."""
+        return dn_equal(self.issuer, self.subject)
+
+    def valid_at(self, when: datetime.datetime) -> bool:
+        return self.not_before <= when < self.not_after
+
+
+# --- loading -------------------------------------------------------------------------------
+
+
+def format_dn(name: x509.Name) -> str:
+    """A DN the way Exchange prints it: most specific RDN first, ``", "`` between RDNs."""
+    return ", ".join(rdn.rfc4514_string(_WINDOWS_ATTR_NAMES) for rdn in reversed(name.rdns))
+
+
+def _serial_hex(serial: int) -> str:
+    text = f"{serial:X}"
+    return text if len(text) % 2 == 0 else "0" + text
+
+
+def _dns_names(cert: x509.Certificate) -> tuple[str, ...]:
+    try:
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName)
+    except x509.ExtensionNotFound:
+        return ()
+    return tuple(san.value.get_values_for_type(x509.DNSName))
+
+
+def _describe(cert: x509.Certificate, cert_path: Path, key_path: Path) -> CertificateFiles:
+    der = cert.public_bytes(serialization.Encoding.DER)
+    return CertificateFiles(
+        cert_path=cert_path,
+        key_path=key_path,
+        subject=format_dn(cert.subject),
+        issuer=format_dn(cert.issuer),
+        thumbprint=hashlib.sha1(der).hexdigest().upper(),
+        serial=_serial_hex(cert.serial_number),
+        not_before=cert.not_valid_before_utc,
+        not_after=cert.not_valid_after_utc,
+        dns_names=_dns_names(cert),
+    )
+
+
+def _key_matches(cert: x509.Certificate, key_pem: bytes) -> bool:
+    try:
+        key = serialization.load_pem_private_key(key_pem, password=None)
+    except (ValueError, TypeError):
+        return False
+    public_format = serialization.PublicFormat.SubjectPublicKeyInfo
+    return key.public_key().public_bytes(
+        serialization.Encoding.DER, public_format
+    ) == cert.public_key().public_bytes(serialization.Encoding.DER, public_format)
+
+
+def load_certificate_files(cert_path: Path, key_path: Path) -> CertificateFiles:
+    """Describe an existing PEM certificate (first one in the file = the leaf) and its key.
+
+    Raises ``ValueError`` when either file does not parse or the key does not belong to the
+    certificate, and ``OSError`` when a file cannot be read.
+    """
+    cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
+    if not _key_matches(cert, key_path.read_bytes()):
+        raise ValueError(f"{key_path} is not the private key of {cert_path}")
+    return _describe(cert, cert_path, key_path)
+
+
+# --- the server certificate ---------------------------------------------------------------
+
+
+def _wanted_names(server_name: str, fqdn: str) -> tuple[str, ...]:
+    names = [server_name]
+    if fqdn.casefold() != server_name.casefold():
+        names.append(fqdn)
+    return tuple(names)
+
+
+def _reusable(
+    cert_path: Path, key_path: Path, server_name: str, fqdn: str, now: datetime.datetime
+) -> CertificateFiles | None:
+    try:
+        cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
+        key_pem = key_path.read_bytes()
+    except (OSError, ValueError):
+        return None
+    if not _key_matches(cert, key_pem):
+        return None
+    files = _describe(cert, cert_path, key_path)
+    wanted = {n.casefold() for n in _wanted_names(server_name, fqdn)}
+    if {n.casefold() for n in files.dns_names} != wanted:
+        return None
+    if _normalise_dn(files.subject) != _normalise_dn(f"CN={_escape_value(server_name)}"):
+        return None
+    if not files.valid_at(now):
+        return None
+    return files
+
+
+def _atomic_write(path: Path, data: bytes, mode: int) -> None:
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    tmp = Path(tmp_name)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            os.fchmod(fh.fileno(), mode)
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+
+
+def _escape_value(value: str) -> str:
+    return x509.NameAttribute(NameOID.COMMON_NAME, value).rfc4514_string().partition("=")[2]
+
+
+def ensure_server_certificate(
+    pki_dir: Path, server_name: str, fqdn: str, now: datetime.datetime
+) -> CertificateFiles:
+    """The server's self-signed transport certificate, created on first use.
+
+    An existing certificate is reused when its key matches, its subject is ``CN=<server_name>``,
+    its SAN names are exactly ``server_name`` and ``fqdn`` (case-insensitive) and ``now`` is
+    inside its validity; otherwise a new key and certificate replace it. ``now`` must be
+    timezone-aware.
+    """
+    if now.tzinfo is None or now.utcoffset() is None:
+        raise ValueError("now must be timezone-aware")
+    if not server_name or not fqdn:
+        raise ValueError("server_name and fqdn must not be empty")
+    if server_name in {".", ".."} or any(c in server_name for c in "/\\\0"):
+        raise ValueError(f"server name {server_name!r} cannot be a file name")
+    now = now.astimezone(datetime.UTC)
+    directory = pki_dir / "servers"
+    cert_path = directory / f"{server_name}.crt"
+    key_path = directory / f"{server_name}.key"
+    existing = _reusable(cert_path, key_path, server_name, fqdn, now)
+    if existing is not None:
+        if key_path.stat().st_mode & 0o777 != KEY_FILE_MODE:
+            key_path.chmod(KEY_FILE_MODE)
+        return existing
+
+    directory.mkdir(parents=True, exist_ok=True)
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, server_name)])
+    not_before = now.replace(microsecond=0) - BACKDATE
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(not_before)
+        .not_valid_after(not_before + BACKDATE + VALIDITY)
+        .add_extension(
+            x509.SubjectAlternativeName(
+                [x509.DNSName(n) for n in _wanted_names(server_name, fqdn)]
+            ),
+            critical=False,
+        )
+        .add_extension(
+            x509.ExtendedKeyUsage(
+                [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]
+            ),
+            critical=False,
+        )
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                content_commitment=False,
+                key_encipherment=True,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=False,
+                crl_sign=False,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    key_pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    _atomic_write(key_path, key_pem, KEY_FILE_MODE)
+    _atomic_write(cert_path, cert.public_bytes(serialization.Encoding.PEM), CERT_FILE_MODE)
+    return _describe(cert, cert_path, key_path)
+
+
+# --- TlsCertificateName and distinguished names -------------------------------------------
+
+
+def _split_dn(value: str) -> list[str]:
+    """Split a DN at RDN separators (``,`` or ``;``), honouring ``\\`` escapes and quotes."""
+    parts: list[str] = []
+    current: list[str] = []
+    quoted = False
+    escaped = False
+    for ch in value:
+        if escaped:
+            current.append(ch)
+            escaped = False
+        elif ch == "\\":
+            current.append(ch)
+            escaped = True
+        elif ch == '"':
+            current.append(ch)
+            quoted = not quoted
+        elif ch in ",;" and not quoted:
+            parts.append("".join(current))
+            current = []
+        else:
+            current.append(ch)
+    if quoted or escaped:
+        raise ValueError(f"unterminated quote or escape in DN {value!r}")
+    parts.append("".join(current))
+    return parts
+
+
+def _unescape(value: str) -> str:
+    value = value.strip()
+    if len(value) >= 2 and value[0] == value[-1] == '"':
+        return value[1:-1].replace('\\"', '"')
+    out: list[str] = []
+    chars = iter(value)
+    for ch in chars:
+        out.append(next(chars, "") if ch == "\\" else ch)
+    return "".join(out)
+
+
+def parse_dn(value: str) -> tuple[tuple[str, str], ...]:
+    """``"CN=a, O=b"`` -> ``(("CN", "a"), ("O", "b"))``; types upper-cased, values unescaped.
+
+    Raises ``ValueError`` for an empty DN or a component without ``type=value``.
+    """
+    components: list[tuple[str, str]] = []
+    for part in _split_dn(value):
+        attr, sep, raw = part.partition("=")
+        attr = attr.strip().upper()
+        if not sep or not attr:
+            raise ValueError(f"invalid DN component {part.strip()!r} in {value!r}")
+        components.append((_ATTR_ALIASES.get(attr, attr), _unescape(raw)))
+    if not components:
+        raise ValueError("empty DN")
+    return tuple(components)
+
+
+def _normalise_dn(value: str) -> tuple[tuple[str, str], ...] | None:
+    """Comparison key: case-insensitive, blanks around separators ignored; None if invalid."""
+    try:
+        return tuple((attr, val.casefold()) for attr, val in parse_dn(value))
+    except ValueError:
+        return None
+
+
+def dn_equal(a: str, b: str) -> bool:
+    """Compare two DNs the way exchsim matches TlsCertificateName (order-sensitive)."""
+    na = _normalise_dn(a)
+    return na is not None and na == _normalise_dn(b)
+
+
+def parse_tls_certificate_name(value: str) -> tuple[str | None, str]:
+    """``"<I>CN=Fabrikam CA, DC=fabrikam, DC=com<S>CN=mail.contoso.com"`` -> (issuer, subject).
+
+    The ``<I>`` part is optional (issuer None); ``<S>`` is required and its DN must contain a
+    CN. Tags are case-insensitive; the DNs are returned stripped but otherwise as written.
+    Raises ``ValueError`` for anything else.
+    """
+    text = value.strip()
+    upper = text.upper()
+    s_at = upper.find("<S>")
+    if s_at < 0:
+        raise ValueError(f"TlsCertificateName {value!r} has no <S>subject part")
+    if upper.find("<S>", s_at + 3) >= 0:
+        raise ValueError(f"TlsCertificateName {value!r} has more than one <S> part")
+    issuer: str | None = None
+    head = text[:s_at].strip()
+    if head:
+        if not head.upper().startswith("<I>") or "<I>" in head[3:].upper():
+            raise ValueError(f"TlsCertificateName {value!r}: expected <I>issuer<S>subject")
+        issuer = head[3:].strip()
+        if not issuer:
+            raise ValueError(f"TlsCertificateName {value!r} has an empty <I> part")
+        parse_dn(issuer)
+    subject = text[s_at + 3 :].strip()
+    if "<I>" in subject.upper():
+        raise ValueError(f"TlsCertificateName {value!r}: <I> must come before <S>")
+    if not subject:
+        raise ValueError(f"TlsCertificateName {value!r} has an empty <S> part")
+    if not any(attr == "CN" for attr, _ in parse_dn(subject)):
+        raise ValueError(f"TlsCertificateName {value!r}: the subject must contain a CN")
+    return issuer, subject
+
+
+def matches_tls_certificate_name(cert: CertificateFiles, tls_certificate_name: str) -> bool:
+    """Whether ``cert`` is the certificate a connector's TlsCertificateName names.
+
+    An invalid TlsCertificateName matches nothing (validate it with
+    :func:`parse_tls_certificate_name` when loading the config).
+    """
+    try:
+        issuer, subject = parse_tls_certificate_name(tls_certificate_name)
+    except ValueError:
+        return False
+    if not dn_equal(subject, cert.subject):
+        return False
+    return issuer is None or dn_equal(issuer, cert.issuer)
+
+
+# --- selection (reference §4.5) ------------------------------------------------------------
+
+
+def _common_names(cert: CertificateFiles) -> list[str]:
+    try:
+        return [val for attr, val in parse_dn(cert.subject) if attr == "CN"]
+    except ValueError:
+        return []
+
+
+def name_matches_fqdn(name: str, fqdn: str) -> bool:
+    """Exact (case-insensitive) match, or ``*.rest`` covering exactly one leading label."""
+    name = name.strip().rstrip(".").casefold()
+    fqdn = fqdn.strip().rstrip(".").casefold()
+    if not name or not fqdn:
+        return False
+    if name.startswith("*."):
+        label, dot, rest = fqdn.partition(".")
+        return bool(label) and bool(dot) and rest == name[2:] and "*" not in rest
+    return "*" not in name and name == fqdn
+
+
+def certificate_matches_fqdn(cert: CertificateFiles, fqdn: str) -> bool:
+    return any(name_matches_fqdn(n, fqdn) for n in (*cert.dns_names, *_common_names(cert)))
+
+
+def select_certificate(
+    candidates: Sequence[CertificateFiles],
+    fqdn: str,
+    tls_certificate_name: str | None,
+    *,
+    now: datetime.datetime | None = None,
+) -> CertificateFiles | None:
+    """The certificate a connector uses for STARTTLS (reference §4.5), or None (no STARTTLS).
+
+    With ``tls_certificate_name`` set: a certificate whose subject (and issuer, when given)
+    match it. Otherwise: a certificate whose SAN dNSName or subject CN matches ``fqdn``
+    (exactly, or a wildcard covering one label), CA-issued preferred over self-signed, then
+    the newest ``not_before``. When ``now`` is given, certificates not valid at ``now`` are
+    skipped (an expired certificate makes STARTTLS disappear, reference §1.6).
+    """
+    pool = [c for c in candidates if now is None or c.valid_at(now)]
+    if tls_certificate_name is not None and tls_certificate_name.strip():
+        named = [c for c in pool if matches_tls_certificate_name(c, tls_certificate_name)]
+        return max(named, key=lambda c: c.not_before, default=None)
+    matching = [c for c in pool if certificate_matches_fqdn(c, fqdn)]
+    return max(matching, key=lambda c: (not c.self_signed, c.not_before), default=None)

@@ -1,0 +1,377 @@
+"""Transport (hub): accept into the durable queue, categorize, route and deliver (§7, §8).
+
+Receiving: end-of-headers checks, the header firewall with the session's (or the proxied
+client's) rights, authentication stamping, a Received header, then a durable enqueue (fsync)
+before the ``250 2.6.0 <id> [InternalId=..., Hostname=<hub>] ...`` reply.
+
+Delivering: a worker takes due messages from the queue and sorts each recipient:
+- a mailbox of the organization -> Mailbox Transport Delivery (475) of the mailbox's server,
+  over a hop session (X-ANONYMOUSTLS, EXCHANGEAUTH, XSESSIONPARAMS, BDAT);
+- another address in an Authoritative accepted domain -> an NDR (RFC 3464) from postmaster of
+  the default domain: ``550 5.1.1 RESOLVER.ADR.RecipNotFound; not found`` (§8.1);
+- anything else (InternalRelay / ExternalRelay domains, relayed mail) -> the lab's internet
+  sink over plain SMTP (send connectors come with the multi-server roadmap item).
+A failed delivery is deferred and retried after ``Lab.RetryInterval``; nothing is dropped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import email.utils
+import logging
+import ssl
+import uuid
+from collections import defaultdict
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+
+import aiosmtplib
+
+from exchsim.clock import Clock
+from exchsim.config.model import DomainType, Lab, Server
+from exchsim.policy import rules
+from exchsim.policy.headers import (
+    Message,
+    firewall,
+    make_field,
+    parse_message,
+    received_field,
+    stamp_authentication,
+)
+from exchsim.policy.replies import Reply, queued
+from exchsim.smtp.session import AcceptedMessage, ExchangeSMTP, tls_summary
+from exchsim.transport.hopclient import HopClient, HopError
+from exchsim.transport.queue import MessageQueue, QueuedMessage
+
+log = logging.getLogger(__name__)
+
+NETWORK_MESSAGE_ID = "X-MS-Exchange-Organization-Network-Message-Id"
+
+
+class HubReceiver:
+    """The MessageHandler of HubTransport connectors."""
+
+    def __init__(self, server: Server, clock: Clock, queue: MessageQueue,
+                 wake: Callable[[], None]) -> None:
+        self.server = server
+        self.clock = clock
+        self.queue = queue
+        self.wake = wake
+
+    async def __call__(self, session: ExchangeSMTP, message: AcceptedMessage) -> Reply:
+        facts = message.facts
+        parsed = parse_message(message.data)
+        senders = [a for _, a in email.utils.getaddresses(
+            parsed.values("From") + parsed.values("Sender"))]
+        refusal = rules.check_headers(
+            facts, parsed.header_size, parsed.values("Received"), message.mail_from, senders
+        )
+        if refusal is not None:
+            return refusal.reply
+        auth_null = message.mail_params.get("AUTH") == "<>"
+        out = firewall(parsed, facts.rights)
+        out = stamp_authentication(
+            out,
+            rights=facts.rights,
+            auth_as=rules.auth_as(facts, auth_null),
+            mechanism=facts.identity.mechanism,
+            server_fqdn=self.server.fqdn,
+            auth_domain=facts.identity.name or None,
+        )
+        message_id = out.first("Message-ID")
+        extra = []
+        if not message_id:
+            message_id = f"<{uuid.uuid4()}@{self.server.fqdn}>"
+            extra.append(make_field("Message-ID", message_id))
+        network_id = out.first(NETWORK_MESSAGE_ID)
+        if network_id is None:
+            network_id = str(uuid.uuid4())
+            extra.append(make_field(NETWORK_MESSAGE_ID, network_id))
+        received = received_field(
+            helo=message.client_helo,
+            client_ip=message.client_ip,
+            server_fqdn=self.server.fqdn,
+            server_ip=session.local_ip,
+            version_id=self.server.version_string,
+            now=self.clock.local(),
+            tls=tls_summary(message.tls),
+        )
+        data = Message((received, *out.fields, *extra), out.body, out.has_separator).to_bytes()
+        internal_id = await self.queue.enqueue(
+            message_id=message_id,
+            sender=message.mail_from,
+            recipients=message.recipients,
+            data=data,
+            metadata={"network_message_id": network_id, "client_ip": message.client_ip},
+            now=self.clock.utc(),
+        )
+        self.wake()
+        return queued(
+            message_id,
+            internal_id,
+            self.server.fqdn,
+            size=len(message.data),
+            seconds=message.received_seconds,
+            version=self.server.version,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    kind: str  # "mailbox" | "ndr" | "internet"
+    server: str | None = None
+
+
+def categorize(lab: Lab, recipient: str) -> Route:
+    address = recipient.lower()
+    for mailbox in lab.organization.mailboxes:
+        if address in mailbox.addresses:
+            return Route("mailbox", mailbox.server)
+    domain = rules.match_accepted_domain(lab.organization.accepted_domains,
+                                         rules.domain_of(address))
+    if domain is not None and domain.domain_type is DomainType.AUTHORITATIVE:
+        return Route("ndr")
+    return Route("internet")
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    host: str
+    port: int
+
+
+class DeliveryAgent:
+    """Takes due messages from one hub's queue and delivers them."""
+
+    def __init__(
+        self,
+        lab: Lab,
+        server: Server,
+        clock: Clock,
+        queue: MessageQueue,
+        tls_context: Callable[[], ssl.SSLContext | None],
+        mailbox_delivery: Mapping[str, Endpoint],
+        internet: Endpoint,
+        retry: datetime.timedelta,
+        concurrency: int = 8,
+    ) -> None:
+        self.lab = lab
+        self.server = server
+        self.clock = clock
+        self.queue = queue
+        self.tls_context = tls_context
+        self.mailbox_delivery = mailbox_delivery
+        self.internet = internet
+        self.retry = retry
+        self.concurrency = concurrency
+        self._wake = asyncio.Event()
+        self._idle_hops: dict[str, list[HopClient]] = defaultdict(list)
+        self._inflight: set[int] = set()
+        self.delivered = 0
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    async def run(self) -> None:
+        sem = asyncio.Semaphore(self.concurrency)
+        tasks: set[asyncio.Task[None]] = set()
+        try:
+            while True:
+                self._wake.clear()
+                due = await self.queue.due(self.clock.utc(), limit=200)
+                for item in due:
+                    if item.internal_id in self._inflight:
+                        continue
+                    self._inflight.add(item.internal_id)
+                    await sem.acquire()
+                    task = asyncio.get_running_loop().create_task(self._deliver(item, sem))
+                    tasks.add(task)
+                    task.add_done_callback(tasks.discard)
+                if not due or all(i.internal_id in self._inflight for i in due):
+                    try:
+                        await asyncio.wait_for(self._wake.wait(),
+                                               self.retry.total_seconds() / 2 or 1.0)
+                    except TimeoutError:
+                        pass
+        finally:
+            for task in tasks:
+                task.cancel()
+            for hops in self._idle_hops.values():
+                for hop in hops:
+                    hop.abort()
+
+    async def _deliver(self, item: QueuedMessage, sem: asyncio.Semaphore) -> None:
+        try:
+            groups: dict[Route, list[str]] = defaultdict(list)
+            for rcpt in item.recipients:
+                groups[categorize(self.lab, rcpt)].append(rcpt)
+            for route, rcpts in groups.items():
+                await self._deliver_group(item, route, rcpts)
+        except Exception:
+            log.exception("delivery of %s failed", item.internal_id)
+        finally:
+            self._inflight.discard(item.internal_id)
+            sem.release()
+            self._wake.set()
+
+    async def _deliver_group(self, item: QueuedMessage, route: Route,
+                             rcpts: list[str]) -> None:
+        if route.kind == "ndr":
+            if item.sender:
+                await self._ndr(item, rcpts)
+            await self.queue.complete(item.internal_id, rcpts)
+            return
+        try:
+            if route.kind == "mailbox":
+                assert route.server is not None
+                refused = await self._to_mailbox(route.server, item, rcpts)
+            else:
+                refused = await self._to_internet(item, rcpts)
+        except (HopError, OSError, aiosmtplib.SMTPException, TimeoutError) as exc:
+            await self.queue.defer(
+                item.internal_id, rcpts,
+                next_attempt_at=self.clock.utc() + self.retry, reason=str(exc),
+            )
+            return
+        permanent = [r for r, reply in refused if reply.code >= 500]
+        temporary = [r for r, reply in refused if reply.code < 500]
+        done = [r for r in rcpts if r not in temporary]
+        if permanent and item.sender:
+            await self._ndr(item, permanent, refused)
+        if done:
+            await self.queue.complete(item.internal_id, done)
+        if temporary:
+            await self.queue.defer(item.internal_id, temporary,
+                                   next_attempt_at=self.clock.utc() + self.retry,
+                                   reason="temporary refusal")
+        self.delivered += len(done) - len(permanent)
+
+    async def _to_mailbox(self, server: str, item: QueuedMessage,
+                          rcpts: list[str]) -> list[tuple[str, Reply]]:
+        endpoint = self.mailbox_delivery[server.lower()]
+        hop = await self._take_hop(server, endpoint)
+        try:
+            result = await hop.send_message(item.sender, f"SIZE={len(item.data)}", rcpts,
+                                            item.data)
+        except BaseException:
+            hop.abort()
+            raise
+        self._idle_hops[server.lower()].append(hop)
+        if result.reply.code != 250:
+            if result.reply.code >= 500:
+                return [(r, result.reply) for r in rcpts]
+            raise HopError(f"mailbox delivery refused: {result.reply.render()}")
+        return list(result.refused)
+
+    async def _take_hop(self, server: str, endpoint: Endpoint) -> HopClient:
+        idle = self._idle_hops[server.lower()]
+        while idle:
+            hop = idle.pop()
+            if not hop.broken:
+                return hop
+        context = self.tls_context()
+        if context is None:
+            raise HopError("no internal transport certificate")
+        hop = await HopClient.connect(endpoint.host, endpoint.port, helo=self.server.fqdn,
+                                      tls_context=context, source=self.server.address)
+        try:
+            reply = await hop.command("XSESSIONPARAMS MDBGUID=00000000-0000-0000-0000-000000000000"
+                                      " TYPE=Delivery")
+            if reply.code != 250:
+                raise HopError(f"XSESSIONPARAMS refused: {reply.render()}", reply)
+        except BaseException:
+            hop.abort()
+            raise
+        return hop
+
+    async def _to_internet(self, item: QueuedMessage,
+                           rcpts: list[str]) -> list[tuple[str, Reply]]:
+        errors, _ = await aiosmtplib.send(
+            item.data,
+            sender=item.sender,
+            recipients=rcpts,
+            hostname=self.internet.host,
+            port=self.internet.port,
+            local_hostname=self.server.fqdn,
+            source_address=(self.server.address, 0),
+            start_tls=False,
+            use_tls=False,
+            timeout=30,
+        )
+        return [(r, Reply(code, None, text)) for r, (code, text) in errors.items()]
+
+    async def _ndr(self, item: QueuedMessage, rcpts: Sequence[str],
+                   refused: Sequence[tuple[str, Reply]] = ()) -> None:
+        postmaster = (self.lab.organization.transport_config.external_postmaster_address
+                      or f"postmaster@{self.lab.organization.default_domain}")
+        reasons = dict(refused)
+        data = build_ndr(
+            postmaster=postmaster,
+            sender=item.sender,
+            recipients=rcpts,
+            reasons={r: reasons[r].render() if r in reasons else
+                     "550 5.1.1 RESOLVER.ADR.RecipNotFound; not found" for r in rcpts},
+            original=item.data,
+            reporting_mta=self.server.fqdn,
+            now=self.clock.local(),
+        )
+        await self.queue.enqueue(
+            message_id=f"<{uuid.uuid4()}@{self.server.fqdn}>",
+            sender="",
+            recipients=[item.sender],
+            data=data,
+            metadata={"ndr_for": str(item.internal_id)},
+            now=self.clock.utc(),
+        )
+
+
+def build_ndr(
+    *,
+    postmaster: str,
+    sender: str,
+    recipients: Sequence[str],
+    reasons: Mapping[str, str],
+    original: bytes,
+    reporting_mta: str,
+    now: datetime.datetime,
+) -> bytes:
+    """A delivery status notification (RFC 3464) with the original headers attached."""
+    boundary = f"exchsim-{uuid.uuid4().hex}"
+    headers_end = original.find(b"\r\n\r\n")
+    original_headers = original[: headers_end + 2] if headers_end >= 0 else original
+    lines = [
+        f"From: Microsoft Outlook <{postmaster}>",
+        f"To: <{sender}>",
+        "Subject: Undeliverable:",
+        f"Date: {email.utils.format_datetime(now)}",
+        f"Message-ID: <{uuid.uuid4()}@{reporting_mta}>",
+        "MIME-Version: 1.0",
+        f'Content-Type: multipart/report; report-type=delivery-status; boundary="{boundary}"',
+        "Auto-Submitted: auto-replied",
+        "",
+        f"--{boundary}",
+        "Content-Type: text/plain; charset=us-ascii",
+        "",
+        "Delivery has failed to these recipients or groups:",
+        "",
+        *[f"{r}: {reasons[r]}" for r in recipients],
+        "",
+        f"--{boundary}",
+        "Content-Type: message/delivery-status",
+        "",
+        f"Reporting-MTA: dns;{reporting_mta}",
+        "",
+    ]
+    for r in recipients:
+        code = reasons[r].split(" ")[1] if " " in reasons[r] else "5.0.0"
+        lines += [
+            f"Final-Recipient: rfc822;{r}",
+            "Action: failed",
+            f"Status: {code}",
+            f"Diagnostic-Code: smtp;{reasons[r]}",
+            "",
+        ]
+    lines += [f"--{boundary}", "Content-Type: text/rfc822-headers", ""]
+    body = "\r\n".join(lines).encode() + b"\r\n" + original_headers
+    return body + f"\r\n--{boundary}--\r\n".encode()

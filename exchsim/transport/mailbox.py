@@ -1,0 +1,63 @@
+"""Mailbox Transport Delivery (475): store each recipient's copy in its Maildir (§7.5).
+
+The hub reaches this service over a hop session (X-ANONYMOUSTLS, EXCHANGEAUTH,
+XSESSIONPARAMS). Each recipient gets one Maildir file under ``DATA/mailboxes/<address>/``,
+written with fsync before the reply. The unique name carries the hub's Network-Message-Id, so
+a message the hub delivers again after a crash is recognised and not stored twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from pathlib import Path
+
+from exchsim.clock import Clock
+from exchsim.config.model import Server
+from exchsim.policy import replies
+from exchsim.policy.headers import parse_message, received_field
+from exchsim.policy.replies import Reply
+from exchsim.smtp.session import AcceptedMessage, ExchangeSMTP, tls_summary
+from exchsim.transport import maildir
+
+NETWORK_MESSAGE_ID = "X-MS-Exchange-Organization-Network-Message-Id"
+
+
+class MailboxDeliveryReceiver:
+    """The MessageHandler of the MailboxDelivery connector."""
+
+    def __init__(self, server: Server, clock: Clock, root: Path) -> None:
+        self.server = server
+        self.clock = clock
+        self.root = root
+        self.duplicates = 0
+
+    async def __call__(self, session: ExchangeSMTP, message: AcceptedMessage) -> Reply:
+        parsed = parse_message(message.data)
+        network_id = parsed.first(NETWORK_MESSAGE_ID) or hashlib.sha256(message.data).hexdigest()
+        stamped = parsed.prepend(
+            received_field(
+                helo=message.client_helo,
+                client_ip=message.client_ip,
+                server_fqdn=self.server.fqdn,
+                server_ip=session.local_ip,
+                version_id=self.server.version_string,
+                now=self.clock.local(),
+                tls=tls_summary(message.tls),
+                via="Mailbox Transport",
+            )
+        ).to_bytes()
+        await asyncio.to_thread(self._store, network_id, message.recipients, stamped)
+        message_id = parsed.first("Message-ID") or f"<{network_id}@{self.server.fqdn}>"
+        return replies.queued(
+            message_id, 0, self.server.fqdn, size=len(message.data),
+            seconds=message.received_seconds, version=self.server.version,
+        )
+
+    def _store(self, network_id: str, recipients: tuple[str, ...], data: bytes) -> None:
+        for rcpt in recipients:
+            unique = hashlib.sha1(f"{network_id}|{rcpt.lower()}".encode()).hexdigest()[:20]
+            if maildir.already_delivered(self.root, rcpt, unique):
+                self.duplicates += 1
+                continue
+            maildir.deliver(self.root, rcpt, data, unique=unique)

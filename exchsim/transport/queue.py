@@ -1,0 +1,542 @@
+"""The hub's durable queue: one SQLite file per server, WAL mode, fsync before the 250.
+
+A message that got ``250 2.6.0 ... Queued mail for delivery`` must survive ``kill -9`` and a power
+cut, so :meth:`MessageQueue.enqueue` returns its InternalId only after the transaction that
+stored it has committed with ``PRAGMA synchronous=FULL`` (in WAL mode the log is fsynced on every
+commit). The caller replies 250 after that, never before.
+
+Threading: the SQLite connection belongs to ONE dedicated worker thread (a single-thread
+executor); the event loop never touches it, so a slow fsync never stalls other sessions.
+
+Group commit: every write (enqueue, complete, defer) is an operation put on a pending list.
+A single flusher task takes everything pending, runs it in one transaction on the worker thread
+(each operation inside its own SAVEPOINT, so one failing operation fails only its own caller),
+commits once -- one fsync -- and only then resolves the callers' futures. Operations that arrive
+while a commit is running wait for the next one, so twenty concurrent clients share fsyncs
+instead of queueing behind each other's (Postfix's cleanup/qmgr and every database's group
+commit do the same).
+
+Leases live in memory only: they keep two delivery workers of one process off the same message.
+After a restart nothing is leased and every pending message is due again.
+
+Only this module imports :mod:`sqlite3` (STYLE.md, import rules).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import json
+import secrets
+import sqlite3
+import types
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+__all__ = ["MessageQueue", "QueueClosedError", "QueueStatistics", "QueuedMessage"]
+
+T = TypeVar("T")
+
+SCHEMA_VERSION = 1
+
+# Exchange's InternalIds are large int64 numbers (e.g. 31937376813057). The first id of a new
+# queue file is drawn at random in [2**40, 2**45) (a multiple of 2**20); AUTOINCREMENT then
+# guarantees an id is never reused for the life of the file, even after the rows are deleted,
+# so "InternalId + recipient" is safe as a delivery de-duplication token.
+_ID_BASE_MIN = 1 << 40
+_ID_BASE_SPAN = (1 << 45) - (1 << 40)
+
+# Bound one group-commit transaction.
+_MAX_BATCH_OPERATIONS = 512
+_MAX_BATCH_BYTES = 32 * 1024 * 1024
+
+_EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.UTC)
+_MICROSECOND = datetime.timedelta(microseconds=1)
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS messages (
+    internal_id      INTEGER PRIMARY KEY AUTOINCREMENT,
+    message_id       TEXT    NOT NULL,
+    sender           TEXT    NOT NULL,
+    data             BLOB    NOT NULL,
+    received_at      INTEGER NOT NULL,  -- microseconds since the epoch, UTC
+    attempts         INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at  INTEGER NOT NULL,  -- microseconds since the epoch, UTC
+    last_error       TEXT,
+    metadata         TEXT    NOT NULL   -- JSON object of strings
+);
+CREATE INDEX IF NOT EXISTS messages_due ON messages (next_attempt_at);
+CREATE TABLE IF NOT EXISTS recipients (
+    internal_id  INTEGER NOT NULL,
+    position     INTEGER NOT NULL,
+    address      TEXT    NOT NULL,
+    last_error   TEXT,
+    PRIMARY KEY (internal_id, position)
+) WITHOUT ROWID;
+"""
+
+
+class QueueClosedError(RuntimeError):
+    """The queue was closed (or failed to open); no further operations are possible."""
+
+
+@dataclass(frozen=True, slots=True)
+class QueuedMessage:
+    internal_id: int
+    """Exchange's InternalId: int64, unique for the life of the queue file."""
+    message_id: str
+    """The Message-ID, with angle brackets."""
+    sender: str
+    """The MAIL FROM address; ``''`` for the null sender."""
+    recipients: tuple[str, ...]
+    """Recipients still pending delivery, in RCPT order."""
+    data: bytes
+    """The full message as it will be delivered (CRLF line endings)."""
+    received_at: datetime.datetime
+    """When the message was queued (aware, UTC)."""
+    attempts: int
+    """How many times delivery was deferred."""
+    next_attempt_at: datetime.datetime
+    """Not due before this instant (aware, UTC)."""
+    metadata: Mapping[str, str]
+    """Free-form facts (authentication, client IP ...), read-only."""
+    last_error: str | None = None
+    """The reason given to the last :meth:`MessageQueue.defer`, if any."""
+
+
+@dataclass(frozen=True, slots=True)
+class QueueStatistics:
+    commits: int
+    """Write transactions committed (each one fsync)."""
+    operations: int
+    """Write operations (enqueue, complete, defer) committed."""
+    enqueued: int
+    """Messages enqueued (committed)."""
+    largest_batch: int
+    """Most operations committed by one transaction."""
+
+
+@dataclass(slots=True)
+class _Operation:
+    run: Callable[[sqlite3.Connection], Any]
+    future: asyncio.Future[Any]
+    size: int
+    is_enqueue: bool
+
+
+def _to_micros(moment: datetime.datetime) -> int:
+    if moment.tzinfo is None or moment.utcoffset() is None:
+        raise ValueError(f"an aware datetime is required, got naive {moment!r}")
+    return (moment - _EPOCH) // _MICROSECOND
+
+
+def _from_micros(value: int) -> datetime.datetime:
+    return _EPOCH + datetime.timedelta(microseconds=value)
+
+
+def _connect(path: Path) -> sqlite3.Connection:
+    """Runs on the worker thread: open, configure and migrate the queue file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    conn = sqlite3.connect(path, isolation_level=None)  # explicit BEGIN/COMMIT only
+    try:
+        mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+        if str(mode).lower() != "wal":
+            raise sqlite3.OperationalError(f"cannot switch {path} to WAL mode (got {mode!r})")
+        conn.execute("PRAGMA synchronous=FULL")
+        conn.execute("PRAGMA busy_timeout=10000")
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            if version == 0:
+                for statement in _SCHEMA.split(";"):
+                    if statement.strip():
+                        conn.execute(statement)
+                base = _ID_BASE_MIN + (secrets.randbelow(_ID_BASE_SPAN >> 20) << 20)
+                conn.execute(
+                    "INSERT INTO sqlite_sequence (name, seq) VALUES ('messages', ?)", (base,)
+                )
+                conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+            elif version != SCHEMA_VERSION:
+                raise sqlite3.DatabaseError(
+                    f"{path}: queue schema version {version}, this exchsim reads {SCHEMA_VERSION}"
+                )
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+def _row_to_message(row: Sequence[Any], recipients: tuple[str, ...]) -> QueuedMessage:
+    (internal_id, message_id, sender, data, received_at, attempts, next_attempt_at, last_error,
+     metadata) = row
+    return QueuedMessage(
+        internal_id=internal_id,
+        message_id=message_id,
+        sender=sender,
+        recipients=recipients,
+        data=bytes(data),
+        received_at=_from_micros(received_at),
+        attempts=attempts,
+        next_attempt_at=_from_micros(next_attempt_at),
+        metadata=types.MappingProxyType(json.loads(metadata)),
+        last_error=last_error,
+    )
+
+
+_COLUMNS = ("internal_id, message_id, sender, data, received_at, attempts, next_attempt_at, "
+            "last_error, metadata")
+
+
+def _load(conn: sqlite3.Connection, rows: list[Sequence[Any]]) -> list[QueuedMessage]:
+    if not rows:
+        return []
+    ids = [row[0] for row in rows]
+    pending: dict[int, list[str]] = {i: [] for i in ids}
+    for start in range(0, len(ids), 500):
+        chunk = ids[start:start + 500]
+        marks = ",".join("?" * len(chunk))
+        for internal_id, address in conn.execute(
+            f"SELECT internal_id, address FROM recipients WHERE internal_id IN ({marks}) "
+            "ORDER BY internal_id, position",
+            chunk,
+        ):
+            pending[internal_id].append(address)
+    return [_row_to_message(row, tuple(pending[row[0]])) for row in rows]
+
+
+class MessageQueue:
+    """The durable queue of one hub. Create with :meth:`open`, finish with :meth:`close`."""
+
+    def __init__(self, path: Path, executor: ThreadPoolExecutor,
+                 conn: sqlite3.Connection) -> None:
+        """Use :meth:`open`."""
+        self.path = path
+        self._executor = executor
+        self._conn = conn  # touched only on the executor's thread
+        self._pending: list[_Operation] = []
+        self._flusher: asyncio.Task[None] | None = None
+        self._leases: set[int] = set()
+        self._closed = False
+        self._commits = 0
+        self._operations = 0
+        self._enqueued = 0
+        self._largest_batch = 0
+
+    # --- life cycle -------------------------------------------------------------------------
+
+    @classmethod
+    async def open(cls, path: Path) -> MessageQueue:
+        """Open (creating if needed) the queue file at ``path`` and its worker thread."""
+        executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"queue-{path.stem}")
+        try:
+            conn = await asyncio.get_running_loop().run_in_executor(executor, _connect, path)
+        except BaseException:
+            executor.shutdown(wait=False)
+            raise
+        return cls(path, executor, conn)
+
+    async def close(self) -> None:
+        """Commit what is pending, close the database and stop the worker thread. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        flusher = self._flusher
+        if flusher is not None:  # let the last group commit finish; its callers get results
+            await asyncio.wait({flusher})
+        self._leases.clear()
+        loop = asyncio.get_running_loop()
+        try:
+            await loop.run_in_executor(self._executor, self._close_connection)
+        finally:
+            self._executor.shutdown(wait=False)
+
+    def _close_connection(self) -> None:
+        try:
+            # Fold the WAL back into the main file so a stopped queue is one self-contained file.
+            self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        finally:
+            self._conn.close()
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise QueueClosedError(f"queue {self.path} is closed")
+
+    # --- writes (group commit) --------------------------------------------------------------
+
+    async def enqueue(
+        self,
+        *,
+        message_id: str,
+        sender: str,
+        recipients: Sequence[str],
+        data: bytes,
+        metadata: Mapping[str, str],
+        now: datetime.datetime,
+    ) -> int:
+        """Store a message for ``recipients``; return its InternalId once the commit is durable.
+
+        The message is due immediately (``next_attempt_at == now``).
+        """
+        rcpts = tuple(recipients)
+        if not rcpts:
+            raise ValueError("a queued message needs at least one recipient")
+        received = _to_micros(now)
+        meta = json.dumps(dict(metadata), ensure_ascii=False, sort_keys=True)
+        blob = bytes(data)
+
+        def run(conn: sqlite3.Connection) -> int:
+            cursor = conn.execute(
+                "INSERT INTO messages (message_id, sender, data, received_at, next_attempt_at, "
+                "metadata) VALUES (?, ?, ?, ?, ?, ?)",
+                (message_id, sender, blob, received, received, meta),
+            )
+            internal_id = cursor.lastrowid
+            assert internal_id is not None
+            conn.executemany(
+                "INSERT INTO recipients (internal_id, position, address) VALUES (?, ?, ?)",
+                [(internal_id, i, r) for i, r in enumerate(rcpts)],
+            )
+            return internal_id
+
+        result: int = await self._submit(run, size=len(blob), is_enqueue=True)
+        return result
+
+    async def complete(self, internal_id: int, recipients: Sequence[str]) -> None:
+        """These recipients are done (delivered, relayed or NDR'd).
+
+        Recipients that are not pending are ignored. When no recipient remains, the message
+        is deleted. Raises :class:`KeyError` if the message is not in the queue.
+        """
+        rcpts = tuple(recipients)
+
+        def run(conn: sqlite3.Connection) -> None:
+            _require(conn, internal_id)
+            conn.executemany(
+                "DELETE FROM recipients WHERE internal_id = ? AND address = ?",
+                [(internal_id, r) for r in rcpts],
+            )
+            remaining = conn.execute(
+                "SELECT 1 FROM recipients WHERE internal_id = ? LIMIT 1", (internal_id,)
+            ).fetchone()
+            if remaining is None:
+                conn.execute("DELETE FROM messages WHERE internal_id = ?", (internal_id,))
+
+        await self._submit(run, size=0, is_enqueue=False)
+
+    async def defer(self, internal_id: int, recipients: Sequence[str], *,
+                    next_attempt_at: datetime.datetime, reason: str) -> None:
+        """Delivery to ``recipients`` failed temporarily: keep them pending, retry later.
+
+        Counts one attempt for the message, sets its next attempt and records ``reason`` on the
+        message and on these recipients. Raises :class:`KeyError` if the message is not queued.
+        """
+        rcpts = tuple(recipients)
+        when = _to_micros(next_attempt_at)
+
+        def run(conn: sqlite3.Connection) -> None:
+            _require(conn, internal_id)
+            conn.execute(
+                "UPDATE messages SET attempts = attempts + 1, next_attempt_at = ?, "
+                "last_error = ? WHERE internal_id = ?",
+                (when, reason, internal_id),
+            )
+            conn.executemany(
+                "UPDATE recipients SET last_error = ? WHERE internal_id = ? AND address = ?",
+                [(reason, internal_id, r) for r in rcpts],
+            )
+
+        await self._submit(run, size=0, is_enqueue=False)
+
+    async def _submit(self, run: Callable[[sqlite3.Connection], T], *, size: int,
+                      is_enqueue: bool) -> T:
+        self._check_open()
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[T] = loop.create_future()
+        self._pending.append(_Operation(run, future, size, is_enqueue))
+        if self._flusher is None:
+            self._flusher = loop.create_task(self._flush(), name=f"queue flush {self.path.name}")
+        # If the caller is cancelled, the operation still commits (the caller simply does not
+        # learn the result): accepting a message without replying 250 is safe, the reverse
+        # would not be.
+        return await future
+
+    async def _flush(self) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            while self._pending:
+                batch = self._take_batch()
+                try:
+                    outcomes = await loop.run_in_executor(self._executor, self._commit, batch)
+                except asyncio.CancelledError:
+                    for op in batch:
+                        op.future.cancel()
+                    raise
+                except Exception as exc:  # the whole transaction failed: every caller learns it
+                    for op in batch:
+                        if not op.future.done():
+                            op.future.set_exception(exc)
+                    continue
+                self._commits += 1
+                self._operations += len(batch)
+                self._largest_batch = max(self._largest_batch, len(batch))
+                for op, (ok, value) in zip(batch, outcomes, strict=True):
+                    if ok and op.is_enqueue:
+                        self._enqueued += 1
+                    if op.future.done():  # the caller was cancelled; the write stands
+                        continue
+                    if ok:
+                        op.future.set_result(value)
+                    else:
+                        op.future.set_exception(value)
+        finally:
+            self._flusher = None
+            # Only when this task is cancelled (loop shutdown): nothing may wait forever.
+            stranded, self._pending = self._pending, []
+            for op in stranded:
+                op.future.cancel()
+
+    def _take_batch(self) -> list[_Operation]:
+        count, size = 0, 0
+        for op in self._pending:
+            if count and (count >= _MAX_BATCH_OPERATIONS or size + op.size > _MAX_BATCH_BYTES):
+                break
+            count += 1
+            size += op.size
+        batch, self._pending = self._pending[:count], self._pending[count:]
+        return batch
+
+    def _commit(self, batch: list[_Operation]) -> list[tuple[bool, Any]]:
+        """Worker thread: run a batch in one transaction, each op in its own savepoint."""
+        conn = self._conn
+        outcomes: list[tuple[bool, Any]] = []
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for op in batch:
+                conn.execute("SAVEPOINT op")
+                try:
+                    value = op.run(conn)
+                except Exception as exc:
+                    conn.execute("ROLLBACK TO op")
+                    conn.execute("RELEASE op")
+                    outcomes.append((False, exc))
+                else:
+                    conn.execute("RELEASE op")
+                    outcomes.append((True, value))
+            conn.execute("COMMIT")  # synchronous=FULL: the WAL is fsynced before this returns
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        return outcomes
+
+    # --- reads ------------------------------------------------------------------------------
+
+    async def _read(self, run: Callable[[sqlite3.Connection], T]) -> T:
+        self._check_open()
+        return await asyncio.get_running_loop().run_in_executor(self._executor, run, self._conn)
+
+    async def due(self, now: datetime.datetime, limit: int = 100) -> list[QueuedMessage]:
+        """Messages with pending recipients whose next attempt is at or before ``now``.
+
+        Oldest first (by time received, then InternalId); leased messages are left out.
+        """
+        if limit <= 0:
+            return []
+        moment = _to_micros(now)
+        skip = frozenset(self._leases)
+
+        def run(conn: sqlite3.Connection) -> list[QueuedMessage]:
+            rows = conn.execute(
+                f"SELECT {_COLUMNS} FROM messages m WHERE next_attempt_at <= ? "
+                "AND EXISTS (SELECT 1 FROM recipients r WHERE r.internal_id = m.internal_id) "
+                "ORDER BY received_at, internal_id LIMIT ?",
+                (moment, limit + len(skip)),
+            ).fetchall()
+            return _load(conn, [row for row in rows if row[0] not in skip][:limit])
+
+        found = await self._read(run)
+        return [m for m in found if m.internal_id not in self._leases]
+
+    async def get(self, internal_id: int) -> QueuedMessage | None:
+        """The queued message with this InternalId, or None when it is not (any longer) queued."""
+
+        def run(conn: sqlite3.Connection) -> QueuedMessage | None:
+            rows = conn.execute(
+                f"SELECT {_COLUMNS} FROM messages WHERE internal_id = ?", (internal_id,)
+            ).fetchall()
+            loaded = _load(conn, rows)
+            return loaded[0] if loaded else None
+
+        return await self._read(run)
+
+    async def pending_count(self) -> int:
+        """How many messages have recipients still pending."""
+
+        def run(conn: sqlite3.Connection) -> int:
+            count: int = conn.execute(
+                "SELECT COUNT(*) FROM messages m WHERE EXISTS "
+                "(SELECT 1 FROM recipients r WHERE r.internal_id = m.internal_id)"
+            ).fetchone()[0]
+            return count
+
+        return await self._read(run)
+
+    # --- leases (in memory) -----------------------------------------------------------------
+
+    async def lease(self, internal_id: int) -> bool:
+        """Take the message for delivery. False if it is leased already or not queued.
+
+        A lease lasts until :meth:`release` and is never persisted; :meth:`due` skips leased
+        messages. Typical use: ``due()`` -> ``lease()`` -> deliver -> ``complete``/``defer`` ->
+        ``release()`` (in a ``finally``).
+        """
+        self._check_open()
+        if internal_id in self._leases:
+            return False
+        self._leases.add(internal_id)  # reserve before awaiting: concurrent callers lose
+        try:
+            exists = await self._read(
+                lambda conn: conn.execute(
+                    "SELECT 1 FROM messages WHERE internal_id = ?", (internal_id,)
+                ).fetchone() is not None
+            )
+        except BaseException:
+            self._leases.discard(internal_id)
+            raise
+        if not exists:
+            self._leases.discard(internal_id)
+        return exists
+
+    def release(self, internal_id: int) -> None:
+        """Give a lease back (no-op if not leased). Synchronous so it is safe in ``finally``."""
+        self._leases.discard(internal_id)
+
+    def leased(self) -> frozenset[int]:
+        """InternalIds currently leased."""
+        return frozenset(self._leases)
+
+    # --- diagnostics ------------------------------------------------------------------------
+
+    def statistics(self) -> QueueStatistics:
+        """Counters since :meth:`open` (group commit: ``commits`` < ``operations`` under load)."""
+        return QueueStatistics(
+            commits=self._commits,
+            operations=self._operations,
+            enqueued=self._enqueued,
+            largest_batch=self._largest_batch,
+        )
+
+
+def _require(conn: sqlite3.Connection, internal_id: int) -> None:
+    if conn.execute(
+        "SELECT 1 FROM messages WHERE internal_id = ?", (internal_id,)
+    ).fetchone() is None:
+        raise KeyError(internal_id)
+

@@ -1,0 +1,41 @@
+"""The lab's internet: an SMTP server that stores what it receives (ARCHITECTURE.md, Storage).
+
+Relayed mail from the hubs ends here, one Maildir per recipient under
+``DATA/internet/<address>/``, each file fsynced before the 250. It is a plain aiosmtpd
+server on purpose: it plays "some MTA on the internet", not Exchange.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from pathlib import Path
+from typing import Any
+
+from aiosmtpd.smtp import SMTP, Envelope, Session
+
+from exchsim.transport import maildir
+
+
+class SinkHandler:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.received = 0
+
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        data = envelope.original_content or b""
+        if isinstance(data, str):
+            data = data.encode("utf-8", "surrogateescape")
+        unique = uuid.uuid4().hex
+        for rcpt in envelope.rcpt_tos:
+            await asyncio.to_thread(maildir.deliver, self.root, rcpt, data, unique=unique)
+        self.received += 1
+        return "250 2.6.0 Message accepted for delivery"
+
+
+def sink_factory(handler: SinkHandler, hostname: str) -> Any:
+    def factory() -> SMTP:
+        return SMTP(handler, hostname=hostname, ident="lab internet sink ESMTP",
+                    enable_SMTPUTF8=True, data_size_limit=64 * 1024 * 1024)
+
+    return factory

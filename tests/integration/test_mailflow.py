@@ -1,0 +1,216 @@
+"""Mail through the whole chain, FE -> hub -> mailbox delivery, every hop real SMTP."""
+
+from __future__ import annotations
+
+import asyncio
+import email
+import email.policy
+import mailbox
+import re
+import smtplib
+
+import aiosmtplib
+
+from tests.integration.conftest import RawClient, RunningLab, swaks
+
+HOST = "127.0.10.1"
+QUEUED = re.compile(
+    r"^250 2\.6\.0 <[^>]+> \[InternalId=\d+, Hostname=ex01\.contoso\.com\] \d+ bytes in "
+    r"\d+\.\d{3}, \d+\.\d{3} KB/sec Queued mail for delivery$"
+)
+
+FORGED = (
+    "Received: from outside.example (192.0.2.9) by mx.outside.example; "
+    "Mon, 1 Jan 2024 00:00:00 +0000\r\n"
+    "X-MS-Exchange-Organization-SCL: -1\r\n"
+    "X-MS-Exchange-Organization-AuthAs: Internal\r\n"
+    "From: someone@fabrikam.example\r\n"
+    "To: alice@contoso.com\r\n"
+    "Subject: anonymous test\r\n"
+    "Message-ID: <anon-1@fabrikam.example>\r\n"
+    "\r\n"
+    "hello alice\r\n"
+)
+
+
+def send_smtplib(port: int, sender: str, rcpts: list[str], data: str) -> dict[str, object]:
+    with smtplib.SMTP(HOST, port, local_hostname="client.example", timeout=15) as client:
+        client.ehlo()
+        return client.sendmail(sender, rcpts, data)  # type: ignore[return-value]
+
+
+async def test_anonymous_mail_lands_in_alices_maildir(lab: RunningLab) -> None:
+    client = await RawClient.connect(HOST, lab.port(25))
+    await client.reply()
+    await client.cmd("EHLO client.example")
+    assert await client.cmd("MAIL FROM:<someone@fabrikam.example>") == "250 2.1.0 Sender OK"
+    assert await client.cmd("RCPT TO:<alice@contoso.com>") == "250 2.1.5 Recipient OK"
+    assert await client.cmd("DATA") == "354 Start mail input; end with <CRLF>.<CRLF>"
+    final = await client.cmd(FORGED + ".")
+    assert QUEUED.match(final), final
+    assert "<anon-1@fabrikam.example>" in final
+    client.close()
+    await lab.wait_for(lambda: len(lab.mailbox("alice@contoso.com")) == 1)
+    raw = lab.mailbox("alice@contoso.com")[0]
+    msg = email.message_from_bytes(raw, policy=email.policy.compat32)
+    assert msg["X-MS-Exchange-Organization-SCL"] is None
+    assert msg.get_all("X-MS-Exchange-Organization-AuthAs") == ["Anonymous"]
+    assert msg["X-MS-Exchange-Organization-AuthSource"] == "ex01.contoso.com"
+    received = msg.get_all("Received")
+    assert len(received) == 4  # mailbox delivery, hub, front end, and the client's own
+    assert "via Mailbox Transport" in received[0]
+    assert "via" not in received[1] and "from client.example (127.0.0.1)" in received[1]
+    assert "via Frontend Transport" in received[2]
+    assert "from client.example (127.0.0.1) by ex01.contoso.com (127.0.10.1)" in received[2]
+    assert received[3].startswith("from outside.example")
+    assert msg.get_payload() == "hello alice\r\n" or msg.get_payload() == "hello alice\n"
+    # Readable by an ordinary Maildir reader.
+    folder = mailbox.Maildir(lab.data / "mailboxes" / "alice@contoso.com", create=False)
+    assert len(folder) == 1
+
+
+async def test_smtplib_with_pipelining_and_several_recipients(lab: RunningLab) -> None:
+    refused = await asyncio.to_thread(
+        send_smtplib, lab.port(25), "x@fabrikam.example",
+        ["alice@contoso.com", "bob@contoso.com"], "Subject: two\r\n\r\nbody\r\n")
+    assert refused == {}
+    await lab.wait_for(lambda: lab.mailbox("alice@contoso.com") and lab.mailbox("bob@contoso.com"))
+
+
+async def test_bdat_through_the_front_end(lab: RunningLab) -> None:
+    body = b"Subject: chunked\r\n\r\npart one\r\npart two\r\n"
+    client = await RawClient.connect(HOST, lab.port(25))
+    await client.reply()
+    await client.cmd("EHLO client.example")
+    await client.cmd("MAIL FROM:<x@fabrikam.example> BODY=BINARYMIME")
+    await client.cmd("RCPT TO:<alice@contoso.com>")
+    await client.send(b"BDAT 10\r\n" + body[:10])
+    assert await client.reply() == "250 2.6.0 CHUNK received OK, 10 octets"
+    rest = body[10:]
+    await client.send(f"BDAT {len(rest)} LAST\r\n".encode() + rest)
+    assert QUEUED.match(await client.reply())
+    client.close()
+    await lab.wait_for(lambda: len(lab.mailbox("alice@contoso.com")) == 1)
+    assert lab.mailbox("alice@contoso.com")[0].endswith(b"part one\r\npart two\r\n")
+
+
+async def test_anonymous_relay_refused_with_swaks(lab: RunningLab) -> None:
+    rc, out = await swaks("--server", f"{HOST}:{lab.port(25)}", "--from", "a@fabrikam.example",
+                          "--to", "user@fabrikam.example", "--quit-after", "RCPT")
+    assert "<** 550 5.7.54 SMTP; Unable to relay recipient in non-accepted domain" in out, out
+    assert rc != 0
+
+
+async def test_alice_relays_on_587_after_starttls_and_auth_login(lab: RunningLab) -> None:
+    rc, out = await swaks(
+        "--server", f"{HOST}:{lab.port(587)}", "--tls", "--auth", "LOGIN",
+        "--auth-user", "alice@contoso.com", "--auth-password", "P@ssw0rd!",
+        "--from", "alice@contoso.com", "--to", "user@fabrikam.example",
+        "--header", "Subject: relayed by alice")
+    assert rc == 0, out
+    assert "334 VXNlcm5hbWU6" in out and "334 UGFzc3dvcmQ6" in out
+    assert "235 2.7.0 Authentication successful" in out
+    await lab.wait_for(lambda: len(lab.internet("user@fabrikam.example")) == 1)
+    relayed = email.message_from_bytes(lab.internet("user@fabrikam.example")[0])
+    assert relayed["Subject"] == "relayed by alice"
+    assert relayed["X-MS-Exchange-Organization-AuthAs"] == "Internal"
+
+
+async def test_auth_login_before_starttls_on_587_is_refused(lab: RunningLab) -> None:
+    client = await RawClient.connect(HOST, lab.port(587))
+    await client.reply()
+    await client.cmd("EHLO client.example")
+    assert await client.cmd("AUTH LOGIN") == "504 5.7.4 Unrecognized authentication type"
+    assert await client.cmd("AUTH PLAIN AGFsaWNlAFBAc3N3MHJkIQ==") == (
+        "504 5.7.4 Unrecognized authentication type")
+    client.close()
+
+
+async def test_wrong_password_then_too_many_failures(lab: RunningLab) -> None:
+    smtp = aiosmtplib.SMTP(hostname=HOST, port=lab.port(587), start_tls=False, use_tls=False)
+    await smtp.connect()
+    await smtp.ehlo()
+    await smtp.starttls(validate_certs=False)
+    for _ in range(3):
+        try:
+            await smtp.login("alice@contoso.com", "wrong")
+        except aiosmtplib.SMTPAuthenticationError as exc:
+            assert exc.code == 535 and "5.7.3 Authentication unsuccessful" in exc.message
+        else:
+            raise AssertionError("login should fail")
+    reply = await smtp.execute_command(b"AUTH", b"LOGIN", b"YWxpY2U=")
+    assert reply.code == 334
+    reply = await smtp.execute_command(b"d3Jvbmc=")
+    assert (reply.code, reply.message) == (
+        421, "4.7.0 Too many errors on this connection, closing transmission channel")
+    smtp.close()
+
+
+async def test_plain_mail_on_587_without_auth_is_not_authenticated(lab: RunningLab) -> None:
+    client = await RawClient.connect(HOST, lab.port(587))
+    await client.reply()
+    await client.cmd("EHLO client.example")
+    assert await client.cmd("MAIL FROM:<a@b.example>") == "530 5.7.1 Client was not authenticated"
+    assert await client.closed()
+
+
+async def test_anonymous_mail_on_the_hub_is_refused(lab: RunningLab) -> None:
+    client = await RawClient.connect(HOST, lab.port(2525))
+    await client.reply()
+    await client.cmd("EHLO client.example")
+    assert await client.cmd("MAIL FROM:<a@b.example>") == "530 5.7.1 Client was not authenticated"
+    assert await client.closed()
+
+
+async def test_made_up_exchangeauth_gets_454_and_cannot_submit(lab: RunningLab) -> None:
+    client = await RawClient.connect(HOST, lab.port(2525))
+    await client.reply()
+    await client.cmd("EHLO client.example")
+    assert await client.cmd("X-ANONYMOUSTLS") == "220 2.0.0 SMTP server ready"
+    import ssl
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    await client.writer.start_tls(ctx)
+    ehlo = await client.cmd("EHLO client.example")
+    assert "250-X-EXPS EXCHANGEAUTH GSSAPI NTLM" in ehlo
+    assert "250-X-EXCHANGEAUTH SHA256" in ehlo
+    fake = "ZXgwMS5jb250b3NvLmNvbTowMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDA="
+    assert await client.cmd(f"X-EXPS EXCHANGEAUTH SHA256 {fake}") == (
+        "454 4.7.0 Temporary authentication failure")
+    assert (await client.cmd("XPROXYFROM SID=1 IP=1.2.3.4 PORT=1 DOMAIN=x PERMS=4095")).startswith(
+        "500 5.3.3")
+    assert await client.cmd("MAIL FROM:<a@b.example>") == "530 5.7.1 Client was not authenticated"
+    client.close()
+
+
+async def test_unknown_recipient_in_authoritative_domain_gets_an_ndr(lab: RunningLab) -> None:
+    refused = await asyncio.to_thread(
+        send_smtplib, lab.port(25), "alice@contoso.com", ["nobody@contoso.com"],
+        "Subject: to nobody\r\n\r\nbody\r\n")
+    assert refused == {}
+    await lab.wait_for(lambda: len(lab.mailbox("alice@contoso.com")) == 1)
+    ndr = email.message_from_bytes(lab.mailbox("alice@contoso.com")[0])
+    assert ndr.get_content_type() == "multipart/report"
+    assert "postmaster@contoso.com" in ndr["From"]
+    text = lab.mailbox("alice@contoso.com")[0].decode()
+    assert "550 5.1.1 RESOLVER.ADR.RecipNotFound; not found" in text
+    assert "Final-Recipient: rfc822;nobody@contoso.com" in text
+
+
+async def test_hop_sessions_are_anonymous_tls_and_exchangeauth_in_the_protocol_log(
+    lab: RunningLab,
+) -> None:
+    await asyncio.to_thread(send_smtplib, lab.port(25), "x@fabrikam.example",
+                            ["alice@contoso.com"], "Subject: logged\r\n\r\nbody\r\n")
+    await lab.wait_for(lambda: len(lab.mailbox("alice@contoso.com")) == 1)
+    log = lab.protocol_log()
+    assert log.startswith("#Software: Microsoft Exchange Server\r\n")
+    assert "EX01\\Default Frontend EX01" in log
+    for connector in ("EX01\\Default EX01", "EX01\\Mailbox Delivery EX01"):
+        lines = [line for line in log.splitlines() if f",{connector}," in line]
+        assert any(",<,X-ANONYMOUSTLS," in line for line in lines), connector
+        assert any(",<,X-EXPS EXCHANGEAUTH" in line for line in lines), connector
+    assert ",<,XPROXYFROM SID=" in log
+    assert ",<,XSESSIONPARAMS " in log
+    assert "250 XProxyFrom accepted" in log

@@ -1,0 +1,86 @@
+"""Security inputs of peers.md §4: SMTP smuggling (4.1) and STARTTLS injection (4.2)."""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+
+import pytest
+
+from tests.integration.conftest import RawClient, RunningLab
+
+HOST = "127.0.10.1"
+CANDIDATES = [b"\n.\n", b"\n.\r", b"\r.\n", b"\r.\r", b"\n.\r\n", b"\r.\r\n", b"\r\n\x00.\r\n"]
+
+
+@pytest.mark.parametrize("candidate", CANDIDATES, ids=[repr(c) for c in CANDIDATES])
+@pytest.mark.parametrize("port", [25, 2525])
+async def test_each_end_of_data_candidate_yields_at_most_one_message(
+    lab: RunningLab, candidate: bytes, port: int
+) -> None:
+    client = await RawClient.connect(HOST, lab.port(port))
+    await client.reply()
+    await client.cmd("EHLO client.example")
+    first = await client.cmd("MAIL FROM:<a@fabrikam.example>")
+    if port == 2525:
+        assert first.startswith("530")  # anonymous cannot even start on the hub
+        return
+    await client.cmd("RCPT TO:<alice@contoso.com>")
+    assert (await client.cmd("DATA")).startswith("354")
+    payload = (
+        b"From: a@fabrikam.example\r\nSubject: first\r\nMessage-ID: <first@x>\r\n\r\nbody\r\n"
+        + candidate
+        + b"mail FROM:<smuggled@fabrikam.example>\r\nrcpt TO:<bob@contoso.com>\r\ndata\r\n"
+        + b"From: smuggled@fabrikam.example\r\nSubject: smuggled\r\nMessage-ID: <second@x>\r\n"
+        + b"\r\nsmuggled body\r\n.\r\n"
+    )
+    await client.send(payload)
+    reply = await client.reply()
+    assert reply.startswith("250 2.6.0 <first@x>")
+    # Nothing more: the smuggled commands were message content.
+    await client.send(b"NOOP\r\n")
+    assert await client.reply() == "250 2.0.0 OK"
+    client.close()
+    await lab.wait_for(lambda: len(lab.mailbox("alice@contoso.com")) == 1)
+    await asyncio.sleep(0.3)
+    assert lab.mailbox("bob@contoso.com") == []
+    stored = lab.mailbox("alice@contoso.com")[0]
+    assert b"smuggled body" in stored
+    # No bare CR or LF leaves exchsim: every line ending in the stored copy is CRLF.
+    assert stored.replace(b"\r\n", b"").count(b"\n") == 0
+    assert stored.replace(b"\r\n", b"").count(b"\r") == 0
+
+
+@pytest.mark.parametrize("injected", [
+    b"RSET\r\n", b"EHLO evil\r\n", b"MAIL FROM:<a@b.example>\r\nRCPT TO:<c@contoso.com>\r\n",
+])
+async def test_starttls_injection_gets_no_reply_inside_tls(lab: RunningLab, injected: bytes) -> None:
+    client = await RawClient.connect(HOST, lab.port(25))
+    await client.reply()
+    await client.cmd("EHLO client.example")
+    await client.send(b"STARTTLS\r\n" + injected)
+    assert await client.reply() == "220 2.0.0 SMTP server ready"
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    await client.writer.start_tls(ctx)
+    # The first reply inside TLS must answer our own command, not the injected ones.
+    assert await client.cmd("NOOP") == "250 2.0.0 OK"
+    assert (await client.cmd("MAIL FROM:<a@b.example>")) == "503 5.5.2 Send hello first"
+    client.close()
+
+
+async def test_second_starttls_and_starttls_with_argument(lab: RunningLab) -> None:
+    client = await RawClient.connect(HOST, lab.port(25))
+    await client.reply()
+    await client.cmd("EHLO client.example")
+    assert (await client.cmd("STARTTLS now")).startswith("500 5.3.3")
+    assert await client.cmd("STARTTLS") == "220 2.0.0 SMTP server ready"
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    await client.writer.start_tls(ctx)
+    await client.cmd("EHLO client.example")
+    assert await client.cmd("STARTTLS") == (
+        "503 5.5.2 Only one STARTTLS command can be issued per session")
+    client.close()

@@ -1,0 +1,237 @@
+"""The SSL contexts, exercised over real TLS handshakes on 127.0.0.1."""
+
+from __future__ import annotations
+
+import datetime
+import ssl
+from pathlib import Path
+
+import pytest
+import trustme
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from exchsim.tls.contexts import (
+    client_context_anonymous_tls,
+    client_context_verify,
+    server_context_anonymous_tls,
+    server_context_starttls,
+)
+from exchsim.tls.pki import load_certificate_files
+
+from .conftest import LabPki
+from .helpers import handshake, issue
+
+
+def _failed_handshake(exc: BaseException | None) -> bool:
+    # When the server rejects the client certificate it aborts the connection: the client's
+    # handshake ends with a reset or with the TLS alert, whichever it reads first.
+    return isinstance(exc, ssl.SSLError | ConnectionError)
+
+
+# --- X-ANONYMOUSTLS ----------------------------------------------------------------------
+
+
+async def test_published_client_certificate_is_accepted_and_visible(lab_pki: LabPki) -> None:
+    server_ctx = server_context_anonymous_tls(lab_pki.ex01, [lab_pki.ex01, lab_pki.ex02])
+    result = await handshake(server_ctx, client_context_anonymous_tls(lab_pki.ex02))
+
+    assert result.server.error is None
+    assert result.client.error is None
+    assert result.server.peer_der == lab_pki.ex02.load_der()
+    assert result.client.peer_der == lab_pki.ex01.load_der()  # the server presented EX01
+    assert result.server.version == result.client.version == "TLSv1.2"
+
+
+async def test_tls_unique_is_the_same_on_both_sides_and_per_session(lab_pki: LabPki) -> None:
+    server_ctx = server_context_anonymous_tls(lab_pki.ex01, [lab_pki.ex01, lab_pki.ex02])
+    client_ctx = client_context_anonymous_tls(lab_pki.ex02)
+    first = await handshake(server_ctx, client_ctx)
+    second = await handshake(server_ctx, client_ctx)
+
+    assert first.server.tls_unique is not None
+    assert len(first.server.tls_unique) == 12  # TLS 1.2 Finished verify_data
+    assert first.server.tls_unique == first.client.tls_unique
+    assert second.server.tls_unique == second.client.tls_unique
+    assert first.server.tls_unique != second.server.tls_unique
+
+
+async def test_client_without_certificate_gets_a_session(lab_pki: LabPki) -> None:
+    server_ctx = server_context_anonymous_tls(lab_pki.ex01, [lab_pki.ex01, lab_pki.ex02])
+    result = await handshake(server_ctx, client_context_verify())
+
+    assert result.server.error is None
+    assert result.client.error is None
+    assert result.server.peer_der is None
+    assert result.server.version == "TLSv1.2"
+    assert result.server.tls_unique == result.client.tls_unique
+
+
+async def test_unpublished_client_certificate_fails_the_handshake(lab_pki: LabPki) -> None:
+    # OUTSIDER is a self-signed CN=EX02 with another key: same names, not published.
+    server_ctx = server_context_anonymous_tls(lab_pki.ex01, [lab_pki.ex01, lab_pki.ex02])
+    result = await handshake(server_ctx, client_context_anonymous_tls(lab_pki.outsider))
+
+    assert isinstance(result.server.error, ssl.SSLCertVerificationError)
+    assert "self-signed certificate" in str(result.server.error)
+    assert _failed_handshake(result.client.error)
+    assert result.server.peer_der is None
+
+
+async def test_ca_issued_client_certificate_is_not_trusted(lab_pki: LabPki, tmp_path: Path) -> None:
+    ca = trustme.CA()
+    foreign = issue(ca, tmp_path, "foreign", "ex02.contoso.com", common_name="EX02")
+    server_ctx = server_context_anonymous_tls(lab_pki.ex01, [lab_pki.ex01, lab_pki.ex02])
+    result = await handshake(server_ctx, client_context_anonymous_tls(foreign))
+
+    assert isinstance(result.server.error, ssl.SSLCertVerificationError)
+    assert "unable to get local issuer certificate" in str(result.server.error)
+    assert _failed_handshake(result.client.error)
+
+
+async def test_trust_is_exactly_the_list_given(lab_pki: LabPki) -> None:
+    only_ex01 = server_context_anonymous_tls(lab_pki.ex01, [lab_pki.ex01])
+    result = await handshake(only_ex01, client_context_anonymous_tls(lab_pki.ex02))
+    assert isinstance(result.server.error, ssl.SSLCertVerificationError)
+
+    nobody = server_context_anonymous_tls(lab_pki.ex01, [])
+    result = await handshake(nobody, client_context_anonymous_tls(lab_pki.ex01))
+    assert isinstance(result.server.error, ssl.SSLCertVerificationError)
+
+
+async def test_client_certificate_needs_the_client_auth_eku(
+    lab_pki: LabPki, tmp_path: Path
+) -> None:
+    """Why the lab certificates carry clientAuth: serverAuth alone is refused as a client."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "EX03")])
+    start = datetime.datetime.now(datetime.UTC) - datetime.timedelta(hours=1)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(start)
+        .not_valid_after(start + datetime.timedelta(days=30))
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    (tmp_path / "ex03.crt").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    (tmp_path / "ex03.key").write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    ex03 = load_certificate_files(tmp_path / "ex03.crt", tmp_path / "ex03.key")
+    server_ctx = server_context_anonymous_tls(lab_pki.ex01, [lab_pki.ex01, ex03])
+    result = await handshake(server_ctx, client_context_anonymous_tls(ex03))
+
+    assert isinstance(result.server.error, ssl.SSLCertVerificationError)
+    assert "unsuitable certificate purpose" in str(result.server.error)
+
+
+def test_anonymous_tls_context_settings(lab_pki: LabPki) -> None:
+    server_ctx = server_context_anonymous_tls(lab_pki.ex01, [lab_pki.ex01, lab_pki.ex02])
+    assert server_ctx.verify_mode == ssl.CERT_OPTIONAL
+    assert server_ctx.maximum_version == ssl.TLSVersion.TLSv1_2
+    assert server_ctx.minimum_version == ssl.TLSVersion.TLSv1_2
+    assert not server_ctx.check_hostname
+    assert server_ctx.cert_store_stats()["x509"] == 2
+    assert server_ctx.options & ssl.OP_NO_RENEGOTIATION
+    # self-signed leaves work as anchors without the partial-chain flag (module docstring)
+    assert not server_ctx.verify_flags & ssl.VERIFY_X509_PARTIAL_CHAIN
+    # duplicates are loaded once
+    dup = server_context_anonymous_tls(lab_pki.ex01, [lab_pki.ex01, lab_pki.ex01])
+    assert dup.cert_store_stats()["x509"] == 1
+
+    client_ctx = client_context_anonymous_tls(lab_pki.ex02)
+    assert client_ctx.verify_mode == ssl.CERT_NONE
+    assert not client_ctx.check_hostname
+    assert client_ctx.maximum_version == ssl.TLSVersion.TLSv1_2
+    assert client_ctx.cert_store_stats()["x509"] == 0  # trusts nothing, verifies nothing
+
+
+# --- STARTTLS ----------------------------------------------------------------------------
+
+
+async def test_starttls_requests_no_client_certificate(lab_pki: LabPki) -> None:
+    server_ctx = server_context_starttls(lab_pki.ex01)
+    # the client has a certificate, but is never asked for it
+    result = await handshake(server_ctx, client_context_anonymous_tls(lab_pki.ex02))
+    assert result.server.error is None and result.client.error is None
+    assert result.server.peer_der is None
+    assert result.client.peer_der == lab_pki.ex01.load_der()
+
+    modern = await handshake(server_ctx, client_context_verify())
+    assert modern.server.error is None
+    assert modern.server.version == "TLSv1.3"
+    assert server_ctx.verify_mode == ssl.CERT_NONE
+    assert server_ctx.minimum_version == ssl.TLSVersion.TLSv1_2
+    assert server_ctx.cert_store_stats()["x509"] == 0
+
+
+# --- the verifying client ----------------------------------------------------------------
+
+
+async def test_verifying_client_accepts_the_self_signed_certificate_it_was_given(
+    lab_pki: LabPki,
+) -> None:
+    server_ctx = server_context_starttls(lab_pki.ex01)
+    client_ctx = client_context_verify(lab_pki.ex01.cert_path)
+    assert client_ctx.verify_mode == ssl.CERT_REQUIRED and client_ctx.check_hostname
+
+    for name in ("ex01.contoso.com", "EX01"):
+        ok = await handshake(server_ctx, client_ctx, server_hostname=name)
+        assert ok.client.error is None, name
+        assert ok.client.peer_der == lab_pki.ex01.load_der()
+
+
+@pytest.mark.parametrize("which", ["wrong-name", "wrong-server"])
+async def test_verifying_client_refuses(lab_pki: LabPki, which: str) -> None:
+    client_ctx = client_context_verify(lab_pki.ex01.cert_path)
+    if which == "wrong-name":
+        result = await handshake(
+            server_context_starttls(lab_pki.ex01), client_ctx, server_hostname="mail.contoso.com"
+        )
+        expected = "Hostname mismatch"
+    else:
+        result = await handshake(
+            server_context_starttls(lab_pki.ex02), client_ctx, server_hostname="ex02.contoso.com"
+        )
+        expected = "self-signed certificate"
+    assert isinstance(result.client.error, ssl.SSLCertVerificationError)
+    assert expected in str(result.client.error)
+    assert result.server.error is not None  # the server sees the client's alert
+
+
+async def test_verifying_client_without_hostname_check(lab_pki: LabPki, tmp_path: Path) -> None:
+    client_ctx = client_context_verify(lab_pki.ex01.cert_path, check_hostname=False)
+    result = await handshake(
+        server_context_starttls(lab_pki.ex01), client_ctx, server_hostname="mail.contoso.com"
+    )
+    assert result.client.error is None
+
+    ca = trustme.CA()
+    ca_file = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(ca_file))
+    mail = issue(ca, tmp_path, "mail", "mail.contoso.com", common_name="mail.contoso.com")
+    chained = await handshake(
+        server_context_starttls(mail), client_context_verify(ca_file), "mail.contoso.com"
+    )
+    assert chained.client.error is None
+    assert chained.client.peer_der == mail.load_der()
+
+
+async def test_non_verifying_client_accepts_anything(lab_pki: LabPki) -> None:
+    client_ctx = client_context_verify()
+    assert client_ctx.verify_mode == ssl.CERT_NONE and not client_ctx.check_hostname
+    result = await handshake(
+        server_context_starttls(lab_pki.outsider), client_ctx, server_hostname="whatever"
+    )
+    assert result.client.error is None
+    assert result.client.peer_der == lab_pki.outsider.load_der()
