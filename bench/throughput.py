@@ -38,7 +38,8 @@ class H:
         return "250 OK"
 async def main():
     loop = asyncio.get_running_loop()
-    srv = await loop.create_server(lambda: SMTP(H(), hostname="bare"), "127.0.0.1", int(sys.argv[1]))
+    srv = await loop.create_server(lambda: SMTP(H(), hostname="bare"), "127.0.0.1",
+                                   int(sys.argv[1]))
     print("ready", flush=True)
     await asyncio.Event().wait()
 asyncio.run(main())

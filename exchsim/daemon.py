@@ -14,7 +14,7 @@ import ipaddress
 import logging
 import os
 import ssl
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -75,7 +75,7 @@ class ServerNode:
         self.index = ConnectorIndex.build(lab.connectors_of(server.name))
         self.local_fqdns = frozenset(s.fqdn.lower() for s in lab.servers)
         self.certificate = certificates[server.name]
-        self.published_certs = {
+        self.published_certs: Mapping[str, bytes] = {
             s.fqdn.lower(): certificates[s.name].load_der() for s in lab.servers
         }
         self._all_certs = list(certificates.values())
@@ -164,6 +164,10 @@ class ServerNode:
                 else:
                     out.add((str(binding.address), binding.port + self.port_offset))
         return sorted(out)
+
+
+def _session_factory(node: ServerNode) -> Callable[[], ExchangeSMTP]:
+    return lambda: ExchangeSMTP(node)
 
 
 def _login_table(lab: Lab) -> dict[str, Mailbox]:
@@ -280,7 +284,7 @@ class LabDaemon:
             self.nodes[server.name] = node
             for host, port in node.endpoints():
                 srv = await loop.create_server(
-                    lambda node=node: ExchangeSMTP(node), host, port, reuse_address=True
+                    _session_factory(node), host, port, reuse_address=True
                 )
                 self._servers.append(srv)
                 self.listeners.append(Listener(server.name, host, port))

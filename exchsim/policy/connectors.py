@@ -92,7 +92,9 @@ class ConnectorIndex:
                 b.port == local_port and not b.is_wildcard and b.address == local
                 for b in connector.bindings
             )
-            wildcard = any(b.matches(local, local_port) and b.is_wildcard for b in connector.bindings)
+            wildcard = any(
+                b.matches(local, local_port) and b.is_wildcard for b in connector.bindings
+            )
             if not (exact or wildcard):
                 continue
             count += 1

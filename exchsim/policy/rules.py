@@ -287,9 +287,9 @@ def _stamped_by(received: str, fqdns: frozenset[str]) -> bool:
 def may_send_as(facts: SessionFacts, sender: str) -> bool:
     """Sender authorization (§5.5) for one address (MAIL FROM or From/Sender)."""
     domain = domain_of(sender)
-    if facts.identity.kind is IdentityKind.USER and facts.mailbox is not None:
-        if sender.lower() in facts.mailbox.addresses:
-            return True
+    mailbox = facts.mailbox
+    if facts.identity.kind is IdentityKind.USER and mailbox and sender.lower() in mailbox.addresses:
+        return True
     if facts.identity.kind is IdentityKind.PARTNER and domain == facts.identity.name.lower():
         return True
     if is_internal_domain(facts.org, domain):

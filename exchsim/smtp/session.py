@@ -17,13 +17,13 @@ import datetime
 import ipaddress
 import logging
 import ssl
+from asyncio import sslproto
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from aiosmtpd.smtp import SMTP as AioSMTP
 from aiosmtpd.smtp import TLSSetupException
-from aiosmtpd.smtp import sslproto  # type: ignore[attr-defined]
 
 from exchsim.clock import Clock
 from exchsim.config.model import (
@@ -145,7 +145,7 @@ class _NoHooks:
 Verb = Callable[[str | None], Awaitable[None]]
 
 
-class ExchangeSMTP(AioSMTP):  # type: ignore[misc]
+class ExchangeSMTP(AioSMTP):
     line_length_limit = READER_LIMIT
 
     def __init__(self, runtime: ServerRuntime) -> None:
@@ -276,6 +276,7 @@ class ExchangeSMTP(AioSMTP):  # type: ignore[misc]
     async def _serve(self) -> None:
         clock = self.runtime.clock
         self.started = clock.monotonic()
+        assert self.transport is not None
         sock = self.transport.get_extra_info("sockname")
         peer = self.transport.get_extra_info("peername")
         self.local_ip, self.local_port = sock[0], self.runtime.configured_port(sock[1])
@@ -328,7 +329,9 @@ class ExchangeSMTP(AioSMTP):  # type: ignore[misc]
         try:
             line: bytes = await asyncio.wait_for(self._reader.readuntil(b"\n"), max(wait, 0.0))
         except TimeoutError:
-            timed_out = replies.TIMEOUT_INACTIVITY if idle < remaining else replies.TIMEOUT_CONNECTION
+            timed_out = (
+                replies.TIMEOUT_INACTIVITY if idle < remaining else replies.TIMEOUT_CONNECTION
+            )
             await self.reply(timed_out)
             return None
         except asyncio.LimitOverrunError:
@@ -521,6 +524,7 @@ class ExchangeSMTP(AioSMTP):  # type: ignore[misc]
             self.loop, self, context, waiter, server_side=True
         )
         self._original_transport = self.transport
+        assert self._original_transport is not None
         self._original_transport.set_protocol(self._tls_protocol)
         self.transport = self._tls_protocol._app_transport
         self._tls_protocol.connection_made(self._original_transport)
@@ -534,7 +538,8 @@ class ExchangeSMTP(AioSMTP):  # type: ignore[misc]
             self._log_disconnect("Local")
             self.close_transport()
             return
-        ssl_object: ssl.SSLObject | None = self.transport.get_extra_info("ssl_object")
+        assert self.transport is not None
+        ssl_object: Any = self.transport.get_extra_info("ssl_object")
         cipher = ssl_object.cipher() if ssl_object else None
         peer_der = ssl_object.getpeercert(binary_form=True) if ssl_object else None
         unique = None
@@ -908,7 +913,7 @@ class ExchangeSMTP(AioSMTP):  # type: ignore[misc]
             self.txn = None
             await self.reply(failed)
             return
-        await self._end_of_data(bytes(self.txn.bdat))
+        await self._end_of_data(bytes(self.txn.bdat or b""))
 
     async def _discard(self, size: int) -> None:
         if size > 0:

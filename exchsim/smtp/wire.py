@@ -63,13 +63,24 @@ def parse_bdat(arg: str | None) -> tuple[int, bool] | None:
 
 
 def xtext_decode(value: str) -> str:
-    """RFC 3461 xtext: ``+HH`` escapes."""
-    return re.sub(r"\+([0-9A-Fa-f]{2})", lambda m: chr(int(m.group(1), 16)), value)
+    """RFC 3461 xtext: ``+HH`` escapes; the bytes are UTF-8 (exchsim's choice for non-ASCII)."""
+    out = bytearray()
+    i = 0
+    raw = value.encode("utf-8", "surrogateescape")
+    while i < len(raw):
+        if raw[i : i + 1] == b"+" and re.fullmatch(rb"[0-9A-Fa-f]{2}", raw[i + 1 : i + 3]):
+            out.append(int(raw[i + 1 : i + 3], 16))
+            i += 3
+        else:
+            out.append(raw[i])
+            i += 1
+    return out.decode("utf-8", "replace")
 
 
 def xtext_encode(value: str) -> str:
     return "".join(
-        c if 33 <= ord(c) <= 126 and c not in "+=" else f"+{ord(c):02X}" for c in value
+        chr(b) if 33 <= b <= 126 and b not in (0x2B, 0x3D) else f"+{b:02X}"
+        for b in value.encode("utf-8", "surrogatepass")
     )
 
 

@@ -12,6 +12,7 @@ client on asyncio streams.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ssl
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -149,12 +150,8 @@ class HopClient:
 
     async def quit(self) -> None:
         if not self.broken:
-            try:
+            with contextlib.suppress(HopError, TimeoutError):
                 await asyncio.wait_for(self.command("QUIT"), 2.0)
-            except (HopError, TimeoutError):
-                pass
         self.writer.close()
-        try:
+        with contextlib.suppress(OSError, TimeoutError, ssl.SSLError):
             await asyncio.wait_for(self.writer.wait_closed(), 2.0)
-        except (OSError, TimeoutError, ssl.SSLError):
-            pass

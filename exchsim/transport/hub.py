@@ -17,6 +17,7 @@ A failed delivery is deferred and retried after ``Lab.RetryInterval``; nothing i
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime
 import email.utils
 import logging
@@ -189,11 +190,9 @@ class DeliveryAgent:
                     tasks.add(task)
                     task.add_done_callback(tasks.discard)
                 if not due or all(i.internal_id in self._inflight for i in due):
-                    try:
+                    with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self._wake.wait(),
                                                self.retry.total_seconds() / 2 or 1.0)
-                    except TimeoutError:
-                        pass
         finally:
             for task in tasks:
                 task.cancel()

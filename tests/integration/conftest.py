@@ -61,7 +61,7 @@ class RunningLab:
         folder = self.data / "logs" / "EX01" / "ProtocolLog" / "SmtpReceive"
         if not folder.exists():
             return ""
-        return "".join(p.read_text(encoding="utf-8") for p in sorted(folder.iterdir()))
+        return "".join(p.read_bytes().decode("utf-8") for p in sorted(folder.iterdir()))
 
     async def wait_for(self, predicate, timeout: float = 10.0) -> None:  # type: ignore[no-untyped-def]
         deadline = asyncio.get_running_loop().time() + timeout

@@ -27,8 +27,7 @@ Servers:
   - {Name: EX01, Role: Mailbox, Fqdn: ex01.contoso.com, Address: 127.0.10.1}
 ReceiveConnectors:
   - {Name: Relay, Server: EX01, TransportRole: FrontendTransport, Bindings: ["0.0.0.0:25"],
-     RemoteIpRange: ["127.0.0.1"], AuthMechanism: [Tls, Basicauth]}
-  - {Name: Other, Server: EX02, Bindings: ["0.0.0.0:2526"]}
+     RemoteIpRange: ["127.0.0.1"], AuthMechanism: [Tls, Basic]}
   - {Name: Sized, Server: EX01, Bindings: ["0.0.0.0:2527"], MaxMessageSize: 12 parsecs}
 """
 
@@ -49,8 +48,8 @@ async def test_a_config_with_three_mistakes_exits_2_and_names_all_three(tmp_path
         assert "exchsim: ready" not in out
         assert str(path) in err
         assert "RemoteIpRange" in err and "RemoteIPRanges" in err  # did you mean
-        assert "Basicauth" in err or "BasicAuth" in err
-        assert "EX02" in err
+        assert "'Basic'" in err and "BasicAuth" in err
+        assert ": 3 problems" in err
         assert "12 parsecs" in err
     assert not (tmp_path / "d").exists() or not any((tmp_path / "d").rglob("*.sqlite"))
 
@@ -132,10 +131,11 @@ async def test_kill_9_under_load_loses_nothing_that_got_250(tmp_path: Path) -> N
             try:
                 _, reply = await aiosmtplib.send(
                     message, sender="a@fabrikam.example", recipients=["alice@contoso.com"],
-                    hostname="127.0.10.1", port=25 + offset, timeout=10)
+                    hostname="127.0.10.1", port=25 + offset, timeout=10,
+                    start_tls=False)
             except (aiosmtplib.SMTPException, OSError):
                 continue
-            if reply.startswith("2.6.0"):
+            if "Queued mail for delivery" in reply:
                 accepted.append(subject)
 
     tasks = [asyncio.create_task(sender(w)) for w in range(10)]

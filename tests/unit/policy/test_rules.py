@@ -11,10 +11,12 @@ from exchsim.policy.permissions import (
     EXTERNALLY_SECURED,
     Identity,
     IdentityKind,
-    Identity as Id,
     Right,
     connector_acl,
     principals,
+)
+from exchsim.policy.permissions import (
+    Identity as Id,
 )
 from tests.factories import connector, defaults, organization, server
 
