@@ -225,6 +225,7 @@ class LabDaemon:
         self.listeners: list[Listener] = []
         self.sink: SinkHandler | None = None
         self._servers: list[asyncio.Server] = []
+        self._by_endpoint: dict[tuple[str, int], tuple[asyncio.Server, Callable[[], Any]]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
 
     def servers_to_run(self) -> list[Server]:
@@ -283,10 +284,10 @@ class LabDaemon:
             }
             self.nodes[server.name] = node
             for host, port in node.endpoints():
-                srv = await loop.create_server(
-                    _session_factory(node), host, port, reuse_address=True
-                )
+                factory = _session_factory(node)
+                srv = await loop.create_server(factory, host, port, reuse_address=True)
                 self._servers.append(srv)
+                self._by_endpoint[(host, port)] = (srv, factory)
                 self.listeners.append(Listener(server.name, host, port))
             self._spawn(agent.run(), f"delivery {server.name}")
         if self.run_sink:
@@ -299,6 +300,20 @@ class LabDaemon:
             self._servers.append(srv)
             self.listeners.append(Listener("InternetSink", sink.address,
                                            sink.port + self.port_offset))
+
+    async def pause_listener(self, host: str, port: int) -> None:
+        """Close one listener (the port as configured, without offset): a hub going down."""
+        srv, _ = self._by_endpoint[(host, port + self.port_offset)]
+        srv.close()
+        await srv.wait_closed()
+
+    async def resume_listener(self, host: str, port: int) -> None:
+        key = (host, port + self.port_offset)
+        old, factory = self._by_endpoint[key]
+        srv = await asyncio.get_running_loop().create_server(
+            factory, key[0], key[1], reuse_address=True)
+        self._servers[self._servers.index(old)] = srv
+        self._by_endpoint[key] = (srv, factory)
 
     def _spawn(self, coro: Any, name: str) -> None:
         task = asyncio.get_running_loop().create_task(coro, name=name)

@@ -18,6 +18,11 @@ from exchsim.daemon import LabDaemon
 
 ROOT = Path(__file__).resolve().parents[2]
 LAB_YAML = (ROOT / "configs" / "lab.yaml").read_text(encoding="utf-8")
+# Queue retries every second in tests (the lab's default is 10 s).
+FAST_LAB_YAML = LAB_YAML.replace(
+    "  InternetSink: {Address: 127.0.10.250, Port: 25}",
+    '  InternetSink: {Address: 127.0.10.250, Port: 25}\n  RetryInterval: "00:00:01"',
+)
 
 # Tests that do not test tarpitting turn it off; hop connectors log verbosely.
 FAST = """
@@ -86,7 +91,7 @@ async def start_lab(text: str, data: Path, source: str = "test.yaml") -> Running
 
 @pytest.fixture
 async def lab(tmp_path: Path) -> AsyncIterator[RunningLab]:
-    running = await start_lab(with_connectors(LAB_YAML, FAST), tmp_path / "data")
+    running = await start_lab(with_connectors(FAST_LAB_YAML, FAST), tmp_path / "data")
     yield running
     await running.daemon.stop()
 

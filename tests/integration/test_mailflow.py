@@ -214,3 +214,37 @@ async def test_hop_sessions_are_anonymous_tls_and_exchangeauth_in_the_protocol_l
     assert ",<,XPROXYFROM SID=" in log
     assert ",<,XSESSIONPARAMS " in log
     assert "250 XProxyFrom accepted" in log
+
+
+async def test_hub_down_gives_prx_and_the_retry_succeeds(lab: RunningLab) -> None:
+    await lab.daemon.pause_listener(HOST, 2525)
+    client = await RawClient.connect(HOST, lab.port(25))
+    await client.reply()
+    await client.cmd("EHLO client.example")
+    assert await client.cmd("MAIL FROM:<x@fabrikam.example>") == "250 2.1.0 Sender OK"
+    assert await client.cmd("RCPT TO:<alice@contoso.com>") == "250 2.1.5 Recipient OK"
+    await client.cmd("DATA")
+    reply = await client.cmd("Subject: retry me\r\n\r\nbody\r\n.")
+    assert reply == "451 4.7.0 Temporary server error. Please try again later. PRX4"
+    client.close()
+    await asyncio.sleep(0.3)
+    assert lab.mailbox("alice@contoso.com") == []
+    await lab.daemon.resume_listener(HOST, 2525)
+    # The client keeps the message and tries again, as a sending MTA does after a 4xx.
+    refused = await asyncio.to_thread(send_smtplib, lab.port(25), "x@fabrikam.example",
+                                      ["alice@contoso.com"], "Subject: retry me\r\n\r\nbody\r\n")
+    assert refused == {}
+    await lab.wait_for(lambda: len(lab.mailbox("alice@contoso.com")) == 1)
+    assert b"Subject: retry me" in lab.mailbox("alice@contoso.com")[0]
+
+
+async def test_mailbox_delivery_down_is_retried_from_the_queue(lab: RunningLab) -> None:
+    await lab.daemon.pause_listener(HOST, 475)
+    refused = await asyncio.to_thread(send_smtplib, lab.port(25), "x@fabrikam.example",
+                                      ["alice@contoso.com"], "Subject: queued\r\n\r\nbody\r\n")
+    assert refused == {}
+    await asyncio.sleep(0.5)
+    assert lab.mailbox("alice@contoso.com") == []
+    assert await lab.daemon.queues["EX01"].pending_count() == 1
+    await lab.daemon.resume_listener(HOST, 475)
+    await lab.wait_for(lambda: len(lab.mailbox("alice@contoso.com")) == 1, timeout=20)
