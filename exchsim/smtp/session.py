@@ -259,7 +259,7 @@ class ExchangeSMTP(AioSMTP):
         self.runtime.track(self, True)
         try:
             await self._serve()
-        except (ConnectionError, asyncio.IncompleteReadError, TLSSetupException):
+        except (ConnectionError, asyncio.IncompleteReadError, TLSSetupException, ssl.SSLError):
             self._log_disconnect("Remote(ConnectionReset)")
         except asyncio.CancelledError:
             self._log_disconnect("Remote")

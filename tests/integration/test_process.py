@@ -164,3 +164,26 @@ async def test_kill_9_under_load_loses_nothing_that_got_250(tmp_path: Path) -> N
           f"duplicates: {duplicates}")
     assert set(accepted) <= set(delivered)
     assert os.path.exists(data / "queue" / "EX01.sqlite")
+
+
+async def test_serve_runs_one_server_without_the_sink(tmp_path: Path) -> None:
+    offset = random.randrange(20000, 40000, 10)
+    proc = await asyncio.create_subprocess_exec(
+        *EXCHSIM, "serve", "--config", "configs/lab.yaml", "--server", "EX01",
+        "--data", str(tmp_path / "data"), "--port-offset", str(offset), cwd=ROOT,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+    assert proc.stdout is not None
+    lines = []
+    while not lines or lines[-1] != "exchsim: ready":
+        line = await asyncio.wait_for(proc.stdout.readline(), 30)
+        assert line, lines
+        lines.append(line.decode().strip())
+    try:
+        assert not any("InternetSink" in line for line in lines)
+        assert f"exchsim: EX01 listening on 127.0.10.1:{25 + offset}" in lines
+        reader, writer = await asyncio.open_connection("127.0.10.1", 25 + offset)
+        assert (await reader.readline()).startswith(b"220 ex01.contoso.com Microsoft ESMTP")
+        writer.close()
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(proc.wait(), 30) == 0
