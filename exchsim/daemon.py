@@ -270,7 +270,7 @@ class LabDaemon:
             )
             self.agents[server.name] = agent
             node.frontend = FrontendProxy(
-                server, self.clock, node.client_tls_context,
+                server, node.client_tls_context,
                 default_hub=HubEndpoint(server.address, PORT_HUB_DEFAULT + self.port_offset),
                 client_proxy=HubEndpoint(server.address, PORT_CLIENT_PROXY + self.port_offset),
             )
@@ -278,9 +278,7 @@ class LabDaemon:
                 Role.FRONTEND: node.frontend,
                 Role.HUB: HubReceiver(server, self.clock, queue, agent.wake),
                 Role.EDGE: HubReceiver(server, self.clock, queue, agent.wake),
-                Role.MAILBOX_DELIVERY: MailboxDeliveryReceiver(
-                    server, self.clock, self.data_dir / "mailboxes"
-                ),
+                Role.MAILBOX_DELIVERY: MailboxDeliveryReceiver(server, self.data_dir / "mailboxes"),
             }
             self.nodes[server.name] = node
             for host, port in node.endpoints():

@@ -15,6 +15,7 @@ from exchsim.policy.permissions import Right, Rights
 
 ORG_PREFIX = b"x-ms-exchange-organization-"
 FOREST_PREFIX = b"x-ms-exchange-forest-"
+NETWORK_MESSAGE_ID = "X-MS-Exchange-Organization-Network-Message-Id"
 AUTH_HEADERS = (
     b"x-ms-exchange-organization-authas",
     b"x-ms-exchange-organization-authmechanism",

@@ -37,7 +37,7 @@ from exchsim.config.model import (
 from exchsim.logs.protocol import ProtocolLogSession
 from exchsim.policy import ehlo, replies, rules
 from exchsim.policy.connectors import ConnectorIndex, Selection
-from exchsim.policy.headers import tls_names
+from exchsim.policy.headers import Field, received_field, tls_names
 from exchsim.policy.permissions import (
     ANONYMOUS,
     EXTERNALLY_SECURED,
@@ -947,6 +947,21 @@ class ExchangeSMTP(AioSMTP):
         handler = self.runtime.message_handler(self.role)
         reply = await handler(self, message)
         await self.reply(reply)
+
+
+def received_for(session: ExchangeSMTP, message: AcceptedMessage, via: str | None = None) -> Field:
+    """The Received header this server stamps for a message of this session (§5.4)."""
+    server = session.server_config
+    return received_field(
+        helo=message.client_helo,
+        client_ip=message.client_ip,
+        server_fqdn=server.fqdn,
+        server_ip=session.local_ip,
+        version_id=server.version_string,
+        now=session.runtime.clock.local(),
+        tls=tls_summary(message.tls),
+        via=via,
+    )
 
 
 def _endpoint(host: str, port: int) -> str:

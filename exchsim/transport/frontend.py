@@ -18,14 +18,13 @@ import ssl
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from exchsim.clock import Clock
 from exchsim.config.model import Server
 from exchsim.policy import replies
-from exchsim.policy.headers import parse_message, received_field
+from exchsim.policy.headers import parse_message
 from exchsim.policy.permissions import IdentityKind, rights_to_mask
 from exchsim.policy.replies import Reply
 from exchsim.smtp import wire
-from exchsim.smtp.session import AcceptedMessage, ExchangeSMTP, tls_summary
+from exchsim.smtp.session import AcceptedMessage, ExchangeSMTP, received_for
 from exchsim.transport.hopclient import HopClient, HopError
 
 log = logging.getLogger(__name__)
@@ -45,31 +44,18 @@ class FrontendProxy:
     def __init__(
         self,
         server: Server,
-        clock: Clock,
         tls_context: Callable[[], ssl.SSLContext | None],
         default_hub: HubEndpoint,
         client_proxy: HubEndpoint,
     ) -> None:
         self.server = server
-        self.clock = clock
         self.tls_context = tls_context
         self.default_hub = default_hub
         self.client_proxy = client_proxy
 
     async def __call__(self, session: ExchangeSMTP, message: AcceptedMessage) -> Reply:
         parsed = parse_message(message.data)
-        stamped = parsed.prepend(
-            received_field(
-                helo=message.client_helo,
-                client_ip=message.client_ip,
-                server_fqdn=self.server.fqdn,
-                server_ip=session.local_ip,
-                version_id=self.server.version_string,
-                now=self.clock.local(),
-                tls=tls_summary(message.tls),
-                via="Frontend Transport",
-            )
-        ).to_bytes()
+        stamped = parsed.prepend(received_for(session, message, "Frontend Transport")).to_bytes()
         for attempt in range(2):
             try:
                 hop = await self._hop(session)

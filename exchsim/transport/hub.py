@@ -33,22 +33,19 @@ from exchsim.clock import Clock
 from exchsim.config.model import DomainType, Lab, Server
 from exchsim.policy import rules
 from exchsim.policy.headers import (
+    NETWORK_MESSAGE_ID,
     Message,
     firewall,
     make_field,
     parse_message,
-    received_field,
     stamp_authentication,
 )
 from exchsim.policy.replies import Reply, queued
-from exchsim.smtp.session import AcceptedMessage, ExchangeSMTP, tls_summary
+from exchsim.smtp.session import AcceptedMessage, ExchangeSMTP, received_for
 from exchsim.transport.hopclient import HopClient, HopError
 from exchsim.transport.queue import MessageQueue, QueuedMessage
 
 log = logging.getLogger(__name__)
-
-NETWORK_MESSAGE_ID = "X-MS-Exchange-Organization-Network-Message-Id"
-
 
 class HubReceiver:
     """The MessageHandler of HubTransport connectors."""
@@ -89,15 +86,7 @@ class HubReceiver:
         if network_id is None:
             network_id = str(uuid.uuid4())
             extra.append(make_field(NETWORK_MESSAGE_ID, network_id))
-        received = received_field(
-            helo=message.client_helo,
-            client_ip=message.client_ip,
-            server_fqdn=self.server.fqdn,
-            server_ip=session.local_ip,
-            version_id=self.server.version_string,
-            now=self.clock.local(),
-            tls=tls_summary(message.tls),
-        )
+        received = received_for(session, message)
         data = Message((received, *out.fields, *extra), out.body, out.has_separator).to_bytes()
         internal_id = await self.queue.enqueue(
             message_id=message_id,

@@ -12,41 +12,26 @@ import asyncio
 import hashlib
 from pathlib import Path
 
-from exchsim.clock import Clock
 from exchsim.config.model import Server
 from exchsim.policy import replies
-from exchsim.policy.headers import parse_message, received_field
+from exchsim.policy.headers import NETWORK_MESSAGE_ID, parse_message
 from exchsim.policy.replies import Reply
-from exchsim.smtp.session import AcceptedMessage, ExchangeSMTP, tls_summary
+from exchsim.smtp.session import AcceptedMessage, ExchangeSMTP, received_for
 from exchsim.transport import maildir
-
-NETWORK_MESSAGE_ID = "X-MS-Exchange-Organization-Network-Message-Id"
 
 
 class MailboxDeliveryReceiver:
     """The MessageHandler of the MailboxDelivery connector."""
 
-    def __init__(self, server: Server, clock: Clock, root: Path) -> None:
+    def __init__(self, server: Server, root: Path) -> None:
         self.server = server
-        self.clock = clock
         self.root = root
         self.duplicates = 0
 
     async def __call__(self, session: ExchangeSMTP, message: AcceptedMessage) -> Reply:
         parsed = parse_message(message.data)
         network_id = parsed.first(NETWORK_MESSAGE_ID) or hashlib.sha256(message.data).hexdigest()
-        stamped = parsed.prepend(
-            received_field(
-                helo=message.client_helo,
-                client_ip=message.client_ip,
-                server_fqdn=self.server.fqdn,
-                server_ip=session.local_ip,
-                version_id=self.server.version_string,
-                now=self.clock.local(),
-                tls=tls_summary(message.tls),
-                via="Mailbox Transport",
-            )
-        ).to_bytes()
+        stamped = parsed.prepend(received_for(session, message, "Mailbox Transport")).to_bytes()
         await asyncio.to_thread(self._store, network_id, message.recipients, stamped)
         message_id = parsed.first("Message-ID") or f"<{network_id}@{self.server.fqdn}>"
         return replies.queued(
