@@ -211,6 +211,11 @@ async def test_hop_sessions_are_anonymous_tls_and_exchangeauth_in_the_protocol_l
         lines = [line for line in log.splitlines() if f",{connector}," in line]
         assert any(",<,X-ANONYMOUSTLS," in line for line in lines), connector
         assert any(",<,X-EXPS EXCHANGEAUTH" in line for line in lines), connector
+    hub = [line for line in log.splitlines() if ",EX01\\Default EX01," in line]
+    assert any("Set Session Permissions" in line and "SMTPAcceptXProxyFrom" in line
+               for line in hub)
+    frontend = [line for line in log.splitlines() if "Default Frontend EX01" in line]
+    assert not any("Set Session Permissions" in line for line in frontend)
     assert ",<,XPROXYFROM SID=" in log
     assert ",<,XSESSIONPARAMS " in log
     assert "250 XProxyFrom accepted" in log
