@@ -84,3 +84,26 @@ async def test_second_starttls_and_starttls_with_argument(lab: RunningLab) -> No
     assert await client.cmd("STARTTLS") == (
         "503 5.5.2 Only one STARTTLS command can be issued per session")
     client.close()
+
+
+@pytest.mark.parametrize("candidate", CANDIDATES, ids=[repr(c) for c in CANDIDATES])
+async def test_bdat_chunks_never_start_a_second_message(lab: RunningLab, candidate: bytes) -> None:
+    client = await RawClient.connect(HOST, lab.port(25))
+    await client.reply()
+    await client.cmd("EHLO client.example")
+    await client.cmd("MAIL FROM:<a@fabrikam.example>")
+    await client.cmd("RCPT TO:<alice@contoso.com>")
+    chunk = (b"Subject: first\r\nMessage-ID: <first@x>\r\n\r\nbody" + candidate
+             + b"MAIL FROM:<smuggled@fabrikam.example>\r\nRCPT TO:<bob@contoso.com>\r\n"
+             + b"BDAT 5 LAST\r\nhello")
+    await client.send(f"BDAT {len(chunk)} LAST\r\n".encode() + chunk)
+    assert (await client.reply()).startswith("250 2.6.0 <first@x>")
+    assert await client.cmd("NOOP") == "250 2.0.0 OK"
+    client.close()
+    await lab.wait_for(lambda: len(lab.mailbox("alice@contoso.com")) == 1)
+    await asyncio.sleep(0.3)
+    assert lab.mailbox("bob@contoso.com") == []
+    stored = lab.mailbox("alice@contoso.com")[0]
+    assert b"smuggled@fabrikam.example" in stored
+    assert stored.replace(b"\r\n", b"").count(b"\n") == 0
+    assert stored.replace(b"\r\n", b"").count(b"\r") == 0
