@@ -29,8 +29,9 @@ def format_endpoint(host: str, port: int) -> str:
 
 
 def _iso(when: datetime.datetime) -> str:
-    when = when.astimezone(datetime.UTC)
-    return when.strftime("%Y-%m-%dT%H:%M:%S.") + f"{when.microsecond // 1000:03d}Z"
+    w = when.astimezone(datetime.UTC)
+    return (f"{w.year:04d}-{w.month:02d}-{w.day:02d}T{w.hour:02d}:{w.minute:02d}:"
+            f"{w.second:02d}.{w.microsecond // 1000:03d}Z")
 
 
 def csv_field(value: str) -> str:

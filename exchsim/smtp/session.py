@@ -335,7 +335,9 @@ class ExchangeSMTP(AioSMTP):
         remaining = self.deadline - self.runtime.clock.monotonic()
         wait = min(idle, remaining)
         try:
-            line: bytes = await asyncio.wait_for(self._reader.readuntil(b"\n"), max(wait, 0.0))
+            # asyncio.timeout, not wait_for: on 3.11 wait_for makes a Task for every read.
+            async with asyncio.timeout(max(wait, 0.0)):
+                line: bytes = await self._reader.readuntil(b"\n")
         except TimeoutError:
             timed_out = (
                 replies.TIMEOUT_INACTIVITY if idle < remaining else replies.TIMEOUT_CONNECTION
@@ -847,7 +849,8 @@ class ExchangeSMTP(AioSMTP):
         idle = self.connector.connection_inactivity_timeout.total_seconds()
         while True:
             try:
-                line = await asyncio.wait_for(self._read_data_line(), idle)
+                async with asyncio.timeout(idle):
+                    line = await self._read_data_line()
             except TimeoutError:
                 await self.reply(replies.TIMEOUT_INACTIVITY)
                 return
@@ -899,10 +902,10 @@ class ExchangeSMTP(AioSMTP):
         if self.txn.bdat is None:
             self.txn.bdat = bytearray()
         try:
-            chunk = await asyncio.wait_for(
-                self._reader.readexactly(size),
-                self.connector.connection_inactivity_timeout.total_seconds(),
-            )
+            async with asyncio.timeout(
+                self.connector.connection_inactivity_timeout.total_seconds()
+            ):
+                chunk = await self._reader.readexactly(size)
         except TimeoutError:
             await self.reply(replies.TIMEOUT_INACTIVITY)
             return

@@ -98,7 +98,8 @@ class HopClient:
         lines: list[str] = []
         try:
             while True:
-                raw = await asyncio.wait_for(self.reader.readuntil(b"\n"), self.timeout)
+                async with asyncio.timeout(self.timeout):
+                    raw = await self.reader.readuntil(b"\n")
                 text = raw.decode("utf-8", "replace").rstrip("\r\n")
                 if len(text) < 3 or not text[:3].isdigit():
                     raise HopError(f"malformed reply {text!r}")
