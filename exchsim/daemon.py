@@ -142,6 +142,15 @@ class ServerNode:
     def configured_port(self, listening_port: int) -> int:
         return listening_port - self.port_offset
 
+    def connection_counts(self, connector: ReceiveConnector, source: str) -> tuple[int, int]:
+        """Sessions already admitted on this connector: in all, and from this address."""
+        active = from_source = 0
+        for other in self.sessions:
+            if other.connector is connector and other.admitted:
+                active += 1
+                from_source += other.peer_ip == source
+        return active, from_source
+
     def track(self, session: ExchangeSMTP, opened: bool) -> None:
         if opened:
             self.sessions.add(session)

@@ -310,3 +310,26 @@ def auth_as(facts: SessionFacts, mail_auth_null: bool = False) -> str:
         if not sender_rights or facts.has(Right.ACCEPT_AUTHENTICATION_FLAG):
             return "Internal"
     return "Anonymous"
+
+
+def check_connection_limits(
+    connector: ReceiveConnector, active: int, active_from_source: int
+) -> Decision | None:
+    """Connection limits before the banner (§1.9 step 2); counts exclude the new connection.
+
+    The per-source limit is the smaller of MaxInboundConnectionPerSource and
+    MaxInboundConnectionPercentagePerSource percent of MaxInboundConnection (at least one).
+    """
+    total_limit = connector.max_inbound_connection
+    if total_limit is not None and active >= total_limit:
+        return refuse(replies.TOO_MANY_CONNECTIONS_SERVER, f"{active} connections on the connector")
+    limits = []
+    if connector.max_inbound_connection_per_source is not None:
+        limits.append(connector.max_inbound_connection_per_source)
+    if total_limit is not None:
+        share = total_limit * connector.max_inbound_connection_percentage_per_source // 100
+        limits.append(max(share, 1))
+    if limits and active_from_source >= min(limits):
+        return refuse(replies.TOO_MANY_CONNECTIONS_SOURCE,
+                      f"{active_from_source} connections from this source")
+    return None

@@ -130,6 +130,7 @@ class ServerRuntime(Protocol):
     def message_handler(self, role: TransportRole) -> MessageHandler: ...
     def configured_port(self, listening_port: int) -> int: ...
     def track(self, session: ExchangeSMTP, opened: bool) -> None: ...
+    def connection_counts(self, connector: ReceiveConnector, source: str) -> tuple[int, int]: ...
 
 
 class ProtocolLogBook(Protocol):
@@ -182,6 +183,7 @@ class ExchangeSMTP(AioSMTP):
         self.started = 0.0
         self.deadline = 0.0
         self.closing = False
+        self.admitted = False  # counted against the connector's connection limits
         self.attachments: dict[str, object] = {}  # per-session state of handlers (hop client)
         self.verbs: dict[str, Verb] = {
             "HELO": self.verb_helo,
@@ -306,6 +308,12 @@ class ExchangeSMTP(AioSMTP):
         if self.connector is None:
             await self.reply(replies.SERVICE_NOT_AVAILABLE)
             return
+        active, from_source = self.runtime.connection_counts(self.connector, self.peer_ip)
+        over = rules.check_connection_limits(self.connector, active, from_source)
+        if over is not None:
+            await self.reply(over.reply, tarpit=False)
+            return
+        self.admitted = True
         self.deadline = self.started + self.connector.connection_timeout.total_seconds()
         self._set_identity(self._base_identity(), log=self.version == "15.0")
         await self.reply(self._banner())

@@ -90,3 +90,29 @@ async def test_ntlm_logon_on_client_frontend(tmp_path: Path) -> None:
             client.close()
     finally:
         await lab.daemon.stop()
+
+
+async def test_connections_per_source(tmp_path: Path) -> None:
+    lab = await start_lab(with_connectors(FAST_LAB_YAML, """
+  - {Name: Default Frontend EX01, Server: EX01, MaxInboundConnectionPerSource: 2}
+"""), tmp_path / "data")
+    try:
+        first = await RawClient.connect(HOST, lab.port(25))
+        second = await RawClient.connect(HOST, lab.port(25))
+        assert (await first.reply()).startswith("220 ")
+        assert (await second.reply()).startswith("220 ")
+        third = await RawClient.connect(HOST, lab.port(25))
+        assert await third.reply() == (
+            "421 4.3.2 The maximum number of concurrent connections has exceeded a limit, "
+            "closing transmission channel")
+        assert await third.closed()
+        other = await RawClient.connect(HOST, lab.port(25), source="127.0.0.2")
+        assert (await other.reply()).startswith("220 ")
+        first.close()
+        await asyncio.sleep(0.2)
+        fourth = await RawClient.connect(HOST, lab.port(25))
+        assert (await fourth.reply()).startswith("220 ")
+        for c in (second, other, fourth):
+            c.close()
+    finally:
+        await lab.daemon.stop()

@@ -170,3 +170,19 @@ def test_auth_as_categories() -> None:
                    PermissionGroups=["ExchangeServers"])
     assert rules.auth_as(facts(ea, EXTERNALLY_SECURED)) == "Internal"
     assert rules.auth_as(facts(ea, EXTERNALLY_SECURED), mail_auth_null=True) == "Anonymous"
+
+
+def test_connection_limits() -> None:
+    conn = connector("L", MaxInboundConnection=100, MaxInboundConnectionPerSource=3,
+                     MaxInboundConnectionPercentagePerSource=2)
+    assert rules.check_connection_limits(conn, 0, 0) is None
+    per_source = rules.check_connection_limits(conn, 10, 2)  # 2% of 100 = 2 per source
+    assert per_source is not None and per_source.reply.render() == (
+        "421 4.3.2 The maximum number of concurrent connections has exceeded a limit, "
+        "closing transmission channel")
+    total = rules.check_connection_limits(conn, 100, 0)
+    assert total is not None and total.reply.render().startswith(
+        "421 4.3.2 The maximum number of concurrent server connections")
+    unlimited = connector("U", MaxInboundConnection="unlimited",
+                          MaxInboundConnectionPerSource="unlimited")
+    assert rules.check_connection_limits(unlimited, 10**6, 10**6) is None
