@@ -124,15 +124,22 @@ def valid_address(address: str) -> bool:
     return bool(_ADDRESS.match(address)) and len(address) <= 571
 
 
-def parse_mail(arg: str | None) -> MailCommand | Reply:
-    split = _split_path(arg or "", "FROM")
+def _path_and_params(arg: str | None, keyword: str) -> tuple[str, dict[str, str | None]] | None:
+    """``FROM:<path> PARAMS`` / ``TO:<path> PARAMS``, source route dropped; None when malformed."""
+    split = _split_path(arg or "", keyword)
     if split is None:
-        return replies.INVALID_ARGUMENTS
-    address, rest = split
-    address = _strip_source_route(address)
-    params = _params(rest)
+        return None
+    params = _params(split[1])
     if params is None:
+        return None
+    return _strip_source_route(split[0]), params
+
+
+def parse_mail(arg: str | None) -> MailCommand | Reply:
+    parsed = _path_and_params(arg, "FROM")
+    if parsed is None:
         return replies.INVALID_ARGUMENTS
+    address, params = parsed
     if address and not valid_address(address):
         return replies.INVALID_SENDER_ADDRESS
     for name, value in params.items():
@@ -148,14 +155,10 @@ def parse_mail(arg: str | None) -> MailCommand | Reply:
 
 
 def parse_rcpt(arg: str | None) -> RcptCommand | Reply:
-    split = _split_path(arg or "", "TO")
-    if split is None:
+    parsed = _path_and_params(arg, "TO")
+    if parsed is None:
         return replies.INVALID_ARGUMENTS
-    address, rest = split
-    address = _strip_source_route(address)
-    params = _params(rest)
-    if params is None:
-        return replies.INVALID_ARGUMENTS
+    address, params = parsed
     if not address or not valid_address(address):
         return replies.INVALID_RECIPIENT_ADDRESS
     for name in params:
