@@ -70,7 +70,6 @@ class ServerNode:
         self.lab = lab
         self.server = server
         self.clock = clock
-        self.data_dir = data_dir
         self.port_offset = port_offset
         self.index = ConnectorIndex.build(lab.connectors_of(server.name))
         self.local_fqdns = frozenset(s.fqdn.lower() for s in lab.servers)

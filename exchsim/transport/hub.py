@@ -158,7 +158,6 @@ class DeliveryAgent:
         self._wake = asyncio.Event()
         self._idle_hops: dict[str, list[HopClient]] = defaultdict(list)
         self._inflight: set[int] = set()
-        self.delivered = 0
 
     def wake(self) -> None:
         self._wake.set()
@@ -233,7 +232,6 @@ class DeliveryAgent:
             await self.queue.defer(item.internal_id, temporary,
                                    next_attempt_at=self.clock.utc() + self.retry,
                                    reason="temporary refusal")
-        self.delivered += len(done) - len(permanent)
 
     async def _to_mailbox(self, server: str, item: QueuedMessage,
                           rcpts: list[str]) -> list[tuple[str, Reply]]:

@@ -26,7 +26,6 @@ class MailboxDeliveryReceiver:
     def __init__(self, server: Server, root: Path) -> None:
         self.server = server
         self.root = root
-        self.duplicates = 0
 
     async def __call__(self, session: ExchangeSMTP, message: AcceptedMessage) -> Reply:
         parsed = parse_message(message.data)
@@ -42,7 +41,5 @@ class MailboxDeliveryReceiver:
     def _store(self, network_id: str, recipients: tuple[str, ...], data: bytes) -> None:
         for rcpt in recipients:
             unique = hashlib.sha1(f"{network_id}|{rcpt.lower()}".encode()).hexdigest()[:20]
-            if maildir.already_delivered(self.root, rcpt, unique):
-                self.duplicates += 1
-                continue
-            maildir.deliver(self.root, rcpt, data, unique=unique)
+            if not maildir.already_delivered(self.root, rcpt, unique):
+                maildir.deliver(self.root, rcpt, data, unique=unique)
