@@ -19,6 +19,7 @@ import contextlib
 import os
 import platform
 import random
+import resource
 import signal
 import statistics
 import sys
@@ -46,6 +47,31 @@ asyncio.run(main())
 """
 
 
+def tree_cpu(pid: int) -> float:
+    """CPU seconds (user + system) used so far by a process and every live descendant."""
+    stats: dict[int, tuple[int, float]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        stats[int(entry.name)] = (int(fields[1]),
+                                  (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK"))
+    total, todo = 0.0, [pid]
+    while todo:
+        current = todo.pop()
+        total += stats.get(current, (0, 0.0))[1]
+        todo += [child for child, (parent, _) in stats.items() if parent == current]
+    return total
+
+
+def own_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
 @dataclass
 class Result:
     name: str
@@ -53,6 +79,8 @@ class Result:
     seconds: float
     latencies: list[float]
     errors: int
+    client_cpu: float = 0.0
+    server_cpu: float = 0.0
 
     @property
     def rate(self) -> float:
@@ -62,8 +90,11 @@ class Result:
         lat = sorted(self.latencies) or [0.0]
         p50 = statistics.median(lat) * 1000
         p99 = lat[min(len(lat) - 1, int(len(lat) * 0.99))] * 1000
+        per = 1000 / self.messages if self.messages else 0.0
         return (f"{self.name:<28} {self.rate:8.1f} msg/s   p50 {p50:7.1f} ms   "
-                f"p99 {p99:7.1f} ms   ({self.messages} messages, {self.errors} errors)")
+                f"p99 {p99:7.1f} ms   ({self.messages} messages, {self.errors} errors; "
+                f"CPU per message: server {self.server_cpu * per:.2f} ms, "
+                f"client {self.client_cpu * per:.2f} ms)")
 
 
 async def drive(name: str, host: str, port: int, clients: int, seconds: float,
@@ -95,8 +126,10 @@ async def drive(name: str, host: str, port: int, clients: int, seconds: float,
                 await smtp.quit()
 
     started = time.monotonic()
+    cpu = own_cpu()
     await asyncio.gather(*(client(n) for n in range(clients)))
-    return Result(name, len(latencies), time.monotonic() - started, latencies, errors)
+    return Result(name, len(latencies), time.monotonic() - started, latencies, errors,
+                  client_cpu=own_cpu() - cpu)
 
 
 async def start_process(args: list[str], ready: bytes) -> asyncio.subprocess.Process:
@@ -121,37 +154,73 @@ async def stop_process(proc: asyncio.subprocess.Process) -> None:
             await proc.wait()
 
 
+async def wait_delivered(folder: Path, expected: int, limit: float) -> tuple[int, float]:
+    """Wait (at most ``limit`` s) until ``expected`` messages are in the Maildir."""
+    deadline = time.monotonic() + limit
+    count = 0
+    while time.monotonic() < deadline:
+        try:
+            count = len(os.listdir(folder))
+        except FileNotFoundError:
+            count = 0
+        if count >= expected:
+            break
+        await asyncio.sleep(0.05)
+    return count, time.monotonic()
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--clients", type=int, default=20)
     parser.add_argument("--size", type=int, default=1024)
+    parser.add_argument("--only", choices=["bare", "chain"], help="run one side (profiling)")
     args = parser.parse_args()
     offset = random.randrange(20000, 40000, 10)
+    base = chain = None
     with tempfile.TemporaryDirectory(prefix="exchsim-bench-") as tmp:
-        bare_port = 10000 + offset % 10000 + 7
-        bare = await start_process([sys.executable, "-c", BARE_SERVER, str(bare_port)], b"ready")
-        try:
-            base = await drive("bare aiosmtpd", "127.0.0.1", bare_port, args.clients,
-                               args.seconds, args.size)
-        finally:
-            await stop_process(bare)
-        lab = await start_process(
-            [sys.executable, "-m", "exchsim.cli", "lab", "--config", "configs/lab.yaml",
-             "--data", tmp, "--port-offset", str(offset)], b"exchsim: ready")
-        try:
-            chain = await drive("exchsim FE->hub->475", "127.0.10.1", 25 + offset,
-                                args.clients, args.seconds, args.size)
-        finally:
-            await stop_process(lab)
-        delivered = len(os.listdir(Path(tmp) / "mailboxes" / "alice@contoso.com" / "new"))
+        if args.only != "chain":
+            bare_port = 10000 + offset % 10000 + 7
+            bare = await start_process([sys.executable, "-c", BARE_SERVER, str(bare_port)],
+                                       b"ready")
+            try:
+                cpu = tree_cpu(bare.pid)
+                base = await drive("bare aiosmtpd", "127.0.0.1", bare_port, args.clients,
+                                   args.seconds, args.size)
+                base.server_cpu = tree_cpu(bare.pid) - cpu
+            finally:
+                await stop_process(bare)
+        if args.only != "bare":
+            lab = await start_process(
+                [sys.executable, "-m", "exchsim.cli", "lab", "--config", "configs/lab.yaml",
+                 "--data", tmp, "--port-offset", str(offset)], b"exchsim: ready")
+            try:
+                cpu = tree_cpu(lab.pid)
+                started = time.monotonic()
+                chain = await drive("exchsim, accepted (250)", "127.0.10.1", 25 + offset,
+                                    args.clients, args.seconds, args.size)
+                # The chain ends in the Maildir: wait for the hub's queue to drain, and count
+                # the rate into the mailbox over the whole time until the last delivery.
+                delivered, ended = await wait_delivered(
+                    Path(tmp) / "mailboxes" / "alice@contoso.com" / "new", chain.messages,
+                    limit=max(30.0, args.seconds * 3))
+                chain.server_cpu = tree_cpu(lab.pid) - cpu
+            finally:
+                await stop_process(lab)
+            into_mailbox = Result("exchsim, into the Maildir", delivered, ended - started,
+                                  [], 0, chain.client_cpu, chain.server_cpu)
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python "
           f"{platform.python_version()}, {args.clients} clients, {args.size} B messages, "
           f"{args.seconds:.0f} s each")
-    print(base.line())
-    print(chain.line())
-    print(f"delivered to the Maildir by the end: {delivered} of {chain.messages}")
-    print(f"ratio exchsim / bare aiosmtpd: {chain.rate / base.rate:.2f}")
+    if base:
+        print(base.line())
+    if chain:
+        print(chain.line())
+        print(f"{into_mailbox.name:<28} {into_mailbox.rate:8.1f} msg/s   ({delivered} of "
+              f"{chain.messages} in the Maildir {into_mailbox.seconds:.1f} s after the start)")
+    if base and chain:
+        print(f"ratio exchsim / bare aiosmtpd: {into_mailbox.rate / base.rate:.2f} into the "
+              f"Maildir ({chain.rate / base.rate:.2f} accepted)")
 
 
 if __name__ == "__main__":

@@ -349,4 +349,7 @@ class LabDaemon:
             await queue.close()
         self.queues.clear()
         for node in self.nodes.values():
+            delivery = node.handlers.get(Role.MAILBOX_DELIVERY)
+            if isinstance(delivery, MailboxDeliveryReceiver):
+                await delivery.close()
             node.receive_log.close()

@@ -4,12 +4,15 @@ The hub reaches this service over a hop session (X-ANONYMOUSTLS, EXCHANGEAUTH,
 XSESSIONPARAMS). Each recipient gets one Maildir file under ``DATA/mailboxes/<address>/``,
 written with fsync before the reply. The unique name carries the hub's Network-Message-Id, so
 a message the hub delivers again after a crash is recognised and not stored twice.
+
+The files of messages that arrive together (the hub delivers over several sessions at once)
+are written as one batch on one worker thread, sharing the fsync of each ``new/`` directory.
 """
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
+from collections.abc import Sequence
 from pathlib import Path
 
 from exchsim.config.model import Server
@@ -17,7 +20,10 @@ from exchsim.policy import replies
 from exchsim.policy.headers import NETWORK_MESSAGE_ID, parse_message
 from exchsim.policy.replies import Reply
 from exchsim.smtp.session import AcceptedMessage, ExchangeSMTP, received_for
-from exchsim.transport import maildir
+from exchsim.transport.groupcommit import GroupCommit
+from exchsim.transport.maildir import MaildirStore
+
+_Files = tuple[tuple[str, bytes, str], ...]  # one message's (address, data, unique) per recipient
 
 
 class MailboxDeliveryReceiver:
@@ -26,20 +32,29 @@ class MailboxDeliveryReceiver:
     def __init__(self, server: Server, root: Path) -> None:
         self.server = server
         self.root = root
+        self._store = MaildirStore(root)
+        self._writer: GroupCommit[_Files, None] = GroupCommit(
+            self._store_batch, name=f"maildir-{server.name}")
 
     async def __call__(self, session: ExchangeSMTP, message: AcceptedMessage) -> Reply:
         parsed = parse_message(message.data)
         network_id = parsed.first(NETWORK_MESSAGE_ID) or hashlib.sha256(message.data).hexdigest()
         stamped = parsed.prepend(received_for(session, message, "Mailbox Transport")).to_bytes()
-        await asyncio.to_thread(self._store, network_id, message.recipients, stamped)
+        await self._writer.submit(tuple(
+            (rcpt, stamped, _unique(network_id, rcpt)) for rcpt in message.recipients))
         message_id = parsed.first("Message-ID") or f"<{network_id}@{self.server.fqdn}>"
         return replies.queued(
             message_id, 0, self.server.fqdn, size=len(message.data),
             seconds=message.received_seconds, version=self.server.version,
         )
 
-    def _store(self, network_id: str, recipients: tuple[str, ...], data: bytes) -> None:
-        for rcpt in recipients:
-            unique = hashlib.sha1(f"{network_id}|{rcpt.lower()}".encode()).hexdigest()[:20]
-            if not maildir.already_delivered(self.root, rcpt, unique):
-                maildir.deliver(self.root, rcpt, data, unique=unique)
+    def _store_batch(self, messages: Sequence[_Files]) -> list[None]:
+        self._store.store([file for files in messages for file in files])
+        return [None] * len(messages)
+
+    async def close(self) -> None:
+        await self._writer.close()
+
+
+def _unique(network_id: str, recipient: str) -> str:
+    return hashlib.sha1(f"{network_id}|{recipient.lower()}".encode()).hexdigest()[:20]

@@ -9,6 +9,12 @@ File names are ``<seconds>.<unique>.<hostname>``. ``unique`` comes from the call
 for one (message, recipient), so after a crash between "stored" and "acknowledged" the caller
 can ask :func:`already_delivered` and not store the message twice. The seconds are taken from
 the written file's modification time (this module does not read the clock).
+
+:class:`MaildirStore` is the writer of one root: it keeps the de-duplication index of each
+mailbox in memory (read from ``new/`` and ``cur/`` once, on first use, so the check costs no
+directory scan per message) and stores a batch of messages with one fsync of each touched
+``new/`` directory instead of one per message. The module functions are the single-message
+forms.
 """
 
 from __future__ import annotations
@@ -18,9 +24,10 @@ import os
 import re
 import secrets
 import socket
+from collections.abc import Sequence
 from pathlib import Path
 
-__all__ = ["already_delivered", "deliver", "mailbox_path"]
+__all__ = ["MaildirStore", "already_delivered", "deliver", "mailbox_path"]
 
 _SUBDIRS = ("cur", "new", "tmp")
 # No '.' (it separates the fields of a name), no '/' or ':' (Maildir), nothing exotic.
@@ -98,7 +105,13 @@ def deliver(root: Path, address: str, data: bytes, *, unique: str) -> Path:
     _check_unique(unique)
     mailbox = mailbox_path(root, address)
     _ensure_maildir(root, mailbox)
-    host = _hostname()
+    final = _write_new(mailbox, data, unique, _hostname())
+    _fsync_dir(mailbox / "new")
+    return final
+
+
+def _write_new(mailbox: Path, data: bytes, unique: str, host: str) -> Path:
+    """Write ``tmp/<name>`` (fsynced) and rename it into ``new/``; the caller fsyncs ``new/``."""
     tmp = mailbox / "tmp" / f"{unique}.P{os.getpid()}R{secrets.token_hex(6)}.{host}"
     try:
         with open(tmp, "xb", opener=_private) as handle:
@@ -112,7 +125,6 @@ def deliver(root: Path, address: str, data: bytes, *, unique: str) -> Path:
         with contextlib.suppress(OSError):
             tmp.unlink()
         raise
-    _fsync_dir(mailbox / "new")
     return final
 
 
@@ -122,10 +134,8 @@ def _unique_of(name: str) -> str | None:
     return parts[1] if len(parts) == 3 else None
 
 
-def already_delivered(root: Path, address: str, unique: str) -> bool:
-    """Whether a message with this unique token is in ``new/`` or ``cur/`` of ``address``."""
-    _check_unique(unique)
-    mailbox = mailbox_path(root, address)
+def _uniques_in(mailbox: Path) -> set[str]:
+    found: set[str] = set()
     for sub in ("new", "cur"):
         try:
             entries = os.scandir(mailbox / sub)
@@ -133,6 +143,69 @@ def already_delivered(root: Path, address: str, unique: str) -> bool:
             continue
         with entries:
             for entry in entries:
-                if _unique_of(entry.name) == unique:
-                    return True
-    return False
+                unique = _unique_of(entry.name)
+                if unique is not None:
+                    found.add(unique)
+    return found
+
+
+def already_delivered(root: Path, address: str, unique: str) -> bool:
+    """Whether a message with this unique token is in ``new/`` or ``cur/`` of ``address``."""
+    _check_unique(unique)
+    return unique in _uniques_in(mailbox_path(root, address))
+
+
+class MaildirStore:
+    """The Maildirs under one root, written by this process only.
+
+    Not thread-safe: call it from one thread at a time (the receivers run it on one worker).
+    """
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self._host = _hostname()
+        self._index: dict[Path, set[str]] = {}  # mailbox -> unique tokens in new/ and cur/
+        self._ready: set[Path] = set()  # mailboxes whose cur/, new/ and tmp/ exist
+
+    def contains(self, address: str, unique: str) -> bool:
+        _check_unique(unique)
+        return unique in self._uniques(mailbox_path(self.root, address))
+
+    def _uniques(self, mailbox: Path) -> set[str]:
+        known = self._index.get(mailbox)
+        if known is None:
+            known = self._index[mailbox] = _uniques_in(mailbox)
+        return known
+
+    def store(self, items: Sequence[tuple[str, bytes, str]]) -> list[Path | None]:
+        """Store each ``(address, data, unique)``; None for one already there (same unique).
+
+        Every file is fsynced and renamed into ``new/``; each touched ``new/`` is then fsynced
+        once. Returns only when all of it is durable. Raises on the first failure; what was
+        renamed before it is made durable too and counted in the index.
+        """
+        results: list[Path | None] = []
+        touched: dict[Path, list[str]] = {}
+        try:
+            for address, data, unique in items:
+                _check_unique(unique)
+                mailbox = mailbox_path(self.root, address)
+                known = self._uniques(mailbox)
+                if unique in known or unique in touched.get(mailbox, ()):
+                    results.append(None)
+                    continue
+                if mailbox not in self._ready:
+                    _ensure_maildir(self.root, mailbox)
+                    self._ready.add(mailbox)
+                try:
+                    path = _write_new(mailbox, data, unique, self._host)
+                except FileNotFoundError:  # the Maildir was removed while the lab ran
+                    _ensure_maildir(self.root, mailbox)
+                    path = _write_new(mailbox, data, unique, self._host)
+                results.append(path)
+                touched.setdefault(mailbox, []).append(unique)
+        finally:
+            for mailbox, uniques in touched.items():
+                _fsync_dir(mailbox / "new")
+                self._uniques(mailbox).update(uniques)
+        return results

@@ -105,3 +105,57 @@ def test_tmp_files_do_not_count_and_failed_writes_leave_no_debris(tmp_path: Path
         maildir.deliver(tmp_path, "bob@contoso.com", "not bytes", unique="second")  # type: ignore[arg-type]
     assert [p.name for p in tmp.iterdir()] == ["123.crashed.host"]
     assert not maildir.already_delivered(tmp_path, "bob@contoso.com", "second")
+
+
+def test_store_batch_writes_each_once_and_remembers_what_is_there(tmp_path: Path) -> None:
+    # A message delivered before this store existed (an earlier run) counts as there.
+    maildir.deliver(tmp_path, "bob@contoso.com", DATA, unique="old")
+    store = maildir.MaildirStore(tmp_path)
+    assert store.contains("BOB@contoso.com", "old")
+    assert not store.contains("bob@contoso.com", "new1")
+
+    paths = store.store([
+        ("bob@contoso.com", DATA + b"1\r\n", "new1"),
+        ("Alice@contoso.com", DATA + b"2\r\n", "new1"),  # same token, other mailbox
+        ("bob@contoso.com", DATA + b"3\r\n", "new1"),  # repeated inside the batch
+        ("bob@contoso.com", DATA + b"4\r\n", "old"),  # already there
+        ("bob@contoso.com", DATA + b"5\r\n", "new2"),
+    ])
+    assert [p is None for p in paths] == [False, False, True, True, False]
+    assert paths[0] is not None and paths[0].read_bytes() == DATA + b"1\r\n"
+    assert store.contains("bob@contoso.com", "new2")
+    bob = mailbox.Maildir(tmp_path / "bob@contoso.com", create=False)
+    assert sorted(bob.get_bytes(k) for k in bob.iterkeys()) == sorted(
+        [DATA, DATA + b"1\r\n", DATA + b"5\r\n"])
+    alice = mailbox.Maildir(tmp_path / "alice@contoso.com", create=False)
+    assert [alice.get_bytes(k) for k in alice.iterkeys()] == [DATA + b"2\r\n"]
+    # A second store over the same root (a restart) reads the same index from the files.
+    again = maildir.MaildirStore(tmp_path)
+    assert again.store([("bob@contoso.com", DATA, "new2")]) == [None]
+
+
+def test_store_recreates_a_maildir_removed_while_running(tmp_path: Path) -> None:
+    store = maildir.MaildirStore(tmp_path)
+    store.store([("bob@contoso.com", DATA, "a")])
+    for sub in ("new", "cur", "tmp"):
+        for p in (tmp_path / "bob@contoso.com" / sub).iterdir():
+            p.unlink()
+        (tmp_path / "bob@contoso.com" / sub).rmdir()
+    (tmp_path / "bob@contoso.com").rmdir()
+    [path] = store.store([("bob@contoso.com", DATA, "b")])
+    assert path is not None and path.read_bytes() == DATA
+
+
+def test_store_failure_keeps_what_was_written_and_rejects_bad_input(tmp_path: Path) -> None:
+    store = maildir.MaildirStore(tmp_path)
+    with pytest.raises(TypeError):
+        store.store([("bob@contoso.com", DATA, "good"),
+                     ("bob@contoso.com", "not bytes", "bad")])  # type: ignore[list-item]
+    assert store.contains("bob@contoso.com", "good")
+    assert maildir.already_delivered(tmp_path, "bob@contoso.com", "good")
+    assert not maildir.already_delivered(tmp_path, "bob@contoso.com", "bad")
+    assert list((tmp_path / "bob@contoso.com" / "tmp").iterdir()) == []
+    with pytest.raises(ValueError):
+        store.store([("../evil", DATA, "x")])
+    with pytest.raises(ValueError):
+        store.contains("bob@contoso.com", "a.b")
