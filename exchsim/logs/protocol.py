@@ -2,8 +2,10 @@
 
 Files ``RECVyyyymmddHH-n.LOG`` (send side ``SENDyyyymmddHH-n.LOG``): hourly, as real 2013+
 files are named, ``n`` counting up when a file passes ``max_file_size``. Each starts with the
-five ``#`` header lines. Lines end in CRLF (Exchange is a Windows product) and are flushed as
-they are written, so a reader sees them at once; nothing is fsynced.
+five ``#`` header lines. Lines end in CRLF (Exchange is a Windows product). Inside a running
+event loop, the lines of one loop iteration are written together at its end (one write for
+many sessions' lines), so a reader sees them as soon as the loop has run; outside a loop each
+line is written at once. Nothing is fsynced: a log is not a message.
 
 Multi-line replies are flattened into one data field like 2013+ logs do; exchsim writes the
 2019 form with two spaces after the code (``250  host Hello [ip] SIZE ...``, §1.2) rather than
@@ -12,6 +14,7 @@ the one-space form of the sample in §6.1.
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 from collections.abc import Callable
 from pathlib import Path
@@ -68,7 +71,12 @@ class ProtocolLog:
         self.max_file_size = max_file_size
         self._file: IO[str] | None = None
         self._hour = ""
+        self._hour_end: datetime.datetime | None = None
         self._size = 0
+        self._pending: list[str] = []
+        self._flush_scheduled = False
+        self._stamp_second: datetime.datetime | None = None
+        self._stamp_prefix = ""
 
     @property
     def prefix(self) -> str:
@@ -80,10 +88,13 @@ class ProtocolLog:
         return ProtocolLogSession(self, connector_id, session_id, local_endpoint, remote_endpoint)
 
     def _open(self, now: datetime.datetime) -> IO[str]:
-        hour = now.astimezone(datetime.UTC).strftime("%Y%m%d%H")
+        utc = now.astimezone(datetime.UTC)
+        hour = utc.strftime("%Y%m%d%H")
         if self._file is not None and hour == self._hour and self._size < self.max_file_size:
             return self._file
         self.close()
+        self._hour_end = utc.replace(minute=0, second=0, microsecond=0) + datetime.timedelta(
+            hours=1)
         self.directory.mkdir(parents=True, exist_ok=True)
         n = 1
         if hour == self._hour:
@@ -103,6 +114,7 @@ class ProtocolLog:
                 f"#Log-type: {log_type}\r\n#Date: {_iso(now)}\r\n#Fields: {FIELDS}\r\n"
             )
             handle.write(header)
+            handle.flush()
             self._size += len(header.encode())
         self._file, self._hour, self._n = handle, hour, n
         return handle
@@ -111,14 +123,40 @@ class ProtocolLog:
 
     def write(self, fields: list[str]) -> None:
         now = self.clock()
-        handle = self._open(now)
-        line = ",".join([_iso(now), *(csv_field(f) for f in fields)]) + "\r\n"
-        handle.write(line)
-        handle.flush()
-        self._size += len(line.encode())
+        if (self._file is None or self._hour_end is None or now >= self._hour_end
+                or self._size >= self.max_file_size):
+            self._open(now)
+        line = ",".join([self._stamp(now), *(csv_field(f) for f in fields)]) + "\r\n"
+        self._pending.append(line)
+        self._size += len(line) if line.isascii() else len(line.encode())
+        if self._flush_scheduled:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            self.flush()
+            return
+        self._flush_scheduled = True
+        loop.call_soon(self.flush)
+
+    def _stamp(self, now: datetime.datetime) -> str:
+        """``_iso(now)``, formatting the part up to the second once per second."""
+        second = now.replace(microsecond=0)
+        if second != self._stamp_second:
+            self._stamp_second = second
+            self._stamp_prefix = _iso(second)[:-5]
+        return f"{self._stamp_prefix}.{now.microsecond // 1000:03d}Z"
+
+    def flush(self) -> None:
+        self._flush_scheduled = False
+        if self._pending and self._file is not None:
+            self._file.write("".join(self._pending))
+            self._file.flush()
+        self._pending.clear()
 
     def close(self) -> None:
         if self._file is not None:
+            self.flush()
             self._file.close()
             self._file = None
 

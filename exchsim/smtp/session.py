@@ -52,12 +52,15 @@ from exchsim.policy.permissions import (
 )
 from exchsim.policy.replies import Reply
 from exchsim.smtp import wire
+from exchsim.smtp.readtimer import ReadTimer
 from exchsim.tls.directtrust import make_exchangeauth_blob, verify_exchangeauth
 
 log = logging.getLogger(__name__)
 
 MAX_COMMAND_LINE = 4000  # §1.8 / §9.9: receive side reads command lines up to 4000 bytes
 MAX_COMMAND_LINE_LONG = 8000  # with LongAddressesEnabled
+# Replies a client waits for before it sends more: never held back behind pipelined input.
+_SENT_AT_ONCE = frozenset({220, 334, 354})
 READER_LIMIT = 32768  # §1.8: command buffer over 32768 bytes -> 500 5.5.2 Command too long
 
 
@@ -267,6 +270,8 @@ class ExchangeSMTP(AioSMTP):
 
     async def _handle_client(self) -> None:
         self.runtime.track(self, True)
+        self._read_timer = ReadTimer(self.loop)
+        self._out: list[bytes] = []
         try:
             await self._serve()
         except (ConnectionError, asyncio.IncompleteReadError, TLSSetupException, ssl.SSLError):
@@ -281,6 +286,7 @@ class ExchangeSMTP(AioSMTP):
                 self._writer.write(b"451 4.3.0 Local error in processing\r\n")
                 self.transport.close()
         finally:
+            self._read_timer.close()
             self.runtime.track(self, False)
 
     async def _serve(self) -> None:
@@ -342,9 +348,10 @@ class ExchangeSMTP(AioSMTP):
         idle = self.connector.connection_inactivity_timeout.total_seconds()
         remaining = self.deadline - self.runtime.clock.monotonic()
         wait = min(idle, remaining)
+        if self._out and b"\n" not in self._read_buffer():
+            await self._flush_replies()
         try:
-            # asyncio.timeout, not wait_for: on 3.11 wait_for makes a Task for every read.
-            async with asyncio.timeout(max(wait, 0.0)):
+            with self._read_timer.limit(self.loop.time() + max(wait, 0.0)):
                 line: bytes = await self._reader.readuntil(b"\n")
         except TimeoutError:
             timed_out = (
@@ -394,12 +401,32 @@ class ExchangeSMTP(AioSMTP):
             self.plog.sent(text)
         if self.transport is None or self.transport.is_closing():
             return
-        self._writer.write(text.encode("utf-8", "surrogateescape") + b"\r\n")
-        await self._writer.drain()
+        self._out.append(text.encode("utf-8", "surrogateescape") + b"\r\n")
+        # Pipelining (RFC 2920): while the client's next command is already here, hold the
+        # reply and send the group's replies in one write when the next read would wait.
+        # Replies the client waits on before it sends more (220 before TLS, 334, 354) and a
+        # closing reply go out at once.
+        if reply.close or reply.code in _SENT_AT_ONCE or b"\n" not in self._read_buffer():
+            await self._flush_replies()
         if reply.close:
             self.closing = True
             self._log_disconnect("Local")
             self.close_transport()
+
+    def _read_buffer(self) -> bytes | bytearray:
+        # What the client sent that no read has taken yet (StreamReader keeps it here).
+        buffered: bytes | bytearray = getattr(self._reader, "_buffer", b"")
+        return buffered
+
+    async def _flush_replies(self) -> None:
+        if not self._out:
+            return
+        data = self._out[0] if len(self._out) == 1 else b"".join(self._out)
+        self._out.clear()
+        if self.transport is None or self.transport.is_closing():
+            return
+        self._writer.write(data)
+        await self._writer.drain()
 
     async def _tarpit(self, interval: datetime.timedelta) -> None:
         seconds = interval.total_seconds()
@@ -857,7 +884,7 @@ class ExchangeSMTP(AioSMTP):
         idle = self.connector.connection_inactivity_timeout.total_seconds()
         while True:
             try:
-                async with asyncio.timeout(idle):
+                with self._read_timer.limit(self.loop.time() + idle):
                     line = await self._read_data_line()
             except TimeoutError:
                 await self.reply(replies.TIMEOUT_INACTIVITY)
@@ -910,9 +937,10 @@ class ExchangeSMTP(AioSMTP):
         if self.txn.bdat is None:
             self.txn.bdat = bytearray()
         try:
-            async with asyncio.timeout(
-                self.connector.connection_inactivity_timeout.total_seconds()
-            ):
+            idle = self.connector.connection_inactivity_timeout.total_seconds()
+            if self._out and len(self._read_buffer()) < size:
+                await self._flush_replies()
+            with self._read_timer.limit(self.loop.time() + idle):
                 chunk = await self._reader.readexactly(size)
         except TimeoutError:
             await self.reply(replies.TIMEOUT_INACTIVITY)
@@ -936,6 +964,7 @@ class ExchangeSMTP(AioSMTP):
 
     async def _discard(self, size: int) -> None:
         if size > 0:
+            await self._flush_replies()
             await self._reader.readexactly(size)
 
     async def _end_of_data(self, data: bytes) -> None:

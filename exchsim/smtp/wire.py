@@ -16,7 +16,8 @@ _BARE = re.compile(rb"\r(?!\n)|(?<!\r)\n")
 
 def normalize_line_endings(data: bytes) -> tuple[bytes, bool]:
     """Rewrite every bare CR and bare LF to CRLF. Returns (data, whether any was found)."""
-    if b"\r" not in data and b"\n" not in data:
+    pairs = data.count(b"\r\n")
+    if data.count(b"\r") == pairs and data.count(b"\n") == pairs:  # fast path: CRLF only
         return data, False
     fixed, count = _BARE.subn(b"\r\n", data)
     return fixed, count > 0

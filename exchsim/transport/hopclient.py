@@ -128,21 +128,26 @@ class HopClient:
     async def send_message(
         self, mail_from: str, mail_params: str, recipients: Sequence[str], data: bytes
     ) -> HopResult:
-        """MAIL, RCPT (pipelined), BDAT LAST. Refusals come back as values."""
+        """MAIL, RCPT and ``BDAT <n> LAST`` in one write (RFC 2920, RFC 3030 §4.2).
+
+        Refusals come back as values. When every recipient is refused, the server answers the
+        BDAT with an error and discards the chunk (nothing is stored); that reply is read and
+        the RCPT refusal is what the caller gets.
+        """
         params = f" {mail_params}" if mail_params else ""
         lines = [f"MAIL FROM:<{mail_from}>{params}"] + [f"RCPT TO:<{r}>" for r in recipients]
-        self.writer.write(("\r\n".join(lines) + "\r\n").encode("utf-8", "surrogateescape"))
+        lines.append(f"BDAT {len(data)} LAST")
+        self.writer.write(("\r\n".join(lines) + "\r\n").encode("utf-8", "surrogateescape")
+                          + data)
         mail_reply = await self.read_reply()
         rcpt_replies = [await self.read_reply() for _ in recipients]
+        final = await self.read_reply()
         if mail_reply.code != 250:
             return HopResult(mail_reply)
         refused = tuple((r, rep) for r, rep in zip(recipients, rcpt_replies, strict=True)
                         if rep.code != 250)
         if len(refused) == len(recipients):
-            await self.command("RSET")
             return HopResult(refused[0][1], refused)
-        self.writer.write(f"BDAT {len(data)} LAST\r\n".encode() + data)
-        final = await self.read_reply()
         return HopResult(final, refused)
 
     def abort(self) -> None:

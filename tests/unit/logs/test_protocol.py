@@ -95,3 +95,33 @@ def test_helpers() -> None:
     start = datetime.datetime(2024, 1, 1, tzinfo=datetime.UTC)
     ids = {new_session_id(n, start) for n in range(1000)}
     assert len(ids) == 1000 and all(len(i) == 16 and i == i.upper() for i in ids)
+
+
+async def test_inside_a_loop_lines_are_written_together_at_the_end_of_the_iteration(
+        tmp_path: Path) -> None:
+    import asyncio
+
+    clock = FakeClock()
+    log = ProtocolLog(tmp_path, "SmtpReceive", clock)
+    a = log.session("EX01\\A", "1", "127.0.10.1:25", "127.0.0.1:1")
+    b = log.session("EX01\\B", "2", "127.0.10.1:25", "127.0.0.1:2")
+    a.connect()
+    clock.now += datetime.timedelta(milliseconds=5)
+    b.connect()
+    clock.now += datetime.timedelta(seconds=1, milliseconds=2)
+    a.received("EHLO x")
+    [name] = read(tmp_path)
+    assert len(read(tmp_path)[name]) == 5  # only the header so far
+    await asyncio.sleep(0)
+    lines = read(tmp_path)[name][5:]
+    assert [line.split(",")[0] for line in lines] == [
+        "2024-03-13T09:01:18.723Z", "2024-03-13T09:01:18.728Z", "2024-03-13T09:01:19.730Z"]
+    assert lines[2].endswith("<,EHLO x,")
+    # An hour change writes what is pending into the old file before opening the new one.
+    b.received("QUIT")
+    clock.now += datetime.timedelta(hours=1)
+    b.disconnect()
+    log.close()
+    files = read(tmp_path)
+    assert [len(v) for v in files.values()] == [9, 6]
+    assert files[name][-1].endswith("<,QUIT,")
