@@ -30,9 +30,9 @@ from exchsim.policy.permissions import ConnectorAcl, connector_acl
 from exchsim.smtp.session import ExchangeSMTP, MessageHandler
 from exchsim.tls.contexts import (
     client_context_anonymous_tls,
-    server_context_anonymous_tls,
     server_context_starttls,
 )
+from exchsim.tls.judged import JudgedServerContext
 from exchsim.tls.pki import CertificateFiles, ensure_server_certificate, select_certificate
 from exchsim.transport.frontend import FrontendProxy, HubEndpoint
 from exchsim.transport.hub import DeliveryAgent, Endpoint, HubReceiver
@@ -77,10 +77,9 @@ class ServerNode:
         self.published_certs: Mapping[str, bytes] = {
             s.fqdn.lower(): certificates[s.name].load_der() for s in lab.servers
         }
-        self._all_certs = list(certificates.values())
         self._acls: dict[str, ConnectorAcl] = {}
         self._starttls: dict[str, ssl.SSLContext | None] = {}
-        self._anon_server = server_context_anonymous_tls(self.certificate, self._all_certs)
+        self._anon_server = JudgedServerContext(self.certificate)
         self._anon_client = client_context_anonymous_tls(self.certificate)
         self.receive_log = ProtocolLog(
             data_dir / "logs" / server.name / "ProtocolLog" / "SmtpReceive",

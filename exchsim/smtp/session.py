@@ -71,6 +71,8 @@ class TlsInfo:
     anonymous: bool  # X-ANONYMOUSTLS rather than STARTTLS
     peer_der: bytes | None
     tls_unique: bytes | None
+    # X-ANONYMOUSTLS with a client certificate that is not a published server certificate
+    untrusted_server_certificate: bool = False
 
 
 @dataclass(slots=True)
@@ -486,6 +488,11 @@ class ExchangeSMTP(AioSMTP):
 
     async def _hello(self, arg: str | None, *, extended: bool) -> None:
         assert self.connector is not None
+        if self.tls is not None and self.tls.untrusted_server_certificate:
+            # §4.1 item 3: a certificate presented in X-ANONYMOUSTLS that is no Exchange
+            # server's: the next EHLO gets 454 4.7.0 and the connection is dropped.
+            await self.reply(replies.AUTH_TEMPORARY_FAILURE.closing())
+            return
         if arg is None and self.connector.require_ehlo_domain:
             await self.protocol_error(
                 replies.EHLO_REQUIRES_DOMAIN if extended else replies.HELO_REQUIRES_DOMAIN
@@ -599,12 +606,18 @@ class ExchangeSMTP(AioSMTP):
             anonymous=anonymous,
             peer_der=peer_der,
             tls_unique=unique,
+            untrusted_server_certificate=(
+                anonymous and peer_der is not None
+                and peer_der not in self.runtime.published_certs.values()),
         )
         self.info(
             "",
             f"TLS protocol {self.tls.protocol} negotiation succeeded using cipher "
             f"{self.tls.cipher}",
         )
+        if self.tls.untrusted_server_certificate:
+            self.info("", "Inbound Exchange authentication failed: the client certificate "
+                          "presented in X-ANONYMOUSTLS is not a published server certificate")
         # RFC 3207 §4.2: forget what the client said before TLS.
         self.helo_name = None
         self.extended = False

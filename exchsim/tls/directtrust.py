@@ -7,8 +7,10 @@ The lab has no Kerberos, so exchsim uses the servers' published certificates ins
 
 1. The connecting server sends ``X-ANONYMOUSTLS`` and, in the TLS 1.2 handshake, presents its
    own server certificate as the TLS **client** certificate. The handshake proves it holds the
-   private key; the receiving server's context (:func:`exchsim.tls.contexts.
-   server_context_anonymous_tls`) only accepts the organization's published certificates.
+   private key. The receiving server completes the handshake with any certificate
+   (:class:`exchsim.tls.judged.JudgedServerContext`) and judges it after: one that is not a
+   published server certificate gets ``454 4.7.0`` at the next EHLO and the connection closes
+   (reference §4.1 item 3).
 2. After the new EHLO it sends ``X-EXPS EXCHANGEAUTH SHA256 <blob>`` where
    ``blob = base64("<server-fqdn>:" + hex(sha256(b"exchsim-exchangeauth\\0" + tls_unique +
    fqdn.encode())))`` and ``tls_unique = ssl_object.get_channel_binding("tls-unique")``

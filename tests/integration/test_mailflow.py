@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import datetime
 import email
 import email.policy
 import mailbox
 import re
 import smtplib
+import ssl
+from pathlib import Path
 
 import aiosmtplib
 
+from exchsim.tls.pki import ensure_server_certificate
 from tests.integration.conftest import RawClient, RunningLab, swaks
 
 HOST = "127.0.10.1"
@@ -167,7 +171,6 @@ async def test_made_up_exchangeauth_gets_454_and_cannot_submit(lab: RunningLab) 
     await client.reply()
     await client.cmd("EHLO client.example")
     assert await client.cmd("X-ANONYMOUSTLS") == "220 2.0.0 SMTP server ready"
-    import ssl
     ctx = ssl.create_default_context()
     ctx.check_hostname = False
     ctx.verify_mode = ssl.CERT_NONE
@@ -181,6 +184,43 @@ async def test_made_up_exchangeauth_gets_454_and_cannot_submit(lab: RunningLab) 
     assert (await client.cmd("XPROXYFROM SID=1 IP=1.2.3.4 PORT=1 DOMAIN=x PERMS=4095")).startswith(
         "500 5.3.3")
     assert await client.cmd("MAIL FROM:<a@b.example>") == "530 5.7.1 Client was not authenticated"
+    client.close()
+
+
+async def _anonymous_tls_with(lab: RunningLab, cert_path: Path, key_path: Path) -> RawClient:
+    client = await RawClient.connect(HOST, lab.port(2525))
+    await client.reply()
+    await client.cmd("EHLO ex01.contoso.com")
+    assert await client.cmd("X-ANONYMOUSTLS") == "220 2.0.0 SMTP server ready"
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    ctx.maximum_version = ssl.TLSVersion.TLSv1_2
+    ctx.load_cert_chain(cert_path, key_path)
+    await client.writer.start_tls(ctx)  # completes whatever certificate is presented
+    return client
+
+
+async def test_unknown_certificate_in_x_anonymoustls_gets_454_at_the_next_ehlo(
+    lab: RunningLab, tmp_path: Path
+) -> None:
+    # Reference 4.1 item 3. The impostor has EX01's names but is not EX01's published
+    # certificate (another key): the handshake completes, the next EHLO gets 454 and the
+    # connection is dropped.
+    impostor = ensure_server_certificate(tmp_path / "impostor", "EX01", "ex01.contoso.com",
+                                         datetime.datetime.now(datetime.UTC))
+    client = await _anonymous_tls_with(lab, impostor.cert_path, impostor.key_path)
+    assert await client.cmd("EHLO ex01.contoso.com") == (
+        "454 4.7.0 Temporary authentication failure")
+    assert await client.closed()
+    log = lab.protocol_log()
+    assert "not a published server certificate" in log
+
+    # The published certificate of EX01 (the lab's own) passes the same door.
+    published = lab.data / "pki" / "servers"
+    client = await _anonymous_tls_with(lab, published / "EX01.crt", published / "EX01.key")
+    ehlo = await client.cmd("EHLO ex01.contoso.com")
+    assert ehlo.startswith("250-") and "X-EXPS EXCHANGEAUTH" in ehlo
     client.close()
 
 

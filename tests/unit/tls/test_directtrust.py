@@ -7,12 +7,13 @@ import hashlib
 
 import pytest
 
-from exchsim.tls.contexts import client_context_anonymous_tls, server_context_anonymous_tls
+from exchsim.tls.contexts import client_context_anonymous_tls
 from exchsim.tls.directtrust import (
     ExchangeAuthResult,
     make_exchangeauth_blob,
     verify_exchangeauth,
 )
+from exchsim.tls.judged import JudgedServerContext
 
 from .conftest import LabPki
 from .helpers import handshake
@@ -154,7 +155,7 @@ async def test_end_to_end_over_real_sessions(lab_pki: LabPki) -> None:
         "ex01.contoso.com": lab_pki.ex01.load_der(),
         "ex02.contoso.com": lab_pki.ex02.load_der(),
     }
-    server_ctx = server_context_anonymous_tls(lab_pki.ex01, [lab_pki.ex01, lab_pki.ex02])
+    server_ctx = JudgedServerContext(lab_pki.ex01)
     session = await handshake(server_ctx, client_context_anonymous_tls(lab_pki.ex02))
     other = await handshake(server_ctx, client_context_anonymous_tls(lab_pki.ex02))
     assert session.client.tls_unique is not None and other.client.tls_unique is not None

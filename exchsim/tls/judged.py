@@ -1,0 +1,181 @@
+"""Server-side TLS that completes the handshake with any client certificate, to judge it after.
+
+Exchange accepts the TLS handshake of X-ANONYMOUSTLS with any client certificate and decides
+afterwards: a certificate that is not a known Exchange server's gets ``454 4.7.0 Temporary
+authentication failure`` at the next EHLO (reference §4.1, item 3). Python's ``ssl`` has no
+verify callback: a requested client certificate that does not verify fails the handshake.
+pyOpenSSL has one, so the handshake here runs on a pyOpenSSL ``Connection`` with memory BIOs.
+
+:class:`JudgedServerContext` stands in for the ``ssl.SSLContext`` that asyncio's
+``SSLProtocol`` is given: SSLProtocol only calls ``wrap_bio(incoming, outgoing, ...)`` on it
+and then drives the returned object through the ``ssl.SSLObject`` calls below, with the same
+exceptions (``ssl.SSLWantReadError`` and friends). Everything else of asyncio's TLS (flow
+control, shutdown, timeouts) stays as it is.
+
+Settings match the client side, :func:`exchsim.tls.contexts.client_context_anonymous_tls`:
+TLS 1.2 only (so ``tls-unique`` is defined), no renegotiation, and here also no session
+resumption (each handshake is a full one, so ``tls-unique`` is the client's Finished message,
+as Python's ``ssl`` computes it on the client side).
+"""
+
+from __future__ import annotations
+
+import ssl
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from cryptography.hazmat.primitives.serialization import Encoding
+from OpenSSL import SSL, crypto
+
+from exchsim.tls.pki import CertificateFiles
+
+__all__ = ["JudgedSSLObject", "JudgedServerContext"]
+
+T = TypeVar("T")
+_BIO_CHUNK = 64 * 1024
+
+
+def _accept_any(conn: SSL.Connection, cert: crypto.X509, errnum: int, depth: int,
+                ok: int) -> bool:
+    return True  # judged after the handshake, by the session
+
+
+class JudgedServerContext(ssl.SSLContext):
+    """Presents ``cert``; asks for a client certificate and accepts any (or none).
+
+    An ``ssl.SSLContext`` only so that asyncio (``loop.start_tls``, ``StreamWriter.start_tls``,
+    ``SSLProtocol``) takes it: the one method they call, :meth:`wrap_bio`, is answered by
+    pyOpenSSL. The inherited ``ssl`` settings are never used; ``wrap_socket`` is refused.
+    """
+
+    _judged: SSL.Context
+
+    def __new__(cls, cert: CertificateFiles) -> JudgedServerContext:
+        return super().__new__(cls, ssl.PROTOCOL_TLS_SERVER)
+
+    def __init__(self, cert: CertificateFiles) -> None:
+        ctx = SSL.Context(SSL.TLS_SERVER_METHOD)
+        ctx.set_min_proto_version(SSL.TLS1_2_VERSION)
+        ctx.set_max_proto_version(SSL.TLS1_2_VERSION)
+        ctx.set_options(SSL.OP_NO_RENEGOTIATION | SSL.OP_NO_TICKET)
+        ctx.set_session_cache_mode(SSL.SESS_CACHE_OFF)
+        ctx.use_certificate_chain_file(str(cert.cert_path))
+        ctx.use_privatekey_file(str(cert.key_path))
+        ctx.check_privatekey()
+        ctx.set_verify(SSL.VERIFY_PEER, _accept_any)
+        self._judged = ctx
+
+    def wrap_bio(self, incoming: ssl.MemoryBIO, outgoing: ssl.MemoryBIO,  # type: ignore[override]
+                 server_side: bool = False, server_hostname: str | bytes | None = None,
+                 session: ssl.SSLSession | None = None) -> JudgedSSLObject:
+        if not server_side:
+            raise ValueError("JudgedServerContext is for the server side only")
+        return JudgedSSLObject(self._judged, incoming, outgoing)
+
+    def wrap_socket(self, *args: Any, **kwargs: Any) -> ssl.SSLSocket:
+        raise NotImplementedError("JudgedServerContext only wraps memory BIOs (asyncio)")
+
+
+class JudgedSSLObject:
+    """The ``ssl.SSLObject`` calls asyncio's SSLProtocol and the session make, over pyOpenSSL."""
+
+    server_side = True
+    server_hostname = None
+
+    def __init__(self, ctx: SSL.Context, incoming: ssl.MemoryBIO,
+                 outgoing: ssl.MemoryBIO) -> None:
+        self._conn = SSL.Connection(ctx, None)
+        self._conn.set_accept_state()
+        self._incoming = incoming
+        self._outgoing = outgoing
+        self._eof_passed = False
+
+    # -- moving bytes between asyncio's memory BIOs and OpenSSL's ------------------------------
+
+    def _call(self, operation: Callable[..., T], *args: Any) -> T:
+        data = self._incoming.read()
+        if data:
+            self._conn.bio_write(data)
+        if self._incoming.eof and not self._eof_passed:
+            self._eof_passed = True
+            self._conn.bio_shutdown()
+        try:
+            return operation(*args)
+        except SSL.WantReadError:
+            raise ssl.SSLWantReadError("The operation did not complete (read)") from None
+        except SSL.WantWriteError:
+            raise ssl.SSLWantWriteError("The operation did not complete (write)") from None
+        except SSL.ZeroReturnError:
+            raise ssl.SSLZeroReturnError("TLS/SSL connection has been closed (EOF)") from None
+        except SSL.SysCallError as exc:
+            raise ssl.SSLEOFError(f"EOF occurred in violation of protocol: {exc}") from None
+        except SSL.Error as exc:
+            raise ssl.SSLError(f"TLS error: {exc}") from None
+        finally:
+            self._flush_outgoing()
+
+    def _flush_outgoing(self) -> None:
+        while True:
+            try:
+                chunk = self._conn.bio_read(_BIO_CHUNK)
+            except SSL.WantReadError:
+                return
+            if not chunk:
+                return
+            self._outgoing.write(chunk)
+
+    # -- ssl.SSLObject ------------------------------------------------------------------------
+
+    def do_handshake(self) -> None:
+        self._call(self._conn.do_handshake)
+
+    def read(self, size: int = 1024, buffer: bytearray | memoryview | None = None) -> Any:
+        try:
+            data: bytes = self._call(self._conn.recv, size)
+        except ssl.SSLZeroReturnError:
+            data = b""  # close_notify: ssl.SSLObject reports it as end of data
+        if buffer is None:
+            return data
+        buffer[: len(data)] = data
+        return len(data)
+
+    def write(self, data: bytes | bytearray | memoryview) -> int:
+        sent: int = self._call(self._conn.send, bytes(data))
+        return sent
+
+    def unwrap(self) -> None:
+        if not self._call(self._conn.shutdown):
+            # close_notify sent; like ssl.SSLObject, wait for the peer's.
+            self._call(self._conn.shutdown)
+
+    def pending(self) -> int:
+        count: int = self._conn.pending()
+        return count
+
+    def getpeercert(self, binary_form: bool = False) -> Any:
+        cert = self._conn.get_peer_certificate(as_cryptography=True)
+        if binary_form:
+            return None if cert is None else cert.public_bytes(Encoding.DER)
+        return {}  # not verified here: judged by the caller, as ssl gives {} for CERT_NONE
+
+    def cipher(self) -> tuple[str, str, int] | None:
+        name = self._conn.get_cipher_name()
+        if name is None:
+            return None
+        return name, self._conn.get_cipher_version() or "", self._conn.get_cipher_bits() or 0
+
+    def version(self) -> str | None:
+        return self._conn.get_protocol_version_name() or None
+
+    def compression(self) -> None:
+        return None
+
+    def selected_alpn_protocol(self) -> None:
+        return None
+
+    def get_channel_binding(self, cb_type: str = "tls-unique") -> bytes | None:
+        if cb_type != "tls-unique":
+            raise ValueError(f"{cb_type!r} channel binding type not implemented")
+        # A full handshake on the server side: tls-unique is the client's Finished message.
+        finished: bytes | None = self._conn.get_peer_finished()
+        return finished
