@@ -283,8 +283,8 @@ class LabDaemon:
             )
             node.handlers = {
                 Role.FRONTEND: node.frontend,
-                Role.HUB: HubReceiver(server, self.clock, queue, agent.wake),
-                Role.EDGE: HubReceiver(server, self.clock, queue, agent.wake),
+                Role.HUB: HubReceiver(server, self.clock, queue, agent.submit),
+                Role.EDGE: HubReceiver(server, self.clock, queue, agent.submit),
                 Role.MAILBOX_DELIVERY: MailboxDeliveryReceiver(server, self.data_dir / "mailboxes"),
             }
             self.nodes[server.name] = node

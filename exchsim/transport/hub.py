@@ -23,7 +23,7 @@ import email.utils
 import logging
 import ssl
 import uuid
-from collections import defaultdict
+from collections import defaultdict, deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -47,15 +47,17 @@ from exchsim.transport.queue import MessageQueue, QueuedMessage
 
 log = logging.getLogger(__name__)
 
+_MAX_READY = 1000  # messages handed over in memory, waiting for a delivery slot
+
 class HubReceiver:
     """The MessageHandler of HubTransport connectors."""
 
     def __init__(self, server: Server, clock: Clock, queue: MessageQueue,
-                 wake: Callable[[], None]) -> None:
+                 deliver: Callable[[QueuedMessage], None]) -> None:
         self.server = server
         self.clock = clock
         self.queue = queue
-        self.wake = wake
+        self.deliver = deliver  # hands the committed message to the delivery agent
 
     async def __call__(self, session: ExchangeSMTP, message: AcceptedMessage) -> Reply:
         facts = message.facts
@@ -88,7 +90,7 @@ class HubReceiver:
             extra.append(make_field(NETWORK_MESSAGE_ID, network_id))
         received = received_for(session, message)
         data = Message((received, *out.fields, *extra), out.body, out.has_separator).to_bytes()
-        internal_id = await self.queue.enqueue(
+        item = await self.queue.enqueue(
             message_id=message_id,
             sender=message.mail_from,
             recipients=message.recipients,
@@ -96,10 +98,10 @@ class HubReceiver:
             metadata={"network_message_id": network_id, "client_ip": message.client_ip},
             now=self.clock.utc(),
         )
-        self.wake()
+        self.deliver(item)
         return queued(
             message_id,
-            internal_id,
+            item.internal_id,
             self.server.fqdn,
             size=len(message.data),
             seconds=message.received_seconds,
@@ -156,31 +158,63 @@ class DeliveryAgent:
         self.retry = retry
         self.concurrency = concurrency
         self._wake = asyncio.Event()
+        self._ready: deque[QueuedMessage] = deque()
+        self._scan_requested = True
         self._idle_hops: dict[str, list[HopClient]] = defaultdict(list)
         self._inflight: set[int] = set()
 
     def wake(self) -> None:
+        """Look in the queue now (a message became due that nobody handed over)."""
+        self._scan_requested = True
+        self._wake.set()
+
+    def submit(self, item: QueuedMessage) -> None:
+        """A message just committed to the queue: deliver it without reading it back.
+
+        The queue stays the truth: a message not handed over here (the list is full, or the
+        process restarted) is found by the next scan of the queue.
+        """
+        if len(self._ready) < _MAX_READY:
+            self._ready.append(item)
+        else:
+            self._scan_requested = True
         self._wake.set()
 
     async def run(self) -> None:
+        """Deliver what is handed over, and scan the queue at start, after a full list, and
+        every half RetryInterval (deferred messages become due)."""
+        loop = asyncio.get_running_loop()
         sem = asyncio.Semaphore(self.concurrency)
         tasks: set[asyncio.Task[None]] = set()
+        period = self.retry.total_seconds() / 2 or 1.0
+        next_scan = loop.time()
         try:
             while True:
                 self._wake.clear()
-                due = await self.queue.due(self.clock.utc(), limit=200)
-                for item in due:
+                if (self._scan_requested and not self._ready) or loop.time() >= next_scan:
+                    self._scan_requested = False
+                    next_scan = loop.time() + period
+                    queued = {item.internal_id for item in self._ready}
+                    found = await self.queue.due(self.clock.utc(), limit=_MAX_READY,
+                                                 exclude=frozenset(self._inflight | queued))
+                    if len(found) >= _MAX_READY:
+                        self._scan_requested = True  # a full page: more may be due
+                    # Handed over while the scan ran: keep one copy.
+                    queued = {item.internal_id for item in self._ready}
+                    self._ready.extend(i for i in found if i.internal_id not in queued)
+                while self._ready:
+                    item = self._ready.popleft()
                     if item.internal_id in self._inflight:
                         continue
                     self._inflight.add(item.internal_id)
                     await sem.acquire()
-                    task = asyncio.get_running_loop().create_task(self._deliver(item, sem))
+                    task = loop.create_task(self._deliver(item, sem))
                     tasks.add(task)
                     task.add_done_callback(tasks.discard)
-                if not due or all(i.internal_id in self._inflight for i in due):
+                if not self._scan_requested:
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self._wake.wait(),
-                                               self.retry.total_seconds() / 2 or 1.0)
+                                               max(next_scan - loop.time(), 0.0))
         finally:
             for task in tasks:
                 task.cancel()
@@ -200,7 +234,6 @@ class DeliveryAgent:
         finally:
             self._inflight.discard(item.internal_id)
             sem.release()
-            self._wake.set()
 
     async def _deliver_group(self, item: QueuedMessage, route: Route,
                              rcpts: list[str]) -> None:
@@ -302,14 +335,14 @@ class DeliveryAgent:
             reporting_mta=self.server.fqdn,
             now=self.clock.local(),
         )
-        await self.queue.enqueue(
+        self.submit(await self.queue.enqueue(
             message_id=f"<{uuid.uuid4()}@{self.server.fqdn}>",
             sender="",
             recipients=[item.sender],
             data=data,
             metadata={"ndr_for": str(item.internal_id)},
             now=self.clock.utc(),
-        )
+        ))
 
 
 def build_ndr(

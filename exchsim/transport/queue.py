@@ -279,10 +279,12 @@ class MessageQueue:
         data: bytes,
         metadata: Mapping[str, str],
         now: datetime.datetime,
-    ) -> int:
-        """Store a message for ``recipients``; return its InternalId once the commit is durable.
+    ) -> QueuedMessage:
+        """Store a message for ``recipients``; return it once the commit is durable.
 
-        The message is due immediately (``next_attempt_at == now``).
+        The message is due immediately (``next_attempt_at == now``). The value returned is the
+        message as :meth:`due` would load it, with its InternalId, so a fresh message can be
+        handed to a delivery worker in memory without reading it back.
         """
         rcpts = tuple(recipients)
         if not rcpts:
@@ -305,8 +307,13 @@ class MessageQueue:
             )
             return internal_id
 
-        result: int = await self._submit(run, size=len(blob), is_enqueue=True)
-        return result
+        internal_id: int = await self._submit(run, size=len(blob), is_enqueue=True)
+        when = _from_micros(received)
+        return QueuedMessage(
+            internal_id=internal_id, message_id=message_id, sender=sender, recipients=rcpts,
+            data=blob, received_at=when, attempts=0, next_attempt_at=when,
+            metadata=types.MappingProxyType(json.loads(meta)),
+        )
 
     async def complete(self, internal_id: int, recipients: Sequence[str]) -> None:
         """These recipients are done (delivered, relayed or NDR'd).
@@ -442,15 +449,17 @@ class MessageQueue:
         self._check_open()
         return await asyncio.get_running_loop().run_in_executor(self._executor, run, self._conn)
 
-    async def due(self, now: datetime.datetime, limit: int = 100) -> list[QueuedMessage]:
+    async def due(self, now: datetime.datetime, limit: int = 100,
+                  exclude: frozenset[int] = frozenset()) -> list[QueuedMessage]:
         """Messages with pending recipients whose next attempt is at or before ``now``.
 
-        Oldest first (by time received, then InternalId); leased messages are left out.
+        Oldest first (by time received, then InternalId); leased messages and those in
+        ``exclude`` (the caller's own in-flight ones) are left out.
         """
         if limit <= 0:
             return []
         moment = _to_micros(now)
-        skip = frozenset(self._leases)
+        skip = frozenset(self._leases) | exclude
 
         def run(conn: sqlite3.Connection) -> list[QueuedMessage]:
             rows = conn.execute(

@@ -13,8 +13,10 @@ import ssl
 from pathlib import Path
 
 import aiosmtplib
+import pytest
 
 from exchsim.tls.pki import ensure_server_certificate
+from exchsim.transport import hub
 from tests.integration.conftest import RawClient, RunningLab, swaks
 
 HOST = "127.0.10.1"
@@ -293,3 +295,21 @@ async def test_mailbox_delivery_down_is_retried_from_the_queue(lab: RunningLab) 
     assert await lab.daemon.queues["EX01"].pending_count() == 1
     await lab.daemon.resume_listener(HOST, 475)
     await lab.wait_for(lambda: len(lab.mailbox("alice@contoso.com")) == 1, timeout=20)
+
+
+async def test_messages_not_handed_over_in_memory_are_found_in_the_queue(
+    lab: RunningLab, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The hub hands each committed message to its delivery agent in memory, up to a limit;
+    # past it the agent finds the rest by scanning the queue. With a limit of 2, twelve
+    # concurrent messages must all arrive, each once.
+    monkeypatch.setattr(hub, "_MAX_READY", 2)
+    sends = [asyncio.to_thread(send_smtplib, lab.port(25), "a@fabrikam.example",
+                               ["alice@contoso.com"], f"Subject: n{n}\r\n\r\nbody {n}\r\n")
+             for n in range(12)]
+    assert await asyncio.gather(*sends) == [{}] * 12
+    await lab.wait_for(lambda: len(lab.mailbox("alice@contoso.com")) >= 12, timeout=20)
+    subjects = sorted(email.message_from_bytes(m)["Subject"]
+                      for m in lab.mailbox("alice@contoso.com"))
+    assert subjects == sorted(f"n{n}" for n in range(12))
+    assert await lab.daemon.queues["EX01"].pending_count() == 0

@@ -35,10 +35,11 @@ async def queue(tmp_path: Path) -> AsyncIterator[MessageQueue]:
 
 async def put(q: MessageQueue, *recipients: str, now: datetime.datetime = T0,
               data: bytes = DATA, sender: str = "a@contoso.com") -> int:
-    return await q.enqueue(
+    queued = await q.enqueue(
         message_id="<m@contoso.com>", sender=sender, recipients=recipients or ("b@contoso.com",),
         data=data, metadata={"client_ip": "127.0.0.1"}, now=now,
     )
+    return queued.internal_id
 
 
 def ids(messages: list[QueuedMessage]) -> list[int]:
@@ -47,11 +48,13 @@ def ids(messages: list[QueuedMessage]) -> list[int]:
 
 async def test_enqueue_round_trip(queue: MessageQueue) -> None:
     local = T0.astimezone(datetime.timezone(datetime.timedelta(hours=2)))
-    internal_id = await queue.enqueue(
+    fresh = await queue.enqueue(
         message_id="<abc@contoso.com>", sender="", recipients=["x@contoso.com", "y@fabrikam.com"],
         data=DATA, metadata={"auth_as": "Anonymous", "note": "é"}, now=local,
     )
+    internal_id = fresh.internal_id
     got = await queue.get(internal_id)
+    assert got == fresh  # what enqueue returns is what the queue gives back
     assert got == QueuedMessage(
         internal_id=internal_id,
         message_id="<abc@contoso.com>",
@@ -293,11 +296,11 @@ async def main(path: Path, start: int) -> None:
 
     async def worker() -> None:
         for i in counter:
-            internal_id = await q.enqueue(
+            internal_id = (await q.enqueue(
                 message_id="<%d@crash.test>" % i, sender="s@contoso.com",
                 recipients=["r%d@contoso.com" % i, "x@fabrikam.com"], data=payload(i),
                 metadata={{"i": str(i)}}, now=now,
-            )
+            )).internal_id
             sys.stdout.write("%d %d\\n" % (internal_id, i))
             sys.stdout.flush()
 
