@@ -1,8 +1,28 @@
 """Shared test setup.
 
-hypothesis is imported here, at collection, on purpose: when only integration tests run, its
-pytest plugin imports it lazily in the terminal summary, and on CPython 3.11.7 that late import
-failed with "SystemError: AST constructor recursion depth mismatch".
+hypothesis and its internal modules are imported here, at collection, on purpose. pytest
+rewrites the asserts of plugin modules (hypothesis is one) as they are imported; hypothesis
+imports some of its modules lazily (the shrinker's optimiser, for one) deep inside a test's
+stack, and on CPython 3.11.7 compiling a module there failed with "SystemError: AST
+constructor recursion depth mismatch" (seen in test_byte_size_round_trip after the
+integration tests). Imported here, at a shallow stack, they are compiled once and cached.
 """
 
-import hypothesis  # noqa: F401
+import importlib
+import pkgutil
+
+import hypothesis  # noqa: F401 - the plugin itself, imported early too
+import hypothesis.internal.conjecture as conjecture
+
+
+def _import_hypothesis_internals() -> None:
+    # The engine's modules (shrinker, optimiser, ...): what runs inside a failing or
+    # optimising test. Not the strategies, some of which load data when imported.
+    for module in pkgutil.walk_packages(conjecture.__path__, "hypothesis.internal.conjecture."):
+        try:
+            importlib.import_module(module.name)
+        except ImportError:
+            continue
+
+
+_import_hypothesis_internals()

@@ -38,7 +38,7 @@ def _iso(when: datetime.datetime) -> str:
 
 
 def csv_field(value: str) -> str:
-    if any(c in value for c in ',"\r\n'):
+    if "," in value or '"' in value or "\n" in value or "\r" in value:
         return '"' + value.replace('"', '""') + '"'
     return value
 

@@ -173,8 +173,18 @@ def custom_banner(banner_text: str) -> Reply:
 
 def rfc2822_date(now: datetime.datetime) -> str:
     """``Fri, 5 Aug 2016 16:24:41 -0700``: day not zero padded, numeric offset."""
+    key = (now.replace(microsecond=0, tzinfo=None), now.utcoffset())
+    cached = _last_date.get(key)
+    if cached is not None:
+        return cached  # banners and Received headers of the same second
     offset = now.strftime("%z") or "+0000"
-    return f"{now.strftime('%a')}, {now.day} {now.strftime('%b %Y %H:%M:%S')} {offset}"
+    text = f"{now.strftime('%a')}, {now.day} {now.strftime('%b %Y %H:%M:%S')} {offset}"
+    _last_date.clear()  # one entry: the current second
+    _last_date[key] = text
+    return text
+
+
+_last_date: dict[tuple[datetime.datetime, datetime.timedelta | None], str] = {}
 
 
 def helo(fqdn: str, client_ip: str) -> Reply:
