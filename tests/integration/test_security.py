@@ -107,3 +107,24 @@ async def test_bdat_chunks_never_start_a_second_message(lab: RunningLab, candida
     assert b"smuggled@fabrikam.example" in stored
     assert stored.replace(b"\r\n", b"").count(b"\n") == 0
     assert stored.replace(b"\r\n", b"").count(b"\r") == 0
+
+
+@pytest.mark.parametrize("after", [b"EHLO not tls\r\n", b"\x16\x03\x01\x00\x05hello", b""])
+async def test_broken_handshake_after_x_anonymoustls_ends_the_session_cleanly(
+    lab: RunningLab, after: bytes, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Plain text, a truncated ClientHello, or a client that just hangs up after the 220:
+    # the session ends, nothing is logged as an error, and the listener keeps serving.
+    client = await RawClient.connect(HOST, lab.port(2525))
+    await client.reply()
+    await client.cmd("EHLO ex01.contoso.com")
+    assert await client.cmd("X-ANONYMOUSTLS") == "220 2.0.0 SMTP server ready"
+    if after:
+        await client.send(after)
+        assert await client.closed(timeout=10)
+    client.close()
+    await asyncio.sleep(0.2)
+    assert not [r for r in caplog.records if r.levelname in ("ERROR", "CRITICAL")]
+    again = await RawClient.connect(HOST, lab.port(2525))
+    assert (await again.reply()).startswith("220 ")
+    again.close()
