@@ -22,7 +22,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from throughput import BARE_SERVER, ROOT, start_process, stop_process  # noqa: E402
+from throughput import BARE_SERVER, ROOT, start_process, stop_process
 
 LIMITS = """
 ReceiveConnectors:
