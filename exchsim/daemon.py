@@ -14,6 +14,7 @@ import ipaddress
 import logging
 import os
 import ssl
+from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -89,6 +90,8 @@ class ServerNode:
         self.handlers: dict[Role, MessageHandler] = {}
         self.frontend: FrontendProxy | None = None
         self.sessions: set[ExchangeSMTP] = set()
+        self._admitted: Counter[str] = Counter()  # admitted sessions per connector
+        self._admitted_from: Counter[tuple[str, str]] = Counter()  # ... per connector and source
         self._session_counter = 0
         self._started = clock.utc()
         self._logins = _login_table(lab)
@@ -142,18 +145,29 @@ class ServerNode:
 
     def connection_counts(self, connector: ReceiveConnector, source: str) -> tuple[int, int]:
         """Sessions already admitted on this connector: in all, and from this address."""
-        active = from_source = 0
-        for other in self.sessions:
-            if other.connector is connector and other.admitted:
-                active += 1
-                from_source += other.peer_ip == source
-        return active, from_source
+        return (self._admitted[connector.identity],
+                self._admitted_from[(connector.identity, source)])
+
+    def admit(self, session: ExchangeSMTP) -> None:
+        """Count the session against its connector's limits until it ends."""
+        assert session.connector is not None and not session.admitted
+        session.admitted = True
+        self._admitted[session.connector.identity] += 1
+        self._admitted_from[(session.connector.identity, session.peer_ip)] += 1
 
     def track(self, session: ExchangeSMTP, opened: bool) -> None:
         if opened:
             self.sessions.add(session)
             return
         self.sessions.discard(session)
+        if session.admitted and session.connector is not None:
+            session.admitted = False
+            identity = session.connector.identity
+            self._admitted[identity] -= 1
+            key = (identity, session.peer_ip)
+            self._admitted_from[key] -= 1
+            if not self._admitted_from[key]:
+                del self._admitted_from[key]
         if self.frontend is not None:
             self.frontend.release(session)
 

@@ -136,6 +136,7 @@ class ServerRuntime(Protocol):
     def configured_port(self, listening_port: int) -> int: ...
     def track(self, session: ExchangeSMTP, opened: bool) -> None: ...
     def connection_counts(self, connector: ReceiveConnector, source: str) -> tuple[int, int]: ...
+    def admit(self, session: ExchangeSMTP) -> None: ...
 
 
 class ProtocolLogBook(Protocol):
@@ -321,7 +322,7 @@ class ExchangeSMTP(AioSMTP):
         if over is not None:
             await self.reply(over.reply, tarpit=False)
             return
-        self.admitted = True
+        self.runtime.admit(self)
         self.deadline = self.started + self.connector.connection_timeout.total_seconds()
         self._set_identity(self._base_identity(), log=self.version == "15.0")
         await self.reply(self._banner())

@@ -114,5 +114,10 @@ async def test_connections_per_source(tmp_path: Path) -> None:
         assert (await fourth.reply()).startswith("220 ")
         for c in (second, other, fourth):
             c.close()
+        # Every count goes back to zero once the sessions are gone (refused ones never counted).
+        node = lab.daemon.nodes["EX01"]
+        frontend = next(c for c in node.index.connectors if c.name == "Default Frontend EX01")
+        await lab.wait_for(lambda: node.connection_counts(frontend, "127.0.0.1") == (0, 0))
+        assert node.connection_counts(frontend, "127.0.0.2") == (0, 0)
     finally:
         await lab.daemon.stop()
