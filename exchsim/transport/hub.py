@@ -4,7 +4,10 @@ Receiving: end-of-headers checks, the header firewall with the session's (or the
 client's) rights, authentication stamping, a Received header, then a durable enqueue (fsync)
 before the ``250 2.6.0 <id> [InternalId=..., Hostname=<hub>] ...`` reply.
 
-Delivering: a worker takes due messages from the queue and sorts each recipient:
+Delivering: the receiver hands each committed message to the delivery agent in memory (the
+queue is the truth: the agent also scans it at start, every half RetryInterval and when more
+than it keeps in memory are waiting), which delivers up to 8 messages at once over idle hop
+sessions it keeps open, and sorts each recipient:
 - a mailbox of the organization -> Mailbox Transport Delivery (475) of the mailbox's server,
   over a hop session (X-ANONYMOUSTLS, EXCHANGEAUTH, XSESSIONPARAMS, BDAT);
 - another address in an Authoritative accepted domain -> an NDR (RFC 3464) from postmaster of
