@@ -27,17 +27,17 @@ async def test_reads_that_finish_in_time_never_time_out_and_the_timer_moves_lazi
     queue: asyncio.Queue[int] = asyncio.Queue()
 
     async def feed() -> None:
-        for n in range(6):
-            await asyncio.sleep(0.02)
+        for n in range(8):
+            await asyncio.sleep(0.04)
             queue.put_nowait(n)
 
     feeder = asyncio.ensure_future(feed())
     got = []
-    for _ in range(6):  # 6 reads x 20 ms = 120 ms in all, each well inside its 50 ms
-        with timer.limit(loop.time() + 0.05):
+    for _ in range(8):  # 8 reads x 40 ms = 320 ms in all, each well inside its own 150 ms
+        with timer.limit(loop.time() + 0.15):
             got.append(await queue.get())
     await feeder
-    assert got == list(range(6))
+    assert got == list(range(8))
     # Between reads (the server busy, not the client idle) nothing fires.
     await asyncio.sleep(0.1)
     with timer.limit(loop.time() + 0.05):
