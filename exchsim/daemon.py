@@ -28,6 +28,7 @@ from exchsim.config.model import TransportRole as Role
 from exchsim.logs.protocol import ProtocolLog, new_session_id
 from exchsim.policy.connectors import ConnectorIndex
 from exchsim.policy.permissions import ConnectorAcl, connector_acl
+from exchsim.policy.rates import MessageRateWindow
 from exchsim.smtp.session import ExchangeSMTP, MessageHandler
 from exchsim.tls.contexts import (
     client_context_anonymous_tls,
@@ -92,6 +93,7 @@ class ServerNode:
         self.sessions: set[ExchangeSMTP] = set()
         self._admitted: Counter[str] = Counter()  # admitted sessions per connector
         self._admitted_from: Counter[tuple[str, str]] = Counter()  # ... per connector and source
+        self._message_rates: dict[str, MessageRateWindow] = {}  # MessageRateLimit, per connector
         self._session_counter = 0
         self._started = clock.utc()
         self._logins = _login_table(lab)
@@ -154,6 +156,12 @@ class ServerNode:
         session.admitted = True
         self._admitted[session.connector.identity] += 1
         self._admitted_from[(session.connector.identity, session.peer_ip)] += 1
+
+    def message_rates(self, connector: ReceiveConnector) -> MessageRateWindow:
+        window = self._message_rates.get(connector.identity)
+        if window is None:
+            window = self._message_rates[connector.identity] = MessageRateWindow()
+        return window
 
     def track(self, session: ExchangeSMTP, opened: bool) -> None:
         if opened:

@@ -72,6 +72,12 @@ TOO_MANY_CONNECTIONS_SOURCE = _r(
     "closing transmission channel",
     close=True,
 )
+MESSAGE_RATE_EXCEEDED = _r(
+    421,
+    "4.4.2",
+    "Message submission rate for this client has exceeded the configured limit",
+    close=True,
+)
 EHLO_REQUIRES_DOMAIN = _r(501, "5.0.0", "EHLO requires domain address")
 HELO_REQUIRES_DOMAIN = _r(501, "5.0.0", "HELO requires domain address")
 INVALID_DOMAIN = _r(501, "5.5.4", "Invalid domain name")

@@ -50,6 +50,7 @@ from exchsim.policy.permissions import (
     permission_tokens,
     principals,
 )
+from exchsim.policy.rates import MessageRateWindow, rate_keys
 from exchsim.policy.replies import Reply
 from exchsim.smtp import wire
 from exchsim.smtp.readtimer import ReadTimer
@@ -137,6 +138,7 @@ class ServerRuntime(Protocol):
     def track(self, session: ExchangeSMTP, opened: bool) -> None: ...
     def connection_counts(self, connector: ReceiveConnector, source: str) -> tuple[int, int]: ...
     def admit(self, session: ExchangeSMTP) -> None: ...
+    def message_rates(self, connector: ReceiveConnector) -> MessageRateWindow: ...
 
 
 class ProtocolLogBook(Protocol):
@@ -850,6 +852,16 @@ class ExchangeSMTP(AioSMTP):
             return
         decision = rules.check_mail(self.facts(), parsed)
         if decision.accepted:
+            assert self.connector is not None
+            user = self.identity.name if self.identity.kind is IdentityKind.USER else None
+            keys = rate_keys(self.connector, self.client_ip, user)
+            if keys:
+                window = self.runtime.message_rates(self.connector)
+                now = self.runtime.clock.monotonic()
+                if window.over(keys, self.connector.message_rate_limit, now):
+                    await self.reply(replies.MESSAGE_RATE_EXCEEDED)  # §1.9 step 4; closes
+                    return
+                window.record(keys, now)
             self.txn = Transaction(parsed, started=self.runtime.clock.monotonic())
             self.messages += 1
             start = self.runtime.clock.utc().strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"

@@ -4,12 +4,21 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
+import smtplib
+import ssl
 import time
 from pathlib import Path
 
 import spnego
 
-from tests.integration.conftest import FAST_LAB_YAML, RawClient, start_lab, with_connectors
+from tests.integration.conftest import (
+    FAST,
+    FAST_LAB_YAML,
+    RawClient,
+    start_lab,
+    with_connectors,
+)
 
 HOST = "127.0.10.1"
 
@@ -119,5 +128,80 @@ async def test_connections_per_source(tmp_path: Path) -> None:
         frontend = next(c for c in node.index.connectors if c.name == "Default Frontend EX01")
         await lab.wait_for(lambda: node.connection_counts(frontend, "127.0.0.1") == (0, 0))
         assert node.connection_counts(frontend, "127.0.0.2") == (0, 0)
+    finally:
+        await lab.daemon.stop()
+
+
+def _submit_on_587(port: int, user: str, count: int) -> list[object]:
+    """smtplib: STARTTLS, AUTH LOGIN, then ``count`` messages on one connection; each result
+    is {} (accepted) or the exception that ended the session."""
+    results: list[object] = []
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    client = smtplib.SMTP(HOST, port, local_hostname="client.example", timeout=15)
+    try:
+        client.starttls(context=ctx)
+        client.login(user, "P@ssw0rd!")
+        for n in range(count):
+            try:
+                results.append(client.sendmail(user, ["alice@contoso.com"],
+                                                f"Subject: {n}\r\n\r\nbody\r\n"))
+            except (smtplib.SMTPSenderRefused, smtplib.SMTPServerDisconnected) as exc:
+                results.append(exc)
+                break
+    finally:
+        with contextlib.suppress(smtplib.SMTPException, OSError):
+            client.quit()
+    return results
+
+
+async def test_client_frontend_message_rate_limit_is_five_per_minute_per_user(
+        tmp_path: Path) -> None:
+    # Client Frontend's setup values: MessageRateLimit 5, MessageRateSource User (§3.3).
+    # (FAST only sets the tarpits to zero.)
+    lab = await start_lab(with_connectors(FAST_LAB_YAML, FAST), tmp_path / "data")
+    try:
+        got = await asyncio.to_thread(_submit_on_587, lab.port(587), "alice@contoso.com", 7)
+        assert got[:5] == [{}] * 5
+        assert isinstance(got[5], smtplib.SMTPSenderRefused)
+        assert (got[5].smtp_code, got[5].smtp_error) == (
+            421, b"4.4.2 Message submission rate for this client has exceeded the configured limit")
+        assert len(got) == 6  # the 421 closed the connection
+        # The count belongs to the user, not to the session or the address: a new session of
+        # alice is refused at once, bob from the same address is not.
+        again = await asyncio.to_thread(_submit_on_587, lab.port(587), "alice@contoso.com", 1)
+        assert isinstance(again[0], smtplib.SMTPSenderRefused) and again[0].smtp_code == 421
+        bob = await asyncio.to_thread(_submit_on_587, lab.port(587), "bob@contoso.com", 1)
+        assert bob == [{}]
+    finally:
+        await lab.daemon.stop()
+
+
+async def test_message_rate_limit_per_address_on_a_custom_connector(tmp_path: Path) -> None:
+    lab = await start_lab(with_connectors(FAST_LAB_YAML, """
+  - {Name: Limited EX01, Server: EX01, TransportRole: FrontendTransport, Usage: Custom,
+     Bindings: ["0.0.0.0:25"], RemoteIPRanges: ["127.0.23.0/24"], PermissionGroups: [AnonymousUsers],
+     MessageRateLimit: 2, MessageRateSource: IPAddress, TarpitInterval: "00:00:00"}
+"""), tmp_path / "data")
+    try:
+        async def one(source: str) -> str:
+            client = await RawClient.connect(HOST, lab.port(25), source=source)
+            await client.reply()
+            await client.cmd("EHLO client.example")
+            reply = await client.cmd("MAIL FROM:<a@fabrikam.example>")
+            if reply.startswith("250"):
+                await client.cmd("QUIT")
+            else:
+                assert await client.closed()
+            client.close()
+            return reply
+
+        assert await one("127.0.23.5") == "250 2.1.0 Sender OK"
+        assert await one("127.0.23.5") == "250 2.1.0 Sender OK"
+        assert await one("127.0.23.5") == (
+            "421 4.4.2 Message submission rate for this client has exceeded the configured limit")
+        assert await one("127.0.23.6") == "250 2.1.0 Sender OK"  # another address
+        assert await one("127.0.0.1") == "250 2.1.0 Sender OK"  # Default Frontend: unlimited
     finally:
         await lab.daemon.stop()
