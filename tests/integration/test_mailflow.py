@@ -15,8 +15,10 @@ from pathlib import Path
 import aiosmtplib
 import pytest
 
-from exchsim.tls.pki import ensure_server_certificate
+from exchsim.tls.contexts import client_context_anonymous_tls
+from exchsim.tls.pki import ensure_server_certificate, load_certificate_files
 from exchsim.transport import hub
+from exchsim.transport.hopclient import HopClient
 from tests.integration.conftest import RawClient, RunningLab, swaks
 
 HOST = "127.0.10.1"
@@ -313,3 +315,41 @@ async def test_messages_not_handed_over_in_memory_are_found_in_the_queue(
                       for m in lab.mailbox("alice@contoso.com"))
     assert subjects == sorted(f"n{n}" for n in range(12))
     assert await lab.daemon.queues["EX01"].pending_count() == 0
+
+
+async def test_xexch50_from_an_exchange_server_and_from_others(lab: RunningLab) -> None:
+    # An Exchange server session on the hub (X-ANONYMOUSTLS + EXCHANGEAUTH with EX01's own
+    # certificate, as the Front End does) may send XEXCH50 between RCPT and DATA.
+    pki = lab.data / "pki" / "servers"
+    hop = await HopClient.connect(
+        HOST, lab.port(2525), helo="ex01.contoso.com",
+        tls_context=client_context_anonymous_tls(
+            load_certificate_files(pki / "EX01.crt", pki / "EX01.key")))
+    try:
+        assert "XEXCH50" in hop.extensions
+        assert (await hop.command("XEXCH50 16 2")).render() == "503 5.5.2 Need mail command"
+        assert (await hop.command("MAIL FROM:<a@contoso.com>")).code == 250
+        assert (await hop.command("RCPT TO:<alice@contoso.com>")).code == 250
+        assert (await hop.command("XEXCH50 16 2")).render() == "354 Send binary data"
+        hop.writer.write(bytes(range(16)))  # binary, CR and LF included
+        assert (await hop.read_reply()).render() == "250 2.0.0 XEXCH50 OK"
+        data = b"From: a@contoso.com\r\nSubject: with xexch50\r\n\r\nbody\r\n"
+        hop.writer.write(f"BDAT {len(data)} LAST\r\n".encode() + data)
+        assert (await hop.read_reply()).code == 250
+    finally:
+        await hop.quit()
+    await lab.wait_for(lambda: len(lab.mailbox("alice@contoso.com")) == 1)
+
+    # Advertised before authentication on the hub, but an anonymous session has no right.
+    client = await RawClient.connect(HOST, lab.port(2525))
+    await client.reply()
+    assert "250-XEXCH50" in await client.cmd("EHLO client.example")
+    assert await client.cmd("XEXCH50 16 2") == "504 5.7.1 Not authorized"
+    assert await client.cmd("XEXCH50 sixteen") == "501 5.5.4 Invalid arguments"
+    client.close()
+    # Not a Front End verb at all.
+    client = await RawClient.connect(HOST, lab.port(25))
+    await client.reply()
+    await client.cmd("EHLO client.example")
+    assert await client.cmd("XEXCH50 16 2") == "500 5.3.3 Unrecognized command 'XEXCH50'"
+    client.close()
