@@ -72,6 +72,9 @@ TOO_MANY_CONNECTIONS_SOURCE = _r(
     "closing transmission channel",
     close=True,
 )
+MESSAGE_PARTIAL_NOT_SUPPORTED = _r(
+    554, "5.6.1", "Messages of type message/partial are not supported"
+)
 MESSAGE_RATE_EXCEEDED = _r(
     421,
     "4.4.2",

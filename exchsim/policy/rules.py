@@ -282,6 +282,21 @@ def check_headers(
     return None
 
 
+def check_content(content_type: str | None) -> Decision | None:
+    """Content Exchange refuses at the end of headers (§2.4): a top-level ``message/partial``
+    (RFC 2046 fragments, which Exchange never reassembles) gets ``554 5.6.1``.
+
+    exchsim's reading: the reference gives the reply, not the trigger; the reply's own words
+    name it. Only the message's own Content-Type counts, not a part's.
+    """
+    if content_type is None:
+        return None
+    media = content_type.split(";", 1)[0].split("(", 1)[0].strip().lower()
+    if media == "message/partial":
+        return refuse(replies.MESSAGE_PARTIAL_NOT_SUPPORTED, "Content-Type message/partial")
+    return None
+
+
 def _stamped_by(received: str, fqdns: frozenset[str]) -> bool:
     match = re.search(r"\bby\s+([^\s;()]+)", received, re.IGNORECASE)
     return bool(match) and match.group(1).lower().rstrip(".") in fqdns  # type: ignore[union-attr]

@@ -70,6 +70,8 @@ class HubReceiver:
         refusal = rules.check_headers(
             facts, parsed.header_size, parsed.values("Received"), message.mail_from, senders
         )
+        if refusal is None:
+            refusal = rules.check_content(parsed.first("Content-Type"))
         if refusal is not None:
             return refusal.reply
         auth_null = message.mail_params.get("AUTH") == "<>"

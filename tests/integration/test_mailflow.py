@@ -353,3 +353,16 @@ async def test_xexch50_from_an_exchange_server_and_from_others(lab: RunningLab) 
     await client.cmd("EHLO client.example")
     assert await client.cmd("XEXCH50 16 2") == "500 5.3.3 Unrecognized command 'XEXCH50'"
     client.close()
+
+
+async def test_message_partial_gets_554_5_6_1_through_the_front_end(lab: RunningLab) -> None:
+    data = ('From: a@fabrikam.example\r\nSubject: part 1\r\n'
+            'Content-Type: message/partial; id="frag@fabrikam.example"; number=1; total=2\r\n'
+            '\r\nfirst half\r\n')
+    with pytest.raises(smtplib.SMTPDataError) as refused:
+        await asyncio.to_thread(send_smtplib, lab.port(25), "a@fabrikam.example",
+                                ["alice@contoso.com"], data)
+    assert (refused.value.smtp_code, refused.value.smtp_error) == (
+        554, b"5.6.1 Messages of type message/partial are not supported")
+    assert await lab.daemon.queues["EX01"].pending_count() == 0
+    assert lab.mailbox("alice@contoso.com") == []

@@ -186,3 +186,14 @@ def test_connection_limits() -> None:
     unlimited = connector("U", MaxInboundConnection="unlimited",
                           MaxInboundConnectionPerSource="unlimited")
     assert rules.check_connection_limits(unlimited, 10**6, 10**6) is None
+
+
+def test_message_partial_is_refused_only_at_the_top_level() -> None:
+    refused = rules.check_content('Message/Partial; id="abc@x"; number=1; total=2')
+    assert refused is not None
+    assert refused.reply.render() == (
+        "554 5.6.1 Messages of type message/partial are not supported")
+    assert rules.check_content("message/partial (fragment)") is not None
+    assert rules.check_content("multipart/mixed; boundary=x") is None
+    assert rules.check_content("message/rfc822") is None
+    assert rules.check_content(None) is None
