@@ -70,7 +70,7 @@ async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--connections", type=int, default=5000)
     args = parser.parse_args()
-    offset = random.randrange(20000, 40000, 10)
+    offset = random.randrange(1000, 30000, 10)  # ports below the ephemeral range
     with tempfile.TemporaryDirectory(prefix="exchsim-idle-") as tmp:
         bare_port = 10000 + offset % 10000 + 7
         bare = await start_process([sys.executable, "-c", BARE_SERVER, str(bare_port)], b"ready")

@@ -76,10 +76,17 @@ class RunningLab:
             await asyncio.sleep(0.02)
 
 
+def port_offset() -> int:
+    """A random --port-offset whose lab ports (25 to 2525 plus the offset) stay below Linux's
+    ephemeral range (32768 and up): no outgoing connection, not even a hop client bound to a
+    server's address, can then be holding one of them."""
+    return random.randrange(1000, 30000, 10)
+
+
 async def start_lab(text: str, data: Path, source: str = "test.yaml") -> RunningLab:
     lab = load_config_text(text, source)
     for _ in range(20):
-        offset = random.randrange(20000, 60000, 10) - 25
+        offset = port_offset()
         daemon = LabDaemon(lab, data, port_offset=offset)
         try:
             await daemon.start()

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import random
 import re
 import signal
 import sys
@@ -14,7 +13,7 @@ from pathlib import Path
 
 import aiosmtplib
 
-from tests.integration.conftest import LAB_YAML, ROOT, with_connectors
+from tests.integration.conftest import LAB_YAML, ROOT, port_offset, with_connectors
 
 EXCHSIM = [sys.executable, "-m", "exchsim.cli"]
 
@@ -68,17 +67,28 @@ class Lab:
         self.config, self.data, self.offset = config, data, offset
         self.proc: asyncio.subprocess.Process | None = None
 
-    async def start(self) -> None:
-        self.proc = await asyncio.create_subprocess_exec(
-            *EXCHSIM, "lab", "--config", str(self.config), "--data", str(self.data),
-            "--port-offset", str(self.offset), cwd=ROOT,
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
-        assert self.proc.stdout is not None
-        while True:
-            line = await asyncio.wait_for(self.proc.stdout.readline(), 30)
-            assert line, "exchsim exited before it was ready"
-            if line.strip() == b"exchsim: ready":
-                return
+    async def start(self, *, may_move: bool = True) -> None:
+        """Start and wait for ``exchsim: ready``. If a port of the offset is taken (another
+        test run on this machine), try another offset, unless ``may_move`` is False."""
+        for _ in range(5):
+            self.proc = await asyncio.create_subprocess_exec(
+                *EXCHSIM, "lab", "--config", str(self.config), "--data", str(self.data),
+                "--port-offset", str(self.offset), cwd=ROOT,
+                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+            assert self.proc.stdout is not None
+            seen = []
+            while True:
+                line = await asyncio.wait_for(self.proc.stdout.readline(), 30)
+                if line.strip() == b"exchsim: ready":
+                    return
+                if not line:
+                    break
+                seen.append(line.decode("utf-8", "replace").strip())
+            await self.proc.wait()
+            assert may_move and any("address already in use" in s for s in seen), (
+                f"exchsim exited before it was ready: {seen}")
+            self.offset = port_offset()
+        raise AssertionError("no free port offset found")
 
     def kill9(self) -> None:
         assert self.proc is not None
@@ -94,7 +104,7 @@ class Lab:
 async def test_sigterm_stops_cleanly(tmp_path: Path) -> None:
     config = tmp_path / "lab.yaml"
     config.write_text(LAB_YAML, encoding="utf-8")
-    lab = Lab(config, tmp_path / "data", random.randrange(20000, 40000, 10))
+    lab = Lab(config, tmp_path / "data", port_offset())
     await lab.start()
     assert await lab.stop() == 0
 
@@ -116,8 +126,7 @@ async def test_kill_9_under_load_loses_nothing_that_got_250(tmp_path: Path) -> N
   - {Name: Default Frontend EX01, Server: EX01, TarpitInterval: "00:00:00"}
 """), encoding="utf-8")
     data = tmp_path / "data"
-    offset = random.randrange(20000, 40000, 10)
-    lab = Lab(config, data, offset)
+    lab = Lab(config, data, port_offset())
     await lab.start()
     accepted: list[str] = []
     stop = asyncio.Event()
@@ -131,7 +140,7 @@ async def test_kill_9_under_load_loses_nothing_that_got_250(tmp_path: Path) -> N
             try:
                 _, reply = await aiosmtplib.send(
                     message, sender="a@fabrikam.example", recipients=["alice@contoso.com"],
-                    hostname="127.0.10.1", port=25 + offset, timeout=10,
+                    hostname="127.0.10.1", port=25 + lab.offset, timeout=10,
                     start_tls=False)
             except (aiosmtplib.SMTPException, OSError):
                 continue
@@ -147,8 +156,8 @@ async def test_kill_9_under_load_loses_nothing_that_got_250(tmp_path: Path) -> N
     with contextlib.suppress(ProcessLookupError):
         await lab.stop()
     assert len(accepted) >= 100
-    restarted = Lab(config, data, offset)
-    await restarted.start()
+    restarted = Lab(config, data, lab.offset)
+    await restarted.start(may_move=False)  # the same ports: the clients' view of the server
     try:
         folder = data / "mailboxes" / "alice@contoso.com"
         deadline = asyncio.get_running_loop().time() + 60
@@ -167,7 +176,7 @@ async def test_kill_9_under_load_loses_nothing_that_got_250(tmp_path: Path) -> N
 
 
 async def test_serve_runs_one_server_without_the_sink(tmp_path: Path) -> None:
-    offset = random.randrange(20000, 40000, 10)
+    offset = port_offset()
     proc = await asyncio.create_subprocess_exec(
         *EXCHSIM, "serve", "--config", "configs/lab.yaml", "--server", "EX01",
         "--data", str(tmp_path / "data"), "--port-offset", str(offset), cwd=ROOT,
