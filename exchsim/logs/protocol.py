@@ -127,8 +127,13 @@ class ProtocolLog:
                 or self._size >= self.max_file_size):
             self._open(now)
         line = ",".join([self._stamp(now), *(csv_field(f) for f in fields)]) + "\r\n"
+        if line.isascii():
+            size = len(line)
+        else:  # a client can send any bytes: they reach the log as escapes, never as an error
+            encoded = line.encode("utf-8", "backslashreplace")
+            line, size = encoded.decode("utf-8"), len(encoded)
         self._pending.append(line)
-        self._size += len(line) if line.isascii() else len(line.encode())
+        self._size += size
         if self._flush_scheduled:
             return
         try:
@@ -149,10 +154,10 @@ class ProtocolLog:
 
     def flush(self) -> None:
         self._flush_scheduled = False
-        if self._pending and self._file is not None:
-            self._file.write("".join(self._pending))
+        pending, self._pending = self._pending, []
+        if pending and self._file is not None:
+            self._file.write("".join(pending))
             self._file.flush()
-        self._pending.clear()
 
     def close(self) -> None:
         if self._file is not None:

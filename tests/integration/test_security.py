@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import random
+import re
 import ssl
 
 import pytest
@@ -128,3 +130,53 @@ async def test_broken_handshake_after_x_anonymoustls_ends_the_session_cleanly(
     again = await RawClient.connect(HOST, lab.port(2525))
     assert (await again.reply()).startswith("220 ")
     again.close()
+
+
+VERBS = ["HELO", "EHLO", "MAIL FROM:", "RCPT TO:", "DATA", "BDAT", "RSET", "NOOP", "VRFY",
+         "EXPN", "HELP", "AUTH", "X-EXPS", "XPROXYFROM", "XPROXY", "XSESSIONPARAMS", "XEXCH50",
+         "STARTTLS", "X-ANONYMOUSTLS", "MAIL", "RCPT", ""]
+
+
+def _random_line(rnd: random.Random) -> bytes:
+    verb = rnd.choice(VERBS)
+    alphabet = b"<>@.:=,;[]()\"\\ \t/+-_" + bytes(range(0x21, 0x7F)) + bytes([0, 0x7F, 0xC3, 0xA9, 0xFF])
+    arg = bytes(rnd.choice(alphabet) for _ in range(rnd.randrange(0, 60)))
+    if verb in ("STARTTLS", "X-ANONYMOUSTLS", "DATA") and rnd.random() < 0.8:
+        arg = b"x"  # with an argument: refused, so the session stays in plain text
+    if verb == "BDAT":
+        # Never a size the server would wait for: it reads a chunk before it answers.
+        arg = rnd.choice([b"", b"x", b"-1", b"1x", b"0 LAST", b"0 last", b"0", b"1 2 3", b"LAST"])
+    return (verb.encode() + (b" " if arg else b"") + arg).replace(b"\r", b"").replace(b"\n", b"")
+
+
+@pytest.mark.parametrize("port", [25, 2525, 475])
+async def test_random_commands_get_smtp_replies_and_no_tracebacks(
+    lab: RunningLab, port: int, caplog: pytest.LogCaptureFixture
+) -> None:
+    rnd = random.Random(port)
+    reply_line = re.compile(r"^[2-5]\d\d[ -]")
+    sessions = 0
+    sent = 0
+    while sent < 150:
+        client = await RawClient.connect(HOST, lab.port(port))
+        sessions += 1
+        assert reply_line.match(await client.reply())
+        try:
+            while sent < 150:
+                line = _random_line(rnd)
+                sent += 1
+                await client.send(line + b"\r\n")
+                try:
+                    reply = await client.reply(timeout=5)
+                except TimeoutError:
+                    raise AssertionError(f"no reply to {line!r}") from None
+                assert all(reply_line.match(r) for r in reply.split("\r\n")), (line, reply)
+                if reply[:3] in ("421", "221") or reply.startswith(("500 5.5.2", "354")):
+                    break  # the server closes (or waits for data): start a new session
+        except asyncio.IncompleteReadError:
+            pass  # closed after a closing reply
+        finally:
+            client.close()
+    assert sessions >= 1
+    assert not [r for r in caplog.records if r.levelname in ("ERROR", "CRITICAL")], [
+        r.getMessage() for r in caplog.records]
