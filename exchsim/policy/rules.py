@@ -121,6 +121,12 @@ def _strip_source_route(address: str) -> str:
 
 
 def valid_address(address: str) -> bool:
+    """Syntax only. Bytes that are not UTF-8 (kept as surrogates by the session) never are."""
+    if not address.isascii():
+        try:
+            address.encode("utf-8")
+        except UnicodeEncodeError:
+            return False
     return bool(_ADDRESS.match(address)) and len(address) <= 571
 
 
@@ -142,6 +148,10 @@ def parse_mail(arg: str | None) -> MailCommand | Reply:
     address, params = parsed
     if address and not valid_address(address):
         return replies.INVALID_SENDER_ADDRESS
+    if not address.isascii() and "SMTPUTF8" not in params:
+        # §2.2 gives the SMTPUTF8 family of replies without a confirmed text; exchsim answers
+        # a UTF-8 address outside an SMTPUTF8 transaction with the confirmed "Invalid address".
+        return replies.INVALID_SENDER_ADDRESS
     for name, value in params.items():
         if name not in _MAIL_PARAMS | _INTERNAL_MAIL_PARAMS:
             return replies.UNRECOGNIZED_PARAMETER
@@ -154,13 +164,16 @@ def parse_mail(arg: str | None) -> MailCommand | Reply:
     return MailCommand(address, params)
 
 
-def parse_rcpt(arg: str | None) -> RcptCommand | Reply:
+def parse_rcpt(arg: str | None, *, smtputf8: bool = False) -> RcptCommand | Reply:
+    """RCPT TO; ``smtputf8``: the transaction's MAIL FROM carried SMTPUTF8 (RFC 6531)."""
     parsed = _path_and_params(arg, "TO")
     if parsed is None:
         return replies.INVALID_ARGUMENTS
     address, params = parsed
     if not address or not valid_address(address):
         return replies.INVALID_RECIPIENT_ADDRESS
+    if not address.isascii() and not smtputf8:
+        return replies.INVALID_RECIPIENT_ADDRESS  # see parse_mail
     for name in params:
         if name not in _RCPT_PARAMS:
             return replies.UNRECOGNIZED_PARAMETER

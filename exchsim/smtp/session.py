@@ -876,7 +876,7 @@ class ExchangeSMTP(AioSMTP):
         if self.txn is None:
             await self.protocol_error(replies.NEED_MAIL)
             return
-        parsed = rules.parse_rcpt(arg)
+        parsed = rules.parse_rcpt(arg, smtputf8="SMTPUTF8" in self.txn.mail.params)
         if isinstance(parsed, Reply):
             await self.protocol_error(parsed)
             return

@@ -276,8 +276,10 @@ class DeliveryAgent:
         endpoint = self.mailbox_delivery[server.lower()]
         hop = await self._take_hop(server, endpoint)
         try:
-            result = await hop.send_message(item.sender, f"SIZE={len(item.data)}", rcpts,
-                                            item.data)
+            params = f"SIZE={len(item.data)}"
+            if _needs_smtputf8(item.sender, rcpts):
+                params += " SMTPUTF8"
+            result = await hop.send_message(item.sender, params, rcpts, item.data)
         except BaseException:
             hop.abort()
             raise
@@ -311,10 +313,9 @@ class DeliveryAgent:
 
     async def _to_internet(self, item: QueuedMessage,
                            rcpts: list[str]) -> list[tuple[str, Reply]]:
-        errors, _ = await aiosmtplib.send(
-            item.data,
-            sender=item.sender,
-            recipients=rcpts,
+        # The SMTP client rather than aiosmtplib.send: an NDR's reverse path is empty.
+        options = ["SMTPUTF8"] if _needs_smtputf8(item.sender, rcpts) else []
+        async with aiosmtplib.SMTP(
             hostname=self.internet.host,
             port=self.internet.port,
             local_hostname=self.server.fqdn,
@@ -322,7 +323,8 @@ class DeliveryAgent:
             start_tls=False,
             use_tls=False,
             timeout=30,
-        )
+        ) as smtp:
+            errors, _ = await smtp.sendmail(item.sender, rcpts, item.data, mail_options=options)
         return [(r, Reply(code, None, text)) for r, (code, text) in errors.items()]
 
     async def _ndr(self, item: QueuedMessage, rcpts: Sequence[str],
@@ -348,6 +350,11 @@ class DeliveryAgent:
             metadata={"ndr_for": str(item.internal_id)},
             now=self.clock.utc(),
         ))
+
+
+def _needs_smtputf8(sender: str, recipients: Sequence[str]) -> bool:
+    """RFC 6531: a non-ASCII address travels only in an SMTPUTF8 transaction."""
+    return not (sender.isascii() and all(r.isascii() for r in recipients))
 
 
 def build_ndr(

@@ -228,20 +228,6 @@ async def test_unknown_certificate_in_x_anonymoustls_gets_454_at_the_next_ehlo(
     client.close()
 
 
-async def test_unknown_recipient_in_authoritative_domain_gets_an_ndr(lab: RunningLab) -> None:
-    refused = await asyncio.to_thread(
-        send_smtplib, lab.port(25), "alice@contoso.com", ["nobody@contoso.com"],
-        "Subject: to nobody\r\n\r\nbody\r\n")
-    assert refused == {}
-    await lab.wait_for(lambda: len(lab.mailbox("alice@contoso.com")) == 1)
-    ndr = email.message_from_bytes(lab.mailbox("alice@contoso.com")[0])
-    assert ndr.get_content_type() == "multipart/report"
-    assert "postmaster@contoso.com" in ndr["From"]
-    text = lab.mailbox("alice@contoso.com")[0].decode()
-    assert "550 5.1.1 RESOLVER.ADR.RecipNotFound; not found" in text
-    assert "Final-Recipient: rfc822;nobody@contoso.com" in text
-
-
 async def test_hop_sessions_are_anonymous_tls_and_exchangeauth_in_the_protocol_log(
     lab: RunningLab,
 ) -> None:
@@ -366,3 +352,63 @@ async def test_message_partial_gets_554_5_6_1_through_the_front_end(lab: Running
         554, b"5.6.1 Messages of type message/partial are not supported")
     assert await lab.daemon.queues["EX01"].pending_count() == 0
     assert lab.mailbox("alice@contoso.com") == []
+
+
+async def test_smtputf8_addresses_cross_every_hop_and_bad_bytes_are_refused(
+    lab: RunningLab
+) -> None:
+    client = await RawClient.connect(HOST, lab.port(25))
+    await client.reply()
+    await client.cmd("EHLO client.example")
+    await client.send(b"MAIL FROM:<bad\xff@fabrikam.example> SMTPUTF8\r\n")
+    assert await client.reply() == "501 5.1.7 Invalid address"
+    await client.send("MAIL FROM:<café@fabrikam.example>\r\n".encode())
+    assert await client.reply() == "501 5.1.7 Invalid address"  # no SMTPUTF8 parameter
+    await client.send("MAIL FROM:<café@fabrikam.example> SMTPUTF8\r\n".encode())
+    assert await client.reply() == "250 2.1.0 Sender OK"
+    await client.send(b"RCPT TO:<bad\xff@contoso.com>\r\n")
+    assert await client.reply() == "501 5.1.3 Invalid address"
+    assert await client.cmd("RCPT TO:<alice@contoso.com>") == "250 2.1.5 Recipient OK"
+    assert (await client.cmd("DATA")).startswith("354")
+    await client.send("From: café@fabrikam.example\r\nSubject: ünïcode\r\n\r\nbody\r\n.\r\n"
+                      .encode())
+    assert QUEUED.match(await client.reply())
+    client.close()
+    await lab.wait_for(lambda: len(lab.mailbox("alice@contoso.com")) == 1)
+    assert "From: café@fabrikam.example".encode() in lab.mailbox("alice@contoso.com")[0]
+
+    # alice relays to a UTF-8 address on the internet (587, AUTH LOGIN): the sink gets it.
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    smtp = aiosmtplib.SMTP(hostname=HOST, port=lab.port(587), start_tls=False, timeout=15)
+    await smtp.connect()
+    await smtp.starttls(tls_context=ctx)
+    await smtp.login("alice@contoso.com", "P@ssw0rd!")
+    errors, reply = await smtp.sendmail(
+        "alice@contoso.com", ["josé@fabrikam.example"],
+        "From: alice@contoso.com\r\nSubject: to josé\r\n\r\nhola\r\n".encode(),
+        mail_options=["SMTPUTF8"])
+    await smtp.quit()
+    assert errors == {} and "Queued mail for delivery" in reply
+    await lab.wait_for(lambda: len(lab.internet("josé@fabrikam.example")) == 1)
+
+
+@pytest.mark.parametrize("sender", ["alice@contoso.com", "someone@fabrikam.example"])
+async def test_unknown_recipient_in_authoritative_domain_gets_an_ndr(
+    lab: RunningLab, sender: str
+) -> None:
+    # To alice's mailbox, or to the internet sink for an outside sender (the NDR's reverse
+    # path is empty, MAIL FROM:<>, on every hop).
+    refused = await asyncio.to_thread(
+        send_smtplib, lab.port(25), sender, ["nobody@contoso.com"],
+        "Subject: to nobody\r\n\r\nbody\r\n")
+    assert refused == {}
+    folder = lab.mailbox if sender.endswith("@contoso.com") else lab.internet
+    await lab.wait_for(lambda: len(folder(sender)) == 1)
+    ndr = email.message_from_bytes(folder(sender)[0])
+    assert ndr.get_content_type() == "multipart/report"
+    assert "postmaster@contoso.com" in ndr["From"]
+    text = folder(sender)[0].decode()
+    assert "550 5.1.1 RESOLVER.ADR.RecipNotFound; not found" in text
+    assert "Final-Recipient: rfc822;nobody@contoso.com" in text

@@ -197,3 +197,16 @@ def test_message_partial_is_refused_only_at_the_top_level() -> None:
     assert rules.check_content("multipart/mixed; boundary=x") is None
     assert rules.check_content("message/rfc822") is None
     assert rules.check_content(None) is None
+
+
+def test_utf8_addresses_need_smtputf8_and_bytes_that_are_not_utf8_are_never_addresses() -> None:
+    utf8 = "caf\u00e9@fabrikam.example"
+    not_utf8 = b"bad\xff@fabrikam.example".decode("utf-8", "surrogateescape")  # as the session
+    assert mail(f"FROM:<{utf8}> SMTPUTF8").address == utf8
+    assert rules.parse_mail(f"FROM:<{utf8}>") == replies.INVALID_SENDER_ADDRESS
+    assert rules.parse_mail(f"FROM:<{not_utf8}> SMTPUTF8") == replies.INVALID_SENDER_ADDRESS
+    assert rules.parse_rcpt(f"TO:<{utf8}>") == replies.INVALID_RECIPIENT_ADDRESS
+    parsed = rules.parse_rcpt(f"TO:<{utf8}>", smtputf8=True)
+    assert isinstance(parsed, rules.RcptCommand) and parsed.address == utf8
+    assert rules.parse_rcpt(f"TO:<{not_utf8}>", smtputf8=True) == (
+        replies.INVALID_RECIPIENT_ADDRESS)
