@@ -784,18 +784,16 @@ class ExchangeSMTP(AioSMTP):
             await self.protocol_error(replies.unrecognized("XPROXYFROM", self.version))
             return
         params = wire.parse_keyword_args(arg)
+        proxied = _proxied_client(params)
         try:
-            self.proxied = ProxiedClient(
-                ip=params["IP"],
-                port=int(params.get("PORT", "0")),
-                helo=wire.xtext_decode(params.get("DOMAIN", "")),
-                session_id=params.get("SID", ""),
-            )
             rights = mask_to_rights(int(params.get("PERMS", "0")))
             kind = IdentityKind(params.get("AUTHSRC", "Anonymous"))
-        except (KeyError, ValueError):
+        except ValueError:
+            proxied = None
+        if proxied is None:
             await self.protocol_error(replies.INVALID_ARGUMENTS)
             return
+        self.proxied = proxied
         name = wire.xtext_decode(params.get("AUTHNAME", ""))
         mailbox = self.runtime.find_mailbox(name) if kind is IdentityKind.USER else None
         self.identity = Identity(kind, name, params.get("AUTHMECH", "00"))
@@ -811,15 +809,11 @@ class ExchangeSMTP(AioSMTP):
             return
         params = wire.parse_keyword_args(arg)
         mailbox = self.runtime.find_mailbox(wire.xtext_decode(params.get("UNAME", "")))
-        if mailbox is None or "IP" not in params:
+        proxied = _proxied_client(params)
+        if mailbox is None or proxied is None:
             await self.protocol_error(replies.INVALID_ARGUMENTS)
             return
-        self.proxied = ProxiedClient(
-            ip=params["IP"],
-            port=int(params.get("PORT", "0") or 0),
-            helo=wire.xtext_decode(params.get("DOMAIN", "")),
-            session_id=params.get("SID", ""),
-        )
+        self.proxied = proxied
         mech = params.get("AUTHMECH", "06")
         self._set_identity(Identity(IdentityKind.USER, mailbox.primary_smtp_address, mech), mailbox)
         await self.reply(replies.XPROXY_ACCEPTED_AUTHENTICATED)
@@ -1075,6 +1069,19 @@ def received_for(session: ExchangeSMTP, message: AcceptedMessage, via: str | Non
         tls=tls_summary(message.tls),
         via=via,
     )
+
+
+def _proxied_client(params: Mapping[str, str]) -> ProxiedClient | None:
+    """IP (an address), PORT (0-65535), DOMAIN (xtext) and SID of XPROXYFROM / XPROXY."""
+    try:
+        ip = str(ipaddress.ip_address(params["IP"]))
+        port = int(params.get("PORT", "0") or 0)
+    except (KeyError, ValueError):
+        return None
+    if not 0 <= port <= 65535:
+        return None
+    return ProxiedClient(ip=ip, port=port, helo=wire.xtext_decode(params.get("DOMAIN", "")),
+                         session_id=params.get("SID", ""))
 
 
 def _endpoint(host: str, port: int) -> str:

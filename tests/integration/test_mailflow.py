@@ -303,14 +303,50 @@ async def test_messages_not_handed_over_in_memory_are_found_in_the_queue(
     assert await lab.daemon.queues["EX01"].pending_count() == 0
 
 
+async def _exchange_server_hop(lab: RunningLab, port: int) -> HopClient:
+    """A session as EX01 itself opens it: X-ANONYMOUSTLS with its certificate, EXCHANGEAUTH."""
+    pki = lab.data / "pki" / "servers"
+    return await HopClient.connect(
+        HOST, lab.port(port), helo="ex01.contoso.com",
+        tls_context=client_context_anonymous_tls(
+            load_certificate_files(pki / "EX01.crt", pki / "EX01.key")))
+
+
+@pytest.mark.parametrize(("port", "command", "reply"), [
+    (2525, "XPROXYFROM SID=1 IP=999.1.1.1 PORT=1 DOMAIN=x PERMS=0 AUTHSRC=Anonymous",
+     "501 5.5.4 Invalid arguments"),
+    (2525, "XPROXYFROM SID=1 IP=1.2.3.4 PORT=70000 DOMAIN=x PERMS=0 AUTHSRC=Anonymous",
+     "501 5.5.4 Invalid arguments"),
+    (2525, "XPROXYFROM SID=1 IP=1.2.3.4 PORT=1 DOMAIN=x PERMS=abc AUTHSRC=Anonymous",
+     "501 5.5.4 Invalid arguments"),
+    (2525, "XPROXYFROM SID=1 IP=1.2.3.4 PORT=1 DOMAIN=x PERMS=0 AUTHSRC=Martian",
+     "501 5.5.4 Invalid arguments"),
+    (2525, "XPROXYFROM SID=1 PORT=1 DOMAIN=x PERMS=0 AUTHSRC=Anonymous",
+     "501 5.5.4 Invalid arguments"),
+    (2525, "XPROXYFROM SID=1 IP=2001:db8::1 PORT=1 DOMAIN=x+2Eexample PERMS=0 AUTHSRC=Anonymous",
+     "250 XProxyFrom accepted"),
+    (465, "XPROXY SID=1 IP=1.2.3.4 PORT=abc DOMAIN=x CAPABILITIES=0 UNAME=alice@contoso.com",
+     "501 5.5.4 Invalid arguments"),
+    (465, "XPROXY SID=1 IP=1.2.3.4 PORT=1 DOMAIN=x CAPABILITIES=0 UNAME=nobody@contoso.com",
+     "501 5.5.4 Invalid arguments"),
+    (465, "XPROXY SID=1 IP=1.2.3.4 PORT=1 DOMAIN=x CAPABILITIES=0 UNAME=alice@contoso.com",
+     "250 XProxy accepted and authenticated"),
+])
+async def test_proxy_commands_check_their_arguments(
+    lab: RunningLab, port: int, command: str, reply: str
+) -> None:
+    hop = await _exchange_server_hop(lab, port)
+    try:
+        assert (await hop.command(command)).render() == reply
+        assert (await hop.command("NOOP")).code == 250  # the session goes on either way
+    finally:
+        await hop.quit()
+
+
 async def test_xexch50_from_an_exchange_server_and_from_others(lab: RunningLab) -> None:
     # An Exchange server session on the hub (X-ANONYMOUSTLS + EXCHANGEAUTH with EX01's own
     # certificate, as the Front End does) may send XEXCH50 between RCPT and DATA.
-    pki = lab.data / "pki" / "servers"
-    hop = await HopClient.connect(
-        HOST, lab.port(2525), helo="ex01.contoso.com",
-        tls_context=client_context_anonymous_tls(
-            load_certificate_files(pki / "EX01.crt", pki / "EX01.key")))
+    hop = await _exchange_server_hop(lab, 2525)
     try:
         assert "XEXCH50" in hop.extensions
         assert (await hop.command("XEXCH50 16 2")).render() == "503 5.5.2 Need mail command"
