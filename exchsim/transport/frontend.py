@@ -60,8 +60,10 @@ class FrontendProxy:
             try:
                 hop = await self._hop(session)
                 params = _mail_params(message)
+                # All or none: the client already has a 250 for every recipient, so one the
+                # hub refuses must fail the message visibly rather than vanish.
                 result = await hop.send_message(
-                    message.mail_from, params, message.recipients, stamped
+                    message.mail_from, params, message.recipients, stamped, partial=False
                 )
                 session.info("", f"Proxy destination(s) obtained; hub replied {result.reply.code}")
                 return result.reply

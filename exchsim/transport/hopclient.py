@@ -126,28 +126,39 @@ class HopClient:
             raise HopError(f"expected {code}, got {reply.render()}", reply)
 
     async def send_message(
-        self, mail_from: str, mail_params: str, recipients: Sequence[str], data: bytes
+        self, mail_from: str, mail_params: str, recipients: Sequence[str], data: bytes,
+        *, partial: bool = True,
     ) -> HopResult:
-        """MAIL, RCPT and ``BDAT <n> LAST`` in one write (RFC 2920, RFC 3030 §4.2).
+        """MAIL, RCPT and ``BDAT <n> LAST``; refusals come back as values.
 
-        Refusals come back as values. When every recipient is refused, the server answers the
-        BDAT with an error and discards the chunk (nothing is stored); that reply is read and
-        the RCPT refusal is what the caller gets.
+        ``partial`` (the hub's delivery agent): the message goes to the recipients the server
+        accepts and the others are reported in ``refused``; MAIL, RCPT and BDAT go in one write
+        (RFC 2920, RFC 3030 §4.2). When every recipient is refused the server answers the BDAT
+        with an error and discards the chunk. ``partial=False`` (the Front End, whose client was
+        told 250 for every recipient already): all recipients or none. The data is sent only
+        after every RCPT was accepted; otherwise the transaction is reset and the first
+        refusal is the result. With one recipient both are the same, and pipelined.
         """
         params = f" {mail_params}" if mail_params else ""
         lines = [f"MAIL FROM:<{mail_from}>{params}"] + [f"RCPT TO:<{r}>" for r in recipients]
-        lines.append(f"BDAT {len(data)} LAST")
-        self.writer.write(("\r\n".join(lines) + "\r\n").encode("utf-8", "surrogateescape")
-                          + data)
+        pipelined = partial or len(recipients) == 1
+        head = ("\r\n".join(lines) + "\r\n").encode("utf-8", "surrogateescape")
+        bdat = f"BDAT {len(data)} LAST\r\n".encode() + data
+        self.writer.write(head + bdat if pipelined else head)
         mail_reply = await self.read_reply()
         rcpt_replies = [await self.read_reply() for _ in recipients]
-        final = await self.read_reply()
+        final = await self.read_reply() if pipelined else None
         if mail_reply.code != 250:
             return HopResult(mail_reply)
         refused = tuple((r, rep) for r, rep in zip(recipients, rcpt_replies, strict=True)
                         if rep.code != 250)
-        if len(refused) == len(recipients):
+        if refused and (len(refused) == len(recipients) or not partial):
+            if not pipelined:
+                await self.command("RSET")
             return HopResult(refused[0][1], refused)
+        if final is None:
+            self.writer.write(bdat)
+            final = await self.read_reply()
         return HopResult(final, refused)
 
     def abort(self) -> None:

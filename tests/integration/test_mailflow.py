@@ -19,7 +19,15 @@ from exchsim.tls.contexts import client_context_anonymous_tls
 from exchsim.tls.pki import ensure_server_certificate, load_certificate_files
 from exchsim.transport import hub
 from exchsim.transport.hopclient import HopClient
-from tests.integration.conftest import RawClient, RunningLab, swaks
+from tests.integration.conftest import (
+    FAST,
+    FAST_LAB_YAML,
+    RawClient,
+    RunningLab,
+    start_lab,
+    swaks,
+    with_connectors,
+)
 
 HOST = "127.0.10.1"
 QUEUED = re.compile(
@@ -448,3 +456,31 @@ async def test_unknown_recipient_in_authoritative_domain_gets_an_ndr(
     text = folder(sender)[0].decode()
     assert "550 5.1.1 RESOLVER.ADR.RecipNotFound; not found" in text
     assert "Final-Recipient: rfc822;nobody@contoso.com" in text
+
+
+async def test_a_recipient_the_hub_refuses_fails_the_message_at_the_front_end(
+    tmp_path: Path
+) -> None:
+    # The Front End answers RCPT itself; the hub here allows fewer recipients than the Front
+    # End. A recipient the hub refuses must not vanish after the client's 250: the client gets
+    # the hub's refusal for the message, and nothing is delivered to anyone.
+    hub_limit = FAST.replace("{Name: Default EX01, Server: EX01,",
+                             "{Name: Default EX01, Server: EX01, MaxRecipientsPerMessage: 2,")
+    assert hub_limit != FAST
+    lab = await start_lab(with_connectors(FAST_LAB_YAML, hub_limit), tmp_path / "data")
+    try:
+        rcpts = ["alice@contoso.com", "bob@contoso.com", "alice@contoso.com"]
+        with pytest.raises(smtplib.SMTPDataError) as refused:
+            await asyncio.to_thread(send_smtplib, lab.port(25), "a@fabrikam.example", rcpts,
+                                    "Subject: three\r\n\r\nbody\r\n")
+        assert (refused.value.smtp_code, refused.value.smtp_error) == (
+            452, b"4.5.3 Too many recipients")
+        assert await asyncio.to_thread(send_smtplib, lab.port(25), "a@fabrikam.example",
+                                       rcpts[:2], "Subject: two\r\n\r\nbody\r\n") == {}
+        await lab.wait_for(lambda: len(lab.mailbox("bob@contoso.com")) == 1)
+        await asyncio.sleep(0.3)
+        subjects = [email.message_from_bytes(m)["Subject"]
+                    for m in lab.mailbox("alice@contoso.com") + lab.mailbox("bob@contoso.com")]
+        assert subjects == ["two", "two"]
+    finally:
+        await lab.daemon.stop()
