@@ -7,6 +7,7 @@ import datetime
 import email
 import email.policy
 import mailbox
+import random
 import re
 import smtplib
 import ssl
@@ -484,3 +485,36 @@ async def test_a_recipient_the_hub_refuses_fails_the_message_at_the_front_end(
         assert subjects == ["two", "two"]
     finally:
         await lab.daemon.stop()
+
+
+async def test_any_bdat_chunking_delivers_the_same_body(lab: RunningLab) -> None:
+    # One body cut into chunks at random places (inside CRLF, before a dot line, empty chunks),
+    # eight ways, pipelined and not: each copy arrives with exactly that body.
+    rnd = random.Random(2525)
+    body = (b"line one\r\n.leading dot\r\n\r\n.\r\n" + bytes(range(32, 127)) + b"\r\n") * 5
+    for n in range(8):
+        cuts = sorted(rnd.sample(range(len(body) + 1), rnd.randrange(0, 6)))
+        pieces = [body[a:b] for a, b in zip([0, *cuts], [*cuts, len(body)], strict=True)]
+        head = f"Subject: chunking {n}\r\n\r\n".encode()
+        pieces[0] = head + pieces[0]
+        client = await RawClient.connect(HOST, lab.port(25))
+        await client.reply()
+        await client.cmd("EHLO client.example")
+        frames = [f"BDAT {len(p)}{' LAST' if i == len(pieces) - 1 else ''}\r\n".encode() + p
+                  for i, p in enumerate(pieces)]
+        if n % 2:  # pipelined: the whole transaction in one write
+            await client.send(b"MAIL FROM:<x@fabrikam.example> BODY=BINARYMIME\r\n"
+                              b"RCPT TO:<alice@contoso.com>\r\n" + b"".join(frames))
+            replies_ = [await client.reply() for _ in range(2 + len(frames))]
+        else:
+            replies_ = [await client.cmd("MAIL FROM:<x@fabrikam.example> BODY=BINARYMIME"),
+                        await client.cmd("RCPT TO:<alice@contoso.com>")]
+            for frame in frames:
+                await client.send(frame)
+                replies_.append(await client.reply())
+        assert replies_[:2] == ["250 2.1.0 Sender OK", "250 2.1.5 Recipient OK"]
+        assert QUEUED.match(replies_[-1]), replies_
+        client.close()
+    await lab.wait_for(lambda: len(lab.mailbox("alice@contoso.com")) == 8)
+    for stored in lab.mailbox("alice@contoso.com"):
+        assert stored.split(b"\r\n\r\n", 1)[1] == body
