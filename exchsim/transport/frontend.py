@@ -8,7 +8,11 @@ once the hub has committed the message. When no hub can be reached the client ge
 ``451 4.7.0 Temporary server error. Please try again later. PRX4`` and keeps the message.
 
 exchsim opens the hop at end of data rather than at end of headers (Exchange's
-OnProxyInboundMessage); the client cannot tell the difference.
+OnProxyInboundMessage); the client cannot tell the difference. The replay is all or nothing:
+the client already has a 250 for every recipient, so if the hub refuses one (a hub connector
+with a lower MaxRecipientsPerMessage, say) the hub's refusal becomes the reply to the whole
+message and nothing is delivered, rather than that recipient vanishing (exchsim's choice; the
+reference does not say what Exchange does then).
 """
 
 from __future__ import annotations
