@@ -72,8 +72,6 @@ class TlsInfo:
     anonymous: bool  # X-ANONYMOUSTLS rather than STARTTLS
     peer_der: bytes | None
     tls_unique: bytes | None
-    # X-ANONYMOUSTLS with a client certificate that is not a published server certificate
-    untrusted_server_certificate: bool = False
 
 
 @dataclass(slots=True)
@@ -490,9 +488,15 @@ class ExchangeSMTP(AioSMTP):
     async def verb_ehlo(self, arg: str | None) -> None:
         await self._hello(arg, extended=True)
 
+    def _untrusted_server_certificate(self) -> bool:
+        """X-ANONYMOUSTLS with a client certificate that is no published server certificate."""
+        tls = self.tls
+        return (tls is not None and tls.anonymous and tls.peer_der is not None
+                and tls.peer_der not in self.runtime.published_certs.values())
+
     async def _hello(self, arg: str | None, *, extended: bool) -> None:
         assert self.connector is not None
-        if self.tls is not None and self.tls.untrusted_server_certificate:
+        if self._untrusted_server_certificate():
             # §4.1 item 3: a certificate presented in X-ANONYMOUSTLS that is no Exchange
             # server's: the next EHLO gets 454 4.7.0 and the connection is dropped.
             await self.reply(replies.AUTH_TEMPORARY_FAILURE.closing())
@@ -610,16 +614,13 @@ class ExchangeSMTP(AioSMTP):
             anonymous=anonymous,
             peer_der=peer_der,
             tls_unique=unique,
-            untrusted_server_certificate=(
-                anonymous and peer_der is not None
-                and peer_der not in self.runtime.published_certs.values()),
         )
         self.info(
             "",
             f"TLS protocol {self.tls.protocol} negotiation succeeded using cipher "
             f"{self.tls.cipher}",
         )
-        if self.tls.untrusted_server_certificate:
+        if self._untrusted_server_certificate():
             self.info("", "Inbound Exchange authentication failed: the client certificate "
                           "presented in X-ANONYMOUSTLS is not a published server certificate")
         # RFC 3207 §4.2: forget what the client said before TLS.
@@ -940,8 +941,8 @@ class ExchangeSMTP(AioSMTP):
         assert self.connector is not None
         parsed = wire.parse_bdat(arg)
         if parsed is None or not self.connector.chunking_enabled:
-            if parsed is not None:
-                await self._discard(parsed[0])
+            if parsed is not None and not await self._discard(parsed[0]):
+                return
             await self.protocol_error(
                 replies.INVALID_ARGUMENTS
                 if self.connector.chunking_enabled
@@ -951,8 +952,8 @@ class ExchangeSMTP(AioSMTP):
         size, last = parsed
         error = self._data_sequence_error()
         if error is not None:
-            await self._discard(size)
-            await self.protocol_error(error)
+            if await self._discard(size):
+                await self.protocol_error(error)
             return
         assert self.txn is not None
         if self.txn.bdat is None:
@@ -1008,23 +1009,27 @@ class ExchangeSMTP(AioSMTP):
             await self.protocol_error(error)
             return
         await self.reply(replies.XEXCH50_SEND_DATA)
+        if await self._discard(int(parts[0])):
+            await self.reply(replies.XEXCH50_OK)
+
+    async def _discard(self, size: int) -> bool:
+        """Read ``size`` bytes and drop them, in pieces (nothing is kept), each within
+        ConnectionInactivityTimeout. False when the client went quiet (answered here)."""
+        assert self.connector is not None
+        if size <= 0:
+            return True
+        await self._flush_replies()
         idle = self.connector.connection_inactivity_timeout.total_seconds()
-        remaining = int(parts[0])
         try:
-            while remaining > 0:  # in pieces: nothing of it is kept
-                piece = min(remaining, 64 * 1024)
+            while size > 0:
+                piece = min(size, 64 * 1024)
                 with self._read_timer.limit(self.loop.time() + idle):
                     await self._reader.readexactly(piece)
-                remaining -= piece
+                size -= piece
         except TimeoutError:
             await self.reply(replies.TIMEOUT_INACTIVITY)
-            return
-        await self.reply(replies.XEXCH50_OK)
-
-    async def _discard(self, size: int) -> None:
-        if size > 0:
-            await self._flush_replies()
-            await self._reader.readexactly(size)
+            return False
+        return True
 
     async def _end_of_data(self, data: bytes) -> None:
         assert self.txn is not None and self.connector is not None

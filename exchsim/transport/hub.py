@@ -168,11 +168,6 @@ class DeliveryAgent:
         self._idle_hops: dict[str, list[HopClient]] = defaultdict(list)
         self._inflight: set[int] = set()
 
-    def wake(self) -> None:
-        """Look in the queue now (a message became due that nobody handed over)."""
-        self._scan_requested = True
-        self._wake.set()
-
     def submit(self, item: QueuedMessage) -> None:
         """A message just committed to the queue: deliver it without reading it back.
 

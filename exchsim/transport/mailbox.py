@@ -31,7 +31,6 @@ class MailboxDeliveryReceiver:
 
     def __init__(self, server: Server, root: Path) -> None:
         self.server = server
-        self.root = root
         self._store = MaildirStore(root)
         self._writer: GroupCommit[_Files, None] = GroupCommit(
             self._store_batch, name=f"maildir-{server.name}")

@@ -6,15 +6,15 @@ fsync ``new/``. A file in ``new/`` is therefore complete and durable; ``tmp/`` m
 from a crash, which readers ignore.
 
 File names are ``<seconds>.<unique>.<hostname>``. ``unique`` comes from the caller and is stable
-for one (message, recipient), so after a crash between "stored" and "acknowledged" the caller
-can ask :func:`already_delivered` and not store the message twice. The seconds are taken from
-the written file's modification time (this module does not read the clock).
+for one (message, recipient), so after a crash between "stored" and "acknowledged" a message
+delivered again is recognised and not stored twice. The seconds are taken from the written
+file's modification time (this module does not read the clock).
 
 :class:`MaildirStore` is the writer of one root: it keeps the de-duplication index of each
 mailbox in memory (read from ``new/`` and ``cur/`` once, on first use, so the check costs no
 directory scan per message) and stores a batch of messages with one fsync of each touched
-``new/`` directory instead of one per message. The module functions are the single-message
-forms.
+``new/`` directory instead of one per message. :func:`deliver` stores one message, without
+the de-duplication (the internet sink's use).
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ import socket
 from collections.abc import Sequence
 from pathlib import Path
 
-__all__ = ["MaildirStore", "already_delivered", "deliver", "mailbox_path"]
+__all__ = ["MaildirStore", "deliver", "mailbox_path"]
 
 _SUBDIRS = ("cur", "new", "tmp")
 # No '.' (it separates the fields of a name), no '/' or ':' (Maildir), nothing exotic.
@@ -147,12 +147,6 @@ def _uniques_in(mailbox: Path) -> set[str]:
                 if unique is not None:
                     found.add(unique)
     return found
-
-
-def already_delivered(root: Path, address: str, unique: str) -> bool:
-    """Whether a message with this unique token is in ``new/`` or ``cur/`` of ``address``."""
-    _check_unique(unique)
-    return unique in _uniques_in(mailbox_path(root, address))
 
 
 class MaildirStore:

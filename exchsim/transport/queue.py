@@ -8,13 +8,10 @@ commit). The caller replies 250 after that, never before.
 Threading: the SQLite connection belongs to ONE dedicated worker thread (a single-thread
 executor); the event loop never touches it, so a slow fsync never stalls other sessions.
 
-Group commit: every write (enqueue, complete, defer) is an operation put on a pending list.
-A single flusher task takes everything pending, runs it in one transaction on the worker thread
-(each operation inside its own SAVEPOINT, so one failing operation fails only its own caller),
-commits once -- one fsync -- and only then resolves the callers' futures. Operations that arrive
-while a commit is running wait for the next one, so twenty concurrent clients share fsyncs
-instead of queueing behind each other's (Postfix's cleanup/qmgr and every database's group
-commit do the same).
+Group commit (:class:`~exchsim.transport.groupcommit.GroupCommit`, on that same thread): every
+write (enqueue, complete, defer) is an operation; a batch of pending operations runs in one
+transaction (each inside its own SAVEPOINT, so one failing operation fails only its own caller)
+and commits once -- one fsync -- before the callers learn their results.
 
 Leases live in memory only: they keep two delivery workers of one process off the same message.
 After a restart nothing is leased and every pending message is due again.
@@ -35,6 +32,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
+
+from exchsim.transport.groupcommit import GroupCommit
 
 __all__ = ["MessageQueue", "QueueClosedError", "QueueStatistics", "QueuedMessage"]
 
@@ -119,10 +118,9 @@ class QueueStatistics:
     """Most operations committed by one transaction."""
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class _Operation:
     run: Callable[[sqlite3.Connection], Any]
-    future: asyncio.Future[Any]
     size: int
     is_enqueue: bool
 
@@ -220,8 +218,9 @@ class MessageQueue:
         self.path = path
         self._executor = executor
         self._conn = conn  # touched only on the executor's thread
-        self._pending: list[_Operation] = []
-        self._flusher: asyncio.Task[None] | None = None
+        self._writes: GroupCommit[_Operation, tuple[bool, Any]] = GroupCommit(
+            self._commit, executor=executor, max_batch=_MAX_BATCH_OPERATIONS,
+            cost=lambda op: op.size, max_cost=_MAX_BATCH_BYTES)
         self._leases: set[int] = set()
         self._closed = False
         self._commits = 0
@@ -247,9 +246,7 @@ class MessageQueue:
         if self._closed:
             return
         self._closed = True
-        flusher = self._flusher
-        if flusher is not None:  # let the last group commit finish; its callers get results
-            await asyncio.wait({flusher})
+        await self._writes.drain()  # the last group commit finishes; its callers get results
         self._leases.clear()
         loop = asyncio.get_running_loop()
         try:
@@ -312,7 +309,7 @@ class MessageQueue:
         return QueuedMessage(
             internal_id=internal_id, message_id=message_id, sender=sender, recipients=rcpts,
             data=blob, received_at=when, attempts=0, next_attempt_at=when,
-            metadata=types.MappingProxyType(json.loads(meta)),
+            metadata=types.MappingProxyType(dict(metadata)),
         )
 
     async def complete(self, internal_id: int, recipients: Sequence[str]) -> None:
@@ -364,62 +361,13 @@ class MessageQueue:
     async def _submit(self, run: Callable[[sqlite3.Connection], T], *, size: int,
                       is_enqueue: bool) -> T:
         self._check_open()
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[T] = loop.create_future()
-        self._pending.append(_Operation(run, future, size, is_enqueue))
-        if self._flusher is None:
-            self._flusher = loop.create_task(self._flush(), name=f"queue flush {self.path.name}")
-        # If the caller is cancelled, the operation still commits (the caller simply does not
-        # learn the result): accepting a message without replying 250 is safe, the reverse
-        # would not be.
-        return await future
+        ok, value = await self._writes.submit(_Operation(run, size, is_enqueue))
+        if not ok:
+            raise value
+        result: T = value
+        return result
 
-    async def _flush(self) -> None:
-        loop = asyncio.get_running_loop()
-        try:
-            while self._pending:
-                batch = self._take_batch()
-                try:
-                    outcomes = await loop.run_in_executor(self._executor, self._commit, batch)
-                except asyncio.CancelledError:
-                    for op in batch:
-                        op.future.cancel()
-                    raise
-                except Exception as exc:  # the whole transaction failed: every caller learns it
-                    for op in batch:
-                        if not op.future.done():
-                            op.future.set_exception(exc)
-                    continue
-                self._commits += 1
-                self._operations += len(batch)
-                self._largest_batch = max(self._largest_batch, len(batch))
-                for op, (ok, value) in zip(batch, outcomes, strict=True):
-                    if ok and op.is_enqueue:
-                        self._enqueued += 1
-                    if op.future.done():  # the caller was cancelled; the write stands
-                        continue
-                    if ok:
-                        op.future.set_result(value)
-                    else:
-                        op.future.set_exception(value)
-        finally:
-            self._flusher = None
-            # Only when this task is cancelled (loop shutdown): nothing may wait forever.
-            stranded, self._pending = self._pending, []
-            for op in stranded:
-                op.future.cancel()
-
-    def _take_batch(self) -> list[_Operation]:
-        count, size = 0, 0
-        for op in self._pending:
-            if count and (count >= _MAX_BATCH_OPERATIONS or size + op.size > _MAX_BATCH_BYTES):
-                break
-            count += 1
-            size += op.size
-        batch, self._pending = self._pending[:count], self._pending[count:]
-        return batch
-
-    def _commit(self, batch: list[_Operation]) -> list[tuple[bool, Any]]:
+    def _commit(self, batch: Sequence[_Operation]) -> list[tuple[bool, Any]]:
         """Worker thread: run a batch in one transaction, each op in its own savepoint."""
         conn = self._conn
         outcomes: list[tuple[bool, Any]] = []
@@ -441,6 +389,11 @@ class MessageQueue:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             raise
+        self._commits += 1
+        self._operations += len(batch)
+        self._largest_batch = max(self._largest_batch, len(batch))
+        self._enqueued += sum(1 for op, (ok, _) in zip(batch, outcomes, strict=True)
+                              if ok and op.is_enqueue)
         return outcomes
 
     # --- reads ------------------------------------------------------------------------------

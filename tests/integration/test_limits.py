@@ -205,3 +205,18 @@ async def test_message_rate_limit_per_address_on_a_custom_connector(tmp_path: Pa
         assert await one("127.0.0.1") == "250 2.1.0 Sender OK"  # Default Frontend: unlimited
     finally:
         await lab.daemon.stop()
+
+
+async def test_a_refused_bdat_chunk_that_never_comes_times_out(tmp_path: Path) -> None:
+    # BDAT without MAIL is refused, but its chunk is still read (and dropped) first; a client
+    # that never sends it hits ConnectionInactivityTimeout like any other read.
+    lab = await start_lab(with_connectors(FAST_LAB_YAML, TIMERS), tmp_path / "data")
+    try:
+        client = await RawClient.connect(HOST, lab.port(25))
+        await client.reply()
+        await client.cmd("EHLO client.example")
+        await client.send(b"BDAT 100000 LAST\r\n" + b"x" * 70000)  # 30,000 bytes short
+        assert await client.reply(timeout=5) == "451 4.7.0 Timeout waiting for client input"
+        assert await client.closed()
+    finally:
+        await lab.daemon.stop()

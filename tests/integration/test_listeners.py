@@ -140,24 +140,28 @@ async def test_command_too_long(lab: RunningLab) -> None:
     assert await client.closed()
 
 
-@pytest.mark.parametrize(("port", "after"), [(25, FE_25_TLS), (587, CLIENT_587_TLS)])
-async def test_openssl_s_client_starttls_verifies_the_server_certificate(
-    lab: RunningLab, port: int, after: list[str]
-) -> None:
-    # openssl s_client (Debian's openssl) does STARTTLS itself, checks the certificate the
-    # server presents against EX01's published lab certificate and its name (any failure
-    # ends it with a non-zero exit: -verify_return_error), then talks SMTP inside TLS.
+async def s_client(lab: RunningLab, port: int, name: str, stdin: bytes) -> tuple[int, str]:
+    """openssl s_client (Debian's openssl): STARTTLS, the server certificate checked against
+    EX01's published lab certificate and ``name`` (-verify_return_error: any failure ends it
+    with a non-zero exit), then ``stdin`` as SMTP inside TLS. Returns exit code and output."""
     assert shutil.which("openssl"), "openssl is required: apt-get install -y openssl"
     cert = lab.data / "pki" / "servers" / "EX01.crt"
     proc = await asyncio.create_subprocess_exec(
         "openssl", "s_client", "-connect", f"{HOST}:{lab.port(port)}", "-starttls", "smtp",
-        "-name", "client.example", "-CAfile", str(cert), "-verify_hostname", "ex01.contoso.com",
+        "-name", "client.example", "-CAfile", str(cert), "-verify_hostname", name,
         "-verify_return_error", "-crlf", "-quiet",
         stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT)
-    out, _ = await asyncio.wait_for(proc.communicate(b"EHLO client.example\nQUIT\n"), 30)
-    text = out.decode("utf-8", "replace")
-    assert proc.returncode == 0, text
+    out, _ = await asyncio.wait_for(proc.communicate(stdin), 30)
+    return proc.returncode or 0, out.decode("utf-8", "replace")
+
+
+@pytest.mark.parametrize(("port", "after"), [(25, FE_25_TLS), (587, CLIENT_587_TLS)])
+async def test_openssl_s_client_starttls_verifies_the_server_certificate(
+    lab: RunningLab, port: int, after: list[str]
+) -> None:
+    code, text = await s_client(lab, port, "ex01.contoso.com", b"EHLO client.example\nQUIT\n")
+    assert code == 0, text
     assert "depth=0 CN = EX01" in text and "verify error" not in text, text
     lines = text.splitlines()
     start = lines.index("250-ex01.contoso.com Hello [127.0.0.1]")  # the EHLO inside TLS
@@ -169,13 +173,6 @@ async def test_openssl_s_client_starttls_verifies_the_server_certificate(
 
 async def test_openssl_s_client_refuses_a_wrong_name(lab: RunningLab) -> None:
     # The same check can fail: the lab certificate does not carry another host's name.
-    cert = lab.data / "pki" / "servers" / "EX01.crt"
-    proc = await asyncio.create_subprocess_exec(
-        "openssl", "s_client", "-connect", f"{HOST}:{lab.port(25)}", "-starttls", "smtp",
-        "-name", "client.example", "-CAfile", str(cert), "-verify_hostname", "ex02.contoso.com",
-        "-verify_return_error", "-crlf", "-quiet",
-        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT)
-    out, _ = await asyncio.wait_for(proc.communicate(b"QUIT\n"), 30)
-    assert proc.returncode != 0
-    assert "hostname mismatch" in out.decode("utf-8", "replace")
+    code, text = await s_client(lab, 25, "ex02.contoso.com", b"QUIT\n")
+    assert code != 0
+    assert "hostname mismatch" in text

@@ -163,16 +163,9 @@ async def test_wrong_password_then_too_many_failures(lab: RunningLab) -> None:
     smtp.close()
 
 
-async def test_plain_mail_on_587_without_auth_is_not_authenticated(lab: RunningLab) -> None:
-    client = await RawClient.connect(HOST, lab.port(587))
-    await client.reply()
-    await client.cmd("EHLO client.example")
-    assert await client.cmd("MAIL FROM:<a@b.example>") == "530 5.7.1 Client was not authenticated"
-    assert await client.closed()
-
-
-async def test_anonymous_mail_on_the_hub_is_refused(lab: RunningLab) -> None:
-    client = await RawClient.connect(HOST, lab.port(2525))
+@pytest.mark.parametrize("port", [587, 2525])
+async def test_anonymous_mail_on_587_and_on_the_hub_is_refused(lab: RunningLab, port: int) -> None:
+    client = await RawClient.connect(HOST, lab.port(port))
     await client.reply()
     await client.cmd("EHLO client.example")
     assert await client.cmd("MAIL FROM:<a@b.example>") == "530 5.7.1 Client was not authenticated"

@@ -65,7 +65,7 @@ def test_path_tricks_are_rejected(tmp_path: Path, address: str) -> None:
     with pytest.raises(ValueError):
         maildir.deliver(root, address, DATA, unique="u1")
     with pytest.raises(ValueError):
-        maildir.already_delivered(root, address, "u1")
+        maildir.MaildirStore(root).contains(address, "u1")
     assert sorted(p.name for p in tmp_path.iterdir()) == []  # nothing was created anywhere
 
 
@@ -74,23 +74,23 @@ def test_bad_unique_tokens_are_rejected(tmp_path: Path, unique: str) -> None:
     with pytest.raises(ValueError):
         maildir.deliver(tmp_path, "bob@contoso.com", DATA, unique=unique)
     with pytest.raises(ValueError):
-        maildir.already_delivered(tmp_path, "bob@contoso.com", unique)
+        maildir.MaildirStore(tmp_path).contains("bob@contoso.com", unique)
     assert list(tmp_path.iterdir()) == []
 
 
-def test_already_delivered(tmp_path: Path) -> None:
-    assert not maildir.already_delivered(tmp_path, "bob@contoso.com", "4711-1")
+def test_contains_reads_new_and_cur(tmp_path: Path) -> None:
+    assert not maildir.MaildirStore(tmp_path).contains("bob@contoso.com", "4711-1")
     assert not (tmp_path / "bob@contoso.com").exists()  # asking creates nothing
     path = maildir.deliver(tmp_path, "bob@contoso.com", DATA, unique="4711-1")
-    assert maildir.already_delivered(tmp_path, "BOB@contoso.com", "4711-1")
-    assert not maildir.already_delivered(tmp_path, "bob@contoso.com", "4711")  # not a prefix
-    assert not maildir.already_delivered(tmp_path, "bob@contoso.com", "4711-10")
-    assert not maildir.already_delivered(tmp_path, "bob@contoso.com", "1")  # not a substring
-    assert not maildir.already_delivered(tmp_path, "carol@contoso.com", "4711-1")
+    assert maildir.MaildirStore(tmp_path).contains("BOB@contoso.com", "4711-1")
+    assert not maildir.MaildirStore(tmp_path).contains("bob@contoso.com", "4711")  # not a prefix
+    assert not maildir.MaildirStore(tmp_path).contains("bob@contoso.com", "4711-10")
+    assert not maildir.MaildirStore(tmp_path).contains("bob@contoso.com", "1")  # not a substring
+    assert not maildir.MaildirStore(tmp_path).contains("carol@contoso.com", "4711-1")
 
     # A mail client moved it to cur/ and flagged it seen: still delivered.
     os.rename(path, path.parent.parent / "cur" / (path.name + ":2,S"))
-    assert maildir.already_delivered(tmp_path, "bob@contoso.com", "4711-1")
+    assert maildir.MaildirStore(tmp_path).contains("bob@contoso.com", "4711-1")
     box = mailbox.Maildir(tmp_path / "bob@contoso.com", create=False)
     [key] = box.keys()
     assert box.get_message(key).get_flags() == "S"
@@ -100,11 +100,11 @@ def test_tmp_files_do_not_count_and_failed_writes_leave_no_debris(tmp_path: Path
     maildir.deliver(tmp_path, "bob@contoso.com", DATA, unique="first")
     tmp = tmp_path / "bob@contoso.com" / "tmp"
     (tmp / "123.crashed.host").write_bytes(b"partial")
-    assert not maildir.already_delivered(tmp_path, "bob@contoso.com", "crashed")
+    assert not maildir.MaildirStore(tmp_path).contains("bob@contoso.com", "crashed")
     with pytest.raises(TypeError):
         maildir.deliver(tmp_path, "bob@contoso.com", "not bytes", unique="second")  # type: ignore[arg-type]
     assert [p.name for p in tmp.iterdir()] == ["123.crashed.host"]
-    assert not maildir.already_delivered(tmp_path, "bob@contoso.com", "second")
+    assert not maildir.MaildirStore(tmp_path).contains("bob@contoso.com", "second")
 
 
 def test_store_batch_writes_each_once_and_remembers_what_is_there(tmp_path: Path) -> None:
@@ -152,8 +152,8 @@ def test_store_failure_keeps_what_was_written_and_rejects_bad_input(tmp_path: Pa
         store.store([("bob@contoso.com", DATA, "good"),
                      ("bob@contoso.com", "not bytes", "bad")])  # type: ignore[list-item]
     assert store.contains("bob@contoso.com", "good")
-    assert maildir.already_delivered(tmp_path, "bob@contoso.com", "good")
-    assert not maildir.already_delivered(tmp_path, "bob@contoso.com", "bad")
+    assert maildir.MaildirStore(tmp_path).contains("bob@contoso.com", "good")
+    assert not maildir.MaildirStore(tmp_path).contains("bob@contoso.com", "bad")
     assert list((tmp_path / "bob@contoso.com" / "tmp").iterdir()) == []
     with pytest.raises(ValueError):
         store.store([("../evil", DATA, "x")])
