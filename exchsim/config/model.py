@@ -5,32 +5,104 @@ Attribute names are snake_case; each field's alias is Exchange's own parameter n
 Defaults come from ``reference/exchange-transport.md`` §3.1 (receive connectors), §8.1
 (accepted domains) and §8.3 (transport config); the section is named next to each.
 
-This module only describes values. Loading a file, merging connector overrides onto the
-default connectors of a server and the cross-object rules of §3.4 live in ``load.py``.
+This module only describes values. Loading a file (``load.py``), merging connector overrides
+onto the default connectors of a server (``resolve.py``) and the rules between objects
+(``validate/``) live elsewhere.
+
+A field's type says everything the rest of the package needs to know about one parameter:
+
+* how it is parsed (a ``BeforeValidator``) and written back (a ``PlainSerializer``: ``exchsim
+  check`` prints ``model_dump(mode="json")``, so sizes, limits, timespans and flags print the
+  way Exchange prints them without a table elsewhere);
+* ``Bounds(low, high)``: the range §3.1 allows, checked once the object validated (so that an
+  out-of-range value is reported beside the connector's other rules, in the value's own units);
+* ``Shape(test, expected)``: a rule on the text of one value (a host name, an IP address, a
+  domain name) checked once the object validated; the object stays usable by every rule that
+  does not read that value.
+
+Adding a connector parameter is one field here (plus its setup default in ``defaults.py``).
 """
 
 from __future__ import annotations
 
 import datetime
 import enum
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer
 
 from exchsim.config.syntax import (
     Binding,
     IPRange,
     format_byte_size,
+    format_flags,
     format_ip_range,
     format_timespan,
+    is_domain_name,
+    is_host_name,
+    is_ip_address,
     parse_binding,
     parse_byte_size,
     parse_ip_range,
     parse_limit,
     parse_timespan,
+    smtp_address,
 )
 
 MB = 1024 * 1024
+MAX_INT32 = 2_147_483_647
+
+
+@dataclass(frozen=True, slots=True)
+class Bounds:
+    """Field metadata: the lowest and highest value §3.1 allows (``None`` always passes)."""
+
+    low: int | datetime.timedelta
+    high: int | datetime.timedelta
+
+
+@dataclass(frozen=True, slots=True)
+class Shape:
+    """Field metadata: ``test(value)`` must hold; otherwise the value is not allowed and the
+    issue says ``expected <expected>``."""
+
+    test: Callable[[str], bool]
+    expected: str
+
+
+def metadata_of(model: type[BaseModel], name: str, kind: type[Any]) -> Any | None:
+    """The first metadata object of type ``kind`` on field ``name`` of ``model``."""
+    return next((m for m in model.model_fields[name].metadata if isinstance(m, kind)), None)
+
+
+def serializer_of(model: type[BaseModel], name: str) -> Callable[[Any], Any] | None:
+    """The ``PlainSerializer`` function of field ``name``, if its type has one."""
+    found = metadata_of(model, name, PlainSerializer)
+    return None if found is None else found.func
+
+
+def out_of_bounds(obj: BaseModel) -> Iterator[tuple[str, Any, Bounds]]:
+    """(field name, value, bounds) of every bounded field whose value lies outside its bounds,
+    counts and sizes first, then timespans, each in model order."""
+    found: list[tuple[str, Any, Bounds]] = []
+    for name in type(obj).model_fields:
+        bounds = metadata_of(type(obj), name, Bounds)
+        value = getattr(obj, name)
+        if bounds is not None and value is not None and not bounds.low <= value <= bounds.high:
+            found.append((name, value, bounds))
+    found.sort(key=lambda item: isinstance(item[1], datetime.timedelta))
+    yield from found
+
+
+def misshapen(obj: BaseModel) -> Iterator[tuple[str, Any, Shape]]:
+    """(field name, value, shape) of every field whose value fails its ``Shape``, model order."""
+    for name in type(obj).model_fields:
+        shape = metadata_of(type(obj), name, Shape)
+        value = getattr(obj, name)
+        if shape is not None and isinstance(value, str) and not shape.test(value):
+            yield name, value, shape
 
 
 class AuthMechanism(enum.StrEnum):
@@ -129,6 +201,7 @@ def _enum_ci(enum_type: type[enum.StrEnum]) -> BeforeValidator:
 
 
 def _enum_set_ci(enum_type: type[enum.StrEnum]) -> BeforeValidator:
+    """A flag set: a list or ``a, b``, case-insensitive."""
     single = _enum_ci(enum_type).func
 
     def convert(value: Any) -> Any:
@@ -147,6 +220,12 @@ def _bool_ps(value: Any) -> Any:
     return value
 
 
+def _ip_address(value: str) -> str:
+    if not is_ip_address(value):
+        raise ValueError("expected an IP address like 127.0.10.250")
+    return value
+
+
 ByteSize = Annotated[int, BeforeValidator(parse_byte_size), PlainSerializer(format_byte_size)]
 Limit = Annotated[
     int | None,
@@ -159,8 +238,18 @@ TimeSpan = Annotated[
 RemoteRange = Annotated[IPRange, BeforeValidator(parse_ip_range), PlainSerializer(format_ip_range)]
 BindingValue = Annotated[Binding, BeforeValidator(parse_binding), PlainSerializer(Binding.format)]
 Bool = Annotated[bool, BeforeValidator(_bool_ps)]
-AuthMechanisms = Annotated[frozenset[AuthMechanism], _enum_set_ci(AuthMechanism)]
-PermissionGroups = Annotated[frozenset[PermissionGroup], _enum_set_ci(PermissionGroup)]
+AuthMechanisms = Annotated[
+    frozenset[AuthMechanism],
+    _enum_set_ci(AuthMechanism),
+    PlainSerializer(lambda v: format_flags(v, AuthMechanism)),
+]
+PermissionGroups = Annotated[
+    frozenset[PermissionGroup],
+    _enum_set_ci(PermissionGroup),
+    PlainSerializer(lambda v: format_flags(v, PermissionGroup)),
+]
+#: An IP address, checked by the type (``Lab.InternetSink.Address``).
+IPAddress = Annotated[str, AfterValidator(_ip_address)]
 Role = Annotated[TransportRole, _enum_ci(TransportRole)]
 
 
@@ -175,6 +264,13 @@ class ExchangeObject(BaseModel):
         validate_default=False,
     )
 
+
+_CONNECTION_SPAN = Bounds(datetime.timedelta(seconds=1), datetime.timedelta(days=1))
+_SERVER_FQDN = (
+    "a host name like ex01.contoso.com (letters, digits, hyphens, dot-separated); "
+    "ExchangeServer authentication and the banner use it (§3.4)"
+)
+_DOMAIN_NAME = "a domain name like contoso.com or *.contoso.com (§8.1)"
 
 ALL_IPV4 = "0.0.0.0-255.255.255.255"
 ALL_IPV6 = "::-ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff"
@@ -204,26 +300,34 @@ class ReceiveConnector(ExchangeObject):
     domain_secure_enabled: Bool = Field(alias="DomainSecureEnabled", default=False)
     enable_auth_gssapi: Bool = Field(alias="EnableAuthGSSAPI", default=False)
     suppress_x_anonymous_tls: Bool = Field(alias="SuppressXAnonymousTls", default=False)
-    max_message_size: ByteSize = Field(alias="MaxMessageSize", default=36 * MB)
-    max_header_size: ByteSize = Field(alias="MaxHeaderSize", default=256 * 1024)
+    max_message_size: Annotated[ByteSize, Bounds(65536, MAX_INT32)] = Field(
+        alias="MaxMessageSize", default=36 * MB
+    )
+    max_header_size: Annotated[ByteSize, Bounds(1, MAX_INT32)] = Field(
+        alias="MaxHeaderSize", default=256 * 1024
+    )
     max_recipients_per_message: int = Field(
         alias="MaxRecipientsPerMessage", default=200, ge=1, le=512000
     )
     max_hop_count: int = Field(alias="MaxHopCount", default=30, ge=1, le=500)
     max_local_hop_count: int = Field(alias="MaxLocalHopCount", default=8, ge=0, le=50)
-    max_inbound_connection: Limit = Field(alias="MaxInboundConnection", default=5000)
-    max_inbound_connection_per_source: Limit = Field(
+    max_inbound_connection: Annotated[Limit, Bounds(1, MAX_INT32)] = Field(
+        alias="MaxInboundConnection", default=5000
+    )
+    max_inbound_connection_per_source: Annotated[Limit, Bounds(1, 10000)] = Field(
         alias="MaxInboundConnectionPerSource", default=20
     )
     max_inbound_connection_percentage_per_source: int = Field(
         alias="MaxInboundConnectionPercentagePerSource", default=2, ge=1, le=100
     )
-    max_protocol_errors: Limit = Field(alias="MaxProtocolErrors", default=5)
+    max_protocol_errors: Annotated[Limit, Bounds(0, MAX_INT32)] = Field(
+        alias="MaxProtocolErrors", default=5
+    )
     max_logon_failures: int = Field(alias="MaxLogonFailures", default=3, ge=0, le=10)
-    connection_timeout: TimeSpan = Field(
+    connection_timeout: Annotated[TimeSpan, _CONNECTION_SPAN] = Field(
         alias="ConnectionTimeout", default=datetime.timedelta(minutes=10)
     )
-    connection_inactivity_timeout: TimeSpan = Field(
+    connection_inactivity_timeout: Annotated[TimeSpan, _CONNECTION_SPAN] = Field(
         alias="ConnectionInactivityTimeout", default=datetime.timedelta(minutes=5)
     )
     tarpit_interval: TimeSpan = Field(
@@ -232,7 +336,9 @@ class ReceiveConnector(ExchangeObject):
     auth_tarpit_interval: TimeSpan = Field(
         alias="AuthTarpitInterval", default=datetime.timedelta(seconds=5)
     )
-    message_rate_limit: Limit = Field(alias="MessageRateLimit", default=None)
+    message_rate_limit: Annotated[Limit, Bounds(1, MAX_INT32)] = Field(
+        alias="MessageRateLimit", default=None
+    )
     message_rate_source: Annotated[MessageRateSource, _enum_ci(MessageRateSource)] = Field(
         alias="MessageRateSource", default=MessageRateSource.IP_ADDRESS
     )
@@ -268,8 +374,10 @@ class ReceiveConnector(ExchangeObject):
 class Server(ExchangeObject):
     name: str = Field(alias="Name", min_length=1, max_length=15, pattern=r"^[A-Za-z0-9-]+$")
     role: Annotated[ServerRole, _enum_ci(ServerRole)] = Field(alias="Role")
-    fqdn: str = Field(alias="Fqdn", min_length=1)
-    address: str = Field(alias="Address")
+    fqdn: Annotated[str, Shape(is_host_name, _SERVER_FQDN)] = Field(alias="Fqdn", min_length=1)
+    address: Annotated[str, Shape(is_ip_address, "an IP address like 127.0.10.1")] = Field(
+        alias="Address"
+    )
     version: Literal["15.0", "15.1", "15.2"] = Field(alias="Version", default="15.2")
     build: str | None = Field(alias="Build", default=None)
 
@@ -282,7 +390,9 @@ class Server(ExchangeObject):
 
 
 class AcceptedDomain(ExchangeObject):
-    domain_name: str = Field(alias="DomainName", min_length=1)
+    domain_name: Annotated[str, Shape(is_domain_name, _DOMAIN_NAME)] = Field(
+        alias="DomainName", min_length=1
+    )
     domain_type: Annotated[DomainType, _enum_ci(DomainType)] = Field(
         alias="DomainType", default=DomainType.AUTHORITATIVE
     )
@@ -322,17 +432,22 @@ class Mailbox(ExchangeObject):
         """Every SMTP address of the mailbox, lower-cased, primary first."""
         out = [self.primary_smtp_address.lower()]
         for extra in self.email_addresses:
-            address = extra.split(":", 1)[1] if extra.lower().startswith("smtp:") else extra
+            address = smtp_address(extra)
             if address.lower() not in out:
                 out.append(address.lower())
         return tuple(out)
+
+    @property
+    def user_name(self) -> str:
+        """The name the user is shown by: the UPN, else the primary SMTP address."""
+        return self.user_principal_name or self.primary_smtp_address
 
     @property
     def account(self) -> str:
         """The SAM account name: given, or the local part of the UPN / primary address."""
         if self.sam_account_name:
             return self.sam_account_name
-        return (self.user_principal_name or self.primary_smtp_address).split("@", 1)[0]
+        return self.user_name.split("@", 1)[0]
 
 
 class Organization(ExchangeObject):
@@ -369,7 +484,7 @@ class ADPermission(ExchangeObject):
 class InternetSink(ExchangeObject):
     """Where the lab's internet lives: an SMTP server that stores what it receives."""
 
-    address: str = Field(alias="Address", default="127.0.10.250")
+    address: IPAddress = Field(alias="Address", default="127.0.10.250")
     port: int = Field(alias="Port", default=25, ge=1, le=65535)
 
 

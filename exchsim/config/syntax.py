@@ -8,16 +8,19 @@ says what is allowed (``load.py`` shows it as ``'<value>' is not allowed: <messa
 * Limits: ``Unlimited`` (any case) or a value.
 * .NET TimeSpan: ``hh:mm:ss``, ``d.hh:mm:ss``, optional ``.fffffff`` fraction.
 * RemoteIPRanges entries: single IP, CIDR, ``a-b`` range.
-* Bindings: ``IPv4:port``, ``[IPv6]:port``.
+* Bindings: ``IPv4:port``, ``[IPv6]:port``; endpoints (``format_endpoint``) the same way.
+* Flag sets (AuthMechanism, PermissionGroups): ``Tls, Integrated`` in declaration order.
+* SMTP addresses in ``EmailAddresses``: an optional ``smtp:`` prefix.
 """
 
 from __future__ import annotations
 
 import datetime
+import enum
 import ipaddress
 import math
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from fractions import Fraction
 
@@ -176,14 +179,18 @@ def parse_timespan(value: str | int | float) -> datetime.timedelta:
     return result
 
 
-def format_timespan(td: datetime.timedelta) -> str:
-    """.NET's form: ``00:05:00``, ``1.00:00:00``; a 7-digit fraction only when there is one."""
+def format_timespan(td: datetime.timedelta, *, days: bool = False) -> str:
+    """.NET's form: ``00:05:00``, ``1.00:00:00``; a 7-digit fraction only when there is one.
+
+    ``days=True`` always writes the day count, as Exchange's protocol log does for the tarpit
+    interval: ``0.00:00:05``.
+    """
     if td < datetime.timedelta(0):
         raise ValueError(f"a timespan cannot be negative, not {td!r}")
     hours, rest = divmod(td.seconds, 3600)
     minutes, seconds = divmod(rest, 60)
     text = f"{hours:02d}:{minutes:02d}:{seconds:02d}"
-    if td.days:
+    if td.days or days:
         text = f"{td.days}.{text}"
     if td.microseconds:
         text += f".{td.microseconds * 10:07d}"
@@ -350,9 +357,12 @@ class Binding:
         return self.is_wildcard or int(local_address) == int(self.address)
 
     def format(self) -> str:
-        if self.address.version == 6:
-            return f"[{self.address}]:{self.port}"
-        return f"{self.address}:{self.port}"
+        return format_endpoint(str(self.address), self.port)
+
+
+def format_endpoint(host: str, port: int) -> str:
+    """``127.0.0.1:25`` or ``[::1]:25``: an IPv6 address goes in brackets."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def parse_binding(text: str) -> Binding:
@@ -386,3 +396,47 @@ def parse_binding(text: str) -> Binding:
     if address.is_multicast or address == _IPV4_BROADCAST:
         raise ValueError("Bindings must be local IPs; no multicast/broadcast")
     return Binding(address, int(port_text))
+
+
+# --- flags and addresses --------------------------------------------------------------------
+
+
+def format_flags(chosen: Iterable[enum.Enum], order: type[enum.Enum]) -> str:
+    """A flag set in the enum's declaration order, ``None`` when empty (PowerShell's [Flags])."""
+    members = set(chosen)
+    return ", ".join(str(m.value) for m in order if m in members) or "None"
+
+
+def smtp_address(written: str) -> str:
+    """An ``EmailAddresses`` entry without its ``smtp:`` / ``SMTP:`` prefix."""
+    return written.split(":", 1)[1] if written.lower().startswith("smtp:") else written
+
+
+_LABEL = r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)"
+_HOST_NAME_RE = re.compile(rf"^{_LABEL}(?:\.{_LABEL})*\.?$")
+_DOMAIN_NAME_RE = re.compile(rf"^(?:\*\.)?{_LABEL}(?:\.{_LABEL})*$")
+_SMTP_ADDRESS_RE = re.compile(r"^[^@\s]+@([^@\s]+)$")
+
+
+def is_host_name(value: str) -> bool:
+    """Letters, digits and hyphens in dot-separated labels, 253 characters at most."""
+    return len(value) <= 253 and _HOST_NAME_RE.match(value) is not None
+
+
+def is_domain_name(value: str) -> bool:
+    """An accepted domain: ``contoso.com`` or ``*.contoso.com``."""
+    return len(value) <= 253 and _DOMAIN_NAME_RE.match(value) is not None
+
+
+def is_ip_address(value: str) -> bool:
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        return False
+    return True
+
+
+def address_domain(address: str) -> str | None:
+    """The domain of ``local@domain`` (lower-cased, no trailing dot), None if not an address."""
+    match = _SMTP_ADDRESS_RE.match(address)
+    return match.group(1).lower().rstrip(".") if match else None
