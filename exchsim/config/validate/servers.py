@@ -1,0 +1,100 @@
+"""Servers: each validated alone, then unique by name and by address.
+
+Subjects recorded for the cascade rule: ``("ServerName", name)`` when an entry naming a server
+cannot be used (so that references to that name are not reported as unknown), and
+``("Server", name, key)`` for a usable server whose Fqdn or Address has the wrong shape.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Mapping, MutableMapping
+
+from exchsim.config.issues import IssueLog, label, place, show
+from exchsim.config.model import Server, misshapen
+from exchsim.config.prose import validate
+
+__all__ = ["validate_server", "validate_servers"]
+
+
+def validate_server(
+    raw: object,
+    index: int,
+    log: IssueLog,
+    *,
+    names: Mapping[str, int] | None = None,
+    addresses: MutableMapping[str, int] | None = None,
+) -> Server | None:
+    """Validate ``Servers[index]``; return it if it can be used by the rest of the config.
+
+    ``names`` and ``addresses`` (lower-cased name / address -> index) are the servers already
+    accepted: a server that repeats one is reported and not returned. ``addresses`` gains this
+    server's address. A value of the wrong shape (Fqdn, Address) is reported and recorded as
+    failed, and the server is still returned.
+    """
+    order = place("Servers", index)
+    if isinstance(raw, dict):
+        version = raw.get("Version")
+        if isinstance(version, int | float) and not isinstance(version, bool):
+            raw = {**raw, "Version": f"{float(version):.1f}"}
+    server = validate(Server, raw, f"Servers[{index}]{label(raw, 'Servers')}", log, order=order)
+    if server is None:
+        if isinstance(raw, dict) and isinstance(raw.get("Name"), str):
+            log.fail("ServerName", raw["Name"])
+        return None
+    path = f"Servers[{index}] ({server.name})"
+    ok = True
+    taken = (names or {}).get(server.name.lower())
+    if taken is not None:
+        log.add(
+            f"{path}.Name",
+            server.name,
+            f"'{server.name}' is already the name of Servers[{taken}]: server names must be "
+            "unique",
+            order=order,
+        )
+        ok = False
+    bad: list[str] = []
+    for name, value, shape in misshapen(server):
+        key = Server.model_fields[name].alias or name
+        log.add(f"{path}.{key}", value, f"{show(value)} is not allowed: expected {shape.expected}",
+                order=order)
+        bad.append(key)
+    if addresses is not None and "Address" not in bad:
+        key = str(ipaddress.ip_address(server.address))
+        if key in addresses:
+            log.add(
+                f"{path}.Address",
+                server.address,
+                f"{show(server.address)} is already the Address of Servers[{addresses[key]}]:"
+                " each server owns its own address",
+                order=order,
+            )
+            ok = False
+        addresses.setdefault(key, index)
+    if not ok:
+        log.fail("ServerName", server.name)
+        return None
+    for key in bad:
+        log.fail("Server", server.name, key)
+    return server
+
+
+def validate_servers(raw: object, log: IssueLog) -> list[tuple[int, Server]]:
+    """The file's ``Servers``: every usable server with its index."""
+    if not isinstance(raw, list):
+        log.add("Servers", raw, f"{show(raw)} is not allowed: expected a list of servers",
+                order=place("Servers"))
+        return []
+    if not raw:
+        log.add("Servers", raw, "at least one server is required", order=place("Servers"))
+        return []
+    names: dict[str, int] = {}
+    addresses: dict[str, int] = {}
+    servers: list[tuple[int, Server]] = []
+    for i, item in enumerate(raw):
+        server = validate_server(item, i, log, names=names, addresses=addresses)
+        if server is not None:
+            names[server.name.lower()] = i
+            servers.append((i, server))
+    return servers
