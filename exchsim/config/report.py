@@ -9,81 +9,32 @@ declaration order, sizes as ``36 MB (37,748,736 bytes)``, timespans as ``00:05:0
 
 from __future__ import annotations
 
-import datetime
-import enum
-from collections.abc import Iterable
-
-from exchsim.config.load import ConfigError
-from exchsim.config.model import (
-    AuthMechanism,
-    Lab,
-    PermissionGroup,
-    ReceiveConnector,
-)
-from exchsim.config.syntax import (
-    Binding,
-    IPRange,
-    format_byte_size,
-    format_ip_range,
-    format_timespan,
-)
-
-_BYTE_FIELDS = frozenset({"max_message_size", "max_header_size"})
-_LIMIT_FIELDS = frozenset(
-    {
-        "max_inbound_connection",
-        "max_inbound_connection_per_source",
-        "max_protocol_errors",
-        "message_rate_limit",
-    }
-)
+from exchsim.config.issues import ConfigError
+from exchsim.config.model import Lab, ReceiveConnector
 
 
-def _flags(chosen: Iterable[enum.Enum], order: type[enum.Enum]) -> str:
-    """Flag sets in the enum's declaration order, ``None`` when empty (PowerShell's [Flags])."""
-    members = set(chosen)
-    return ", ".join(str(m.value) for m in order if m in members) or "None"
-
-
-def _value(connector: ReceiveConnector, field: str, fqdn: str) -> str:
-    value: object = getattr(connector, field)
-    if field == "fqdn":
-        return connector.fqdn or fqdn
-    if field == "auth_mechanism":
-        return _flags(connector.auth_mechanism, AuthMechanism)
-    if field == "permission_groups":
-        return _flags(connector.permission_groups, PermissionGroup)
-    if field in _BYTE_FIELDS and isinstance(value, int):
-        return format_byte_size(value)
-    if field in _LIMIT_FIELDS:
-        return "Unlimited" if value is None else f"{value}"
+def _text(value: object) -> str:
+    """A serialized value as Format-List writes it."""
     if value is None:
         return ""
     if isinstance(value, bool):
         return "True" if value else "False"
-    if isinstance(value, enum.Enum):
-        return str(value.value)
-    if isinstance(value, datetime.timedelta):
-        return format_timespan(value)
-    if isinstance(value, tuple):
-        return "{" + ", ".join(_item(v) for v in value) + "}"
-    return str(value)
-
-
-def _item(value: object) -> str:
-    if isinstance(value, Binding):
-        return value.format()
-    if isinstance(value, IPRange):
-        return format_ip_range(value)
+    if isinstance(value, list):
+        return "{" + ", ".join(_text(v) for v in value) + "}"
     return str(value)
 
 
 def connector_lines(connector: ReceiveConnector, server_fqdn: str) -> list[tuple[str, str]]:
-    """(key, value) pairs of one connector: Identity, then every parameter in model order."""
-    pairs = [("Identity", connector.identity)]
-    for name, info in ReceiveConnector.model_fields.items():
-        pairs.append((info.alias or name, _value(connector, name, server_fqdn)))
-    return pairs
+    """(key, value) pairs of one connector: Identity, then every parameter in model order.
+
+    Values come from the model's own serializers (``model_dump(mode="json")``): each field's
+    type says how it is written (sizes, limits, timespans, flags), so a new parameter needs
+    nothing here. The one effective value: a connector without Fqdn shows its server's.
+    """
+    dumped = connector.model_dump(mode="json", by_alias=True)
+    if connector.fqdn is None:
+        dumped["Fqdn"] = server_fqdn
+    return [("Identity", connector.identity)] + [(key, _text(v)) for key, v in dumped.items()]
 
 
 def _block(pairs: list[tuple[str, str]]) -> str:
