@@ -25,6 +25,7 @@ import spnego
 from exchsim.clock import SYSTEM_CLOCK, Clock
 from exchsim.config.model import Lab, Mailbox, ProtocolLoggingLevel, ReceiveConnector, Server
 from exchsim.config.model import TransportRole as Role
+from exchsim.config.vocabulary import logon_table
 from exchsim.logs.protocol import ProtocolLog, new_session_id
 from exchsim.policy.connectors import ConnectorIndex
 from exchsim.policy.permissions import ConnectorAcl, connector_acl
@@ -96,7 +97,7 @@ class ServerNode:
         self._message_rates: dict[str, MessageRateWindow] = {}  # MessageRateLimit, per connector
         self._session_counter = 0
         self._started = clock.utc()
-        self._logins = _login_table(lab)
+        self._logins = logon_table(lab.organization)
 
     # --- ServerRuntime ---------------------------------------------------------------------
 
@@ -197,19 +198,6 @@ class ServerNode:
 
 def _session_factory(node: ServerNode) -> Callable[[], ExchangeSMTP]:
     return lambda: ExchangeSMTP(node)
-
-
-def _login_table(lab: Lab) -> dict[str, Mailbox]:
-    """Every name a mailbox user may log on with: UPN, addresses, DOMAIN\\account, account."""
-    table: dict[str, Mailbox] = {}
-    netbios = lab.organization.netbios
-    for mailbox in lab.organization.mailboxes:
-        names = [*mailbox.addresses, mailbox.account, f"{netbios}\\{mailbox.account}"]
-        if mailbox.user_principal_name:
-            names.append(mailbox.user_principal_name)
-        for name in names:
-            table.setdefault(name.lower(), mailbox)
-    return table
 
 
 def write_ntlm_users(lab: Lab, path: Path) -> None:

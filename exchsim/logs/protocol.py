@@ -27,8 +27,6 @@ FIELDS = (
 )
 
 
-def format_endpoint(host: str, port: int) -> str:
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def _iso(when: datetime.datetime) -> str:

@@ -1,5 +1,8 @@
 """Principals, permission groups and extended rights (reference §3.6).
 
+The words themselves (``Right``, the well-known principals, a mailbox's principal names) live
+in ``exchsim.config.vocabulary``; this module decides with them.
+
 A connector's PermissionGroups expand, by table, into allow entries (principal -> rights);
 the config's ADPermissions add allow or deny entries for one connector. A session's rights
 are the allowed rights of the principals its identity stands for, minus the denied ones
@@ -13,50 +16,46 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from exchsim.config.model import ADPermission, Mailbox, PermissionGroup, ReceiveConnector
+from exchsim.config.vocabulary import (
+    ANONYMOUS_LOGON,
+    AUTHENTICATED_USERS,
+    EDGE_TRANSPORT_SERVERS,
+    EXTERNALLY_SECURED_SERVERS,
+    HUB_TRANSPORT_SERVERS,
+    PARTNER_SERVERS,
+    Right,
+    exchange_legacy_interop,
+    exchange_servers,
+    principal_names,
+)
 
-
-class Right(enum.StrEnum):
-    SUBMIT = "ms-Exch-SMTP-Submit"
-    ACCEPT_ANY_RECIPIENT = "ms-Exch-SMTP-Accept-Any-Recipient"
-    ACCEPT_ANY_SENDER = "ms-Exch-SMTP-Accept-Any-Sender"
-    ACCEPT_AUTHORITATIVE_DOMAIN_SENDER = "ms-Exch-SMTP-Accept-Authoritative-Domain-Sender"
-    ACCEPT_AUTHENTICATION_FLAG = "ms-Exch-SMTP-Accept-Authentication-Flag"
-    ACCEPT_EXCH50 = "ms-Exch-SMTP-Accept-Exch50"
-    BYPASS_ANTI_SPAM = "ms-Exch-Bypass-Anti-Spam"
-    BYPASS_MESSAGE_SIZE_LIMIT = "ms-Exch-Bypass-Message-Size-Limit"
-    ACCEPT_HEADERS_ROUTING = "ms-Exch-Accept-Headers-Routing"
-    ACCEPT_HEADERS_FOREST = "ms-Exch-Accept-Headers-Forest"
-    ACCEPT_HEADERS_ORGANIZATION = "ms-Exch-Accept-Headers-Organization"
-    ACCEPT_XSHADOW = "ms-Exch-SMTP-Accept-XShadow"
-    ACCEPT_XPROXYFROM = "ms-Exch-SMTP-Accept-XProxyFrom"
-    ACCEPT_XSESSIONPARAMS = "ms-Exch-SMTP-Accept-XSessionParams"
-    ACCEPT_XSYSPROBE = "ms-Exch-SMTP-Accept-XSysProbe"
-    ACCEPT_XATTR = "ms-Exch-SMTP-Accept-Xattr"
-    SEND_XMESSAGECONTEXT_ADRECIPIENTCACHE = "ms-Exch-SMTP-Send-XMessageContext-ADRecipientCache"
-    SEND_XMESSAGECONTEXT_EXTENDEDPROPERTIES = (
-        "ms-Exch-SMTP-Send-XMessageContext-ExtendedProperties"
-    )
-    SEND_XMESSAGECONTEXT_FASTINDEX = "ms-Exch-SMTP-Send-XMessageContext-FastIndex"
+__all__ = [
+    "ANONYMOUS",
+    "ANONYMOUS_LOGON",
+    "AUTHENTICATED_USERS",
+    "EDGE_TRANSPORT_SERVERS",
+    "EXTERNALLY_SECURED",
+    "EXTERNALLY_SECURED_SERVERS",
+    "HUB_TRANSPORT_SERVERS",
+    "PARTNER_SERVERS",
+    "ConnectorAcl",
+    "Identity",
+    "IdentityKind",
+    "Right",
+    "Rights",
+    "connector_acl",
+    "exchange_legacy_interop",
+    "exchange_servers",
+    "mask_to_rights",
+    "permission_group_entries",
+    "permission_tokens",
+    "principals",
+    "rights_to_mask",
+]
 
 
 R = Right
 Rights = frozenset[Right]
-
-# Well-known principals (§3.6).
-ANONYMOUS_LOGON = "NT AUTHORITY\\ANONYMOUS LOGON"
-AUTHENTICATED_USERS = "NT AUTHORITY\\Authenticated Users"
-EXTERNALLY_SECURED_SERVERS = "MS Exchange\\Externally Secured Servers"
-PARTNER_SERVERS = "MS Exchange\\Partner Servers"
-EDGE_TRANSPORT_SERVERS = "MS Exchange\\Edge Transport Servers"
-HUB_TRANSPORT_SERVERS = "MS Exchange\\Hub Transport Servers"
-
-
-def exchange_servers(netbios: str) -> str:
-    return f"{netbios}\\Exchange Servers"
-
-
-def exchange_legacy_interop(netbios: str) -> str:
-    return f"{netbios}\\ExchangeLegacyInterop"
 
 
 _ANONYMOUS: Rights = frozenset(
@@ -144,10 +143,7 @@ def principals(identity: Identity, netbios: str, mailbox: Mailbox | None = None)
     elif identity.kind is IdentityKind.USER:
         out.add(AUTHENTICATED_USERS)
         if mailbox is not None:
-            out.add(f"{netbios}\\{mailbox.account}")
-            out.add(mailbox.primary_smtp_address)
-            if mailbox.user_principal_name:
-                out.add(mailbox.user_principal_name)
+            out.update(principal_names(mailbox, netbios))
     elif identity.kind is IdentityKind.EXCHANGE_SERVER:
         out.update({exchange_servers(netbios), HUB_TRANSPORT_SERVERS, AUTHENTICATED_USERS})
     elif identity.kind is IdentityKind.EXTERNALLY_SECURED:

@@ -11,13 +11,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from exchsim.config.model import (
-    AcceptedDomain,
     DomainType,
     Mailbox,
     Organization,
     ReceiveConnector,
     Server,
 )
+from exchsim.config.vocabulary import domain_of as domain_of
+from exchsim.config.vocabulary import match_accepted_domain as match_accepted_domain
 from exchsim.policy import replies
 from exchsim.policy.permissions import Identity, IdentityKind, Right, Rights
 from exchsim.policy.replies import Reply
@@ -180,32 +181,7 @@ def parse_rcpt(arg: str | None, *, smtputf8: bool = False) -> RcptCommand | Repl
     return RcptCommand(address, params)
 
 
-# --- accepted domains (§8.1) -----------------------------------------------------------------
-
-
-def domain_of(address: str) -> str:
-    return address.rsplit("@", 1)[-1].strip().lower().rstrip(".")
-
-
-def match_accepted_domain(
-    domains: Sequence[AcceptedDomain], domain: str
-) -> AcceptedDomain | None:
-    """The most specific accepted domain covering ``domain`` (``*.x`` covers x and below)."""
-    domain = domain.lower()
-    best: AcceptedDomain | None = None
-    best_len = -1
-    for entry in domains:
-        name = entry.domain_name.lower()
-        if name.startswith("*."):
-            base = name[2:]
-            hit = domain == base or domain.endswith("." + base)
-            length = len(base)
-        else:
-            hit = domain == name
-            length = len(name) + 1  # an exact entry beats a wildcard of the same name
-        if hit and length > best_len:
-            best, best_len = entry, length
-    return best
+# --- accepted domains (§8.1; matching itself is exchsim.config.vocabulary's) -----------------
 
 
 def is_internal_domain(org: Organization, domain: str) -> bool:

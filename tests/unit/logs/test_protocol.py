@@ -5,10 +5,10 @@ from __future__ import annotations
 import datetime
 from pathlib import Path
 
+from exchsim.config.syntax import format_endpoint
 from exchsim.logs.protocol import (
     ProtocolLog,
     flatten_reply,
-    format_endpoint,
     new_session_id,
 )
 
