@@ -144,3 +144,37 @@ def test_format_issues_counts() -> None:
         "  a.yaml: X: bad",
         "  a.yaml: Y: worse",
     ]
+
+
+# --- the report comes from the model's fields, not from a table ---------------------------------
+
+
+def test_a_new_parameter_prints_from_its_type_alone() -> None:
+    import datetime
+    from typing import Annotated
+
+    from pydantic import Field
+
+    from exchsim.config.model import MB, Bounds, ByteSize, Limit, TimeSpan, out_of_bounds
+    from exchsim.config.report import connector_lines
+
+    class Extended(ReceiveConnector):
+        max_widget_size: Annotated[ByteSize, Bounds(1024, 4 * MB)] = Field(
+            alias="MaxWidgetSize", default=2 * MB
+        )
+        max_widgets: Limit = Field(alias="MaxWidgets", default=None)
+        widget_timeout: TimeSpan = Field(
+            alias="WidgetTimeout", default=datetime.timedelta(hours=25)
+        )
+
+    connector = Extended.model_validate({"Name": "W", "Server": "EX01"})
+    lines = dict(connector_lines(connector, "ex01.contoso.com"))
+    assert lines["MaxWidgetSize"] == "2 MB (2,097,152 bytes)"
+    assert lines["MaxWidgets"] == "Unlimited"
+    assert lines["WidgetTimeout"] == "1.01:00:00"
+    assert lines["Fqdn"] == "ex01.contoso.com"
+
+    too_big = Extended.model_validate({"Name": "W", "Server": "EX01", "MaxWidgetSize": "5MB"})
+    assert [(name, value) for name, value, _ in out_of_bounds(too_big)] == [
+        ("max_widget_size", 5 * MB)
+    ]
