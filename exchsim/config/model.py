@@ -207,7 +207,9 @@ def _enum_set_ci(enum_type: type[enum.StrEnum]) -> BeforeValidator:
     def convert(value: Any) -> Any:
         value = _split_list(value)
         if isinstance(value, list | tuple | set | frozenset):
-            return frozenset(single(v) for v in value)  # type: ignore[call-arg]
+            # A list, not a set: pydantic then reports bad items in the order the file wrote
+            # them, and an unhashable item is an error, not a crash.
+            return [single(v) for v in value]  # type: ignore[call-arg]
         return value
 
     return BeforeValidator(convert)

@@ -197,3 +197,10 @@ def test_issue_order_comes_from_the_place_not_the_key_path() -> None:
     assert [i.message for i in log.in_file_order()] == [
         "file-wide", "organization", "first server", "second server", "lab",
     ]
+
+
+def test_bad_flags_are_reported_in_file_order_and_never_crash() -> None:
+    log = IssueLog("f")
+    spec = {**RELAY, "AuthMechanism": ["Zeta", "Tls", "Alpha", ["Tls"]]}
+    validate_connector(spec, EX01, log, index=0)
+    assert [i.value for i in log.items] == ["Zeta", "Alpha", ["Tls"]]
