@@ -21,8 +21,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from exchsim.config.issues import TOP_LEVEL_KEYS, ConfigError, Issue, IssueLog, did_you_mean, place
-from exchsim.config.issues import show as show
+from exchsim.config.issues import (
+    TOP_LEVEL_KEYS,
+    ConfigError,
+    Issue,
+    IssueLog,
+    did_you_mean,
+    place,
+    show,
+)
 from exchsim.config.model import Lab, Mailbox, Organization, ReceiveConnector
 from exchsim.config.prose import validate
 from exchsim.config.resolve import resolve_connectors
@@ -102,7 +109,6 @@ def load_config_text(text: str, source: str = "<memory>") -> Lab:
                  order=place("ReceiveConnectors", orphan.index))
     connectors: list[Placed] = []
     for spec in resolution.specs:
-        assert spec.server is not None
         connector = validate_connector(spec.raw, spec.server, log, index=spec.index,
                                        given=spec.given)
         if connector is not None:

@@ -5,10 +5,11 @@ the file's (``ReceiveConnectors[2] (Relay).AuthMechanism``, list items named by 
 key), whose value is what the file wrote, and whose message says what is allowed, with a
 did-you-mean suggestion for keys and enum values.
 
-Two corrections to pydantic's view: the items of a flag set (AuthMechanism, PermissionGroups)
-are numbered by pydantic after the set is built, so errors point at the key, not an item; and a
-list's "at least 1 item" error is dropped when it only comes from an item that failed (the
-item's own error stands for it: the cascade rule of ``issues.py``, inside one object).
+Two corrections to pydantic's view: an error in a flag set (AuthMechanism, PermissionGroups)
+points at the key, not at an item (a flag set is one value, ``Tls, Integrated``, in
+Exchange); and a list's "at least 1 item" error is dropped when it only comes from an item that
+failed (the item's own error stands for it: the cascade rule of ``issues.py``, applied inside
+one pydantic error list).
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from exchsim.config.model import ReceiveConnector
 
 __all__ = ["report", "validate"]
 
-# Flag sets: pydantic numbers their items after the set is built, not as the file lists them.
+# Flag sets: one value in Exchange; an error in one is reported on the key.
 _SET_KEYS = frozenset({"AuthMechanism", "PermissionGroups"})
 _PATTERN_TEXT = {
     r"^[A-Za-z0-9-]+$": "expected letters, digits and hyphens only (a NetBIOS computer name)",

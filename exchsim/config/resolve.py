@@ -23,29 +23,30 @@ from exchsim.config.defaults import EDGE_NO_USAGE_DEFAULTS, USAGE_DEFAULTS, defa
 from exchsim.config.issues import Finding, did_you_mean, label, place, show
 from exchsim.config.model import Server, ServerRole, TransportRole, Usage
 
-__all__ = ["ConnectorSpec", "Resolution", "resolve_connectors"]
+__all__ = ["ConnectorSpec", "Orphan", "Resolution", "resolve_connectors"]
 
 _SECTION = "ReceiveConnectors"
 
 
 @dataclass(frozen=True, slots=True)
 class ConnectorSpec:
-    """One connector to validate: the merged raw spec and where it comes from.
-
-    ``server`` is None for an entry naming no server of the config: it is still validated on
-    its own, so that its own mistakes are reported.
-    """
+    """One connector to validate: the merged raw spec and where it comes from."""
 
     raw: Mapping[str, Any]
-    server: Server | None
+    server: Server
     index: int | None  # ReceiveConnectors[index], or None: a default connector left as set up
     given: frozenset[str]  # keys the file itself wrote for this connector
 
+
+@dataclass(frozen=True, slots=True)
+class Orphan:
+    """A ``ReceiveConnectors`` entry naming no server of the config, with New-ReceiveConnector's
+    defaults: it is still validated on its own, so that its own mistakes are reported."""
+
+    raw: Mapping[str, Any]
+    index: int
+
     def prefix(self) -> str:
-        """The key path of the connector itself (before any error is known)."""
-        if self.index is None:
-            server = self.server.name if self.server is not None else ""
-            return f"{server}\\{self.raw.get('Name')} (default connector of {server})"
         return f"{_SECTION}[{self.index}]{label(self.raw, _SECTION)}"
 
 
@@ -56,7 +57,7 @@ class Resolution:
     (server, name) -> ``SERVER\\Name``), and what was wrong with the list itself."""
 
     specs: list[ConnectorSpec] = field(default_factory=list)
-    orphans: list[ConnectorSpec] = field(default_factory=list)
+    orphans: list[Orphan] = field(default_factory=list)
     identities: dict[tuple[str, str], str] = field(default_factory=dict)
     findings: list[Finding] = field(default_factory=list)
 
@@ -124,9 +125,7 @@ def resolve_connectors(servers: Sequence[Server], raw: object) -> Resolution:
                     order=at,
                     needs=(("ServerName", server_name),),
                 ))
-            out.orphans.append(
-                ConnectorSpec({**USAGE_DEFAULTS[None], **item}, None, i, frozenset(item))
-            )
+            out.orphans.append(Orphan({**USAGE_DEFAULTS[None], **item}, i))
             continue
         key = (target.name.lower(), name.lower()) if isinstance(name, str) else None
         if key is not None and key in seen_names:
