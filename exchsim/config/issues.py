@@ -10,12 +10,20 @@ place; the place is given by whoever finds the issue, never parsed back out of t
 Cascade suppression: one rule
 -----------------------------
 A mistake is reported once, where it is. Every validation step says what failed
-(``IssueLog.fail(subject)``: an object, like ``("Server", "ex02")``, or one key of it, like
-``("ReceiveConnector", "ex01\\relay", "AuthMechanism")``), and every issue says which subjects
+(``IssueLog.fail(subject)``: an object or one key of it), and every issue says which subjects
 it reads (``needs``). **An issue whose needs include a subject that failed, a key of a subject
 that failed, or an object one of whose keys failed, is not reported**: its cause already is.
 Checks between objects (conflicts, references, ADPermissions) are therefore written as if every
 object were valid and name what they read; the log drops what would only repeat a mistake.
+
+The subjects in use (names compare case-insensitively):
+
+* ``("ServerName", name)``: a ``Servers`` entry of that name cannot be used (a reference to the
+  name is then not reported as unknown);
+* ``("Server", name, key)``: a usable server's Fqdn or Address has the wrong shape;
+* ``("ReceiveConnector", "SERVER\\Name", key)``: a connector's key did not validate (the
+  connector was validated without it, so that the rules that do not read it still run);
+* ``("Organization", "NetBIOSName")``: the NetBIOS name cannot be known.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Exchange's parameter mini-syntaxes, parsed once when the configuration is loaded.
 
 Pure functions, no I/O. Every ``parse_*`` function raises :class:`ValueError` whose message
-says what is allowed (``load.py`` shows it as ``'<value>' is not allowed: <message>``).
+says what is allowed (``prose.py`` shows it as ``'<value>' is not allowed: <message>``).
 
 * ByteQuantifiedSize: ``36MB``, ``36 MB``, ``1.5 GB``, ``65536``, ``65536B``,
   ``36 MB (37,748,736 bytes)``; units B/KB/MB/GB/TB, case-insensitive, 1024-based.
