@@ -41,7 +41,7 @@ from exchsim.transport.frontend import FrontendProxy, HubEndpoint
 from exchsim.transport.hub import DeliveryAgent, Endpoint, HubReceiver
 from exchsim.transport.mailbox import MailboxDeliveryReceiver
 from exchsim.transport.queue import MessageQueue
-from exchsim.transport.sink import SinkHandler, sink_factory
+from exchsim.smtp.sink import SinkHandler, sink_factory
 
 log = logging.getLogger(__name__)
 
