@@ -1,16 +1,20 @@
 """``exchsim lab | serve | check``: the command line.
 
-Exit status 2 means the config is wrong (every problem is printed, nothing starts); 1 means
-the lab could not start (for example a port is taken); 0 a clean stop on SIGINT/SIGTERM.
+Exit status 2 means the command line or the config is wrong (every config problem is printed,
+nothing starts; an unknown ``--server``; a port the process may not listen on, which
+``--port-offset`` avoids); 1 means the lab could not start for another reason (for example a
+port is taken); 0 a clean stop on SIGINT/SIGTERM.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import errno
 import logging
 import signal
 import sys
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 from exchsim.config.load import ConfigError, load_config
@@ -19,23 +23,61 @@ from exchsim.config.report import format_connectors, format_issues
 from exchsim.daemon import LabDaemon
 
 DEFAULT_CONFIG = "configs/lab.yaml"
+# An offset that puts Exchange's ports (25 to 2525) above 1024; the README uses the same.
+SUGGESTED_PORT_OFFSET = 10000
+
+# --help texts are plain prose: argparse prints them as they are.
+DESCRIPTION = (
+    "A lab SMTP server that answers like the transport services of Microsoft Exchange "
+    "2016/2019/SE, from one YAML config."
+)
+EPILOG = (
+    "Exit status: 0 after a clean stop (SIGINT or SIGTERM); 2 when the command line or the "
+    "config is wrong (every config problem is printed and nothing starts) or a port may not be "
+    "listened on; 1 when the lab cannot start for another reason, for example a port is taken."
+)
+CHECK_EPILOG = "Exit status: 0 when the config is valid, 2 when it is not."
+COMMANDS = (
+    ("lab", "run every server of the config and the internet sink",
+     "Run every server of the config, each on its own loopback address, and the internet sink."),
+    ("serve", "run one server of the config",
+     "Run one server of the config (no internet sink)."),
+    ("check", "validate a config and print its connectors",
+     "Validate a config, print every problem found, or print its receive connectors."),
+)
+
+
+def package_version() -> str:
+    try:
+        return version("exchsim")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        return "unknown (not installed)"
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="exchsim", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
-    for name, text in (("lab", "run every server of the config and the internet sink"),
-                       ("serve", "run one server of the config")):
-        p = sub.add_parser(name, help=text)
-        p.add_argument("--config", default=DEFAULT_CONFIG)
-        p.add_argument("--data", default="data", help="data directory (default ./data)")
-        p.add_argument("--port-offset", type=int, default=0,
-                       help="add N to every port so the lab runs without root")
-        p.add_argument("--log-level", default="WARNING")
+    parser = argparse.ArgumentParser(prog="exchsim", description=DESCRIPTION, epilog=EPILOG)
+    parser.add_argument("--version", action="version",
+                        version=f"%(prog)s {package_version()}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, text, description in COMMANDS:
+        p = sub.add_parser(name, help=text, description=description,
+                           epilog=CHECK_EPILOG if name == "check" else EPILOG)
+        p.add_argument("--config", default=DEFAULT_CONFIG, metavar="FILE",
+                       help="the lab's YAML config (default: %(default)s)")
+        if name == "check":
+            continue
+        p.add_argument("--data", default="data", metavar="DIR",
+                       help="data directory: queues, mailboxes, logs, certificates "
+                            "(default: ./%(default)s)")
+        p.add_argument("--port-offset", type=int, default=0, metavar="N",
+                       help="add N to every port, so that the lab runs without root "
+                            f"(default: %(default)s; for example {SUGGESTED_PORT_OFFSET} "
+                            "listens on 10025 instead of 25)")
+        p.add_argument("--log-level", default="WARNING", metavar="LEVEL",
+                       help="DEBUG, INFO, WARNING or ERROR (default: %(default)s)")
         if name == "serve":
-            p.add_argument("--server", required=True, help="the Name of the server to run")
-    check = sub.add_parser("check", help="validate a config and print its connectors")
-    check.add_argument("--config", default=DEFAULT_CONFIG)
+            p.add_argument("--server", required=True, metavar="NAME",
+                           help="the Name of the server to run, as in the config's Servers")
     return parser
 
 
@@ -45,6 +87,32 @@ def _load(path: str) -> Lab | None:
     except ConfigError as err:
         print(format_issues(err), file=sys.stderr)
         return None
+
+
+def unknown_server_message(lab: Lab, name: str, config: str) -> str | None:
+    """The error for ``serve --server NAME`` when NAME is not a server of the config, else None."""
+    names = [server.name for server in lab.servers]
+    if name.lower() in {n.lower() for n in names}:
+        return None
+    return (f"exchsim: {config} has no server named {name!r}; "
+            f"its servers are: {', '.join(names)}")
+
+
+def bind_refused_message(exc: OSError, port_offset: int) -> str | None:
+    """The error for a listener the process may not open (EACCES/EPERM), else None.
+
+    Binding a port below 1024 needs root or CAP_NET_BIND_SERVICE on Linux; ``--port-offset``
+    moves every port of the lab out of that range.
+    """
+    if exc.errno not in (errno.EACCES, errno.EPERM):
+        return None
+    hint = (f"ports below 1024 need root (or CAP_NET_BIND_SERVICE); --port-offset N adds N to "
+            f"every port, for example --port-offset {SUGGESTED_PORT_OFFSET} listens on "
+            f"{25 + SUGGESTED_PORT_OFFSET} instead of 25")
+    if port_offset:
+        hint += f" (this run used --port-offset {port_offset})"
+    # asyncio's text names the address: "error while attempting to bind on address (...)"
+    return f"exchsim: cannot start: {exc.strerror or exc}\nexchsim: {hint}"
 
 
 async def _run(lab: Lab, args: argparse.Namespace) -> int:
@@ -58,6 +126,10 @@ async def _run(lab: Lab, args: argparse.Namespace) -> int:
     try:
         await daemon.start()
     except OSError as exc:
+        refused = bind_refused_message(exc, args.port_offset)
+        if refused is not None:
+            print(refused, file=sys.stderr)
+            return 2
         print(f"exchsim: cannot start: {exc}", file=sys.stderr)
         return 1
     stop = asyncio.Event()
@@ -81,6 +153,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "check":
         print(format_connectors(lab))
         return 0
+    if args.command == "serve":
+        unknown = unknown_server_message(lab, args.server, args.config)
+        if unknown is not None:
+            print(unknown, file=sys.stderr)
+            return 2
     logging.basicConfig(level=args.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     return asyncio.run(_run(lab, args))

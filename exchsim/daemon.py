@@ -26,11 +26,13 @@ from exchsim.clock import SYSTEM_CLOCK, Clock
 from exchsim.config.model import Lab, Mailbox, ProtocolLoggingLevel, ReceiveConnector, Server
 from exchsim.config.model import TransportRole as Role
 from exchsim.config.vocabulary import logon_table
-from exchsim.logs.protocol import ProtocolLog, new_session_id
+from exchsim.logs.protocol import ProtocolLog, ProtocolLogSession, new_session_id
 from exchsim.policy.connectors import ConnectorIndex
 from exchsim.policy.permissions import ConnectorAcl, connector_acl
 from exchsim.policy.rates import MessageRateWindow
-from exchsim.smtp.session import ExchangeSMTP, MessageHandler
+from exchsim.smtp.adapter import ExchangeSession
+from exchsim.smtp.message import MessageHandler
+from exchsim.smtp.sink import SinkHandler, sink_factory
 from exchsim.tls.contexts import (
     client_context_anonymous_tls,
     server_context_starttls,
@@ -41,7 +43,6 @@ from exchsim.transport.frontend import FrontendProxy, HubEndpoint
 from exchsim.transport.hub import DeliveryAgent, Endpoint, HubReceiver
 from exchsim.transport.mailbox import MailboxDeliveryReceiver
 from exchsim.transport.queue import MessageQueue
-from exchsim.transport.sink import SinkHandler, sink_factory
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +59,7 @@ class Listener:
 
 
 class ServerNode:
-    """One server's runtime: what its sessions need (the ServerRuntime of smtp/session.py)."""
+    """One server's runtime: what its sessions need (the ServerRuntime of smtp/adapter.py)."""
 
     def __init__(
         self,
@@ -91,7 +92,7 @@ class ServerNode:
         )
         self.handlers: dict[Role, MessageHandler] = {}
         self.frontend: FrontendProxy | None = None
-        self.sessions: set[ExchangeSMTP] = set()
+        self.sessions: set[ExchangeSession] = set()
         self._admitted: Counter[str] = Counter()  # admitted sessions per connector
         self._admitted_from: Counter[tuple[str, str]] = Counter()  # ... per connector and source
         self._message_rates: dict[str, MessageRateWindow] = {}  # MessageRateLimit, per connector
@@ -122,13 +123,20 @@ class ServerNode:
     def anonymous_tls_context(self) -> ssl.SSLContext | None:
         return self._anon_server
 
+    def has_starttls_certificate(self, connector: ReceiveConnector) -> bool:
+        return self.starttls_context(connector) is not None
+
+    def has_internal_certificate(self) -> bool:
+        return self._anon_server is not None
+
     def client_tls_context(self) -> ssl.SSLContext | None:
         return self._anon_client
 
-    def protocol_log(self, connector: ReceiveConnector | None) -> ProtocolLog | None:
-        if connector is None or connector.protocol_logging_level is ProtocolLoggingLevel.NONE:
+    def session_log(self, connector: ReceiveConnector, session_id: str, local: str,
+                    remote: str) -> ProtocolLogSession | None:
+        if connector.protocol_logging_level is ProtocolLoggingLevel.NONE:
             return None
-        return self.receive_log
+        return self.receive_log.session(connector.identity, session_id, local, remote)
 
     def next_session_id(self) -> str:
         self._session_counter += 1
@@ -151,12 +159,17 @@ class ServerNode:
         return (self._admitted[connector.identity],
                 self._admitted_from[(connector.identity, source)])
 
-    def admit(self, session: ExchangeSMTP) -> None:
-        """Count the session against its connector's limits until it ends."""
-        assert session.connector is not None and not session.admitted
-        session.admitted = True
-        self._admitted[session.connector.identity] += 1
-        self._admitted_from[(session.connector.identity, session.peer_ip)] += 1
+    def admit(self, connector: ReceiveConnector, source: str) -> None:
+        """Count a session against its connector's limits until it is released."""
+        self._admitted[connector.identity] += 1
+        self._admitted_from[(connector.identity, source)] += 1
+
+    def release(self, connector: ReceiveConnector, source: str) -> None:
+        self._admitted[connector.identity] -= 1
+        key = (connector.identity, source)
+        self._admitted_from[key] -= 1
+        if not self._admitted_from[key]:
+            del self._admitted_from[key]
 
     def message_rates(self, connector: ReceiveConnector) -> MessageRateWindow:
         window = self._message_rates.get(connector.identity)
@@ -164,21 +177,13 @@ class ServerNode:
             window = self._message_rates[connector.identity] = MessageRateWindow()
         return window
 
-    def track(self, session: ExchangeSMTP, opened: bool) -> None:
+    def track(self, session: ExchangeSession, opened: bool) -> None:
         if opened:
             self.sessions.add(session)
             return
         self.sessions.discard(session)
-        if session.admitted and session.connector is not None:
-            session.admitted = False
-            identity = session.connector.identity
-            self._admitted[identity] -= 1
-            key = (identity, session.peer_ip)
-            self._admitted_from[key] -= 1
-            if not self._admitted_from[key]:
-                del self._admitted_from[key]
         if self.frontend is not None:
-            self.frontend.release(session)
+            self.frontend.session_closed(session.core.session_id)
 
     # --- listeners -------------------------------------------------------------------------
 
@@ -196,8 +201,8 @@ class ServerNode:
         return sorted(out)
 
 
-def _session_factory(node: ServerNode) -> Callable[[], ExchangeSMTP]:
-    return lambda: ExchangeSMTP(node)
+def _session_factory(node: ServerNode) -> Callable[[], ExchangeSession]:
+    return lambda: ExchangeSession(node)
 
 
 def write_ntlm_users(lab: Lab, path: Path) -> None:
@@ -287,7 +292,7 @@ class LabDaemon:
             )
             self.agents[server.name] = agent
             node.frontend = FrontendProxy(
-                server, node.client_tls_context,
+                server, self.clock, node.client_tls_context,
                 default_hub=HubEndpoint(server.address, PORT_HUB_DEFAULT + self.port_offset),
                 client_proxy=HubEndpoint(server.address, PORT_CLIENT_PROXY + self.port_offset),
             )
@@ -295,7 +300,8 @@ class LabDaemon:
                 Role.FRONTEND: node.frontend,
                 Role.HUB: HubReceiver(server, self.clock, queue, agent.submit),
                 Role.EDGE: HubReceiver(server, self.clock, queue, agent.submit),
-                Role.MAILBOX_DELIVERY: MailboxDeliveryReceiver(server, self.data_dir / "mailboxes"),
+                Role.MAILBOX_DELIVERY: MailboxDeliveryReceiver(
+                    server, self.clock, self.data_dir / "mailboxes"),
             }
             self.nodes[server.name] = node
             for host, port in node.endpoints():

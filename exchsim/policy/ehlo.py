@@ -16,6 +16,7 @@ from exchsim.config.model import (
     TransportConfig,
     TransportRole,
 )
+from exchsim.policy.dialect import Dialect
 
 A = AuthMechanism
 
@@ -41,7 +42,7 @@ class EhloContext:
     def smtputf8(self) -> bool:
         enabled = self.connector.smtp_utf8_enabled
         if enabled is None:  # §9.13: on by default from 15.2 on
-            enabled = self.version == "15.2"
+            enabled = Dialect.of(self.version).smtputf8_by_default
         return enabled and (self.connector.eight_bit_mime_enabled or self.binarymime)
 
     @property

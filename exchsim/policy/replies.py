@@ -19,6 +19,8 @@ from __future__ import annotations
 import datetime
 from dataclasses import dataclass
 
+from exchsim.policy.dialect import Dialect
+
 
 @dataclass(frozen=True, slots=True)
 class Reply:
@@ -151,6 +153,8 @@ HOP_COUNT_EXCEEDED = _r(554, "5.4.6", "Hop count exceeded - possible mail loop")
 BARE_LINEFEEDS = _r(554, "5.6.0", "Invalid message content, contains bare linefeeds")
 INVALID_CONTENT = _r(554, "5.6.0", "Invalid message content")
 IO_ERROR = _r(451, "4.3.0", "I/O error reading message body")
+# exchsim's answer when its own code fails mid-session (a bug, logged with its traceback).
+LOCAL_ERROR = _r(451, "4.3.0", "Local error in processing", close=True)
 INSUFFICIENT_RESOURCES = _r(452, "4.3.1", "Insufficient system resources")
 
 # --- success (§2.5) ------------------------------------------------------------------------
@@ -206,15 +210,15 @@ def ehlo(fqdn: str, client_ip: str, keywords: list[str]) -> Reply:
     return Reply(250, None, "\n".join([f"{fqdn} Hello [{client_ip}]", *keywords]))
 
 
-def unrecognized(verb: str, version: str) -> Reply:
+def unrecognized(verb: str, dialect: Dialect) -> Reply:
     """``500 5.3.3 Unrecognized command`` (15.2 appends the verb in quotes, §1.8)."""
-    if version == "15.2":
+    if dialect.unrecognized_names_verb:
         return Reply(500, "5.3.3", f"Unrecognized command '{verb}'")
     return Reply(500, "5.3.3", "Unrecognized command")
 
 
-def unable_to_relay(version: str) -> Reply:
-    return UNABLE_TO_RELAY_2013 if version == "15.0" else UNABLE_TO_RELAY
+def unable_to_relay(dialect: Dialect) -> Reply:
+    return UNABLE_TO_RELAY_2013 if dialect.relay_refusal_2013 else UNABLE_TO_RELAY
 
 
 def chunk_received(octets: int) -> Reply:
@@ -228,7 +232,7 @@ def queued(
     *,
     size: int,
     seconds: float,
-    version: str,
+    dialect: Dialect,
 ) -> Reply:
     """The end-of-data acceptance (§1.8, §2.5).
 
@@ -236,7 +240,7 @@ def queued(
     the server locale; exchsim uses the invariant (en-US) form, ``0.102`` and ``109.173``.
     """
     head = f"{message_id} [InternalId={internal_id}, Hostname={hostname}]"
-    if version == "15.0":
+    if not dialect.queued_with_rate:
         return Reply(250, "2.6.0", f"{head} Queued mail for delivery")
     seconds = max(seconds, 0.0)
     rate = (size / 1024.0) / seconds if seconds > 0 else float(size) / 1024.0 * 1000.0
@@ -245,6 +249,16 @@ def queued(
         "2.6.0",
         f"{head} {size} bytes in {seconds:.3f}, {rate:.3f} KB/sec Queued mail for delivery",
     )
+
+
+def auth_challenge(token: str) -> Reply:
+    """``334 <base64>``: the next step of an AUTH exchange (NTLM's challenge, §1.7)."""
+    return Reply(334, None, token)
+
+
+def exchange_auth_ok(blob: str) -> Reply:
+    """``235 <blob>``: X-EXPS EXCHANGEAUTH accepted, with the server's own proof (§1.7)."""
+    return Reply(235, None, blob)
 
 
 def proxy_failure(n: int) -> Reply:

@@ -20,6 +20,7 @@ from exchsim.config.model import (
 from exchsim.config.vocabulary import domain_of as domain_of
 from exchsim.config.vocabulary import match_accepted_domain as match_accepted_domain
 from exchsim.policy import replies
+from exchsim.policy.dialect import Dialect
 from exchsim.policy.permissions import Identity, IdentityKind, Right, Rights
 from exchsim.policy.replies import Reply
 
@@ -223,7 +224,7 @@ def check_rcpt(facts: SessionFacts, rcpt: RcptCommand, accepted_so_far: int) -> 
     entry = match_accepted_domain(facts.org.accepted_domains, domain)
     if entry is None and not facts.has(Right.ACCEPT_ANY_RECIPIENT):
         return refuse(
-            replies.unable_to_relay(facts.server.version),
+            replies.unable_to_relay(Dialect.of(facts.server.version)),
             f"{domain} is not an accepted domain and the session lacks "
             "ms-Exch-SMTP-Accept-Any-Recipient",
         )

@@ -9,7 +9,6 @@ never the server that forwards a malformed line ending to the next hop.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
 
 _BARE = re.compile(rb"\r(?!\n)|(?<!\r)\n")
 
@@ -23,44 +22,63 @@ def normalize_line_endings(data: bytes) -> tuple[bytes, bool]:
     return fixed, count > 0
 
 
-@dataclass(slots=True)
-class DataReader:
-    """Feeds DATA lines (each ending in CRLF as read) and collects the message.
+class DataCollector:
+    """Collects a DATA message from the bytes as they come, in pieces of any size.
 
-    ``feed(line)`` returns True when the line is the terminating ``.`` line. Dot-stuffing is
-    undone. The collected size is counted as received (before normalisation).
+    :meth:`feed` takes the next bytes and returns how many of them belonged to the message when
+    they held its end (``CRLF . CRLF``, or ``. CRLF`` as the first line), else None (all taken).
+    Dot-stuffing is undone. ``size`` counts the message as received (before normalisation);
+    past ``limit`` the collector keeps only what it needs to find the end (``overflow``).
     """
 
-    limit: int | None = None
-    size: int = 0
-    overflow: bool = False
-    _parts: list[bytes] = field(default_factory=list)
+    __slots__ = ("_raw", "limit", "overflow")
 
-    def feed(self, line: bytes) -> bool:
-        if line == b".\r\n":
-            return True
-        if line.startswith(b"."):
-            line = line[1:]
-        self.size += len(line)
-        if self.limit is not None and self.size > self.limit:
+    def __init__(self, limit: int | None = None) -> None:
+        self.limit = limit
+        self.overflow = False
+        self._raw = bytearray(b"\r\n")  # a CRLF in front: the first line is a line like any
+
+    def feed(self, data: bytes | bytearray) -> int | None:
+        raw = self._raw
+        before = len(raw)
+        raw += data
+        end = raw.find(b"\r\n.\r\n", max(before - 4, 0))
+        if end >= 0:
+            used = end + 5 - before
+            del raw[end + 2 :]
+            self._check_size(0)
+            return used
+        self._check_size(1 if raw.endswith(b"\r\n.\r") else 0)  # that CR may end it yet
+        if self.overflow:
+            del raw[: max(len(raw) - 4, 0)]  # enough to see an end split across pieces
+        return None
+
+    def _check_size(self, pending: int) -> None:
+        raw = self._raw
+        if self.limit is None or self.overflow or len(raw) - 2 - pending <= self.limit:
+            return  # (the raw length is never below the size)
+        if len(raw) - 2 - raw.count(b"\r\n.") - pending > self.limit:
             self.overflow = True
-            self._parts.clear()
-        elif not self.overflow:
-            self._parts.append(line)
-        return False
 
     def message(self) -> bytes:
-        return b"".join(self._parts)
+        """The message after :meth:`feed` found its end (empty after an overflow)."""
+        if self.overflow:
+            return b""
+        return bytes(self._raw).replace(b"\r\n.", b"\r\n")[2:]
 
 
-def parse_bdat(arg: str | None) -> tuple[int, bool] | None:
-    """``BDAT <size> [LAST]`` -> (size, last); None when the arguments are wrong."""
-    parts = (arg or "").split()
-    if not parts or len(parts) > 2 or not parts[0].isdigit():
-        return None
-    if len(parts) == 2 and parts[1].upper() != "LAST":
-        return None
-    return int(parts[0]), len(parts) == 2
+def format_endpoint(host: str, port: int) -> str:
+    """``127.0.0.1:25`` / ``[::1]:25``, as Exchange's logs write an endpoint."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def dotnet_timespan(seconds: float) -> str:
+    """``0.00:00:05``: a duration as Exchange's protocol log writes the tarpit interval."""
+    total = int(seconds)
+    days, rest = divmod(total, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{days}.{hours:02}:{minutes:02}:{secs:02}"
 
 
 def xtext_decode(value: str) -> str:

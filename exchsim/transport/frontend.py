@@ -22,14 +22,16 @@ import ssl
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from exchsim.clock import Clock
 from exchsim.config.model import Server
 from exchsim.policy import replies
 from exchsim.policy.headers import parse_message
-from exchsim.policy.permissions import IdentityKind, rights_to_mask
+from exchsim.policy.permissions import Identity, IdentityKind, Rights, rights_to_mask
 from exchsim.policy.replies import Reply
 from exchsim.smtp import wire
-from exchsim.smtp.session import AcceptedMessage, ExchangeSMTP, received_for
+from exchsim.smtp.message import AcceptedMessage, MessageContext
 from exchsim.transport.hopclient import HopClient, HopError
+from exchsim.transport.received import received_for
 
 log = logging.getLogger(__name__)
 
@@ -42,79 +44,88 @@ class HubEndpoint:
     port: int  # the port to connect to (offset applied)
 
 
+@dataclass(frozen=True, slots=True)
+class _Hop:
+    """The hub session proxying one client session, for the identity it was opened with."""
+
+    identity: Identity
+    rights: Rights
+    client: HopClient
+
+
 class FrontendProxy:
     """The MessageHandler of FrontendTransport connectors."""
 
     def __init__(
         self,
         server: Server,
+        clock: Clock,
         tls_context: Callable[[], ssl.SSLContext | None],
         default_hub: HubEndpoint,
         client_proxy: HubEndpoint,
     ) -> None:
         self.server = server
+        self.clock = clock
         self.tls_context = tls_context
         self.default_hub = default_hub
         self.client_proxy = client_proxy
+        self._hops: dict[str, _Hop] = {}  # by client session id
 
-    async def __call__(self, session: ExchangeSMTP, message: AcceptedMessage) -> Reply:
+    async def __call__(self, message: AcceptedMessage) -> Reply:
+        context = message.context
         parsed = parse_message(message.data)
-        stamped = parsed.prepend(received_for(session, message, "Frontend Transport")).to_bytes()
+        received = received_for(self.server, self.clock, message, "Frontend Transport")
+        stamped = parsed.prepend(received).to_bytes()
         for attempt in range(2):
             try:
-                hop = await self._hop(session)
+                hop = await self._hop(context)
                 params = _mail_params(message)
                 # All or none: the client already has a 250 for every recipient, so one the
                 # hub refuses must fail the message visibly rather than vanish.
                 result = await hop.send_message(
                     message.mail_from, params, message.recipients, stamped, partial=False
                 )
-                session.info("", f"Proxy destination(s) obtained; hub replied {result.reply.code}")
+                context.log("", f"Proxy destination(s) obtained; hub replied {result.reply.code}")
                 return result.reply
             except HopError as exc:
-                self.release(session)
+                self.session_closed(context.session_id)
                 log.info("proxy to hub failed (attempt %d): %s", attempt + 1, exc)
-                session.info("", f"Failed to proxy message: {exc}")
+                context.log("", f"Failed to proxy message: {exc}")
         return replies.proxy_failure(4)
 
-    async def _hop(self, session: ExchangeSMTP) -> HopClient:
-        key = (session.identity, session.rights)
-        cached = session.attachments.get("hop")
-        if isinstance(cached, tuple) and cached[0] == key and not cached[1].broken:
-            hop: HopClient = cached[1]
-            return hop
-        self.release(session)
-        context = self.tls_context()
-        if context is None:
+    async def _hop(self, context: MessageContext) -> HopClient:
+        cached = self._hops.get(context.session_id)
+        if (cached is not None and cached.identity == context.identity
+                and cached.rights == context.rights and not cached.client.broken):
+            return cached.client
+        self.session_closed(context.session_id)
+        tls = self.tls_context()
+        if tls is None:
             raise HopError("no internal transport certificate")
-        submission = session.local_port == CLIENT_SUBMISSION_PORT
+        submission = context.local.port == CLIENT_SUBMISSION_PORT
         target = self.client_proxy if submission else self.default_hub
         hop = await HopClient.connect(
-            target.host, target.port, helo=self.server.fqdn, tls_context=context,
+            target.host, target.port, helo=self.server.fqdn, tls_context=tls,
             source=self.server.address,
         )
         try:
-            if submission and session.identity.kind is IdentityKind.USER:
-                reply = await hop.command(_xproxy(session))
+            if submission and context.identity.kind is IdentityKind.USER:
+                reply = await hop.command(_xproxy(context))
             else:
-                reply = await hop.command(_xproxyfrom(session))
+                reply = await hop.command(_xproxyfrom(context))
             if reply.code != 250:
                 raise HopError(f"hub refused the proxy command: {reply.render()}", reply)
         except BaseException:
             hop.abort()
             raise
-        session.attachments["hop"] = (key, hop)
+        self._hops[context.session_id] = _Hop(context.identity, context.rights, hop)
         return hop
 
-    def release(self, session: ExchangeSMTP) -> None:
-        cached = session.attachments.pop("hop", None)
-        if isinstance(cached, tuple):
-            cached[1].abort()
-
-    async def close_session(self, session: ExchangeSMTP) -> None:
-        cached = session.attachments.pop("hop", None)
-        if isinstance(cached, tuple):
-            await cached[1].quit()
+    def session_closed(self, session_id: str) -> None:
+        """The client session is over (or its hop failed): drop its hub session."""
+        cached = self._hops.pop(session_id, None)
+        if cached is not None:
+            cached.client.abort()
 
 
 def _mail_params(message: AcceptedMessage) -> str:
@@ -126,15 +137,15 @@ def _mail_params(message: AcceptedMessage) -> str:
     return " ".join(params)
 
 
-def _xproxyfrom(session: ExchangeSMTP) -> str:
-    identity = session.identity
+def _xproxyfrom(context: MessageContext) -> str:
+    identity = context.identity
     parts = [
-        f"SID={session.session_id}",
-        f"IP={session.peer_ip}",
-        f"PORT={session.peer_port}",
-        f"DOMAIN={wire.xtext_encode(session.helo_name or '')}",
-        f"SEQNUM={session.messages}",
-        f"PERMS={rights_to_mask(session.rights)}",
+        f"SID={context.session_id}",
+        f"IP={context.peer.ip}",
+        f"PORT={context.peer.port}",
+        f"DOMAIN={wire.xtext_encode(context.helo)}",
+        f"SEQNUM={context.sequence}",
+        f"PERMS={rights_to_mask(context.rights)}",
         f"AUTHSRC={identity.kind.value}",
     ]
     if identity.name:
@@ -143,9 +154,9 @@ def _xproxyfrom(session: ExchangeSMTP) -> str:
     return "XPROXYFROM " + " ".join(parts)
 
 
-def _xproxy(session: ExchangeSMTP) -> str:
+def _xproxy(context: MessageContext) -> str:
     return (
-        f"XPROXY SID={session.session_id} IP={session.peer_ip} PORT={session.peer_port} "
-        f"DOMAIN={wire.xtext_encode(session.helo_name or '')} CAPABILITIES=0 "
-        f"UNAME={wire.xtext_encode(session.identity.name)} AUTHMECH={session.identity.mechanism}"
+        f"XPROXY SID={context.session_id} IP={context.peer.ip} PORT={context.peer.port} "
+        f"DOMAIN={wire.xtext_encode(context.helo)} CAPABILITIES=0 "
+        f"UNAME={wire.xtext_encode(context.identity.name)} AUTHMECH={context.identity.mechanism}"
     )

@@ -35,6 +35,7 @@ import aiosmtplib
 from exchsim.clock import Clock
 from exchsim.config.model import DomainType, Lab, Server
 from exchsim.policy import rules
+from exchsim.policy.dialect import Dialect
 from exchsim.policy.headers import (
     NETWORK_MESSAGE_ID,
     Message,
@@ -44,9 +45,10 @@ from exchsim.policy.headers import (
     stamp_authentication,
 )
 from exchsim.policy.replies import Reply, queued
-from exchsim.smtp.session import AcceptedMessage, ExchangeSMTP, received_for
+from exchsim.smtp.message import AcceptedMessage
 from exchsim.transport.hopclient import HopClient, HopError
 from exchsim.transport.queue import MessageQueue, QueuedMessage
+from exchsim.transport.received import received_for
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +64,7 @@ class HubReceiver:
         self.queue = queue
         self.deliver = deliver  # hands the committed message to the delivery agent
 
-    async def __call__(self, session: ExchangeSMTP, message: AcceptedMessage) -> Reply:
+    async def __call__(self, message: AcceptedMessage) -> Reply:
         facts = message.facts
         parsed = parse_message(message.data)
         senders = [a for _, a in email.utils.getaddresses(
@@ -93,7 +95,7 @@ class HubReceiver:
         if network_id is None:
             network_id = str(uuid.uuid4())
             extra.append(make_field(NETWORK_MESSAGE_ID, network_id))
-        received = received_for(session, message)
+        received = received_for(self.server, self.clock, message)
         data = Message((received, *out.fields, *extra), out.body, out.has_separator).to_bytes()
         item = await self.queue.enqueue(
             message_id=message_id,
@@ -110,8 +112,11 @@ class HubReceiver:
             self.server.fqdn,
             size=len(message.data),
             seconds=message.received_seconds,
-            version=self.server.version,
+            dialect=Dialect.of(self.server.version),
         )
+
+    def session_closed(self, session_id: str) -> None:
+        pass  # nothing is kept per session
 
 
 @dataclass(frozen=True, slots=True)

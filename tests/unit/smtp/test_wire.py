@@ -5,27 +5,59 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
+from exchsim.policy.verbs import bdat_arguments as parse_bdat
 from exchsim.smtp.wire import (
-    DataReader,
+    DataCollector,
     normalize_line_endings,
-    parse_bdat,
     parse_keyword_args,
     xtext_decode,
     xtext_encode,
 )
 
 
-def read_all(stream: bytes, limit: int | None = None) -> tuple[bytes | None, bytes, DataReader]:
-    """Split like readuntil(b'\\r\\n') does and feed the reader; returns (message, rest)."""
-    reader = DataReader(limit=limit)
-    pos = 0
+def read_all(stream: bytes, limit: int | None = None, piece: int = 0
+             ) -> tuple[bytes | None, bytes, DataCollector]:
+    """Feed the collector the whole stream (or pieces of ``piece`` bytes); returns
+    (message, what follows the message, collector)."""
+    reader = DataCollector(limit=limit)
+    size = piece or max(len(stream), 1)
+    for pos in range(0, max(len(stream), 1), size):
+        chunk = stream[pos : pos + size]
+        used = reader.feed(chunk)
+        if used is not None:
+            return reader.message(), stream[pos + used :], reader
+    return None, b"", reader
+
+
+def reference_read(stream: bytes, limit: int | None) -> tuple[bytes | None, bytes, bool]:
+    """RFC 5321's framing line by line (lines end in CRLF only), the oracle for the above."""
+    parts: list[bytes] = []
+    size, overflow, pos = 0, False, 0
     while True:
         end = stream.find(b"\r\n", pos)
         if end < 0:
-            return None, stream[pos:], reader
-        if reader.feed(stream[pos : end + 2]):
-            return reader.message(), stream[end + 2 :], reader
+            return None, b"", overflow
+        line = stream[pos : end + 2]
         pos = end + 2
+        if line == b".\r\n":
+            return (b"" if overflow else b"".join(parts)), stream[pos:], overflow
+        if line.startswith(b"."):
+            line = line[1:]
+        size += len(line)
+        if limit is not None and size > limit:
+            overflow = True
+        parts.append(line)
+
+
+@given(st.lists(st.sampled_from([b"a", b".", b"\r", b"\n", b"\r\n", b"\r\n.\r\n", b".."]),
+                max_size=40),
+       st.integers(min_value=1, max_value=7), st.one_of(st.none(), st.integers(0, 30)))
+def test_collector_in_any_pieces_matches_line_by_line(parts: list[bytes], piece: int,
+                                                     limit: int | None) -> None:
+    stream = b"".join(parts) + b"\r\n.\r\nNEXT"
+    expected, rest, overflow = reference_read(stream, limit)
+    message, rest_seen, reader = read_all(stream, limit, piece)
+    assert (message, rest_seen, reader.overflow) == (expected, rest, overflow)
 
 
 def test_only_crlf_dot_crlf_ends_the_message() -> None:

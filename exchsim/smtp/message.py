@@ -1,0 +1,108 @@
+"""What the SMTP session core hands to the transport: an accepted message and its context.
+
+The transport (Front End proxy, hub queue, mailbox delivery) never sees the session: it gets
+an :class:`AcceptedMessage` whose :class:`MessageContext` carries what it may depend on, and
+answers with the final reply. Nothing here does I/O.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Protocol
+
+from exchsim.config.model import ReceiveConnector
+from exchsim.policy import rules
+from exchsim.policy.headers import tls_names
+from exchsim.policy.permissions import Identity, Rights
+from exchsim.policy.replies import Reply
+
+
+@dataclass(frozen=True, slots=True)
+class TlsInfo:
+    protocol: str | None
+    cipher: str | None
+    anonymous: bool  # X-ANONYMOUSTLS rather than STARTTLS
+    peer_der: bytes | None
+    tls_unique: bytes | None
+
+    def names(self) -> tuple[str, str] | None:
+        """(protocol, cipher) in Exchange's spelling, for Received headers."""
+        return tls_names(self.protocol, self.cipher)
+
+
+@dataclass(frozen=True, slots=True)
+class ProxiedClient:
+    """The original client a Front End proxied to us (XPROXYFROM / XPROXY)."""
+
+    ip: str
+    port: int
+    helo: str
+    session_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    ip: str
+    port: int  # as configured (without the lab's port offset)
+
+
+@dataclass(frozen=True, slots=True)
+class MessageContext:
+    """The session a message came in on, as the transport may see it."""
+
+    session_id: str
+    connector: ReceiveConnector
+    identity: Identity
+    rights: Rights
+    peer: Endpoint  # the TCP peer
+    local: Endpoint  # the listener, as configured
+    helo: str  # what the TCP peer said in HELO / EHLO
+    sequence: int  # this message's number in the session (1, 2, ...)
+    tls: TlsInfo | None
+    proxied: ProxiedClient | None
+    log: Callable[[str, str], None]  # a protocol-log information line: (data, context)
+
+
+@dataclass(frozen=True, slots=True)
+class AcceptedMessage:
+    """What a MessageHandler gets: the envelope, the bytes, and who sent them."""
+
+    mail_from: str
+    mail_params: Mapping[str, str | None]
+    recipients: tuple[str, ...]
+    data: bytes  # CRLF line endings, no dot-stuffing
+    facts: rules.SessionFacts
+    context: MessageContext
+    received_seconds: float
+
+    @property
+    def client_ip(self) -> str:
+        """The original client: the proxied one on a hub, else the TCP peer."""
+        proxied = self.context.proxied
+        return proxied.ip if proxied else self.context.peer.ip
+
+    @property
+    def client_port(self) -> int:
+        proxied = self.context.proxied
+        return proxied.port if proxied else self.context.peer.port
+
+    @property
+    def client_helo(self) -> str:
+        proxied = self.context.proxied
+        return proxied.helo if proxied else self.context.helo
+
+    @property
+    def session_id(self) -> str:
+        proxied = self.context.proxied
+        return proxied.session_id if proxied else self.context.session_id
+
+
+class MessageHandler(Protocol):
+    """The transport's side of the seam: the final reply to an accepted message."""
+
+    async def __call__(self, message: AcceptedMessage) -> Reply: ...
+
+    def session_closed(self, session_id: str) -> None:
+        """The session is over: drop what was kept for it (a hop session, say)."""
+        ...

@@ -1,0 +1,301 @@
+"""Golden transcripts of the session core, without sockets: client lines in, exact replies and
+actions out, for each setup connector and each verb's sequence errors.
+
+Each transcript is fed whole, line by line and byte by byte; the server's output must be the
+same every way (the core frames the input itself). Timeouts and tarpits are driven by the
+time the test passes in: nothing here sleeps.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from exchsim.policy.permissions import Identity, IdentityKind
+from exchsim.policy.verbs import VERBS
+from exchsim.smtp.protocol import Mode
+from tests.unit.policy.test_ehlo import (
+    CLIENT_FRONTEND_2019,
+    DEFAULT_FRONTEND_2019,
+    HUB_DEFAULT_2016,
+)
+from tests.unit.smtp.harness import BANNER_DATE, PORTS, Runtime, Transcript, lab_with
+
+HUB_DEFAULT_2019 = [*HUB_DEFAULT_2016[:12], "SMTPUTF8", *HUB_DEFAULT_2016[12:]]
+CLIENT_PROXY_2019 = [k if k != "AUTH NTLM" else "AUTH GSSAPI NTLM" for k in HUB_DEFAULT_2019]
+CLIENT_PROXY_2019[0] = "SIZE 37748736"
+MAILBOX_DELIVERY_2019 = [
+    "SIZE 37748736", "PIPELINING", "DSN", "ENHANCEDSTATUSCODES", "X-ANONYMOUSTLS",
+    "X-EXPS GSSAPI NTLM", "8BITMIME", "BINARYMIME", "CHUNKING", "XEXCH50", "SMTPUTF8",
+]
+EHLO = {
+    "Default Frontend EX01": DEFAULT_FRONTEND_2019,
+    "Client Frontend EX01": CLIENT_FRONTEND_2019,
+    "Outbound Proxy Frontend EX01": DEFAULT_FRONTEND_2019,
+    "Default EX01": HUB_DEFAULT_2019,
+    "Client Proxy EX01": CLIENT_PROXY_2019,
+    "Mailbox Delivery EX01": MAILBOX_DELIVERY_2019,
+}
+
+# Five protocol errors (the setup connectors allow five), every greeting, then QUIT.
+SCRIPT = [
+    "MAIL FROM:<someone@fabrikam.example>",
+    "AUTH LOGIN",
+    "HELO client.example",
+    "RCPT TO:<alice@contoso.com>",
+    "DATA",
+    "EHLO client.example",
+    "NOOP",
+    "XPROXYFROM SID=1 IP=192.0.2.9 PORT=1 DOMAIN=x PERMS=0 AUTHSRC=Anonymous",
+    "RSET",
+    "QUIT",
+]
+
+
+def expected(name: str) -> str:
+    modern_475 = name.startswith("Mailbox Delivery")
+    hello = "503 5.5.1 Bad sequence of commands" if modern_475 else "503 5.5.2 Send hello first"
+    need_mail = "503 5.5.1 Bad sequence of commands" if modern_475 else "503 5.5.2 Need mail command"
+    text = f"Microsoft ESMTP MAIL Service ready at {BANNER_DATE}"
+    banner = f"ex01.contoso.com {text.upper() if modern_475 else text}"
+    keywords = EHLO[name]
+    ehlo = ["250-ex01.contoso.com Hello [127.0.0.1]",
+            *(f"250-{k}" for k in keywords[:-1]), f"250 {keywords[-1]}"]
+    lines = [
+        f"220 {banner}",
+        hello,
+        hello,
+        "250 ex01.contoso.com Hello [127.0.0.1]",
+        need_mail,
+        need_mail,
+        *ehlo,
+        "250 2.0.0 OK",
+        "500 5.3.3 Unrecognized command 'XPROXYFROM'",
+        "250 2.0.0 Resetting",
+        "221 2.0.0 Service closing transmission channel",
+    ]
+    return "".join(f"{line}\r\n" for line in lines)
+
+
+LAB = lab_with()
+
+
+@pytest.fixture
+def runtime() -> Runtime:
+    return Runtime(LAB)
+
+
+@pytest.mark.parametrize("name", list(PORTS))
+@pytest.mark.parametrize("feeding", ["whole", "lines", "bytes"])
+def test_golden_transcript_of_each_setup_connector(runtime: Runtime, name: str,
+                                                    feeding: str) -> None:
+    t = Transcript(runtime, PORTS[name])
+    script = "".join(f"{line}\r\n" for line in SCRIPT).encode()
+    if feeding == "whole":
+        t.feed(script)
+    elif feeding == "lines":
+        for line in SCRIPT:
+            t.say(line)
+    else:
+        t.feed(script, piece=1)
+    assert t.output.decode() == expected(name)
+    assert t.closed and t.core.mode is Mode.CLOSED
+    # Five errors, each tarpitted (TarpitInterval 5 s on every setup connector), none slept.
+    assert t.tarpits == [5.0] * 5
+    # Pipelined as one group: one write for the banner, one for all the replies.
+    if feeding == "whole":
+        assert t.kinds == ["Send", "Receive", *["Tarpit"] * 5, "Send", "Close"]
+
+
+SEQUENCE_CASES = [
+    # MAIL: needs a greeting, refused inside a transaction
+    ([], "MAIL FROM:<a@fabrikam.example>", "503 5.5.2 Send hello first"),
+    (["EHLO c", "MAIL FROM:<a@fabrikam.example>"], "MAIL FROM:<b@fabrikam.example>",
+     "503 5.5.2 Sender already specified"),
+    # RCPT: needs MAIL
+    ([], "RCPT TO:<alice@contoso.com>", "503 5.5.2 Send hello first"),
+    (["EHLO c"], "RCPT TO:<alice@contoso.com>", "503 5.5.2 Need mail command"),
+    # DATA: needs MAIL and a recipient, not after BDAT chunks
+    ([], "DATA", "503 5.5.2 Send hello first"),
+    (["EHLO c"], "DATA", "503 5.5.2 Need mail command"),
+    (["EHLO c", "MAIL FROM:<a@fabrikam.example>"], "DATA", "503 5.5.2 Need rcpt command"),
+    (["EHLO c", "MAIL FROM:<a@fabrikam.example>", "RCPT TO:<alice@contoso.com>", "BDAT 0"],
+     "DATA", "503 5.5.1 Bad sequence of commands"),
+    # BDAT: the same, after its arguments
+    (["EHLO c"], "BDAT 0", "503 5.5.2 Need mail command"),  # (a chunk is read first)
+    (["EHLO c"], "BDAT ten", "501 5.5.4 Invalid arguments"),
+    # AUTH: needs EHLO (HELO is not enough), refused inside a transaction
+    ([], "AUTH LOGIN", "503 5.5.2 Send hello first"),
+    (["HELO c"], "AUTH LOGIN", "503 5.5.2 Send hello first"),
+    (["EHLO c", "MAIL FROM:<a@fabrikam.example>"], "AUTH LOGIN",
+     "503 5.5.1 Bad sequence of commands"),
+    (["EHLO c"], "AUTH PLAIN", "504 5.7.4 Unrecognized authentication type"),
+    # X-EXPS: needs EHLO
+    (["HELO c"], "X-EXPS GSSAPI", "503 5.5.2 Send hello first"),
+    # Exchange-only verbs from an anonymous client: unknown
+    (["EHLO c"], "XPROXY SID=1 IP=1.2.3.4", "500 5.3.3 Unrecognized command 'XPROXY'"),
+    (["EHLO c"], "XSESSIONPARAMS", "500 5.3.3 Unrecognized command 'XSESSIONPARAMS'"),
+    # XEXCH50 is not offered on the Front End
+    (["EHLO c"], "XEXCH50 16 2", "500 5.3.3 Unrecognized command 'XEXCH50'"),
+    # STARTTLS with an argument; unknown verbs
+    (["EHLO c"], "STARTTLS now", "500 5.3.3 Unrecognized command 'STARTTLS'"),
+    ([], "VERB", "500 5.3.3 Unrecognized command 'VERB'"),
+    ([], "HELO bad_name!", "501 5.5.4 Invalid domain name"),
+    # verbs without preconditions
+    ([], "NOOP", "250 2.0.0 OK"),
+    ([], "RSET", "250 2.0.0 Resetting"),
+    ([], "VRFY alice", "252 2.1.5 Cannot VRFY user"),
+    ([], "EXPN list", "502 5.3.3 Command not implemented"),
+]
+
+
+@pytest.mark.parametrize(("setup", "line", "reply"), SEQUENCE_CASES)
+def test_sequence_errors_of_each_verb(runtime: Runtime, setup: list[str], line: str,
+                                      reply: str) -> None:
+    t = Transcript(runtime, 25)
+    t.say(*setup)
+    assert t.say(line) == reply + "\r\n"
+
+
+def test_every_verb_of_the_table_has_a_sequence_case() -> None:
+    covered = {line.split()[0] for _, line, _ in SEQUENCE_CASES}
+    covered |= {"HELO", "EHLO", "QUIT", "HELP", "STARTTLS", "X-ANONYMOUSTLS", "XPROXYFROM"}
+    assert set(VERBS) <= covered
+
+
+def test_xexch50_on_the_hub_checks_arguments_and_right_before_sequence(runtime: Runtime) -> None:
+    t = Transcript(runtime, 2525)
+    t.say("EHLO c")
+    assert t.say("XEXCH50 sixteen") == "501 5.5.4 Invalid arguments\r\n"
+    assert t.say("XEXCH50 16 2") == "504 5.7.1 Not authorized\r\n"
+
+
+def test_max_protocol_errors_closes_after_the_limit(runtime: Runtime) -> None:
+    t = Transcript(runtime, 25)
+    out = t.say(*["FOO"] * 7)
+    assert out.count("500 5.3.3") == 5
+    assert out.endswith(
+        "421 4.7.0 Too many errors on this connection, closing transmission channel\r\n")
+    assert t.closed
+
+
+def test_tarpit_is_an_action_and_trusted_peers_skip_it() -> None:
+    rt = Runtime(lab_with('  - {Name: Default Frontend EX01, Server: EX01, '
+                          'TarpitInterval: "00:00:07"}'))
+    t = Transcript(rt, 25)
+    t.say("FOO")
+    assert t.tarpits == [7.0]
+    log = rt.logs[-1].events
+    assert ("*", "", "Tarpit for '0.00:00:07'") in log
+    # An Exchange server (or a partner) is never tarpitted (§1.9).
+    t.core.set_identity(Identity(IdentityKind.EXCHANGE_SERVER, "ex02.contoso.com", "0c"))
+    t.say("FOO")
+    assert t.tarpits == [7.0]
+    assert t.output.decode().count("500 5.3.3") == 2
+
+
+def test_inactivity_and_connection_timeouts_by_the_injected_clock() -> None:
+    rt = Runtime(lab_with('  - {Name: Default Frontend EX01, Server: EX01, '
+                          'ConnectionInactivityTimeout: "00:00:30", '
+                          'ConnectionTimeout: "00:02:00"}'))
+    t = Transcript(rt, 25)
+    assert t.receive is not None and t.receive.idle == 30.0 and t.receive.deadline == 120.0
+    t.now = 30.0
+    t._take(t.core.timed_out(t.now))
+    assert t.output.decode().endswith("451 4.7.0 Timeout waiting for client input\r\n")
+    assert t.closed
+
+    t = Transcript(rt, 25)
+    t.now = 100.0
+    t.say("EHLO c")
+    assert t.receive is not None and t.receive.deadline == 120.0
+    t.now = 120.0
+    t._take(t.core.timed_out(t.now))
+    assert t.output.decode().endswith("421 4.4.1 Connection timed out\r\n")
+
+
+def test_data_is_read_without_the_connection_deadline(runtime: Runtime) -> None:
+    t = Transcript(runtime, 25)
+    t.say("EHLO c", "MAIL FROM:<a@fabrikam.example>", "RCPT TO:<alice@contoso.com>", "DATA")
+    assert t.core.mode is Mode.DATA
+    assert t.receive is not None and t.receive.deadline is None
+
+
+@pytest.mark.parametrize("piece", [0, 1, 3, 7])
+def test_data_message_is_handed_over_with_its_context(runtime: Runtime, piece: int) -> None:
+    t = Transcript(runtime, 25)
+    out = t.feed(b"EHLO client.example\r\nMAIL FROM:<a@fabrikam.example>\r\n"
+                 b"RCPT TO:<alice@contoso.com>\r\nDATA\r\nSubject: x\r\n\r\n..dot\r\n.\r\n"
+                 b"QUIT\r\n", piece=piece)
+    assert "354 Start mail input; end with <CRLF>.<CRLF>\r\n" in out
+    assert "250 2.6.0 <m@x>" in out and out.endswith("221 2.0.0 Service closing "
+                                                     "transmission channel\r\n")
+    [message] = t.delivered
+    assert message.data == b"Subject: x\r\n\r\n.dot\r\n"
+    assert message.recipients == ("alice@contoso.com",)
+    assert message.context.helo == "client.example" and message.context.sequence == 1
+    assert message.context.local.port == 25 and message.context.peer.ip == "127.0.0.1"
+    assert message.context.connector.name == "Default Frontend EX01"
+
+
+@pytest.mark.parametrize("piece", [0, 1, 5])
+def test_bdat_chunks_pipelined_in_any_pieces(runtime: Runtime, piece: int) -> None:
+    t = Transcript(runtime, 25)
+    out = t.feed(b"EHLO c\r\nMAIL FROM:<a@fabrikam.example>\r\nRCPT TO:<alice@contoso.com>\r\n"
+                 b"BDAT 5\r\nab\r\ncBDAT 4 LAST\r\nde\r\n", piece=piece)
+    assert "250 2.6.0 CHUNK received OK, 5 octets\r\n" in out
+    [message] = t.delivered
+    assert message.data == b"ab\r\ncde\r\n"
+
+
+def test_refused_bdat_chunk_is_read_and_dropped(runtime: Runtime) -> None:
+    t = Transcript(runtime, 25)
+    out = t.feed(b"EHLO c\r\nBDAT 6\r\nNOOP\r\nNOOP\r\n")
+    assert out.endswith("503 5.5.2 Need mail command\r\n250 2.0.0 OK\r\n")
+
+
+def test_starttls_discards_what_was_pipelined_in_plain_text(runtime: Runtime) -> None:
+    t = Transcript(runtime, 25)
+    out = t.feed(b"EHLO c\r\nSTARTTLS\r\nMAIL FROM:<injected@fabrikam.example>\r\n")
+    assert out.endswith("220 2.0.0 SMTP server ready\r\n")
+    assert t.kinds[-2:] == ["StartTls", "Receive"]
+    assert t.core.tls is not None and t.core.greeting is None
+    assert t.say("MAIL FROM:<a@fabrikam.example>") == "503 5.5.2 Send hello first\r\n"
+    t.say("EHLO c")
+    assert t.say("STARTTLS") == "503 5.5.2 Only one STARTTLS command can be issued per session\r\n"
+
+
+def test_auth_login_is_a_state_of_the_core() -> None:
+    rt = Runtime(lab_with('  - {Name: Client Frontend EX01, Server: EX01, '
+                          'AuthTarpitInterval: "00:00:03"}'))
+    t = Transcript(rt, 587)
+    t.feed(b"EHLO c\r\nSTARTTLS\r\n")
+    t.say("EHLO c")
+    assert t.say("AUTH LOGIN") == "334 VXNlcm5hbWU6\r\n"
+    assert t.core.mode is Mode.AUTH
+    assert t.say("YWxpY2VAY29udG9zby5jb20=") == "334 UGFzc3dvcmQ6\r\n"
+    assert t.say("d3Jvbmc=") == "535 5.7.3 Authentication unsuccessful\r\n"
+    assert t.tarpits == [3.0]
+    assert ("<", "<authentication information>", "") in rt.logs[-1].events
+    assert t.say("AUTH LOGIN YWxpY2VAY29udG9zby5jb20=") == "334 UGFzc3dvcmQ6\r\n"
+    assert t.say("UEBzc3cwcmQh") == "235 2.7.0 Authentication successful\r\n"
+    assert t.core.identity.name == "alice@contoso.com"
+    assert t.say("AUTH LOGIN") == "503 5.5.2 Auth command already specified\r\n"
+
+
+def test_command_too_long_closes(runtime: Runtime) -> None:
+    t = Transcript(runtime, 25)
+    out = t.feed(b"NOOP " + b"x" * 5000)  # no line end yet: the core does not wait for one
+    assert out == "500 5.5.2 Command too long\r\n" and t.closed
+
+
+def test_connection_limit_refuses_before_the_banner() -> None:
+    rt = Runtime(lab_with("  - {Name: Default Frontend EX01, Server: EX01, "
+                          "MaxInboundConnectionPerSource: 1}"))
+    first = Transcript(rt, 25)
+    second = Transcript(rt, 25)
+    assert second.output.decode().startswith("421 4.3.2 The maximum number of concurrent "
+                                             "connections has exceeded a limit")
+    assert second.closed and not first.closed
+    second.core.connection_lost()
+    first.core.connection_lost()
+    assert sum(rt.admitted.values()) == 0
