@@ -259,7 +259,7 @@ def auth_challenge(token: str) -> Reply:
 
 
 def exchange_auth_ok(blob: str) -> Reply:
-    """``235 <blob>``: X-EXPS EXCHANGEAUTH accepted, with the server's own proof (exchange.md §1.7)."""
+    """``235 <blob>``: X-EXPS EXCHANGEAUTH accepted, with the server's proof (exchange.md §1.7)."""
     return Reply(235, None, blob)
 
 
