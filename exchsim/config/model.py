@@ -2,11 +2,11 @@
 
 Attribute names are snake_case; each field's alias is Exchange's own parameter name
 (``remote_ip_ranges`` <- ``RemoteIPRanges``), which is what the YAML file uses.
-Defaults come from ``reference/exchange-transport.md`` §3.1 (receive connectors), §8.1
-(accepted domains) and §8.3 (transport config); the section is named next to each.
+Defaults come from ``docs/exchange.md``: §3.1 (receive connectors), §8.1 (accepted domains),
+exchange.md §8.3 (transport config); the section is named next to each.
 
 This module only describes values. Loading a file, merging connector overrides onto the
-default connectors of a server and the cross-object rules of §3.4 live in ``load.py``.
+default connectors of a server and the cross-object rules of exchange.md §3.4 live in ``load.py``.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ MB = 1024 * 1024
 
 
 class AuthMechanism(enum.StrEnum):
-    """ReceiveConnector.AuthMechanism flags (§3.1)."""
+    """ReceiveConnector.AuthMechanism flags (exchange.md §3.1)."""
 
     NONE = "None"
     TLS = "Tls"
@@ -46,7 +46,7 @@ class AuthMechanism(enum.StrEnum):
 
 
 class PermissionGroup(enum.StrEnum):
-    """ReceiveConnector.PermissionGroups flags (§3.1, §3.6)."""
+    """ReceiveConnector.PermissionGroups flags (exchange.md §3.1, §3.6)."""
 
     NONE = "None"
     ANONYMOUS_USERS = "AnonymousUsers"
@@ -181,7 +181,7 @@ ALL_IPV6 = "::-ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff"
 
 
 class ReceiveConnector(ExchangeObject):
-    """A receive connector with every parameter exchsim models (§3.1 defaults)."""
+    """A receive connector with every parameter exchsim models (exchange.md §3.1 defaults)."""
 
     name: str = Field(alias="Name", min_length=1, max_length=64)
     server: str = Field(alias="Server")
@@ -275,7 +275,7 @@ class Server(ExchangeObject):
 
     @property
     def version_string(self) -> str:
-        """The id in Received headers: ``15.2.1118.7`` style (§5.4)."""
+        """The id in Received headers: ``15.2.1118.7`` style (exchange.md §5.4)."""
         if self.build:
             return self.build
         return {"15.0": "15.0.1497.2", "15.1": "15.1.2507.6", "15.2": "15.2.1118.7"}[self.version]
@@ -291,7 +291,7 @@ class AcceptedDomain(ExchangeObject):
 
 
 class TransportConfig(ExchangeObject):
-    """Set-TransportConfig (§8.3)."""
+    """Set-TransportConfig (exchange.md §8.3)."""
 
     max_receive_size: ByteSize = Field(alias="MaxReceiveSize", default=10 * MB)
     max_send_size: ByteSize = Field(alias="MaxSendSize", default=10 * MB)
@@ -358,7 +358,7 @@ class Organization(ExchangeObject):
 
 
 class ADPermission(ExchangeObject):
-    """Add-ADPermission entry on a receive connector (§3.6)."""
+    """Add-ADPermission entry on a receive connector (exchange.md §3.6)."""
 
     identity: str = Field(alias="Identity")
     user: str = Field(alias="User")

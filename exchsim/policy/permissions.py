@@ -1,4 +1,4 @@
-"""Principals, permission groups and extended rights (reference §3.6).
+"""Principals, permission groups and extended rights (exchange.md §3.6).
 
 A connector's PermissionGroups expand, by table, into allow entries (principal -> rights);
 the config's ADPermissions add allow or deny entries for one connector. A session's rights
@@ -42,7 +42,7 @@ class Right(enum.StrEnum):
 R = Right
 Rights = frozenset[Right]
 
-# Well-known principals (§3.6).
+# Well-known principals (exchange.md §3.6).
 ANONYMOUS_LOGON = "NT AUTHORITY\\ANONYMOUS LOGON"
 AUTHENTICATED_USERS = "NT AUTHORITY\\Authenticated Users"
 EXTERNALLY_SECURED_SERVERS = "MS Exchange\\Externally Secured Servers"
@@ -95,7 +95,7 @@ _PARTNERS: Rights = frozenset({R.SUBMIT, R.ACCEPT_HEADERS_ROUTING})
 
 
 def permission_group_entries(group: PermissionGroup, netbios: str) -> list[tuple[str, Rights]]:
-    """The allow entries one PermissionGroup puts on a connector (§3.6 table)."""
+    """The allow entries one PermissionGroup puts on a connector (exchange.md §3.6 table)."""
     table: dict[PermissionGroup, list[tuple[str, Rights]]] = {
         PermissionGroup.ANONYMOUS_USERS: [(ANONYMOUS_LOGON, _ANONYMOUS)],
         PermissionGroup.EXCHANGE_USERS: [(AUTHENTICATED_USERS, _EXCHANGE_USERS)],
@@ -125,7 +125,7 @@ class Identity:
 
     kind: IdentityKind
     name: str = ""  # the user (UPN), the Exchange server FQDN or the partner domain
-    mechanism: str = "00"  # AuthMechanism code of §5.2 (hex)
+    mechanism: str = "00"  # AuthMechanism code of exchange.md §5.2 (hex)
 
     @property
     def authenticated(self) -> bool:
@@ -199,7 +199,7 @@ def _right(name: str) -> Right:
     raise ValueError(f"unknown extended right {name!r}")
 
 
-# Protocol-log tokens of the "Set Session Permissions" line, in Exchange's order (§3.6).
+# Protocol-log tokens of the "Set Session Permissions" line, in Exchange's order (exchange.md §3.6).
 _TOKENS: tuple[tuple[str, Right | None], ...] = (
     ("SMTPSubmit", R.SUBMIT),
     ("SMTPSubmitForMLS", None),
