@@ -1,4 +1,4 @@
-"""Memory of idle connections: N clients connect, read the banner and say nothing (ROADMAP 5).
+"""Memory of idle connections: N clients connect, read the banner and say nothing.
 
     python bench/idle.py [--connections 5000]
 
@@ -6,7 +6,7 @@ Starts ``exchsim lab`` (configs/lab.yaml with Default Frontend's limits raised s
 connections from one address are admitted) and, in the same run, a bare aiosmtpd server,
 each in its own process; opens N connections to each, waits for every banner, and reads the
 server's resident memory (VmRSS) before and after. Prints MB in all and KB per connection, and
-the ratio to bare aiosmtpd. ROADMAP 5's target: 5,000 idle connections in at most 150 MB.
+the ratio to bare aiosmtpd. The project's target: 5,000 idle connections in at most 150 MB.
 """
 
 from __future__ import annotations

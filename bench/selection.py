@@ -1,4 +1,4 @@
-"""Connector choice among thousands of receive connectors (reference §3.5, ROADMAP 5).
+"""Connector choice among thousands of receive connectors (exchange.md §3.5).
 
     python bench/selection.py [--connectors 10000] [--lookups 200000]
 
@@ -7,7 +7,7 @@ addresses, /24, /16 networks and a-b ranges) plus a catch-all, then times
 ``ConnectorIndex.select`` for random client addresses. The baseline, in the same run, is the
 rule itself applied by a linear scan over every connector and range (what the index replaces);
 both must choose the same connector for every address tried. Prints microseconds per lookup,
-the one-time compile cost, and the speed-up. ROADMAP 5's target: at most 20 us among 10,000.
+the one-time compile cost, and the speed-up. The project's target: at most 20 us among 10,000.
 """
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ def make_connectors(count: int, rnd: random.Random) -> list[ReceiveConnector]:
 
 
 def linear_choice(connectors: list[ReceiveConnector], remote: int) -> str | None:
-    """The rule of §3.5 applied to every connector: smallest matching range, then name."""
+    """exchange.md §3.5 applied to every connector: smallest matching range, then name."""
     best: tuple[int, str] | None = None
     for c in connectors:
         for r in c.remote_ip_ranges:

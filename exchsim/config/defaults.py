@@ -1,20 +1,21 @@
 """The receive connectors Exchange setup creates, per server Role.
 
-Source: ``reference/exchange-transport.md`` §3.3 (names, ports, AuthMechanism,
-PermissionGroups and the non-default parameters of each), §3.1 for everything else, §3.2 for
-the defaults a new connector gets from its Usage.
+Source: ``docs/exchange.md`` §3.3 (names, ports, AuthMechanism, PermissionGroups and the
+non-default parameters of each), exchange.md §3.1 for everything else, exchange.md §3.2 for the
+defaults a new connector gets from its Usage.
 
 They are returned as raw specs in Exchange's spelling so that a config can name a default
 connector (same Server and Name) and change or disable it: the loader lays the config's keys
 over these and validates the result as one ReceiveConnector.
 
-Decisions where the reference leaves a choice (written down here, as §9 asks):
+Decisions where the sources leave a choice (written down here and in exchange.md §9):
 - ``Default <SRV>`` (hub, 2525): the doc lists ``Tls, Integrated, BasicAuth, ExchangeServer``
-  and notes ``+BasicAuthRequireTLS in some builds``. The observed EHLO of that connector (§1.5)
-  shows ``AUTH NTLM`` before TLS (no LOGIN), which only holds with BasicAuthRequireTLS, so
-  exchsim includes it.
-- MaxHopCount / MaxLocalHopCount (§9.3): connectors created by setup use the values observed on
-  a 2016 Default Frontend, 60 / 5; connectors created in the config use the documented 30 / 8.
+  and notes ``+BasicAuthRequireTLS in some builds``. The observed EHLO of that connector
+  (exchange.md §1.5) shows ``AUTH NTLM`` before TLS (no LOGIN), which only holds with
+  BasicAuthRequireTLS, so exchsim includes it.
+- MaxHopCount / MaxLocalHopCount (exchange.md §9.3): connectors created by setup use the values
+  observed on a 2016 Default Frontend, 60 / 5; connectors created in the config use the
+  documented 30 / 8.
 - The implicit Mailbox Transport Delivery listener on 475 is modelled as a connector named
   ``Mailbox Delivery <SRV>`` with TransportRole ``MailboxDelivery`` (Exchange does not show it).
 - Edge: ``Default internal receive connector <SRV>`` binds 0.0.0.0:25 only.
@@ -33,7 +34,7 @@ _SETUP_HOPS = {"MaxHopCount": 60, "MaxLocalHopCount": 5}
 
 
 def default_connectors(server: str, role: ServerRole, fqdn: str) -> list[RawConnector]:
-    """The setup-created receive connectors of one server, as raw specs (§3.3)."""
+    """The setup-created receive connectors of one server, as raw specs (exchange.md §3.3)."""
     if role is ServerRole.EDGE:
         return [
             {
@@ -121,7 +122,7 @@ def default_connectors(server: str, role: ServerRole, fqdn: str) -> list[RawConn
     ]
 
 
-# §3.2: what New-ReceiveConnector -<Usage> sets when the config does not say.
+# exchange.md §3.2: what New-ReceiveConnector -<Usage> sets when the config does not say.
 USAGE_DEFAULTS: dict[Usage | None, RawConnector] = {
     Usage.CLIENT: {
         "PermissionGroups": ["ExchangeUsers"],
@@ -141,7 +142,7 @@ USAGE_DEFAULTS: dict[Usage | None, RawConnector] = {
         "DomainSecureEnabled": True,
     },
     Usage.CUSTOM: {"PermissionGroups": [], "AuthMechanism": ["Tls"]},
-    # No Usage given: New-ReceiveConnector's defaults on a Mailbox server (§3.2, e13).
+    # No Usage given: New-ReceiveConnector's defaults on a Mailbox server (exchange.md §3.2, e13).
     None: {
         "PermissionGroups": ["ExchangeUsers", "ExchangeServers", "ExchangeLegacyServers"],
         "AuthMechanism": _FULL_AUTH,

@@ -2,8 +2,8 @@
 
 Attribute names are snake_case; each field's alias is Exchange's own parameter name
 (``remote_ip_ranges`` <- ``RemoteIPRanges``), which is what the YAML file uses.
-Defaults come from ``reference/exchange-transport.md`` §3.1 (receive connectors), §8.1
-(accepted domains) and §8.3 (transport config); the section is named next to each.
+Defaults come from ``docs/exchange.md``: §3.1 (receive connectors), §8.1 (accepted domains),
+exchange.md §8.3 (transport config); the section is named next to each.
 
 This module only describes values. Loading a file (``load.py``), merging connector overrides
 onto the default connectors of a server (``resolve.py``) and the rules between objects
@@ -14,8 +14,9 @@ A field's type says everything the rest of the package needs to know about one p
 * how it is parsed (a ``BeforeValidator``) and written back (a ``PlainSerializer``: ``exchsim
   check`` prints ``model_dump(mode="json")``, so sizes, limits, timespans and flags print the
   way Exchange prints them without a table elsewhere);
-* ``Bounds(low, high)``: the range §3.1 allows, checked once the object validated (so that an
-  out-of-range value is reported beside the connector's other rules, in the value's own units);
+* ``Bounds(low, high)``: the range exchange.md §3.1 allows, checked once the object validated
+  (so that an out-of-range value is reported beside the connector's other rules, in the value's
+  own units);
 * ``Shape(test, expected)``: a rule on the text of one value (a host name, an IP address, a
   domain name) checked once the object validated; the object stays usable by every rule that
   does not read that value.
@@ -57,7 +58,7 @@ MAX_INT32 = 2_147_483_647
 
 @dataclass(frozen=True, slots=True)
 class Bounds:
-    """Field metadata: the lowest and highest value §3.1 allows (``None`` always passes)."""
+    """Field metadata: the lowest and highest value exchange.md §3.1 allows (``None`` passes)."""
 
     low: int | datetime.timedelta
     high: int | datetime.timedelta
@@ -106,7 +107,7 @@ def misshapen(obj: BaseModel) -> Iterator[tuple[str, Any, Shape]]:
 
 
 class AuthMechanism(enum.StrEnum):
-    """ReceiveConnector.AuthMechanism flags (§3.1)."""
+    """ReceiveConnector.AuthMechanism flags (exchange.md §3.1)."""
 
     NONE = "None"
     TLS = "Tls"
@@ -118,7 +119,7 @@ class AuthMechanism(enum.StrEnum):
 
 
 class PermissionGroup(enum.StrEnum):
-    """ReceiveConnector.PermissionGroups flags (§3.1, §3.6)."""
+    """ReceiveConnector.PermissionGroups flags (exchange.md §3.1, §3.6)."""
 
     NONE = "None"
     ANONYMOUS_USERS = "AnonymousUsers"
@@ -270,16 +271,16 @@ class ExchangeObject(BaseModel):
 _CONNECTION_SPAN = Bounds(datetime.timedelta(seconds=1), datetime.timedelta(days=1))
 _SERVER_FQDN = (
     "a host name like ex01.contoso.com (letters, digits, hyphens, dot-separated); "
-    "ExchangeServer authentication and the banner use it (§3.4)"
+    "ExchangeServer authentication and the banner use it (exchange.md §3.4)"
 )
-_DOMAIN_NAME = "a domain name like contoso.com or *.contoso.com (§8.1)"
+_DOMAIN_NAME = "a domain name like contoso.com or *.contoso.com (exchange.md §8.1)"
 
 ALL_IPV4 = "0.0.0.0-255.255.255.255"
 ALL_IPV6 = "::-ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff"
 
 
 class ReceiveConnector(ExchangeObject):
-    """A receive connector with every parameter exchsim models (§3.1 defaults)."""
+    """A receive connector with every parameter exchsim models (exchange.md §3.1 defaults)."""
 
     name: str = Field(alias="Name", min_length=1, max_length=64)
     server: str = Field(alias="Server")
@@ -385,7 +386,7 @@ class Server(ExchangeObject):
 
     @property
     def version_string(self) -> str:
-        """The id in Received headers: ``15.2.1118.7`` style (§5.4)."""
+        """The id in Received headers: ``15.2.1118.7`` style (exchange.md §5.4)."""
         if self.build:
             return self.build
         return {"15.0": "15.0.1497.2", "15.1": "15.1.2507.6", "15.2": "15.2.1118.7"}[self.version]
@@ -403,7 +404,7 @@ class AcceptedDomain(ExchangeObject):
 
 
 class TransportConfig(ExchangeObject):
-    """Set-TransportConfig (§8.3)."""
+    """Set-TransportConfig (exchange.md §8.3)."""
 
     max_receive_size: ByteSize = Field(alias="MaxReceiveSize", default=10 * MB)
     max_send_size: ByteSize = Field(alias="MaxSendSize", default=10 * MB)
@@ -475,7 +476,7 @@ class Organization(ExchangeObject):
 
 
 class ADPermission(ExchangeObject):
-    """Add-ADPermission entry on a receive connector (§3.6)."""
+    """Add-ADPermission entry on a receive connector (exchange.md §3.6)."""
 
     identity: str = Field(alias="Identity")
     user: str = Field(alias="User")

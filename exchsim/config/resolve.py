@@ -5,12 +5,12 @@
 spelling, each with the server it belongs to and where the file wrote it), together with the
 findings about the list itself. It validates nothing; ``validate.connector`` does that.
 
-Resolution (§3.2, §3.3): every server gets the connectors setup creates for its Role
+Resolution (exchange.md §3.2, §3.3): every server gets the connectors setup creates for its Role
 (``defaults.default_connectors``). A ``ReceiveConnectors`` entry whose Server and Name equal a
 default connector's is an override, laid key by key over the default. Any other entry is a new
 connector: ``USAGE_DEFAULTS[Usage]`` (``EDGE_NO_USAGE_DEFAULTS`` on an Edge server without
-Usage), TransportRole HubTransport on a Mailbox server (§3.1) and EdgeTransport on an Edge
-server, then the entry's own keys.
+Usage), TransportRole HubTransport on a Mailbox server (exchange.md §3.1) and EdgeTransport on
+an Edge server, then the entry's own keys.
 """
 
 from __future__ import annotations
@@ -132,7 +132,7 @@ def resolve_connectors(servers: Sequence[Server], raw: object) -> Resolution:
             out.findings.append(Finding(
                 f"{prefix}.Name", name,
                 f"{show(name)} is already {_SECTION}[{seen_names[key]}] on server "
-                f"{target.name}: connector names are unique per server (§3.4)",
+                f"{target.name}: connector names are unique per server (exchange.md §3.4)",
                 order=at,
             ))
             continue
@@ -170,7 +170,7 @@ def _override_findings(spec: Mapping[str, Any], i: int, item: Mapping[str, Any])
         found.append(Finding(
             f"{prefix}.Usage", item["Usage"],
             "Usage is not allowed on a default connector: it only applies when "
-            "New-ReceiveConnector creates a connector (§3.2)",
+            "New-ReceiveConnector creates a connector (exchange.md §3.2)",
             order=place(_SECTION, i),
         ))
     role = item.get("TransportRole")
@@ -185,12 +185,13 @@ def _override_findings(spec: Mapping[str, Any], i: int, item: Mapping[str, Any])
 
 
 def _new_connector(server: Server, item: Mapping[str, Any]) -> dict[str, Any]:
-    """What New-ReceiveConnector would create from ``item`` on ``server`` (§3.2)."""
+    """What New-ReceiveConnector would create from ``item`` on ``server`` (exchange.md §3.2)."""
     usage = _usage_of(item.get("Usage"))
     if server.role is ServerRole.EDGE:
         base = dict(EDGE_NO_USAGE_DEFAULTS if usage is None else USAGE_DEFAULTS[usage])
         if usage is Usage.INTERNAL:
-            base["PermissionGroups"] = ["ExchangeServers"]  # §3.2: Edge has no legacy PG
+            # exchange.md §3.2: Edge has no legacy permission group
+            base["PermissionGroups"] = ["ExchangeServers"]
         role_default = TransportRole.EDGE.value
     else:
         base = dict(USAGE_DEFAULTS[usage])

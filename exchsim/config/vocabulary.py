@@ -4,10 +4,10 @@ They live once, here, below every module that uses them: the loader checks a con
 them, ``policy/`` decides with them, the daemon builds its logon table from them. Nothing here
 imports from outside ``exchsim.config``.
 
-* ``Right``: the extended rights a receive connector ACE can grant (§3.6), in Exchange's
+* ``Right``: the extended rights a receive connector ACE can grant (exchange.md §3.6), in Exchange's
   spelling and order; ``EXTENDED_RIGHTS`` is the same list as strings.
-* Well-known principals (§3.6), and the per-organization ``<NETBIOS>\\...`` groups.
-* ``match_accepted_domain``: which accepted domain covers a domain (§8.1).
+* Well-known principals (exchange.md §3.6), and the per-organization ``<NETBIOS>\\...`` groups.
+* ``match_accepted_domain``: which accepted domain covers a domain (exchange.md §8.1).
 * ``smtp_address`` / ``domain_of``: an address as ``EmailAddresses`` writes it, its domain.
 * ``principal_names`` / ``logon_names`` / ``logon_table``: the names a mailbox is known by in an
   ACE, and the names its user may log on with.
@@ -45,7 +45,7 @@ __all__ = [
 
 
 class Right(enum.StrEnum):
-    """The extended rights of a receive connector ACE (§3.6)."""
+    """The extended rights of a receive connector ACE (exchange.md §3.6)."""
 
     SUBMIT = "ms-Exch-SMTP-Submit"
     ACCEPT_ANY_RECIPIENT = "ms-Exch-SMTP-Accept-Any-Recipient"
@@ -73,7 +73,7 @@ class Right(enum.StrEnum):
 #: Every extended right, in Exchange's spelling and order.
 EXTENDED_RIGHTS: tuple[str, ...] = tuple(right.value for right in Right)
 
-# --- principals (§3.6) --------------------------------------------------------------------------
+# --- principals (exchange.md §3.6) ------------------------------------------------------------
 
 ANONYMOUS_LOGON = "NT AUTHORITY\\ANONYMOUS LOGON"
 AUTHENTICATED_USERS = "NT AUTHORITY\\Authenticated Users"
@@ -101,7 +101,7 @@ def exchange_legacy_interop(netbios: str) -> str:
     return f"{netbios}\\ExchangeLegacyInterop"
 
 
-# --- addresses and accepted domains (§8.1) ------------------------------------------------------
+# --- addresses and accepted domains (exchange.md §8.1) ----------------------------------------
 
 
 def domain_of(address: str) -> str:

@@ -1,4 +1,4 @@
-"""SMTP protocol log in Exchange's CSV format (reference §6.1).
+"""SMTP protocol log in Exchange's CSV format (exchange.md §6.1).
 
 Files ``RECVyyyymmddHH-n.LOG`` (send side ``SENDyyyymmddHH-n.LOG``): hourly, as real 2013+
 files are named, ``n`` counting up when a file passes ``max_file_size``. Each starts with the
@@ -8,8 +8,8 @@ many sessions' lines), so a reader sees them as soon as the loop has run; outsid
 line is written at once. Nothing is fsynced: a log is not a message.
 
 Multi-line replies are flattened into one data field like 2013+ logs do; exchsim writes the
-2019 form with two spaces after the code (``250  host Hello [ip] SIZE ...``, §1.2) rather than
-the one-space form of the sample in §6.1.
+2019 form with two spaces after the code (``250  host Hello [ip] SIZE ...``, see
+exchange.md §1.2) rather than the one-space form of the sample in exchange.md §6.1.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Which receive connector answers a connection (reference §3.5).
+"""Which receive connector answers a connection (exchange.md §3.5).
 
 1. Candidates: enabled connectors of the server whose Bindings match the accepting socket
    (exact local IP and port, or 0.0.0.0 / [::] of the same family with that port).

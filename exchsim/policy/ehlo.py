@@ -1,4 +1,4 @@
-"""The EHLO keyword list of a connector, in Exchange's fixed order (reference §1.3, §1.4).
+"""The EHLO keyword list of a connector, in Exchange's fixed order (exchange.md §1.3, §1.4).
 
 One table: each row is (keyword builder, condition). The order of the rows is the order on
 the wire. Everything the choice depends on is in :class:`EhloContext`.
@@ -28,7 +28,7 @@ class EhloContext:
     transport: TransportConfig
     tls_active: bool = False  # STARTTLS or X-ANONYMOUSTLS done
     anonymous_tls: bool = False  # the TLS came from X-ANONYMOUSTLS
-    has_certificate: bool = True  # a certificate for STARTTLS was found (§4.5)
+    has_certificate: bool = True  # a certificate for STARTTLS was found (exchange.md §4.5)
     has_internal_certificate: bool = True  # the server's own transport certificate
 
     @property
@@ -41,7 +41,7 @@ class EhloContext:
     @property
     def smtputf8(self) -> bool:
         enabled = self.connector.smtp_utf8_enabled
-        if enabled is None:  # §9.13: on by default from 15.2 on
+        if enabled is None:  # exchange.md §9.13: on by default from 15.2 on
             enabled = Dialect.of(self.version).smtputf8_by_default
         return enabled and (self.connector.eight_bit_mime_enabled or self.binarymime)
 

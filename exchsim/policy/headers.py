@@ -1,4 +1,4 @@
-"""The header firewall, authentication stamping and Received headers (reference §5).
+"""The header firewall, authentication stamping and Received headers (exchange.md §5).
 
 Messages are bytes with CRLF line endings. The header block is split into fields, each kept
 as its raw bytes (folded continuation lines included) so that what is not changed goes on
@@ -115,7 +115,7 @@ def make_field(name: str, value: str) -> Field:
 
 
 def firewall(message: Message, rights: Rights) -> Message:
-    """Remove the header families the session may not set (§5.1)."""
+    """Remove the header families the session may not set (exchange.md §5.1)."""
     keep_org = Right.ACCEPT_HEADERS_ORGANIZATION in rights
     keep_forest = Right.ACCEPT_HEADERS_FOREST in rights
     keep_routing = Right.ACCEPT_HEADERS_ROUTING in rights
@@ -143,7 +143,7 @@ def stamp_authentication(
     server_fqdn: str,
     auth_domain: str | None = None,
 ) -> Message:
-    """Re-evaluate the authentication headers (§5.2).
+    """Re-evaluate the authentication headers (exchange.md §5.2).
 
     A message from a session that may send organization headers and already carries AuthAs
     is left as it is (it came from another Exchange server). Otherwise the auth headers are
@@ -179,7 +179,9 @@ def received_field(
     tls: tuple[str, str] | None = None,
     via: str | None = None,
 ) -> Field:
-    """``Received: from <helo> (<ip>) by <fqdn> (<ip>) with Microsoft SMTP Server ...`` (§5.4).
+    """``Received: from <helo> (<ip>) by <fqdn> (<ip>) with Microsoft SMTP Server ...``.
+
+    The format of exchange.md §5.4.
 
     ``tls`` is (protocol, cipher) in Exchange's spelling, e.g. ("TLS1_2",
     "TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384"); ``via`` adds `` via Frontend Transport``.

@@ -1,4 +1,4 @@
-"""Principals, permission groups and extended rights (reference §3.6).
+"""Principals, permission groups and extended rights (exchange.md §3.6).
 
 The words themselves (``Right``, the well-known principals, a mailbox's principal names) live
 in ``exchsim.config.vocabulary``; this module decides with them.
@@ -94,7 +94,7 @@ _PARTNERS: Rights = frozenset({R.SUBMIT, R.ACCEPT_HEADERS_ROUTING})
 
 
 def permission_group_entries(group: PermissionGroup, netbios: str) -> list[tuple[str, Rights]]:
-    """The allow entries one PermissionGroup puts on a connector (§3.6 table)."""
+    """The allow entries one PermissionGroup puts on a connector (exchange.md §3.6 table)."""
     table: dict[PermissionGroup, list[tuple[str, Rights]]] = {
         PermissionGroup.ANONYMOUS_USERS: [(ANONYMOUS_LOGON, _ANONYMOUS)],
         PermissionGroup.EXCHANGE_USERS: [(AUTHENTICATED_USERS, _EXCHANGE_USERS)],
@@ -124,7 +124,7 @@ class Identity:
 
     kind: IdentityKind
     name: str = ""  # the user (UPN), the Exchange server FQDN or the partner domain
-    mechanism: str = "00"  # AuthMechanism code of §5.2 (hex)
+    mechanism: str = "00"  # AuthMechanism code of exchange.md §5.2 (hex)
 
     @property
     def authenticated(self) -> bool:
@@ -195,7 +195,7 @@ def _right(name: str) -> Right:
     raise ValueError(f"unknown extended right {name!r}")
 
 
-# Protocol-log tokens of the "Set Session Permissions" line, in Exchange's order (§3.6).
+# Protocol-log tokens of the "Set Session Permissions" line, in Exchange's order (exchange.md §3.6).
 _TOKENS: tuple[tuple[str, Right | None], ...] = (
     ("SMTPSubmit", R.SUBMIT),
     ("SMTPSubmitForMLS", None),

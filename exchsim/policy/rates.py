@@ -1,9 +1,9 @@
-"""MessageRateLimit: messages a source may start per minute on a connector (reference §3.1).
+"""MessageRateLimit: messages a source may start per minute on a connector (exchange.md §3.1).
 
 Exchange checks the limit at MAIL FROM and answers ``421 4.4.2 Message submission rate for this
-client has exceeded the configured limit`` (§1.9 step 4), closing the connection.
+client has exceeded the configured limit`` (exchange.md §1.9 step 4), closing the connection.
 
-exchsim's reading, where the reference is silent:
+exchsim's reading, where the sources are silent (exchange.md §1.9):
 - The rate is a sliding window of 60 seconds: a MAIL FROM is refused when the source already
   started ``MessageRateLimit`` messages (accepted MAIL FROM commands) in the last minute.
 - ``MessageRateSource``: ``IPAddress`` counts per client address (the proxied client's, on a

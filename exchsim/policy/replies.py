@@ -1,17 +1,19 @@
 """Every SMTP reply exchsim sends, written once.
 
-Texts come from ``reference/exchange-transport.md`` §1 and §2 (the tag there says how sure we
+Texts come from ``docs/exchange.md`` §1 and §2 (the status column there says how sure we
 are). Session code never contains a reply literal: it picks a constant or calls a builder here.
 
-Decisions on the unconfirmed items of §9 (each used below):
-- §9.1 anonymous submit denial: ``530 5.7.1 Client was not authenticated`` for every version.
-- §9.2 send-as denial: ``550 5.7.1 Client does not have permissions to send as this sender``
-  (the text observed on-prem) for every version.
-- §9.11 STARTTLS when not offered: answered as an unrecognized command (``500 5.3.3``).
+Decisions on the unconfirmed items of exchange.md §9 (each used below):
+- Anonymous submit denial (exchange.md §9.1): ``530 5.7.1 Client was not authenticated`` for
+  every version.
+- Send-as denial (exchange.md §9.2): ``550 5.7.1 Client does not have permissions to send as
+  this sender`` (the text observed on-prem) for every version.
+- STARTTLS when not offered (exchange.md §9.11): answered as an unrecognized command
+  (``500 5.3.3``).
 - Relay denial: ``550 5.7.1 Unable to relay`` for 15.0, ``550 5.7.54 SMTP; Unable to relay
   recipient in non-accepted domain`` for 15.1 and 15.2 (both observed).
 - Unknown verb: 15.2 appends `` '<VERB>'`` (observed on 2019); 15.0/15.1 do not.
-- Proxy failure when the hub cannot be reached: ``PRX4`` (the one seen live, §2.5).
+- Proxy failure when the hub cannot be reached: ``PRX4`` (the one seen live, exchange.md §2.5).
 """
 
 from __future__ import annotations
@@ -57,7 +59,7 @@ def _r(code: int, enhanced: str | None, text: str, close: bool = False) -> Reply
     return Reply(code, enhanced, text, close)
 
 
-# --- session / greeting (§2.1) -------------------------------------------------------------
+# --- session / greeting (exchange.md §2.1) --------------------------------------------------------
 SERVICE_NOT_AVAILABLE = _r(421, "4.3.2", "Service not available", close=True)
 SERVICE_NOT_ACTIVE = _r(421, "4.3.2", "Service not active", close=True)
 TOO_MANY_CONNECTIONS_SERVER = _r(
@@ -114,7 +116,7 @@ TOO_MANY_ERRORS = _r(
 TIMEOUT_INACTIVITY = _r(451, "4.7.0", "Timeout waiting for client input", close=True)
 TIMEOUT_CONNECTION = _r(421, "4.4.1", "Connection timed out", close=True)
 
-# --- TLS / authentication (§2.2) -----------------------------------------------------------
+# --- TLS / authentication (exchange.md §2.2) ------------------------------------------------------
 TLS_READY = _r(220, "2.0.0", "SMTP server ready")
 ONLY_ONE_STARTTLS = _r(503, "5.5.2", "Only one STARTTLS command can be issued per session")
 TLS_INIT_FAILED = _r(554, "5.7.3", "Unable to initialize security subsystem")
@@ -131,7 +133,7 @@ AUTH_ALREADY = _r(503, "5.5.2", "Auth command already specified")
 AUTH_TEMPORARY_FAILURE = _r(454, "4.7.0", "Temporary authentication failure")
 EXCHANGE_AUTH_IMPOSSIBLE = _r(451, "5.7.3", "Cannot achieve Exchange Server authentication")
 
-# --- authorization / relay / sender (§2.3) -------------------------------------------------
+# --- authorization / relay / sender (exchange.md §2.3) --------------------------------------------
 NOT_AUTHENTICATED = _r(530, "5.7.1", "Client was not authenticated", close=True)
 NO_SUBMIT_PERMISSION = _r(
     550, "5.7.1", "Client does not have permissions to submit to this server", close=True
@@ -145,7 +147,7 @@ ANONYMOUS_SEND_AS_DENIED = _r(
 NOT_AUTHORIZED = _r(504, "5.7.1", "Not authorized")
 COMMAND_NOT_ALLOWED = _r(550, "5.7.1", "Command not allowed")
 
-# --- limits / content (§2.4) ---------------------------------------------------------------
+# --- limits / content (exchange.md §2.4) ----------------------------------------------------------
 MESSAGE_TOO_BIG = _r(552, "5.3.4", "Message size exceeds fixed maximum message size")
 HEADER_TOO_BIG = _r(552, "5.3.4", "Header size exceeds fixed maximum size")
 TOO_MANY_RECIPIENTS = _r(452, "4.5.3", "Too many recipients")
@@ -157,7 +159,7 @@ IO_ERROR = _r(451, "4.3.0", "I/O error reading message body")
 LOCAL_ERROR = _r(451, "4.3.0", "Local error in processing", close=True)
 INSUFFICIENT_RESOURCES = _r(452, "4.3.1", "Insufficient system resources")
 
-# --- success (§2.5) ------------------------------------------------------------------------
+# --- success (exchange.md §2.5) -------------------------------------------------------------------
 SENDER_OK = _r(250, "2.1.0", "Sender OK")
 RECIPIENT_OK = _r(250, "2.1.5", "Recipient OK")
 START_MAIL_INPUT = _r(354, None, "Start mail input; end with <CRLF>.<CRLF>")
@@ -170,7 +172,7 @@ XPROXYTO_ACCEPTED = _r(250, None, "XProxyTo accepted")
 
 
 def banner(fqdn: str, now: datetime.datetime, *, uppercase: bool = False) -> Reply:
-    """``220 <fqdn> Microsoft ESMTP MAIL Service ready at <date>`` (§1.1).
+    """``220 <fqdn> Microsoft ESMTP MAIL Service ready at <date>`` (exchange.md §1.1).
 
     ``now`` is the server's local time with its offset; the day of month is not zero padded.
     """
@@ -211,7 +213,7 @@ def ehlo(fqdn: str, client_ip: str, keywords: list[str]) -> Reply:
 
 
 def unrecognized(verb: str, dialect: Dialect) -> Reply:
-    """``500 5.3.3 Unrecognized command`` (15.2 appends the verb in quotes, §1.8)."""
+    """``500 5.3.3 Unrecognized command`` (15.2 appends the verb in quotes, exchange.md §1.8)."""
     if dialect.unrecognized_names_verb:
         return Reply(500, "5.3.3", f"Unrecognized command '{verb}'")
     return Reply(500, "5.3.3", "Unrecognized command")
@@ -234,7 +236,7 @@ def queued(
     seconds: float,
     dialect: Dialect,
 ) -> Reply:
-    """The end-of-data acceptance (§1.8, §2.5).
+    """The end-of-data acceptance (exchange.md §1.8, §2.5).
 
     2016+ add ``<bytes> bytes in <s.sss>, <rate> KB/sec``. Exchange formats the numbers with
     the server locale; exchsim uses the invariant (en-US) form, ``0.102`` and ``109.173``.
@@ -252,15 +254,15 @@ def queued(
 
 
 def auth_challenge(token: str) -> Reply:
-    """``334 <base64>``: the next step of an AUTH exchange (NTLM's challenge, §1.7)."""
+    """``334 <base64>``: the next step of an AUTH exchange (NTLM's challenge, exchange.md §1.7)."""
     return Reply(334, None, token)
 
 
 def exchange_auth_ok(blob: str) -> Reply:
-    """``235 <blob>``: X-EXPS EXCHANGEAUTH accepted, with the server's own proof (§1.7)."""
+    """``235 <blob>``: X-EXPS EXCHANGEAUTH accepted, with the server's proof (exchange.md §1.7)."""
     return Reply(235, None, blob)
 
 
 def proxy_failure(n: int) -> Reply:
-    """The Front End's reply when it cannot hand the message to a hub (§2.5, §7.2)."""
+    """The Front End's reply when it cannot hand the message to a hub (exchange.md §2.5, §7.2)."""
     return Reply(451, "4.7.0", f"Temporary server error. Please try again later. PRX{n}")

@@ -1,4 +1,4 @@
-"""The checks of a mail transaction, in Exchange's order (reference §1.9).
+"""The checks of a mail transaction, in Exchange's order (exchange.md §1.9).
 
 Each check takes the session's facts and returns a :class:`Decision`: the reply to send and
 why. Refusals are values, never exceptions. Nothing here reads a clock, a socket or a file.
@@ -60,7 +60,7 @@ class SessionFacts:
         return right in self.rights
 
 
-# --- MAIL / RCPT argument syntax (§1.8) ------------------------------------------------------
+# --- MAIL / RCPT argument syntax (exchange.md §1.8) -----------------------------------------------
 
 _MAIL_PARAMS = {"SIZE", "BODY", "RET", "ENVID", "AUTH", "SMTPUTF8"}
 _INTERNAL_MAIL_PARAMS = {"XATTRDIRECT", "XATTRORGID", "XMESSAGECONTEXT", "XSHADOW"}
@@ -91,7 +91,7 @@ class RcptCommand:
 
 
 def _split_path(arg: str, keyword: str) -> tuple[str, str] | None:
-    """``FROM:<a@b> SIZE=1`` -> ("a@b", "SIZE=1"); angle brackets are optional (§1.8)."""
+    """``FROM:<a@b> SIZE=1`` -> ("a@b", "SIZE=1"); angle brackets optional (exchange.md §1.8)."""
     head, sep, rest = arg.partition(":")
     if not sep or head.strip().upper() != keyword:
         return None
@@ -151,8 +151,9 @@ def parse_mail(arg: str | None) -> MailCommand | Reply:
     if address and not valid_address(address):
         return replies.INVALID_SENDER_ADDRESS
     if not address.isascii() and "SMTPUTF8" not in params:
-        # §2.2 gives the SMTPUTF8 family of replies without a confirmed text; exchsim answers
-        # a UTF-8 address outside an SMTPUTF8 transaction with the confirmed "Invalid address".
+        # exchange.md §2.1 gives the SMTPUTF8 family of replies without a confirmed text;
+        # exchsim answers a UTF-8 address outside an SMTPUTF8 transaction with the confirmed
+        # "Invalid address".
         return replies.INVALID_SENDER_ADDRESS
     for name, value in params.items():
         if name not in _MAIL_PARAMS | _INTERNAL_MAIL_PARAMS:
@@ -182,11 +183,11 @@ def parse_rcpt(arg: str | None, *, smtputf8: bool = False) -> RcptCommand | Repl
     return RcptCommand(address, params)
 
 
-# --- accepted domains (§8.1; matching itself is exchsim.config.vocabulary's) -----------------
+# --- accepted domains (exchange.md §8.1; matching is exchsim.config.vocabulary's) ------------
 
 
 def is_internal_domain(org: Organization, domain: str) -> bool:
-    """Authoritative and InternalRelay domains count as internal for sender checks (§8.1)."""
+    """Authoritative and InternalRelay domains are internal for sender checks (exchange.md §8.1)."""
     entry = match_accepted_domain(org.accepted_domains, domain)
     return entry is not None and entry.domain_type in (
         DomainType.AUTHORITATIVE,
@@ -198,7 +199,7 @@ def is_internal_domain(org: Organization, domain: str) -> bool:
 
 
 def check_mail(facts: SessionFacts, mail: MailCommand) -> Decision:
-    """MAIL FROM (§1.9 step 4)."""
+    """MAIL FROM (exchange.md §1.9 step 4)."""
     if not facts.has(Right.SUBMIT):
         if facts.identity.authenticated:
             return refuse(replies.NO_SUBMIT_PERMISSION, "identity lacks ms-Exch-SMTP-Submit")
@@ -219,7 +220,7 @@ def check_mail(facts: SessionFacts, mail: MailCommand) -> Decision:
 
 
 def check_rcpt(facts: SessionFacts, rcpt: RcptCommand, accepted_so_far: int) -> Decision:
-    """RCPT TO (§1.9 step 5): relay by accepted domain, then MaxRecipientsPerMessage."""
+    """RCPT TO (exchange.md §1.9 step 5): relay by accepted domain, then MaxRecipientsPerMessage."""
     domain = domain_of(rcpt.address)
     entry = match_accepted_domain(facts.org.accepted_domains, domain)
     if entry is None and not facts.has(Right.ACCEPT_ANY_RECIPIENT):
@@ -235,7 +236,7 @@ def check_rcpt(facts: SessionFacts, rcpt: RcptCommand, accepted_so_far: int) -> 
 
 
 def check_size(facts: SessionFacts, size: int) -> Decision | None:
-    """Message size during or at the end of data (§1.9 step 6)."""
+    """Message size during or at the end of data (exchange.md §1.9 step 6)."""
     if size > facts.connector.max_message_size and not facts.has(
         Right.BYPASS_MESSAGE_SIZE_LIMIT
     ):
@@ -251,7 +252,7 @@ def check_headers(
     header_senders: Sequence[str],
     mail_auth_null: bool = False,
 ) -> Decision | None:
-    """End of headers (§1.9 step 6): header size, hop counts, sender authorization."""
+    """End of headers (exchange.md §1.9 step 6): header size, hop counts, sender authorization."""
     connector = facts.connector
     if header_size > connector.max_header_size:
         return refuse(replies.HEADER_TOO_BIG, f"{header_size} header bytes")
@@ -273,11 +274,11 @@ def check_headers(
 
 
 def check_content(content_type: str | None) -> Decision | None:
-    """Content Exchange refuses at the end of headers (§2.4): a top-level ``message/partial``
-    (RFC 2046 fragments, which Exchange never reassembles) gets ``554 5.6.1``.
+    """Content Exchange refuses at the end of headers: a top-level ``message/partial`` (RFC
+    2046 fragments, which Exchange never reassembles) gets ``554 5.6.1``.
 
-    exchsim's reading: the reference gives the reply, not the trigger; the reply's own words
-    name it. Only the message's own Content-Type counts, not a part's.
+    exchsim's reading (exchange.md §2.4): the sources give the reply, not the trigger; the
+    reply's own words name it. Only the message's own Content-Type counts, not a part's.
     """
     if content_type is None:
         return None
@@ -293,7 +294,7 @@ def _stamped_by(received: str, fqdns: frozenset[str]) -> bool:
 
 
 def may_send_as(facts: SessionFacts, sender: str) -> bool:
-    """Sender authorization (§5.5) for one address (MAIL FROM or From/Sender)."""
+    """Sender authorization (exchange.md §5.5) for one address (MAIL FROM or From/Sender)."""
     domain = domain_of(sender)
     mailbox = facts.mailbox
     if facts.identity.kind is IdentityKind.USER and mailbox and sender.lower() in mailbox.addresses:
@@ -306,7 +307,7 @@ def may_send_as(facts: SessionFacts, sender: str) -> bool:
 
 
 def auth_as(facts: SessionFacts, mail_auth_null: bool = False) -> str:
-    """The AuthAs category SMTP receive stamps (§5.2): Partner, Internal or Anonymous."""
+    """The AuthAs category SMTP receive stamps (exchange.md §5.2): Partner, Internal, Anonymous."""
     if facts.identity.kind is IdentityKind.PARTNER:
         return "Partner"
     if mail_auth_null:
@@ -323,10 +324,11 @@ def auth_as(facts: SessionFacts, mail_auth_null: bool = False) -> str:
 def check_connection_limits(
     connector: ReceiveConnector, active: int, active_from_source: int
 ) -> Decision | None:
-    """Connection limits before the banner (§1.9 step 2); counts exclude the new connection.
+    """Connection limits before the banner (exchange.md §1.9 step 2).
 
-    The per-source limit is the smaller of MaxInboundConnectionPerSource and
-    MaxInboundConnectionPercentagePerSource percent of MaxInboundConnection (at least one).
+    The counts exclude the new connection. The per-source limit is the smaller of
+    MaxInboundConnectionPerSource and MaxInboundConnectionPercentagePerSource percent of
+    MaxInboundConnection (at least one).
     """
     total_limit = connector.max_inbound_connection
     if total_limit is not None and active >= total_limit:

@@ -1,4 +1,4 @@
-"""The lab's internet: an SMTP server that stores what it receives (ARCHITECTURE.md, Storage).
+"""The lab's internet: an SMTP server that stores what it receives (exchange.md §8.2).
 
 Relayed mail from the hubs ends here, one Maildir per recipient under
 ``DATA/internet/<address>/``, each file fsynced before the 250. It is a plain aiosmtpd

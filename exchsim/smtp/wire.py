@@ -1,8 +1,8 @@
 """Byte-level pieces of the SMTP wire that exchsim owns (pure, no I/O).
 
 DATA framing (RFC 5321 §4.1.1.4, §4.5.2) and line-ending hygiene: only ``CRLF . CRLF`` ends a
-message. A bare LF or bare CR inside the data never ends it (SMTP smuggling, reference
-peers.md §4.1) and is rewritten to CRLF before the message is stored or relayed, so exchsim is
+message. A bare LF or bare CR inside the data never ends it (SMTP smuggling, security.md §1)
+and is rewritten to CRLF before the message is stored or relayed, so exchsim is
 never the server that forwards a malformed line ending to the next hop.
 """
 

@@ -5,7 +5,7 @@ Contexts are built from :class:`~exchsim.tls.pki.CertificateFiles` with a bare
 latter loads the system CA store, and the lab trusts only what it is told to.
 
 The receiving side of X-ANONYMOUSTLS is not an ``ssl`` context: it must complete the handshake
-with whatever client certificate comes and judge it afterwards (reference §4.1), which Python's
+with whatever client certificate comes and judge it afterwards (exchange.md §4.1), which Python's
 ``ssl`` cannot (no verify callback; a requested certificate that does not verify fails the
 handshake). It is :class:`exchsim.tls.judged.JudgedServerContext`, on pyOpenSSL.
 

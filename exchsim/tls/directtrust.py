@@ -1,7 +1,7 @@
 """exchsim's stand-in for X-EXPS EXCHANGEAUTH (Exchange-to-Exchange authentication).
 
 Real Exchange authenticates one transport server to another inside X-ANONYMOUSTLS with
-``X-EXPS EXCHANGEAUTH``: a Kerberos-derived hash bound to the TLS channel (reference §4.1).
+``X-EXPS EXCHANGEAUTH``: a Kerberos-derived hash bound to the TLS channel (exchange.md §4.1).
 The lab has no Kerberos, so exchsim uses the servers' published certificates instead
 (Direct Trust style), bound to the TLS channel the same way:
 
@@ -10,7 +10,7 @@ The lab has no Kerberos, so exchsim uses the servers' published certificates ins
    private key. The receiving server completes the handshake with any certificate
    (:class:`exchsim.tls.judged.JudgedServerContext`) and judges it after: one that is not a
    published server certificate gets ``454 4.7.0`` at the next EHLO and the connection closes
-   (reference §4.1 item 3).
+   (exchange.md §4.1 item 3).
 2. After the new EHLO it sends ``X-EXPS EXCHANGEAUTH SHA256 <blob>`` where
    ``blob = base64("<server-fqdn>:" + hex(sha256(b"exchsim-exchangeauth\\0" + tls_unique +
    fqdn.encode())))`` and ``tls_unique = ssl_object.get_channel_binding("tls-unique")``

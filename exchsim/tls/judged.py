@@ -2,7 +2,7 @@
 
 Exchange accepts the TLS handshake of X-ANONYMOUSTLS with any client certificate and decides
 afterwards: a certificate that is not a known Exchange server's gets ``454 4.7.0 Temporary
-authentication failure`` at the next EHLO (reference §4.1, item 3). Python's ``ssl`` has no
+authentication failure`` at the next EHLO (exchange.md §4.1, item 3). Python's ``ssl`` has no
 verify callback: a requested client certificate that does not verify fails the handshake.
 pyOpenSSL has one, so the handshake here runs on a pyOpenSSL ``Connection`` with memory BIOs.
 

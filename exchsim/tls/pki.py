@@ -1,6 +1,6 @@
 """The lab PKI: each server's self-signed transport certificate, and certificate selection.
 
-Exchange setup creates one self-signed certificate per server (reference §1.6, §4.5): subject
+Exchange setup creates one self-signed certificate per server (exchange.md §1.6, §4.5): subject
 ``CN=<hostname>``, SAN dNSName = hostname and FQDN, EKU serverAuth, valid 5 years. exchsim makes
 the same certificate with ``cryptography`` (no openssl CLI):
 
@@ -390,7 +390,7 @@ def matches_tls_certificate_name(cert: CertificateFiles, tls_certificate_name: s
     return issuer is None or dn_equal(issuer, cert.issuer)
 
 
-# --- selection (reference §4.5) ------------------------------------------------------------
+# --- selection (exchange.md §4.5) ------------------------------------------------------------
 
 
 def _common_names(cert: CertificateFiles) -> list[str]:
@@ -423,13 +423,13 @@ def select_certificate(
     *,
     now: datetime.datetime | None = None,
 ) -> CertificateFiles | None:
-    """The certificate a connector uses for STARTTLS (reference §4.5), or None (no STARTTLS).
+    """The certificate a connector uses for STARTTLS (exchange.md §4.5), or None (no STARTTLS).
 
     With ``tls_certificate_name`` set: a certificate whose subject (and issuer, when given)
     match it. Otherwise: a certificate whose SAN dNSName or subject CN matches ``fqdn``
     (exactly, or a wildcard covering one label), CA-issued preferred over self-signed, then
     the newest ``not_before``. When ``now`` is given, certificates not valid at ``now`` are
-    skipped (an expired certificate makes STARTTLS disappear, reference §1.6).
+    skipped (an expired certificate makes STARTTLS disappear, exchange.md §1.6).
     """
     pool = [c for c in candidates if now is None or c.valid_at(now)]
     if tls_certificate_name is not None and tls_certificate_name.strip():

@@ -1,4 +1,4 @@
-"""The client side of an Exchange-to-Exchange hop (reference §7.2-§7.5, ARCHITECTURE.md).
+"""The client side of an Exchange-to-Exchange hop (exchange.md §7.2-§7.5, §4.1).
 
 EHLO, ``X-ANONYMOUSTLS`` (presenting this server's own certificate as the TLS client
 certificate), EHLO again, ``X-EXPS EXCHANGEAUTH SHA256 <blob>`` bound to the TLS session, then

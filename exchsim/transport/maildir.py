@@ -1,6 +1,6 @@
 """Maildir delivery: one Maildir per recipient address, readable by any mail tool.
 
-Layout (ARCHITECTURE.md, Storage): ``<root>/<address lower-cased>/{cur,new,tmp}``. Delivery
+Layout (README.md, Data directory): ``<root>/<address lower-cased>/{cur,new,tmp}``. Delivery
 follows the Maildir protocol: write ``tmp/<name>``, flush and fsync it, rename it into ``new/``,
 fsync ``new/``. A file in ``new/`` is therefore complete and durable; ``tmp/`` may keep debris
 from a crash, which readers ignore.

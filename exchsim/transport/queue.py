@@ -16,7 +16,7 @@ and commits once -- one fsync -- before the callers learn their results.
 Leases live in memory only: they keep two delivery workers of one process off the same message.
 After a restart nothing is leased and every pending message is due again.
 
-Only this module imports :mod:`sqlite3` (STYLE.md, import rules).
+Only this module imports :mod:`sqlite3`.
 """
 
 from __future__ import annotations

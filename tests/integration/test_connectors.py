@@ -1,4 +1,4 @@
-"""Most-specific connector match and the two relay recipes of reference §8.1, end to end."""
+"""Most-specific connector match and the two relay recipes of exchange.md §8.1, end to end."""
 
 from __future__ import annotations
 

@@ -158,7 +158,7 @@ def _submit_on_587(port: int, user: str, count: int) -> list[object]:
 
 async def test_client_frontend_message_rate_limit_is_five_per_minute_per_user(
         tmp_path: Path) -> None:
-    # Client Frontend's setup values: MessageRateLimit 5, MessageRateSource User (§3.3).
+    # Client Frontend's setup values: MessageRateLimit 5, MessageRateSource User (exchange.md §3.3).
     # (FAST only sets the tarpits to zero.)
     lab = await start_lab(with_connectors(FAST_LAB_YAML, FAST), tmp_path / "data")
     try:

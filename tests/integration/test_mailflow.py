@@ -210,7 +210,7 @@ async def _anonymous_tls_with(lab: RunningLab, cert_path: Path, key_path: Path) 
 async def test_unknown_certificate_in_x_anonymoustls_gets_454_at_the_next_ehlo(
     lab: RunningLab, tmp_path: Path
 ) -> None:
-    # Reference 4.1 item 3. The impostor has EX01's names but is not EX01's published
+    # exchange.md §4.1 item 3. The impostor has EX01's names but is not EX01's published
     # certificate (another key): the handshake completes, the next EHLO gets 454 and the
     # connection is dropped.
     impostor = ensure_server_certificate(tmp_path / "impostor", "EX01", "ex01.contoso.com",

@@ -1,4 +1,4 @@
-"""Security inputs of peers.md §4: SMTP smuggling (4.1) and STARTTLS injection (4.2)."""
+"""Security inputs of security.md: SMTP smuggling (security.md §1), STARTTLS injection (§2)."""
 
 from __future__ import annotations
 

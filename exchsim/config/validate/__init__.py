@@ -2,7 +2,7 @@
 
 * ``validate_server`` / ``validate_servers``: ``Servers``;
 * ``validate_organization`` (with ``validate_accepted_domains``, ``validate_mailboxes``);
-* ``validate_connector``: one receive connector and the §3.4 rules on it;
+* ``validate_connector``: one receive connector and the exchange.md §3.4 rules on it;
 * ``check_conflicts``: binding / remote range conflicts between connectors;
 * ``validate_permission`` / ``validate_permissions``: ``ADPermissions``;
 * ``validate_lab``: the ``Lab`` settings.

@@ -1,4 +1,4 @@
-"""Conflicts between receive connectors (§3.4 binding / remote range conflicts).
+"""Conflicts between receive connectors (exchange.md §3.4 binding / remote range conflicts).
 
 Two enabled connectors of one server and one TransportRole conflict when they listen on the
 same binding (or one on the wildcard and one on a specific address of the same port and family)
@@ -90,7 +90,7 @@ def _conflict(
         mine,
         f"'{mine}' of {here.identity} conflicts with '{theirs}' of "
         f"{other.identity} ({here.transport_role.value}, {where}): {why} "
-        "(§3.4 binding/remote range conflict)",
+        "(exchange.md §3.4 binding/remote range conflict)",
         order=place("ReceiveConnectors", index),
         needs=(subject(here), subject(other)),
     )

@@ -1,4 +1,4 @@
-"""One receive connector: its pydantic validation and the rules of §3.4 on it alone.
+"""One receive connector: its pydantic validation and the rules of exchange.md §3.4 on it alone.
 
 ``validate_connector`` takes a raw spec (Exchange's parameter names, as resolved from the file,
 or as ``Set-ReceiveConnector`` would leave the connector) and the server it belongs to; every
@@ -62,7 +62,7 @@ def validate_connector(
     index: int | None = None,
     given: Iterable[str] | None = None,
 ) -> ReceiveConnector | None:
-    """Validate one connector of ``server`` and check §3.4's rules on it; return it.
+    """Validate one connector of ``server`` and check exchange.md §3.4's rules on it; return it.
 
     ``index`` is its position in the file's ``ReceiveConnectors`` (None: a setup connector the
     file did not write); ``given`` the keys the file wrote (default: every key of ``spec``),
@@ -96,7 +96,7 @@ def validate_connector(
 
 
 class _Rules:
-    """§3.4's rules on one validated connector."""
+    """exchange.md §3.4's rules on one validated connector."""
 
     def __init__(
         self,
@@ -153,43 +153,43 @@ class _Rules:
         if A.NONE in auth and len(auth) > 1:
             self.add("AuthMechanism", auth_value,
                      f"{auth_text} is not allowed: None cannot be combined with other "
-                     "mechanisms (§3.4: None must be alone)")
+                     "mechanisms (exchange.md §3.4: None must be alone)")
         if A.BASIC_AUTH_REQUIRE_TLS in auth and not {A.BASIC_AUTH, A.TLS} <= auth:
             self.add("AuthMechanism", auth_value,
                      f"{auth_text} is not allowed: BasicAuthRequireTLS requires BasicAuth and "
-                     "Tls (§3.4)")
+                     "Tls (exchange.md §3.4)")
         if c.require_tls and A.TLS not in auth:
             self.add("RequireTLS", self.value("RequireTLS"),
                      f"RequireTLS true is not allowed with AuthMechanism {auth_text}: "
-                     "RequireTLS requires Tls (§3.4)", ("AuthMechanism",))
+                     "RequireTLS requires Tls (exchange.md §3.4)", ("AuthMechanism",))
         if A.EXTERNAL_AUTHORITATIVE in auth:
             if not auth <= {A.EXTERNAL_AUTHORITATIVE, A.TLS}:
                 self.add("AuthMechanism", auth_value,
                          f"{auth_text} is not allowed: ExternalAuthoritative may only be "
-                         "combined with Tls (§3.4)")
+                         "combined with Tls (exchange.md §3.4)")
             if PG.EXCHANGE_SERVERS not in groups:
                 self.add("PermissionGroups", self.value("PermissionGroups"),
                          f"{format_flags(groups, PermissionGroup)} is not allowed with "
                          "AuthMechanism ExternalAuthoritative: PermissionGroups must include "
-                         "ExchangeServers (§3.4)", ("AuthMechanism",))
+                         "ExchangeServers (exchange.md §3.4)", ("AuthMechanism",))
         if c.domain_secure_enabled:
             if A.TLS not in auth:
                 self.add("DomainSecureEnabled", self.value("DomainSecureEnabled"),
                          f"DomainSecureEnabled true is not allowed with AuthMechanism "
-                         f"{auth_text}: DomainSecureEnabled requires Tls (§3.4)",
+                         f"{auth_text}: DomainSecureEnabled requires Tls (exchange.md §3.4)",
                          ("AuthMechanism",))
             if A.EXTERNAL_AUTHORITATIVE in auth:
                 self.add("DomainSecureEnabled", self.value("DomainSecureEnabled"),
                          "DomainSecureEnabled true is not allowed with AuthMechanism "
-                         "ExternalAuthoritative (§3.4: DomainSecureEnabled forbids "
+                         "ExternalAuthoritative (exchange.md §3.4: DomainSecureEnabled forbids "
                          "ExternalAuthoritative)", ("AuthMechanism",))
 
     def fqdn(self) -> None:
         c, server = self.c, self.server
         auth = c.auth_mechanism
         if c.fqdn is not None and not is_host_name(c.fqdn):
-            why = " (§3.4: ExchangeServer authentication requires a valid FQDN)" if (
-                A.EXCHANGE_SERVER in auth) else " (§3.1)"
+            why = " (exchange.md §3.4: ExchangeServer authentication requires a valid FQDN)" if (
+                A.EXCHANGE_SERVER in auth) else " (exchange.md §3.1)"
             # A setup connector's Fqdn copied from its server reads the server's Fqdn.
             inherited = "Fqdn" not in self.given and c.fqdn == server.fqdn
             self.add("Fqdn", c.fqdn,
@@ -201,7 +201,8 @@ class _Rules:
             self.add("AuthMechanism", self.value("AuthMechanism"),
                      f"{format_flags(auth, AuthMechanism)} is not allowed: ExchangeServer "
                      "authentication requires a valid FQDN, and the connector has no Fqdn while "
-                     f"server {server.name}'s Fqdn {show(server.fqdn)} is not a host name (§3.4)",
+                     f"server {server.name}'s Fqdn {show(server.fqdn)} is not a host name "
+                     "(exchange.md §3.4)",
                      ("Fqdn",))
 
     def protocol(self) -> None:
@@ -211,25 +212,26 @@ class _Rules:
             self.add("ConnectionInactivityTimeout", self.value("ConnectionInactivityTimeout"),
                      f"{self.written('ConnectionInactivityTimeout', inactivity)} is not allowed: "
                      "ConnectionInactivityTimeout must be less than ConnectionTimeout "
-                     f"({_shown('connection_timeout', c.connection_timeout)}) (§3.4)",
+                     f"({_shown('connection_timeout', c.connection_timeout)}) (exchange.md §3.4)",
                      ("ConnectionTimeout",))
         if c.binary_mime_enabled and not c.chunking_enabled:
             self.add("BinaryMimeEnabled", self.value("BinaryMimeEnabled"),
                      "BinaryMimeEnabled true is not allowed with ChunkingEnabled false: "
-                     "BinaryMimeEnabled requires ChunkingEnabled (§3.4)", ("ChunkingEnabled",))
+                     "BinaryMimeEnabled requires ChunkingEnabled (exchange.md §3.4)",
+                     ("ChunkingEnabled",))
         if PG.CUSTOM in c.permission_groups:
             self.add("PermissionGroups", self.value("PermissionGroups"),
                      f"{format_flags(c.permission_groups, PermissionGroup)} is not allowed: the "
                      "Custom permission group cannot be set, Exchange only shows it when ACEs "
-                     "were edited by hand; use ADPermissions (§3.4)")
+                     "were edited by hand; use ADPermissions (exchange.md §3.4)")
         if "\\" in c.name:
             self.add("Name", c.name,
                      f"{show(c.name)} is not allowed: a connector name cannot contain a "
-                     "backslash (§3.4)")
+                     "backslash (exchange.md §3.4)")
         if c.banner is not None and not c.banner.startswith("220"):
             self.add("Banner", c.banner,
-                     f"{show(c.banner)} is not allowed: a Banner must start with 220 (§3.1), "
-                     "like '220 relay ready'")
+                     f"{show(c.banner)} is not allowed: a Banner must start with 220 "
+                     "(exchange.md §3.1), like '220 relay ready'")
 
     def bounds(self) -> None:
         """Every field whose type carries ``Bounds``, in the value's own units."""
@@ -242,21 +244,21 @@ class _Rules:
             if not isinstance(value, datetime.timedelta) and written not in {shown, show(shown)}:
                 extra = f" = {shown}"
             self.add(key, self.value(key),
-                     f"{written}{extra} is not allowed: {key} must be {allowed} (§3.1)")
+                     f"{written}{extra} is not allowed: {key} must be {allowed} (exchange.md §3.1)")
 
     def bindings(self) -> None:
         c, server = self.c, self.server
         if not c.bindings:
             self.add("Bindings", self.value("Bindings"),
                      "Bindings is required: at least one IP:port, like 0.0.0.0:25 or [::]:25 "
-                     "(§3.2)")
+                     "(exchange.md §3.2)")
         own = ipaddress.ip_address(server.address) if is_ip_address(server.address) else None
         for k, binding in enumerate(c.bindings):
             if not binding.is_wildcard and binding.address != own:
                 self.add(f"Bindings[{k}]", binding.format(),
                          f"'{binding.format()}' is not allowed: the IP address must be a local "
                          f"IP address of server {server.name} ({server.address}) or 0.0.0.0 / "
-                         "[::] (§3.1)", server_uses=("Address",))
+                         "[::] (exchange.md §3.1)", server_uses=("Address",))
 
     def role(self) -> None:
         c, server = self.c, self.server
@@ -264,24 +266,24 @@ class _Rules:
             if "TransportRole" in self.given:
                 self.add("TransportRole", self.value("TransportRole"),
                          "TransportRole is not allowed on an Edge server's connector: Edge "
-                         "connectors have no TransportRole (§3.4); remove the key")
+                         "connectors have no TransportRole (exchange.md §3.4); remove the key")
             if PG.EXCHANGE_LEGACY_SERVERS in c.permission_groups:
                 self.add("PermissionGroups", self.value("PermissionGroups"),
                          f"{format_flags(c.permission_groups, PermissionGroup)} is not allowed "
                          f"on Edge server {server.name}: no ExchangeLegacyServers permission "
-                         "group on Edge (§3.4)")
+                         "group on Edge (exchange.md §3.4)")
             if c.long_addresses_enabled:
                 self.add("LongAddressesEnabled", self.value("LongAddressesEnabled"),
                          f"LongAddressesEnabled true is not allowed on Edge server {server.name} "
-                         "(§3.4)")
+                         "(exchange.md §3.4)")
             if c.suppress_x_anonymous_tls:
                 self.add("SuppressXAnonymousTls", self.value("SuppressXAnonymousTls"),
                          "SuppressXAnonymousTls true is not allowed on Edge server "
-                         f"{server.name} (§3.4)")
+                         f"{server.name} (exchange.md §3.4)")
             if c.usage is Usage.CLIENT:
                 self.add("Usage", self.value("Usage"),
                          f"'Client' is not allowed on Edge server {server.name}: Client "
-                         "connectors exist on Mailbox servers only (§3.2)")
+                         "connectors exist on Mailbox servers only (exchange.md §3.2)")
         elif c.transport_role is TransportRole.EDGE:
             self.add("TransportRole", self.value("TransportRole"),
                      f"'{c.transport_role.value}' is not allowed on Mailbox server "

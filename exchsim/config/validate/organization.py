@@ -1,4 +1,4 @@
-"""The organization: its own validation, accepted domains (§8.1) and mailboxes.
+"""The organization: its own validation, accepted domains (exchange.md §8.1) and mailboxes.
 
 The rules on accepted domains and mailboxes run on every item that is valid by itself, so that
 a bad item elsewhere (which fails the Organization as a whole) does not hide them.
@@ -79,7 +79,7 @@ def _netbios(raw: Mapping[str, Any], domains: Sequence[AcceptedDomain]) -> str |
 
 
 def validate_accepted_domains(domains: Sequence[tuple[int, AcceptedDomain]], log: IssueLog) -> None:
-    """Each domain's shape, each listed once, exactly one default (§8.1)."""
+    """Each domain's shape, each listed once, exactly one default (exchange.md §8.1)."""
     seen: dict[str, int] = {}
     default_at: int | None = None
     for i, domain in domains:
@@ -107,7 +107,8 @@ def validate_accepted_domains(domains: Sequence[tuple[int, AcceptedDomain]], log
                     f"{path}.Default",
                     True,
                     "Default: true is already set on Organization.AcceptedDomains"
-                    f"[{default_at}]: exactly one accepted domain is the default (§8.1)",
+                    f"[{default_at}]: exactly one accepted domain is the default "
+                    "(exchange.md §8.1)",
                     order=_ORDER,
                 )
 
@@ -166,7 +167,8 @@ def validate_mailboxes(
                     f"{path}.{key}",
                     written,
                     f"{show(written)} is not allowed: its domain must be an Authoritative "
-                    f"accepted domain ({', '.join(authoritative) or 'there is none'}) (§8.1)",
+                    f"accepted domain ({', '.join(authoritative) or 'there is none'}) "
+                    "(exchange.md §8.1)",
                     order=_ORDER,
                 )
             lower = address.lower()

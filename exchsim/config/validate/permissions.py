@@ -1,5 +1,5 @@
-"""ADPermissions (§3.6): each entry names a receive connector of the config, a principal the
-organization knows and extended rights of a receive connector."""
+"""ADPermissions (exchange.md §3.6): each entry names a receive connector of the config, a
+principal the organization knows and extended rights of a receive connector."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Loading a config: default connectors, overrides, new connectors and every rule of §3.4."""
+"""Loading a config: default connectors, overrides, new connectors and every rule of exchange.md §3.4."""
 
 from __future__ import annotations
 
@@ -137,7 +137,7 @@ def test_the_example_loads_with_defaults_first_then_custom_connectors() -> None:
     assert relay.max_message_size == 1 * MB
     assert ranges(relay) == ["127.0.21.75"]
     assert [b.format() for b in relay.bindings] == ["0.0.0.0:25"]
-    # Not given: the documented defaults of a new connector (§3.1), not setup's values.
+    # Not given: the documented defaults of a new connector (exchange.md §3.1), not setup's values.
     assert relay.max_hop_count == 30 and relay.max_local_hop_count == 8
     assert relay.protocol_logging_level is ProtocolLoggingLevel.NONE
     assert relay.fqdn is None and relay.banner is None
@@ -258,7 +258,7 @@ def test_relay_recipes_example() -> None:
     assert [p.identity for p in lab.ad_permissions] == ["EX01\\Anonymous Relay EX01"]
 
 
-# --- defaults per server role (§3.3) ------------------------------------------------------------
+# --- defaults per server role (exchange.md §3.3) --------------------------------------------------
 
 
 def test_mailbox_server_defaults() -> None:
@@ -407,7 +407,7 @@ def test_extended_rights_match_the_permission_table() -> None:
     assert len(EXTENDED_RIGHTS) == 19
 
 
-# --- §3.4 rules, one connector at a time --------------------------------------------------------
+# --- exchange.md §3.4 rules, one connector at a time ----------------------------------------------
 
 R = "ReceiveConnectors[0] (R)"
 NEW = '  - {Name: R, Server: EX01, Bindings: ["0.0.0.0:2600"], '
@@ -467,7 +467,7 @@ def test_connector_rule(fields: str, key: str, value: object, words: str) -> Non
     assert issue.key_path == f"{R}.{key}"
     assert issue.value == value
     assert words in issue.message
-    assert "§3." in issue.message or "not allowed" in issue.message
+    assert "exchange.md §3." in issue.message or "not allowed" in issue.message
     assert str(issue).startswith(f"bad.yaml: {R}.{key}: ")
     # The message shows the value as the file wrote it.
     if isinstance(value, list):
@@ -573,7 +573,7 @@ def test_override_cannot_change_transport_role_or_usage() -> None:
     ]
 
 
-# --- §3.4 binding / remote range conflicts ------------------------------------------------------
+# --- exchange.md §3.4 binding / remote range conflicts --------------------------------------------
 
 
 def conflict(a: str, b: str, c: str = "") -> tuple[Issue, ...]:
@@ -614,7 +614,7 @@ def test_partial_overlap_on_the_same_binding() -> None:
 def test_wildcard_versus_specific_binding() -> None:
     a = (f'  - {{Name: A, Server: EX01, {FE}, Bindings: ["0.0.0.0:25"], '
          "RemoteIPRanges: [127.0.30.0/24]}")
-    # Identical range: allowed (the exact binding wins at runtime, §3.5).
+    # Identical range: allowed (the exact binding wins at runtime, exchange.md §3.5).
     load(config(a + "\n" + f'  - {{Name: B, Server: EX01, {FE}, Bindings: ["127.0.10.1:25"], '
                 "RemoteIPRanges: [127.0.30.0/24]}"))
     # Partial overlap: not allowed.

@@ -55,7 +55,7 @@ def test_one_connector_alone_reports_its_rules_in_order() -> None:
     assert "None must be alone" in log.items[0].message
     assert log.items[1].message.startswith(
         "'1KB' = 1 KB (1,024 bytes) is not allowed: MaxMessageSize must be "
-        "64 KB (65,536 bytes) to 2 GB (2,147,483,647 bytes) (§3.1)"
+        "64 KB (65,536 bytes) to 2 GB (2,147,483,647 bytes) (exchange.md §3.1)"
     )
 
 

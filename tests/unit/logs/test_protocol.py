@@ -1,4 +1,4 @@
-"""The SMTP protocol log in Exchange's CSV format (reference §6.1)."""
+"""The SMTP protocol log in Exchange's CSV format (exchange.md §6.1)."""
 
 from __future__ import annotations
 

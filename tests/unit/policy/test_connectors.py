@@ -1,4 +1,4 @@
-"""Connector selection (reference §3.5): binding, most specific RemoteIPRanges, exact beats wildcard."""
+"""Connector selection (exchange.md §3.5): binding, most specific RemoteIPRanges, exact beats wildcard."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""EHLO keyword sets of the setup connectors, as reference §1.5 lists them (literal copies)."""
+"""EHLO keyword sets of the setup connectors, as exchange.md §1.5 lists them (literal copies)."""
 
 from __future__ import annotations
 

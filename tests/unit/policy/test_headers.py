@@ -1,4 +1,4 @@
-"""Header firewall, authentication stamping and Received headers (reference §5)."""
+"""Header firewall, authentication stamping and Received headers (exchange.md §5)."""
 
 from __future__ import annotations
 

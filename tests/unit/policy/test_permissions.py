@@ -1,4 +1,4 @@
-"""Permission groups, ADPermission allow/deny entries and protocol-log tokens (reference §3.6)."""
+"""Permission groups, ADPermission allow/deny entries and protocol-log tokens (exchange.md §3.6)."""
 
 from __future__ import annotations
 

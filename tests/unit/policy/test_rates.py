@@ -1,4 +1,4 @@
-"""MessageRateLimit / MessageRateSource (reference §3.1, §1.9 step 4): keys and the window."""
+"""MessageRateLimit / MessageRateSource (exchange.md §3.1, §1.9 step 4): keys and the window."""
 
 from __future__ import annotations
 

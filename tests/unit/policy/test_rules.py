@@ -1,4 +1,4 @@
-"""MAIL / RCPT / end-of-headers checks in Exchange's order (reference §1.9) and their replies."""
+"""MAIL / RCPT / end-of-headers checks in Exchange's order (exchange.md §1.9) and their replies."""
 
 from __future__ import annotations
 

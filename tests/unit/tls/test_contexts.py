@@ -73,7 +73,7 @@ async def test_any_client_certificate_completes_the_handshake_to_be_judged_after
 ) -> None:
     # OUTSIDER is a self-signed CN=EX02 with another key: same names, not published; FOREIGN
     # is issued by a CA nobody trusts. Exchange completes the handshake and judges afterwards
-    # (reference 4.1 item 3), so the server sees exactly the certificate that was presented.
+    # (exchange.md §4.1 item 3), so the server sees exactly the certificate that was presented.
     foreign = issue(trustme.CA(), tmp_path, "foreign", "ex02.contoso.com", common_name="EX02")
     for presented in (lab_pki.outsider, foreign):
         result = await handshake(JudgedServerContext(lab_pki.ex01),

@@ -1,4 +1,4 @@
-"""TlsCertificateName parsing/matching and STARTTLS certificate selection (reference §4.5)."""
+"""TlsCertificateName parsing/matching and STARTTLS certificate selection (exchange.md §4.5)."""
 
 from __future__ import annotations
 
