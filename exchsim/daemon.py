@@ -31,6 +31,7 @@ from exchsim.policy.permissions import ConnectorAcl, connector_acl
 from exchsim.policy.rates import MessageRateWindow
 from exchsim.smtp.adapter import ExchangeSession
 from exchsim.smtp.message import MessageHandler
+from exchsim.smtp.sink import SinkHandler, sink_factory
 from exchsim.tls.contexts import (
     client_context_anonymous_tls,
     server_context_starttls,
@@ -41,7 +42,6 @@ from exchsim.transport.frontend import FrontendProxy, HubEndpoint
 from exchsim.transport.hub import DeliveryAgent, Endpoint, HubReceiver
 from exchsim.transport.mailbox import MailboxDeliveryReceiver
 from exchsim.transport.queue import MessageQueue
-from exchsim.smtp.sink import SinkHandler, sink_factory
 
 log = logging.getLogger(__name__)
 
