@@ -271,7 +271,11 @@ class SessionCore:
         if end < 0:
             limit = MAX_AUTH_LINE if mode is Mode.AUTH else self._command_limit()
             if len(buf) > limit + 2:
-                self.received(bytes(buf[:200]).decode("ascii", "replace"))
+                if mode is Mode.AUTH:
+                    if self.plog is not None:
+                        self.plog.received_redacted()  # never a credential in the log
+                else:
+                    self.received(bytes(buf[:200]).decode("ascii", "replace"))
                 self.reply(replies.COMMAND_TOO_LONG)
             return False
         line = bytes(buf[: end + 1])

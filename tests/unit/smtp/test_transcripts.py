@@ -288,6 +288,16 @@ def test_command_too_long_closes(runtime: Runtime) -> None:
     assert out == "500 5.5.2 Command too long\r\n" and t.closed
 
 
+def test_an_endless_auth_line_is_refused_and_not_logged(runtime: Runtime) -> None:
+    t = Transcript(runtime, 25)
+    t.feed(b"EHLO c\r\nSTARTTLS\r\n")
+    assert t.say("EHLO c", "AUTH LOGIN").endswith("334 VXNlcm5hbWU6\r\n")
+    secret = b"c2VjcmV0" * 5000  # 40,000 bytes of a would-be token, no line end
+    assert t.feed(secret) == "500 5.5.2 Command too long\r\n" and t.closed
+    logged = " ".join(data for _, data, _ in runtime.logs[-1].events)
+    assert "c2VjcmV0" not in logged and "<authentication information>" in logged
+
+
 def test_connection_limit_refuses_before_the_banner() -> None:
     rt = Runtime(lab_with("  - {Name: Default Frontend EX01, Server: EX01, "
                           "MaxInboundConnectionPerSource: 1}"))
