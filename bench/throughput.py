@@ -1,11 +1,13 @@
 """Throughput of the whole chain against a bare aiosmtpd server, in the same run.
 
-    python bench/throughput.py [--seconds 10] [--clients 20] [--size 1024]
+    python bench/throughput.py [--seconds 10] [--clients 20] [--size 1024] [--new-connection]
 
 Starts ``exchsim lab`` (configs/lab.yaml, fresh data directory, a port offset) and a bare
 aiosmtpd server (a handler that answers 250 and stores nothing), each in its own process,
 then drives each with the same load: N concurrent clients (aiosmtplib), each on one
-connection sending 1 KB messages to alice@contoso.com for a fixed time. For exchsim every
+connection sending 1 KB messages to alice@contoso.com for a fixed time (with
+``--new-connection``, a new connection for every message, as MTAs and smtplib.sendmail do:
+connect, EHLO, MAIL, RCPT, DATA, QUIT). For exchsim every
 message crosses the whole chain: Front End (25) -> hub (2525, SQLite commit with fsync) ->
 Mailbox Transport Delivery (475) -> Maildir (fsync). Prints messages/s and p50/p99 latency of
 each, and the ratio exchsim / bare. The load stops at the time limit; both servers are stopped.
@@ -98,7 +100,7 @@ class Result:
 
 
 async def drive(name: str, host: str, port: int, clients: int, seconds: float,
-                size: int) -> Result:
+                size: int, new_connection: bool = False) -> Result:
     body = "x" * max(size - 100, 10)
     latencies: list[float] = []
     errors = 0
@@ -116,14 +118,21 @@ async def drive(name: str, host: str, port: int, clients: int, seconds: float,
                            f"Subject: bench {n}-{i}\r\n\r\n{body}\r\n")
                 start = time.monotonic()
                 try:
+                    if new_connection and i > 1:
+                        await smtp.connect()
                     await smtp.sendmail("bench@fabrikam.example", ["alice@contoso.com"], message)
+                    if new_connection:
+                        await smtp.quit()
                 except aiosmtplib.SMTPException:
                     errors += 1
+                    if new_connection and smtp.is_connected:
+                        smtp.close()
                     continue
                 latencies.append(time.monotonic() - start)
         finally:
             with contextlib.suppress(aiosmtplib.SMTPException, OSError):
-                await smtp.quit()
+                if smtp.is_connected:
+                    await smtp.quit()
 
     started = time.monotonic()
     cpu = own_cpu()
@@ -175,6 +184,8 @@ async def main() -> None:
     parser.add_argument("--clients", type=int, default=20)
     parser.add_argument("--size", type=int, default=1024)
     parser.add_argument("--only", choices=["bare", "chain"], help="run one side (profiling)")
+    parser.add_argument("--new-connection", action="store_true",
+                        help="a new connection for every message (connect ... QUIT)")
     args = parser.parse_args()
     offset = random.randrange(1000, 30000, 10)  # ports below the ephemeral range
     base = chain = None
@@ -186,7 +197,7 @@ async def main() -> None:
             try:
                 cpu = tree_cpu(bare.pid)
                 base = await drive("bare aiosmtpd", "127.0.0.1", bare_port, args.clients,
-                                   args.seconds, args.size)
+                                   args.seconds, args.size, args.new_connection)
                 base.server_cpu = tree_cpu(bare.pid) - cpu
             finally:
                 await stop_process(bare)
@@ -198,7 +209,7 @@ async def main() -> None:
                 cpu = tree_cpu(lab.pid)
                 started = time.monotonic()
                 chain = await drive("exchsim, accepted (250)", "127.0.10.1", 25 + offset,
-                                    args.clients, args.seconds, args.size)
+                                    args.clients, args.seconds, args.size, args.new_connection)
                 # The chain ends in the Maildir: wait for the hub's queue to drain, and count
                 # the rate into the mailbox over the whole time until the last delivery.
                 delivered, ended = await wait_delivered(
@@ -211,7 +222,8 @@ async def main() -> None:
                                   [], 0, chain.client_cpu, chain.server_cpu)
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python "
           f"{platform.python_version()}, {args.clients} clients, {args.size} B messages, "
-          f"{args.seconds:.0f} s each")
+          f"{args.seconds:.0f} s each, "
+          f"{'a new connection per message' if args.new_connection else 'one connection each'}")
     if base:
         print(base.line())
     if chain:

@@ -14,18 +14,19 @@ from functools import cache
 @dataclass(frozen=True, slots=True)
 class Dialect:
     version: str  # "15.0" | "15.1" | "15.2"
-    # 15.2 appends the verb: ``500 5.3.3 Unrecognized command 'FOO'`` (§1.8).
+    # 15.2 appends the verb: ``500 5.3.3 Unrecognized command 'FOO'`` (exchange.md §1.8).
     unrecognized_names_verb: bool
-    # 15.0 refuses relay with ``550 5.7.1 Unable to relay``; later ones with 5.7.54 (§2.3).
+    # 15.0 refuses relay with ``550 5.7.1 Unable to relay``; later ones with 5.7.54
+    # (exchange.md §2.3).
     relay_refusal_2013: bool
-    # 15.0's end-of-data reply has no ``<bytes> bytes in <s>, <rate> KB/sec`` (§2.5).
+    # 15.0's end-of-data reply has no ``<bytes> bytes in <s>, <rate> KB/sec`` (exchange.md §2.5).
     queued_with_rate: bool
-    # Only 2013 wrote ``Set Session Permissions`` at connect and after TLS (§9.7).
+    # Only 2013 wrote ``Set Session Permissions`` at connect and after TLS (exchange.md §9.7).
     session_permissions_at_connect: bool
     # 2019's Mailbox Transport Delivery listener: an upper-case banner and one reply for
-    # every sequence error, ``503 5.5.1 Bad sequence of commands`` (§1.5).
+    # every sequence error, ``503 5.5.1 Bad sequence of commands`` (exchange.md §1.5).
     modern_mailbox_delivery: bool
-    # SMTPUTF8 is on by default from 15.2 on (§9.13).
+    # SMTPUTF8 is on by default from 15.2 on (exchange.md §9.13).
     smtputf8_by_default: bool
 
     @staticmethod

@@ -13,8 +13,8 @@ returns the refusal, if any, in one fixed order:
 6. ``transaction``: outside a transaction, inside one, after MAIL, after a recipient.
 
 Every refusal here is an error reply, so it is tarpitted for untrusted sessions like any other
-(§1.9). ``counts`` on the refusal says whether it counts toward MaxProtocolErrors: unknown
-verbs, bad arguments and sequence errors do; a missing right does not.
+(exchange.md §1.9). ``counts`` on the refusal says whether it counts toward MaxProtocolErrors:
+unknown verbs, bad arguments and sequence errors do; a missing right does not.
 
 A new verb is one row here plus a handler in ``exchsim/smtp/commands.py`` (see
 docs/architecture.md for a worked example).

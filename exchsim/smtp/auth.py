@@ -2,8 +2,8 @@
 
 An AUTH exchange spans several lines: each step sends a 334 and leaves a continuation with the
 core (:meth:`SessionCore.expect_continuation`), which hands it the next line instead of reading
-a command. The replies are §1.7's; failures count toward MaxLogonFailures and wait
-AuthTarpitInterval (§1.9).
+a command. The replies are exchange.md §1.7's; failures count toward MaxLogonFailures and wait
+AuthTarpitInterval (exchange.md §1.9).
 """
 
 from __future__ import annotations

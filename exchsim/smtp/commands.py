@@ -40,7 +40,7 @@ def ehlo(s: SessionCore, arg: str | None) -> None:
 def _hello(s: SessionCore, arg: str | None, greeting: Greeting) -> None:
     assert s.connector is not None
     if s.untrusted_server_certificate():
-        # §4.1 item 3: a certificate presented in X-ANONYMOUSTLS that is no Exchange
+        # exchange.md §4.1 item 3: a certificate presented in X-ANONYMOUSTLS that is no Exchange
         # server's: the next EHLO gets 454 4.7.0 and the connection is dropped.
         s.reply(replies.AUTH_TEMPORARY_FAILURE.closing())
         return
@@ -105,10 +105,10 @@ def anonymous_tls(s: SessionCore, arg: str | None) -> None:
     s.start_tls(anonymous=True)
 
 
-# --- proxy verbs (§7.2, §7.3) -----------------------------------------------------------------
+# --- proxy verbs (exchange.md §7.2, §7.3) ---------------------------------------------------------
 
 def xproxyfrom(s: SessionCore, arg: str | None) -> None:
-    """XPROXYFROM from a Front End (§7.2): the session now speaks for the original client.
+    """XPROXYFROM from a Front End (exchange.md §7.2): the session speaks for the original client.
 
     exchsim's parameters: SID, IP, PORT, DOMAIN (xtext), SEQNUM, PERMS (the rights the
     Front End evaluated, see permissions.rights_to_mask), AUTHSRC (the identity kind) and,
@@ -132,7 +132,7 @@ def xproxyfrom(s: SessionCore, arg: str | None) -> None:
 
 
 def xproxy(s: SessionCore, arg: str | None) -> None:
-    """XPROXY from Client Frontend (§7.3): the user the Front End authenticated."""
+    """XPROXY from Client Frontend (exchange.md §7.3): the user the Front End authenticated."""
     params = wire.parse_keyword_args(arg)
     mailbox = s.runtime.find_mailbox(wire.xtext_decode(params.get("UNAME", "")))
     proxied = proxied_client(params)
@@ -177,7 +177,7 @@ def mail(s: SessionCore, arg: str | None) -> None:
         if keys:
             window = s.runtime.message_rates(s.connector)
             if window.over(keys, s.connector.message_rate_limit, s.now):
-                s.reply(replies.MESSAGE_RATE_EXCEEDED)  # §1.9 step 4; closes
+                s.reply(replies.MESSAGE_RATE_EXCEEDED)  # exchange.md §1.9 step 4; closes
                 return
             window.record(keys, s.now)
         s.begin_transaction(parsed)
@@ -236,7 +236,7 @@ def bdat(s: SessionCore, arg: str | None) -> None:
 
 def xexch50(s: SessionCore, arg: str | None) -> None:
     """``XEXCH50 <size> <checksum>``: a legacy Exchange server sends the current message's
-    MAPI properties as a binary blob between RCPT and DATA (§2.3, §2.5).
+    MAPI properties as a binary blob between RCPT and DATA (exchange.md §2.3, §2.5).
 
     Answered where the connector advertises it: without ms-Exch-SMTP-Accept-Exch50
     ``504 5.7.1 Not authorized``; otherwise ``354 Send binary data``, the blob, and

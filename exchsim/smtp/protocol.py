@@ -4,7 +4,7 @@
 I/O adapter (``exchsim/smtp/adapter.py``) carries out:
 
 - :class:`Send`: bytes for the client (the replies of a pipelined group go out in one Send);
-- :class:`Tarpit`: wait before what follows (TarpitInterval, AuthTarpitInterval, §1.9);
+- :class:`Tarpit`: wait before what follows (TarpitInterval, AuthTarpitInterval, exchange.md §1.9);
 - :class:`StartTls`: upgrade the connection (STARTTLS or X-ANONYMOUSTLS); the adapter answers
   with :meth:`SessionCore.tls_established` or :meth:`SessionCore.tls_failed`;
 - :class:`Deliver`: hand an accepted message to the transport; the adapter answers with
@@ -65,7 +65,7 @@ from exchsim.smtp.auth import Continuation
 from exchsim.smtp.message import Endpoint, MessageContext, ProxiedClient, TlsInfo
 from exchsim.smtp.wire import DataCollector, dotnet_timespan, format_endpoint
 
-MAX_COMMAND_LINE = 4000  # §1.8 / §9.9: receive side reads command lines up to 4000 bytes
+MAX_COMMAND_LINE = 4000  # exchange.md §1.8 / §9.9: command lines are read up to 4000 bytes
 MAX_COMMAND_LINE_LONG = 8000  # with LongAddressesEnabled
 MAX_AUTH_LINE = 32768  # an AUTH continuation (an NTLM token) may be longer than a command
 _SENT_AT_ONCE = frozenset({220, 334, 354})  # the client waits for these before it sends more
@@ -271,7 +271,11 @@ class SessionCore:
         if end < 0:
             limit = MAX_AUTH_LINE if mode is Mode.AUTH else self._command_limit()
             if len(buf) > limit + 2:
-                self.received(bytes(buf[:200]).decode("ascii", "replace"))
+                if mode is Mode.AUTH:
+                    if self.plog is not None:
+                        self.plog.received_redacted()  # never a credential in the log
+                else:
+                    self.received(bytes(buf[:200]).decode("ascii", "replace"))
                 self.reply(replies.COMMAND_TOO_LONG)
             return False
         line = bytes(buf[: end + 1])
@@ -328,7 +332,7 @@ class SessionCore:
                         self.rights, self.advertised)
 
     def reply(self, reply: Reply, *, tarpit: bool = True) -> None:
-        """Send a reply; error replies to untrusted sessions wait TarpitInterval first (§1.9)."""
+        """Send a reply; errors to untrusted sessions wait TarpitInterval (exchange.md §1.9)."""
         if self.mode is Mode.CLOSED:
             return
         connector = self.connector
@@ -345,7 +349,7 @@ class SessionCore:
             self._flush()
 
     def tarpit(self, seconds: float) -> None:
-        """Wait ``seconds`` before the next reply, unless the peer is trusted (§1.9)."""
+        """Wait ``seconds`` before the next reply, unless the peer is trusted (exchange.md §1.9)."""
         if seconds <= 0 or self.identity.kind in (IdentityKind.EXCHANGE_SERVER,
                                                   IdentityKind.PARTNER):
             return
@@ -362,7 +366,7 @@ class SessionCore:
             return
         if (reply.code == 503 and self.dialect.modern_mailbox_delivery
                 and self.connector.transport_role is Role.MAILBOX_DELIVERY):
-            reply = replies.BAD_SEQUENCE  # one reply for every sequence error there (§1.5)
+            reply = replies.BAD_SEQUENCE  # one reply for all sequence errors (exchange.md §1.5)
         self.reply(reply)
 
     def received(self, text: str) -> None:
@@ -378,7 +382,7 @@ class SessionCore:
         """Take on an identity and its rights on this connector.
 
         The protocol log's ``Set Session Permissions`` line is written after authentication;
-        at connect only Exchange 2013 wrote it (§9.7: absent in 2016+ samples).
+        at connect only Exchange 2013 wrote it (exchange.md §9.7: absent in 2016+ samples).
         """
         assert self.connector is not None
         self.identity = identity

@@ -1,4 +1,4 @@
-"""Front End Transport: proxy each accepted message to a hub, in-session (reference §7.2, §7.3).
+"""Front End Transport: proxy each accepted message to a hub, in-session (exchange.md §7.2, §7.3).
 
 The Front End accepts MAIL and RCPT itself (its own connector's checks), and at the end of
 data hands the message to the hub over one hop session per client session: ``XPROXYFROM`` to
@@ -12,7 +12,7 @@ OnProxyInboundMessage); the client cannot tell the difference. The replay is all
 the client already has a 250 for every recipient, so if the hub refuses one (a hub connector
 with a lower MaxRecipientsPerMessage, say) the hub's refusal becomes the reply to the whole
 message and nothing is delivered, rather than that recipient vanishing (exchsim's choice; the
-reference does not say what Exchange does then).
+sources do not say what Exchange does then).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Transport (hub): accept into the durable queue, categorize, route and deliver (§7, §8).
+"""Transport (hub): accept into the durable queue, categorize, route, deliver (exchange.md §7, §8).
 
 Receiving: end-of-headers checks, the header firewall with the session's (or the proxied
 client's) rights, authentication stamping, a Received header, then a durable enqueue (fsync)
@@ -11,7 +11,7 @@ sessions it keeps open, and sorts each recipient:
 - a mailbox of the organization -> Mailbox Transport Delivery (475) of the mailbox's server,
   over a hop session (X-ANONYMOUSTLS, EXCHANGEAUTH, XSESSIONPARAMS, BDAT);
 - another address in an Authoritative accepted domain -> an NDR (RFC 3464) from postmaster of
-  the default domain: ``550 5.1.1 RESOLVER.ADR.RecipNotFound; not found`` (§8.1);
+  the default domain: ``550 5.1.1 RESOLVER.ADR.RecipNotFound; not found`` (exchange.md §8.1);
 - anything else (InternalRelay / ExternalRelay domains, relayed mail) -> the lab's internet
   sink over plain SMTP (send connectors come with the multi-server roadmap item).
 A failed delivery is deferred and retried after ``Lab.RetryInterval``; nothing is dropped.

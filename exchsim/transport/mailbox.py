@@ -1,4 +1,4 @@
-"""Mailbox Transport Delivery (475): store each recipient's copy in its Maildir (§7.5).
+"""Mailbox Transport Delivery (475): store each recipient's copy in its Maildir (exchange.md §7.5).
 
 The hub reaches this service over a hop session (X-ANONYMOUSTLS, EXCHANGEAUTH,
 XSESSIONPARAMS). Each recipient gets one Maildir file under ``DATA/mailboxes/<address>/``,

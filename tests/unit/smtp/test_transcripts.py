@@ -186,7 +186,7 @@ def test_tarpit_is_an_action_and_trusted_peers_skip_it() -> None:
     assert t.tarpits == [7.0]
     log = rt.logs[-1].events
     assert ("*", "", "Tarpit for '0.00:00:07'") in log
-    # An Exchange server (or a partner) is never tarpitted (§1.9).
+    # An Exchange server (or a partner) is never tarpitted (exchange.md §1.9).
     t.core.set_identity(Identity(IdentityKind.EXCHANGE_SERVER, "ex02.contoso.com", "0c"))
     t.say("FOO")
     assert t.tarpits == [7.0]
@@ -286,6 +286,16 @@ def test_command_too_long_closes(runtime: Runtime) -> None:
     t = Transcript(runtime, 25)
     out = t.feed(b"NOOP " + b"x" * 5000)  # no line end yet: the core does not wait for one
     assert out == "500 5.5.2 Command too long\r\n" and t.closed
+
+
+def test_an_endless_auth_line_is_refused_and_not_logged(runtime: Runtime) -> None:
+    t = Transcript(runtime, 25)
+    t.feed(b"EHLO c\r\nSTARTTLS\r\n")
+    assert t.say("EHLO c", "AUTH LOGIN").endswith("334 VXNlcm5hbWU6\r\n")
+    secret = b"c2VjcmV0" * 5000  # 40,000 bytes of a would-be token, no line end
+    assert t.feed(secret) == "500 5.5.2 Command too long\r\n" and t.closed
+    logged = " ".join(data for _, data, _ in runtime.logs[-1].events)
+    assert "c2VjcmV0" not in logged and "<authentication information>" in logged
 
 
 def test_connection_limit_refuses_before_the_banner() -> None:
