@@ -215,7 +215,7 @@ def write_ntlm_users(lab: Lab, path: Path) -> None:
         for domain, user in (
             (netbios, mailbox.account),
             ("", mailbox.account),
-            ("", mailbox.user_principal_name or mailbox.primary_smtp_address),
+            ("", mailbox.user_name),
         ):
             lines.append(f"{domain}:{user}:{mailbox.password}")
     path.parent.mkdir(parents=True, exist_ok=True)

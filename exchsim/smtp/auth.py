@@ -108,14 +108,14 @@ def _ntlm_step(acceptor: Any) -> Continuation:
 
 def _authenticated(s: SessionCore, identity: Identity, mailbox: Mailbox) -> None:
     s.set_identity(identity, mailbox)
-    s.info(mailbox.user_principal_name or mailbox.primary_smtp_address, "authenticated")
+    s.info(mailbox.user_name, "authenticated")
     s.reply(replies.AUTH_OK)
 
 
 def _logon_failed(s: SessionCore) -> None:
     assert s.connector is not None
     s.logon_failures += 1
-    s.tarpit(s.connector.auth_tarpit_interval.total_seconds())
+    s.tarpit(s.connector.auth_tarpit_interval)
     if s.logon_failures > s.connector.max_logon_failures:
         s.reply(replies.TOO_MANY_ERRORS, tarpit=False)
         return

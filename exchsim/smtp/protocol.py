@@ -28,6 +28,7 @@ sockets, ssl or aiosmtpd.
 
 from __future__ import annotations
 
+import datetime
 import enum
 import ipaddress
 from collections.abc import Callable
@@ -36,6 +37,7 @@ from typing import Any
 
 from exchsim.config.model import AuthMechanism, Mailbox, ReceiveConnector
 from exchsim.config.model import TransportRole as Role
+from exchsim.config.syntax import format_endpoint, format_timespan
 from exchsim.policy import ehlo, replies, rules
 from exchsim.policy.dialect import Dialect
 from exchsim.policy.permissions import (
@@ -63,7 +65,7 @@ from exchsim.smtp.actions import (
 )
 from exchsim.smtp.auth import Continuation
 from exchsim.smtp.message import Endpoint, MessageContext, ProxiedClient, TlsInfo
-from exchsim.smtp.wire import DataCollector, dotnet_timespan, format_endpoint
+from exchsim.smtp.wire import DataCollector
 
 MAX_COMMAND_LINE = 4000  # exchange.md §1.8 / §9.9: command lines are read up to 4000 bytes
 MAX_COMMAND_LINE_LONG = 8000  # with LongAddressesEnabled
@@ -337,7 +339,7 @@ class SessionCore:
             return
         connector = self.connector
         if connector is not None and reply.is_error and tarpit:
-            self.tarpit(connector.tarpit_interval.total_seconds())
+            self.tarpit(connector.tarpit_interval)
         enhanced = connector.enhanced_status_codes_enabled if connector else True
         text = reply.render(enhanced)
         if self.plog is not None:
@@ -348,12 +350,13 @@ class SessionCore:
         elif reply.code in _SENT_AT_ONCE:
             self._flush()
 
-    def tarpit(self, seconds: float) -> None:
-        """Wait ``seconds`` before the next reply, unless the peer is trusted (exchange.md §1.9)."""
+    def tarpit(self, interval: datetime.timedelta) -> None:
+        """Wait before the next reply, unless the peer is trusted (exchange.md §1.9)."""
+        seconds = interval.total_seconds()
         if seconds <= 0 or self.identity.kind in (IdentityKind.EXCHANGE_SERVER,
                                                   IdentityKind.PARTNER):
             return
-        self.info("", f"Tarpit for '{dotnet_timespan(seconds)}'")
+        self.info("", f"Tarpit for '{format_timespan(interval, days=True)}'")
         self._actions.append(Tarpit(seconds))
 
     def protocol_error(self, reply: Reply) -> None:

@@ -67,20 +67,6 @@ class DataCollector:
         return bytes(self._raw).replace(b"\r\n.", b"\r\n")[2:]
 
 
-def format_endpoint(host: str, port: int) -> str:
-    """``127.0.0.1:25`` / ``[::1]:25``, as Exchange's logs write an endpoint."""
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-
-
-def dotnet_timespan(seconds: float) -> str:
-    """``0.00:00:05``: a duration as Exchange's protocol log writes the tarpit interval."""
-    total = int(seconds)
-    days, rest = divmod(total, 86400)
-    hours, rest = divmod(rest, 3600)
-    minutes, secs = divmod(rest, 60)
-    return f"{days}.{hours:02}:{minutes:02}:{secs:02}"
-
-
 def xtext_decode(value: str) -> str:
     """RFC 3461 xtext: ``+HH`` escapes; the bytes are UTF-8 (exchsim's choice for non-ASCII)."""
     out = bytearray()
