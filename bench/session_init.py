@@ -13,7 +13,9 @@ time of this process (``time.process_time``), N constructions of
 - the three table builds alone, on a constructed ``SMTP`` and on
   ``exchsim.smtp.session.ExchangeSMTP`` (an instance whose ``__init__`` has not run, so no
   server runtime is needed), since their cost grows with the number of members of the class;
-  this line is left out once that class no longer exists.
+  this line is left out once that class no longer exists;
+- ``exchsim.smtp.adapter.ExchangeSession``, the session since issue 6 (aiosmtpd's base without
+  those tables, plus the sans-IO core), when it exists.
 
 Prints microseconds of CPU per construction and the ratio of the first to the second.
 """
@@ -26,6 +28,7 @@ import inspect
 import platform
 import sys
 import time
+import types
 from collections.abc import Callable
 from typing import Any
 
@@ -92,6 +95,14 @@ async def measure(count: int) -> None:
         blank.loop = loop  # getmembers reads every attribute; properties must not fail
         tables_us = per_call_us(lambda: tables(blank, handler), count)
 
+    try:  # the session after issue 6: aiosmtpd's base without its tables, and the core
+        from exchsim.smtp.adapter import ExchangeSession
+    except ImportError:
+        session_us = None
+    else:
+        runtime: Any = types.SimpleNamespace(server=types.SimpleNamespace(version="15.2"))
+        session_us = per_call_us(lambda: ExchangeSession(runtime), count)
+
     print(
         f"machine: {platform.machine()}, Python {platform.python_version()}, "
         f"{count} constructions each, CPU time of this process (best of 3)"
@@ -102,6 +113,8 @@ async def measure(count: int) -> None:
     print(f"aiosmtpd's tables alone, on aiosmtpd's SMTP    {plain_tables_us:8.1f} us per session")
     if tables_us is not None:
         print(f"aiosmtpd's tables alone, on ExchangeSMTP       {tables_us:8.1f} us per session")
+    if session_us is not None:
+        print(f"exchsim ExchangeSession(runtime), with core   {session_us:8.1f} us per session")
 
 
 def main() -> None:
