@@ -481,8 +481,9 @@ class SessionCore:
         self._actions.append(StartTls(anonymous))
 
     def deliver(self, message: Any) -> None:
+        """Hand the message over; replies held for a pipelined group (MAIL, RCPT, BDAT) go out
+        with the transport's reply, in one write."""
         self.mode = Mode.HANDOFF
-        self._flush()
         self._actions.append(Deliver(message))
 
     def message_context(self) -> MessageContext:
