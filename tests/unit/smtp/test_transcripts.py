@@ -247,6 +247,19 @@ def test_bdat_chunks_pipelined_in_any_pieces(runtime: Runtime, piece: int) -> No
     assert message.data == b"ab\r\ncde\r\n"
 
 
+def test_a_pipelined_group_gets_one_write_with_the_transport_reply(runtime: Runtime) -> None:
+    # How the hop client talks to the hub: MAIL, RCPT and BDAT LAST in one write.
+    t = Transcript(runtime, 25)
+    t.say("EHLO c")
+    before = len(t.kinds)
+    out = t.feed(b"MAIL FROM:<a@fabrikam.example>\r\nRCPT TO:<alice@contoso.com>\r\n"
+                 b"BDAT 4 LAST\r\nab\r\n")
+    assert t.kinds[before:] == ["Deliver", "Send", "Receive"]
+    assert out == ("250 2.1.0 Sender OK\r\n250 2.1.5 Recipient OK\r\n"
+                   "250 2.6.0 <m@x> [InternalId=1, Hostname=ex01.contoso.com] 0 bytes in 0.000, "
+                   "0.000 KB/sec Queued mail for delivery\r\n")
+
+
 def test_refused_bdat_chunk_is_read_and_dropped(runtime: Runtime) -> None:
     t = Transcript(runtime, 25)
     out = t.feed(b"EHLO c\r\nBDAT 6\r\nNOOP\r\nNOOP\r\n")
