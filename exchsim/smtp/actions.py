@@ -15,6 +15,7 @@ from exchsim.config.model import Lab, Mailbox, ReceiveConnector, Server
 from exchsim.policy.connectors import ConnectorIndex
 from exchsim.policy.permissions import ConnectorAcl
 from exchsim.policy.rates import MessageRateWindow
+from exchsim.smtp.message import AcceptedMessage
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,7 +35,7 @@ class StartTls:
 
 @dataclass(frozen=True, slots=True)
 class Deliver:
-    message: Any  # exchsim.smtp.message.AcceptedMessage
+    message: AcceptedMessage
 
 
 @dataclass(frozen=True, slots=True)

@@ -33,7 +33,6 @@ import enum
 import ipaddress
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 from exchsim.config.model import AuthMechanism, Mailbox, ReceiveConnector
 from exchsim.config.model import TransportRole as Role
@@ -64,7 +63,13 @@ from exchsim.smtp.actions import (
     Tarpit,
 )
 from exchsim.smtp.auth import Continuation
-from exchsim.smtp.message import Endpoint, MessageContext, ProxiedClient, TlsInfo
+from exchsim.smtp.message import (
+    AcceptedMessage,
+    Endpoint,
+    MessageContext,
+    ProxiedClient,
+    TlsInfo,
+)
 from exchsim.smtp.wire import DataCollector
 
 MAX_COMMAND_LINE = 4000  # exchange.md §1.8 / §9.9: command lines are read up to 4000 bytes
@@ -480,7 +485,7 @@ class SessionCore:
         self.mode = Mode.TLS
         self._actions.append(StartTls(anonymous))
 
-    def deliver(self, message: Any) -> None:
+    def deliver(self, message: AcceptedMessage) -> None:
         """Hand the message over; replies held for a pipelined group (MAIL, RCPT, BDAT) go out
         with the transport's reply, in one write."""
         self.mode = Mode.HANDOFF
