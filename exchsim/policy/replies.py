@@ -159,6 +159,10 @@ IO_ERROR = _r(451, "4.3.0", "I/O error reading message body")
 LOCAL_ERROR = _r(451, "4.3.0", "Local error in processing", close=True)
 INSUFFICIENT_RESOURCES = _r(452, "4.3.1", "Insufficient system resources")
 
+# The diagnostic an NDR gives for a recipient of an Authoritative domain with no mailbox
+# (exchange.md §8.1, §12.6).
+RECIPIENT_NOT_FOUND = _r(550, "5.1.1", "RESOLVER.ADR.RecipNotFound; not found")
+
 # --- success (exchange.md §2.5) -------------------------------------------------------------------
 SENDER_OK = _r(250, "2.1.0", "Sender OK")
 RECIPIENT_OK = _r(250, "2.1.5", "Recipient OK")

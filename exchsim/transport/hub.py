@@ -34,7 +34,7 @@ import aiosmtplib
 
 from exchsim.clock import Clock
 from exchsim.config.model import DomainType, Lab, Server
-from exchsim.policy import rules
+from exchsim.policy import replies, rules
 from exchsim.policy.dialect import Dialect
 from exchsim.policy.headers import (
     NETWORK_MESSAGE_ID,
@@ -336,8 +336,7 @@ class DeliveryAgent:
             postmaster=postmaster,
             sender=item.sender,
             recipients=rcpts,
-            reasons={r: reasons[r].render() if r in reasons else
-                     "550 5.1.1 RESOLVER.ADR.RecipNotFound; not found" for r in rcpts},
+            reasons={r: (reasons.get(r) or replies.RECIPIENT_NOT_FOUND).render() for r in rcpts},
             original=item.data,
             reporting_mta=self.server.fqdn,
             now=self.clock.local(),
