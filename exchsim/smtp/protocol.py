@@ -98,6 +98,7 @@ class Transaction:
     recipients: list[str] = field(default_factory=list)
     chunks: bytearray | None = None  # BDAT
     chunks_refused: Reply | None = None  # a chunk went over the size limit
+    over_recipient_limit: bool = False  # a RCPT got 452 4.5.3 Too many recipients
 
 
 class SessionCore:
@@ -212,9 +213,7 @@ class SessionCore:
     def timed_out(self, now: float) -> list[Action]:
         """No input within the last :class:`Receive`'s limits."""
         self.now = now
-        past_deadline = self.deadline is not None and now >= self.deadline
-        waiting_command = self.mode in (Mode.COMMAND, Mode.AUTH)
-        if past_deadline and waiting_command:
+        if self.deadline is not None and now >= self.deadline:
             self.reply(replies.TIMEOUT_CONNECTION)
         else:
             self.reply(replies.TIMEOUT_INACTIVITY)
@@ -362,6 +361,7 @@ class SessionCore:
                                                   IdentityKind.PARTNER):
             return
         self.info("", f"Tarpit for '{format_timespan(interval, days=True)}'")
+        self._flush()  # the replies before this one are not held for its delay
         self._actions.append(Tarpit(seconds))
 
     def protocol_error(self, reply: Reply) -> None:
@@ -553,8 +553,7 @@ class SessionCore:
             self._flush()
             assert self.connector is not None
             idle = self.connector.connection_inactivity_timeout.total_seconds()
-            deadline = self.deadline if self.mode in (Mode.COMMAND, Mode.AUTH) else None
-            self._actions.append(Receive(idle, deadline))
+            self._actions.append(Receive(idle, self.deadline))
         actions, self._actions = self._actions, []
         return actions
 
