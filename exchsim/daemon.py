@@ -4,6 +4,7 @@ One process runs every server of the config (``exchsim lab``) or one of them
 (``exchsim serve``). Each server listens on its own loopback Address; ``port_offset`` is added
 to every port so the lab runs without root. Every task the daemon starts is kept and cancelled
 on :meth:`LabDaemon.stop`; listeners are closed first so nothing new arrives while it stops.
+Starting a daemon sets the process's umask to 077: every file it writes is private.
 """
 
 from __future__ import annotations
@@ -49,6 +50,7 @@ log = logging.getLogger(__name__)
 PORT_HUB_DEFAULT = 2525
 PORT_CLIENT_PROXY = 465
 PORT_MAILBOX_DELIVERY = 475
+PRIVATE_UMASK = 0o077
 DEFAULT_BACKLOG = 5000  # MaxInboundConnection's default (exchange.md §3.1)
 
 
@@ -274,6 +276,9 @@ class LabDaemon:
             raise
 
     async def _start(self) -> None:
+        # Queue files hold whole messages, Maildirs are mailboxes, logs name users: everything
+        # the lab writes is its own (files 0600, directories 0700), whoever runs it.
+        os.umask(PRIVATE_UMASK)
         loop = asyncio.get_running_loop()
         pki = self.data_dir / "pki"
         now = self.clock.utc()

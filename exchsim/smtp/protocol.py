@@ -76,6 +76,7 @@ MAX_COMMAND_LINE = 4000  # exchange.md §1.8 / §9.9: command lines are read up 
 MAX_COMMAND_LINE_LONG = 8000  # with LongAddressesEnabled
 MAX_AUTH_LINE = 32768  # an AUTH continuation (an NTLM token) may be longer than a command
 _SENT_AT_ONCE = frozenset({220, 334, 354})  # the client waits for these before it sends more
+REDACTED = "<authentication information>"  # what the protocol log shows for credentials
 
 
 class Mode(enum.Enum):
@@ -136,6 +137,8 @@ class SessionCore:
         self._out: list[bytes] = []
         self._actions: list[Action] = []
         self._admitted = False
+        self._after_auth = False  # lines since the last AUTH are no commands so far
+        self._unlogged: str | None = None  # a credential the reply being sent may echo
         self._keywords: tuple[tuple[bool, bool], list[str]] | None = None
 
     # ------------------------------------------------------------------ events ---------------
@@ -310,13 +313,21 @@ class SessionCore:
         text = line.decode("utf-8", "surrogateescape")
         verb, _, rest = text.partition(" ")
         verb = verb.upper()
-        if verb in ("AUTH", "X-EXPS") and rest:
+        rule = VERBS.get(verb) if verb.isascii() else None
+        if rule is None and self._after_auth:
+            # Not a command, after an AUTH: what a client sends as its credentials when the
+            # AUTH was refused. Never written to the log, nor the reply's echo of it (15.2).
+            if self.plog is not None:
+                self.plog.received_redacted()
+            self._unlogged = verb
+        elif verb in ("AUTH", "X-EXPS") and rest:
             self.received(f"{verb} {rest.split(' ', 1)[0]}")
         else:
             self.received(text)
-        rule = VERBS.get(verb) if verb.isascii() else None
+        self._after_auth = verb == "AUTH" or (rule is None and self._after_auth)
         if rule is None:
             self.protocol_error(replies.unrecognized(verb, self.dialect))
+            self._unlogged = None
             return
         arg = rest.strip() or None
         refusal = check(rule, self.standing(), arg, self.dialect)
@@ -347,7 +358,8 @@ class SessionCore:
         enhanced = connector.enhanced_status_codes_enabled if connector else True
         text = reply.render(enhanced)
         if self.plog is not None:
-            self.plog.sent(text)
+            unlogged = self._unlogged
+            self.plog.sent(text.replace(unlogged, REDACTED) if unlogged else text)
         self._out.append(text.encode("utf-8", "surrogateescape") + b"\r\n")
         if reply.close:
             self._close("Local")

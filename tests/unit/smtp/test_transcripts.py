@@ -353,6 +353,16 @@ def test_an_endless_auth_line_is_refused_and_not_logged(runtime: Runtime) -> Non
     assert "c2VjcmV0" not in logged and "<authentication information>" in logged
 
 
+def test_lines_after_a_refused_auth_are_not_logged(runtime: Runtime) -> None:
+    t = Transcript(runtime, 25)
+    t.say("EHLO c", "AUTH PLAIN", "c2VjcmV0", "NOOP", "other")
+    events = runtime.logs[-1].events
+    assert not any("C2VJCMV0" in data.upper() for _, data, _ in events)
+    assert ("<", "<authentication information>", "") in events
+    assert (">", "500 5.3.3 Unrecognized command '<authentication information>'", "") in events
+    assert ("<", "other", "") in events  # after a command, lines are logged again
+
+
 def test_connection_limit_refuses_before_the_banner() -> None:
     rt = Runtime(lab_with("  - {Name: Default Frontend EX01, Server: EX01, "
                           "MaxInboundConnectionPerSource: 1}"))
