@@ -23,6 +23,7 @@ from typing import Any
 
 import spnego
 
+from exchsim import allocator
 from exchsim.clock import SYSTEM_CLOCK, Clock
 from exchsim.config.model import Lab, Mailbox, ProtocolLoggingLevel, ReceiveConnector, Server
 from exchsim.config.model import TransportRole as Role
@@ -51,6 +52,7 @@ PORT_HUB_DEFAULT = 2525
 PORT_CLIENT_PROXY = 465
 PORT_MAILBOX_DELIVERY = 475
 PRIVATE_UMASK = 0o077
+TRIM_INTERVAL = 5.0  # seconds between returns of freed memory to the system
 DEFAULT_BACKLOG = 5000  # MaxInboundConnection's default (exchange.md §3.1)
 
 
@@ -279,6 +281,7 @@ class LabDaemon:
         # Queue files hold whole messages, Maildirs are mailboxes, logs name users: everything
         # the lab writes is its own (files 0600, directories 0700), whoever runs it.
         os.umask(PRIVATE_UMASK)
+        allocator.keep_large_blocks_returnable()
         loop = asyncio.get_running_loop()
         pki = self.data_dir / "pki"
         now = self.clock.utc()
@@ -328,6 +331,7 @@ class LabDaemon:
                 self._by_endpoint[(host, port)] = (srv, factory)
                 self.listeners.append(Listener(server.name, host, port))
             self._spawn(agent.run(), f"delivery {server.name}")
+        self._spawn(self._trim_memory(), "memory trim")
         if self.run_sink:
             sink = self.lab.lab.internet_sink
             self.sink = SinkHandler(self.data_dir / "internet")
@@ -353,6 +357,12 @@ class LabDaemon:
             factory, key[0], key[1], reuse_address=True, backlog=node.listen_backlog(key[1]))
         self._servers[self._servers.index(old)] = srv
         self._by_endpoint[key] = (srv, factory)
+
+    async def _trim_memory(self) -> None:
+        """After a burst of large messages, give the freed memory back (allocator.py)."""
+        while True:
+            await asyncio.sleep(TRIM_INTERVAL)
+            await asyncio.to_thread(allocator.trim)
 
     def _spawn(self, coro: Any, name: str) -> None:
         task = asyncio.get_running_loop().create_task(coro, name=name)

@@ -38,7 +38,7 @@ def layer(module: str) -> int:
         return 3
     if top in ("smtp", "transport", "tls", "logs"):
         return 4
-    if top == "daemon":
+    if top in ("daemon", "allocator"):
         return 5
     if top in ("cli", "__main__"):
         return 6
