@@ -117,7 +117,8 @@ class Recovery:
     """Of those, the messages copied whole into the new queue."""
 
     def describe(self) -> str:
-        text = f"queue {self.path} is damaged ({self.reason}); "
+        reason = " ".join(self.reason.split())  # one line, whatever SQLite said
+        text = f"queue {self.path} is damaged ({reason}); "
         if self.moved_to is not None:
             text += f"moved it to {self.moved_to.name}; "
         if self.found:
@@ -201,9 +202,10 @@ def _connect(path: Path, *, expect_queue: bool) -> sqlite3.Connection:
     except sqlite3.Error as exc:
         raise _sqlite_failure(path, exc) from exc
     try:
-        problems = [str(row[0]) for row in conn.execute("PRAGMA quick_check").fetchall()]
+        problems = [str(row[0]) for row in conn.execute("PRAGMA quick_check(3)")]
         if problems != ["ok"]:
-            raise _Damaged("integrity check: " + "; ".join(problems[:2])[:200])
+            text = " ".join(" ".join(problems).replace("*** in database main ***", "").split())
+            raise _Damaged(f"integrity check: {text[:200]}")
         mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
         if str(mode).lower() != "wal":
             raise QueueUnavailableError(f"queue {path}: cannot switch to WAL mode (got {mode!r})")

@@ -224,3 +224,17 @@ async def test_a_newer_schema_is_refused_and_the_file_left_alone(tmp_path: Path)
     with pytest.raises(QueueUnavailableError, match=f"schema version {SCHEMA_VERSION + 1}"):
         await MessageQueue.open(path)
     assert path.read_bytes() == before and not moved_aside(path)
+
+
+async def test_what_the_integrity_check_reports_is_said_in_one_line(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """quick_check answers in rows with line breaks in them; the damage line stays one line."""
+    path = tmp_path / "queue" / "EX01.sqlite"
+    await filled(path)
+    data = bytearray(path.read_bytes())
+    data[PAGE:3 * PAGE] = b"\x5a" * 2 * PAGE  # the tables' root pages
+    path.write_bytes(bytes(data))
+    q, line = await reopen(path, caplog)
+    await q.close()
+    assert "(integrity check: Page " in line and "\n" not in line
+    assert "salvaged 0 of the 40 messages found into a new queue (the other 40 stay in" in line
