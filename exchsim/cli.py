@@ -3,7 +3,10 @@
 Exit status 2 means the command line or the config is wrong (every config problem is printed,
 nothing starts; an unknown ``--server``; a port the process may not listen on, which
 ``--port-offset`` avoids); 1 means the lab could not start for another reason (for example a
-port is taken); 0 a clean stop on SIGINT/SIGTERM.
+port is taken, the queue file is locked or was written by a newer exchsim) or a server's
+delivery kept failing after it started (exchsim/transport/restart.py); 0 a clean stop on
+SIGINT/SIGTERM. A damaged queue file is not a reason to refuse: it is moved aside and what can
+be read is salvaged (exchsim/transport/queuefile.py).
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from exchsim.config.load import ConfigError, load_config
 from exchsim.config.model import Lab
 from exchsim.config.report import format_connectors, format_issues
 from exchsim.daemon import LabDaemon
+from exchsim.transport.queue import QueueUnavailableError
 
 DEFAULT_CONFIG = "configs/lab.yaml"
 # An offset that puts Exchange's ports (25 to 2525) above 1024; the README uses the same.
@@ -34,7 +38,8 @@ DESCRIPTION = (
 EPILOG = (
     "Exit status: 0 after a clean stop (SIGINT or SIGTERM); 2 when the command line or the "
     "config is wrong (every config problem is printed and nothing starts) or a port may not be "
-    "listened on; 1 when the lab cannot start for another reason, for example a port is taken."
+    "listened on; 1 when the lab cannot start for another reason, for example a port is taken, "
+    "or stops because a server's delivery kept failing."
 )
 CHECK_EPILOG = "Exit status: 0 when the config is valid, 2 when it is not."
 COMMANDS = (
@@ -125,6 +130,9 @@ async def _run(lab: Lab, args: argparse.Namespace) -> int:
     )
     try:
         await daemon.start()
+    except QueueUnavailableError as exc:
+        print(f"exchsim: cannot start: {exc}", file=sys.stderr)
+        return 1
     except OSError as exc:
         refused = bind_refused_message(exc, args.port_offset)
         if refused is not None:
@@ -139,8 +147,14 @@ async def _run(lab: Lab, args: argparse.Namespace) -> int:
     for listener in daemon.listeners:
         print(f"exchsim: {listener.server} listening on {listener.host}:{listener.port}")
     print("exchsim: ready", flush=True)
-    await stop.wait()
+    waiters = [asyncio.ensure_future(event.wait()) for event in (stop, daemon.failed)]
+    await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+    for waiter in waiters:
+        waiter.cancel()
     await daemon.stop()
+    if daemon.failure is not None:
+        print(f"exchsim: stopped: {daemon.failure}", file=sys.stderr, flush=True)
+        return 1
     print("exchsim: stopped", flush=True)
     return 0
 

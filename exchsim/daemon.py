@@ -45,6 +45,7 @@ from exchsim.transport.frontend import FrontendProxy, HubEndpoint
 from exchsim.transport.hub import DeliveryAgent, Endpoint, HubReceiver
 from exchsim.transport.mailbox import MailboxDeliveryReceiver
 from exchsim.transport.queue import MessageQueue
+from exchsim.transport.restart import GaveUp, RestartPolicy, keep_running
 
 log = logging.getLogger(__name__)
 
@@ -264,6 +265,9 @@ class LabDaemon:
         self._servers: list[asyncio.Server] = []
         self._by_endpoint: dict[tuple[str, int], tuple[asyncio.Server, Callable[[], Any]]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        self.restart_policy = RestartPolicy()  # for the delivery agents (transport/restart.py)
+        self.failure: str | None = None  # why a task the daemon needs has stopped
+        self.failed = asyncio.Event()
 
     def servers_to_run(self) -> list[Server]:
         if self.only is None:
@@ -295,7 +299,8 @@ class LabDaemon:
                 self.lab, server, clock=self.clock, data_dir=self.data_dir,
                 port_offset=self.port_offset, certificates=certificates,
             )
-            queue = await MessageQueue.open(self.data_dir / "queue" / f"{server.name}.sqlite")
+            queue = await MessageQueue.open(self.data_dir / "queue" / f"{server.name}.sqlite",
+                                            clock=self.clock)
             self.queues[server.name] = queue
             agent = DeliveryAgent(
                 self.lab, server, self.clock, queue, node.client_tls_context,
@@ -330,7 +335,8 @@ class LabDaemon:
                 self._servers.append(srv)
                 self._by_endpoint[(host, port)] = (srv, factory)
                 self.listeners.append(Listener(server.name, host, port))
-            self._spawn(agent.run(), f"delivery {server.name}")
+            self._spawn(keep_running(f"delivery {server.name}", agent.run,
+                                     self.restart_policy), f"delivery {server.name}")
         self._spawn(self._trim_memory(), "memory trim")
         if self.run_sink:
             sink = self.lab.lab.internet_sink
@@ -372,7 +378,11 @@ class LabDaemon:
     def _task_done(self, task: asyncio.Task[None]) -> None:
         self._tasks.discard(task)
         if not task.cancelled() and task.exception() is not None:
-            log.error("task %s failed", task.get_name(), exc_info=task.exception())
+            exc = task.exception()
+            if not isinstance(exc, GaveUp):
+                log.error("task %s failed", task.get_name(), exc_info=exc)
+            self.failure = self.failure or str(exc) or f"task {task.get_name()} failed"
+            self.failed.set()  # the CLI stops the process with a non-zero exit status
 
     async def stop(self) -> None:
         for srv in self._servers:

@@ -16,7 +16,9 @@ and commits once -- one fsync -- before the callers learn their results.
 Leases live in memory only: they keep two delivery workers of one process off the same message.
 After a restart nothing is leased and every pending message is due again.
 
-Only this module imports :mod:`sqlite3`.
+The file itself -- schema, the integrity check at every open, what happens to a damaged file
+(moved aside, never deleted; what can be read is salvaged into a new queue) -- is
+:mod:`exchsim.transport.queuefile`. Only these two modules import :mod:`sqlite3`.
 """
 
 from __future__ import annotations
@@ -24,7 +26,6 @@ from __future__ import annotations
 import asyncio
 import datetime
 import json
-import secrets
 import sqlite3
 import types
 from collections.abc import Callable, Mapping, Sequence
@@ -33,20 +34,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+from exchsim.clock import SYSTEM_CLOCK, Clock
 from exchsim.transport.groupcommit import GroupCommit
+from exchsim.transport.queuefile import (
+    COLUMNS,
+    SCHEMA_VERSION,
+    QueueUnavailableError,
+    Recovery,
+    open_queue_file,
+)
 
-__all__ = ["MessageQueue", "QueueClosedError", "QueueStatistics", "QueuedMessage"]
+__all__ = ["SCHEMA_VERSION", "MessageQueue", "QueueClosedError", "QueueStatistics",
+           "QueueUnavailableError", "QueuedMessage", "Recovery"]
 
 T = TypeVar("T")
-
-SCHEMA_VERSION = 1
-
-# Exchange's InternalIds are large int64 numbers (e.g. 31937376813057). The first id of a new
-# queue file is drawn at random in [2**40, 2**45) (a multiple of 2**20); AUTOINCREMENT then
-# guarantees an id is never reused for the life of the file, even after the rows are deleted,
-# so "InternalId + recipient" is safe as a delivery de-duplication token.
-_ID_BASE_MIN = 1 << 40
-_ID_BASE_SPAN = (1 << 45) - (1 << 40)
 
 # Bound one group-commit transaction.
 _MAX_BATCH_OPERATIONS = 512
@@ -54,29 +55,6 @@ _MAX_BATCH_BYTES = 32 * 1024 * 1024
 
 _EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.UTC)
 _MICROSECOND = datetime.timedelta(microseconds=1)
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS messages (
-    internal_id      INTEGER PRIMARY KEY AUTOINCREMENT,
-    message_id       TEXT    NOT NULL,
-    sender           TEXT    NOT NULL,
-    data             BLOB    NOT NULL,
-    received_at      INTEGER NOT NULL,  -- microseconds since the epoch, UTC
-    attempts         INTEGER NOT NULL DEFAULT 0,
-    next_attempt_at  INTEGER NOT NULL,  -- microseconds since the epoch, UTC
-    last_error       TEXT,
-    metadata         TEXT    NOT NULL   -- JSON object of strings
-);
-CREATE INDEX IF NOT EXISTS messages_due ON messages (next_attempt_at);
-CREATE TABLE IF NOT EXISTS recipients (
-    internal_id  INTEGER NOT NULL,
-    position     INTEGER NOT NULL,
-    address      TEXT    NOT NULL,
-    last_error   TEXT,
-    PRIMARY KEY (internal_id, position)
-) WITHOUT ROWID;
-"""
-
 
 class QueueClosedError(RuntimeError):
     """The queue was closed (or failed to open); no further operations are possible."""
@@ -135,42 +113,6 @@ def _from_micros(value: int) -> datetime.datetime:
     return _EPOCH + datetime.timedelta(microseconds=value)
 
 
-def _connect(path: Path) -> sqlite3.Connection:
-    """Runs on the worker thread: open, configure and migrate the queue file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    conn = sqlite3.connect(path, isolation_level=None)  # explicit BEGIN/COMMIT only
-    try:
-        mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
-        if str(mode).lower() != "wal":
-            raise sqlite3.OperationalError(f"cannot switch {path} to WAL mode (got {mode!r})")
-        conn.execute("PRAGMA synchronous=FULL")
-        conn.execute("PRAGMA busy_timeout=10000")
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            version = conn.execute("PRAGMA user_version").fetchone()[0]
-            if version == 0:
-                for statement in _SCHEMA.split(";"):
-                    if statement.strip():
-                        conn.execute(statement)
-                base = _ID_BASE_MIN + (secrets.randbelow(_ID_BASE_SPAN >> 20) << 20)
-                conn.execute(
-                    "INSERT INTO sqlite_sequence (name, seq) VALUES ('messages', ?)", (base,)
-                )
-                conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
-            elif version != SCHEMA_VERSION:
-                raise sqlite3.DatabaseError(
-                    f"{path}: queue schema version {version}, this exchsim reads {SCHEMA_VERSION}"
-                )
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-    except BaseException:
-        conn.close()
-        raise
-    return conn
-
-
 def _row_to_message(row: Sequence[Any], recipients: tuple[str, ...]) -> QueuedMessage:
     (internal_id, message_id, sender, data, received_at, attempts, next_attempt_at, last_error,
      metadata) = row
@@ -188,8 +130,7 @@ def _row_to_message(row: Sequence[Any], recipients: tuple[str, ...]) -> QueuedMe
     )
 
 
-_COLUMNS = ("internal_id, message_id, sender, data, received_at, attempts, next_attempt_at, "
-            "last_error, metadata")
+_COLUMNS = COLUMNS
 
 
 def _load(conn: sqlite3.Connection, rows: list[Sequence[Any]]) -> list[QueuedMessage]:
@@ -213,9 +154,11 @@ class MessageQueue:
     """The durable queue of one hub. Create with :meth:`open`, finish with :meth:`close`."""
 
     def __init__(self, path: Path, executor: ThreadPoolExecutor,
-                 conn: sqlite3.Connection) -> None:
+                 conn: sqlite3.Connection, recovery: Recovery | None = None) -> None:
         """Use :meth:`open`."""
         self.path = path
+        self.recovery = recovery
+        """What was done at open about a damaged queue file (None: the file was sound)."""
         self._executor = executor
         self._conn = conn  # touched only on the executor's thread
         self._writes: GroupCommit[_Operation, tuple[bool, Any]] = GroupCommit(
@@ -231,15 +174,21 @@ class MessageQueue:
     # --- life cycle -------------------------------------------------------------------------
 
     @classmethod
-    async def open(cls, path: Path) -> MessageQueue:
-        """Open (creating if needed) the queue file at ``path`` and its worker thread."""
+    async def open(cls, path: Path, *, clock: Clock = SYSTEM_CLOCK) -> MessageQueue:
+        """Open (creating if needed) the queue file at ``path`` and its worker thread.
+
+        The file is checked first; a damaged one is moved aside and what it holds is salvaged
+        into a new file (:attr:`recovery` says what was done). Raises
+        :class:`QueueUnavailableError` when the file cannot be used for another reason.
+        """
         executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"queue-{path.stem}")
         try:
-            conn = await asyncio.get_running_loop().run_in_executor(executor, _connect, path)
+            conn, recovery = await asyncio.get_running_loop().run_in_executor(
+                executor, open_queue_file, path, clock.utc())
         except BaseException:
             executor.shutdown(wait=False)
             raise
-        return cls(path, executor, conn)
+        return cls(path, executor, conn, recovery)
 
     async def close(self) -> None:
         """Commit what is pending, close the database and stop the worker thread. Idempotent."""
