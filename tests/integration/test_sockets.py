@@ -59,11 +59,11 @@ class LabProcess:
         await self._drain
 
 
-async def start_lab(data: Path) -> LabProcess:
+async def start_lab(data: Path, config: str = "configs/lab.yaml") -> LabProcess:
     for _ in range(5):
         offset = port_offset()
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "exchsim.cli", "lab", "--config", "configs/lab.yaml",
+            sys.executable, "-m", "exchsim.cli", "lab", "--config", config,
             "--data", str(data), "--port-offset", str(offset), cwd=ROOT,
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
         assert proc.stdout is not None
