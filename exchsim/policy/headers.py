@@ -115,7 +115,7 @@ def parse_message(data: bytes) -> Message:
     while (m := match(data, pos)) is not None:
         raw = m.group()
         name = m.group(1)
-        if m.end(2) != m.end(1) or raw[-1:] != b"\n":  # WSP before the colon; no CRLF
+        if raw[len(name)] != 58 or raw[-1] != 10:  # WSP before the colon, or no CRLF at the end
             raw = _clean_field(name, raw[m.end(2) - pos :])
         fields.append(Field(name, raw))
         pos = m.end()
