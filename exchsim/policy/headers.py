@@ -3,11 +3,37 @@
 Messages are bytes with CRLF line endings. The header block is split into fields, each kept
 as its raw bytes (folded continuation lines included) so that what is not changed goes on
 byte for byte.
+
+Where the header block ends is decided once, by :func:`parse_message`, and the firewall and
+every writer use that decision, so no line can be a header to one reader of a stored message
+and body to exchsim. The rules (RFC 5322 §2.2, §3.6.8, with the obsolete syntax of §4.5):
+
+- A field is a name of printable US-ASCII other than the colon (RFC 5322 ``ftext``), optional
+  spaces or tabs, a colon, and the value to the end of the line, followed by any number of
+  continuation lines (lines that start with a space or a tab; a line of blanks only is one).
+  WSP before the colon is the obsolete ``field-name *WSP ":"`` that RFC 5322 §4.5 says to
+  accept and not to generate: the field is a header like any (``X-MS-Exchange-Organization-Foo
+  : v`` is removed by the firewall as ``X-MS-Exchange-Organization-Foo: v`` is) and is written
+  without the WSP, so a strict reader of the stored copy (Python's ``email``) agrees too.
+- The header block ends at the first empty line (the separator, not kept in either part).
+- It also ends at the first line that is neither a field nor a continuation: a line without a
+  colon, one that starts with a colon, a name with a space or a byte outside printable
+  US-ASCII, a continuation line before any field, a line with a bare CR or LF (the session
+  core rewrites those to CRLF before a message gets here, ``smtp/wire.py``). That line and all
+  that follows are the body, as Python's ``email`` parser and other lenient readers read it.
+  exchsim's reading where the sources on Exchange are silent: such a message is accepted, not
+  refused, and nothing in it is dropped.
+- Every message is written with a clean header block: only fields as above, then an empty line
+  whenever there is a body (:meth:`Message.to_bytes` writes the separator the client left out),
+  so whatever follows the separator is body to every reader and nothing the client wrote past
+  the header block can sit beside the headers a server stamps.
 """
 
 from __future__ import annotations
 
 import datetime
+import email.utils
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -16,6 +42,9 @@ from exchsim.policy.permissions import Right, Rights
 ORG_PREFIX = b"x-ms-exchange-organization-"
 FOREST_PREFIX = b"x-ms-exchange-forest-"
 NETWORK_MESSAGE_ID = "X-MS-Exchange-Organization-Network-Message-Id"
+# One field: its name (RFC 5322 ftext), WSP before the colon (obsolete syntax, kept apart to be
+# dropped), the rest of the line, then its continuation lines. No bare CR or LF anywhere.
+_FIELD = re.compile(rb"([!-9;-~]+)([ \t]*):[^\r\n]*(?:\r\n|\Z)(?:[ \t][^\r\n]*(?:\r\n|\Z))*")
 AUTH_HEADERS = (
     b"x-ms-exchange-organization-authas",
     b"x-ms-exchange-organization-authmechanism",
@@ -46,8 +75,8 @@ class Field:
 @dataclass(frozen=True, slots=True)
 class Message:
     fields: tuple[Field, ...]
-    body: bytes  # everything after the blank line (the blank line itself not included)
-    has_separator: bool = True
+    body: bytes  # everything after the header block (the blank line itself not included)
+    has_separator: bool = True  # the client's header block ended with the blank line
 
     @property
     def header_size(self) -> int:
@@ -62,10 +91,11 @@ class Message:
         return found[0] if found else None
 
     def to_bytes(self) -> bytes:
+        """The message with its header block, then the separator if there is a body."""
         head = b"".join(f.raw for f in self.fields)
-        if self.has_separator:
+        if self.has_separator or self.body:
             return head + b"\r\n" + self.body
-        return head + self.body
+        return head
 
     def prepend(self, *new: Field) -> Message:
         return Message((*new, *self.fields), self.body, self.has_separator)
@@ -78,36 +108,50 @@ class Message:
 
 
 def parse_message(data: bytes) -> Message:
-    """Split a CRLF message into header fields and body; tolerant of junk lines."""
+    """Split a CRLF message into header fields and body (the module docstring has the rules)."""
     fields: list[Field] = []
     pos = 0
-    current: list[bytes] = []
-    current_name = b""
-    n = len(data)
-    while pos < n:
-        end = data.find(b"\r\n", pos)
-        line = data[pos:] if end < 0 else data[pos : end + 2]
-        next_pos = n if end < 0 else end + 2
-        if line in (b"\r\n", b""):
-            if current:
-                fields.append(Field(current_name, b"".join(current)))
-            return Message(tuple(fields), data[next_pos:], True)
-        if line[:1] in (b" ", b"\t") and current:
-            current.append(line)
+    match = _FIELD.match
+    while (m := match(data, pos)) is not None:
+        raw = m.group()
+        name = m.group(1)
+        if raw[len(name)] != 58 or raw[-1] != 10:  # WSP before the colon, or no CRLF at the end
+            raw = _clean_field(name, raw[m.end(2) - pos :])
+        fields.append(Field(name, raw))
+        pos = m.end()
+    if data.startswith(b"\r\n", pos):
+        return Message(tuple(fields), data[pos + 2 :], True)
+    return Message(tuple(fields), data[pos:], False)
+
+
+def _clean_field(name: bytes, rest: bytes) -> bytes:
+    """A field as exchsim writes it: no WSP before the colon, every line ending in CRLF."""
+    raw = name + rest
+    return raw if raw.endswith(b"\r\n") else raw + b"\r\n"
+
+
+def sender_addresses(values: Sequence[str]) -> list[str]:
+    """The addresses of address-list header values (From, Sender) for sender authorization.
+
+    Python's address parser (``email.utils.getaddresses``) recurses once per nested comment
+    and once per nested group, so a From of 5,000 ``(`` would raise RecursionError. Every
+    level of that recursion consumes one ``(`` or one ``:``; a value with more of them than
+    :data:`MAX_ADDRESS_NESTING` is not handed to it. exchsim's reading where the sources are
+    silent: such a value is not refused for its form; every address-like token in it (text
+    with an ``@`` between the delimiters of RFC 5322) counts as a sender, so an address a
+    lenient reader could show is checked all the same. Linear in the length, no recursion.
+    """
+    found: list[str] = []
+    for value in values:
+        if value.count("(") + value.count(":") > MAX_ADDRESS_NESTING:
+            found.extend(t for t in _DELIMITERS.split(value) if "@" in t)
         else:
-            name, sep, _ = line.partition(b":")
-            if not sep or not name or b" " in name.strip() or name != name.rstrip(b" \t"):
-                # Not a header line: the header block ended without a blank line.
-                if current:
-                    fields.append(Field(current_name, b"".join(current)))
-                return Message(tuple(fields), data[pos:], False)
-            if current:
-                fields.append(Field(current_name, b"".join(current)))
-            current, current_name = [line if line.endswith(b"\r\n") else line + b"\r\n"], name
-        pos = next_pos
-    if current:
-        fields.append(Field(current_name, b"".join(current)))
-    return Message(tuple(fields), b"", False)
+            found.extend(a for _, a in email.utils.getaddresses([value]) if a)
+    return found
+
+
+MAX_ADDRESS_NESTING = 100
+_DELIMITERS = re.compile(r'[\s<>()\[\]:;,"\\]+')
 
 
 def make_field(name: str, value: str) -> Field:

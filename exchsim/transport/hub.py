@@ -42,6 +42,7 @@ from exchsim.policy.headers import (
     firewall,
     make_field,
     parse_message,
+    sender_addresses,
     stamp_authentication,
 )
 from exchsim.policy.replies import Reply, queued
@@ -67,8 +68,7 @@ class HubReceiver:
     async def __call__(self, message: AcceptedMessage) -> Reply:
         facts = message.facts
         parsed = parse_message(message.data)
-        senders = [a for _, a in email.utils.getaddresses(
-            parsed.values("From") + parsed.values("Sender"))]
+        senders = sender_addresses(parsed.values("From") + parsed.values("Sender"))
         refusal = rules.check_headers(
             facts, parsed.header_size, parsed.values("Received"), message.mail_from, senders
         )

@@ -6,8 +6,10 @@ import datetime
 
 from exchsim.policy.headers import (
     firewall,
+    make_field,
     parse_message,
     received_field,
+    sender_addresses,
     stamp_authentication,
 )
 from exchsim.policy.permissions import Right
@@ -85,6 +87,76 @@ def test_received_header_format() -> None:
 
 
 def test_message_without_blank_line() -> None:
+    """The old round trip (no separator written) was finding 7's flaw: a stored copy must
+    have a blank line between the header block and whatever follows it."""
     msg = parse_message(b"Subject: x\r\nnot a header line\r\n")
     assert msg.first("Subject") == "x"
-    assert msg.to_bytes() == b"Subject: x\r\nnot a header line\r\n"
+    assert msg.body == b"not a header line\r\n"
+    assert msg.to_bytes() == b"Subject: x\r\n\r\nnot a header line\r\n"
+    # A message that is only a header block needs no separator.
+    assert parse_message(b"Subject: x\r\n").to_bytes() == b"Subject: x\r\n"
+    assert parse_message(b"Subject: x").to_bytes() == b"Subject: x\r\n"
+    assert parse_message(b"").to_bytes() == b""
+
+
+# Finding 7 of issue 7: the parser and the firewall agree on where the header block ends.
+SPOOF = (
+    b"From: a@fabrikam.example\r\n"
+    b"X-MS-Exchange-Organization-Foo : v\r\n"
+    b"X-MS-Exchange-Organization-AuthAs: Internal\r\n"
+    b"X-MS-Exchange-Forest-Bar\t: 1\r\n"
+    b"Subject: hi\r\n"
+    b"\r\n"
+    b"body\r\n"
+)
+
+
+def test_space_before_colon_is_a_header_field_and_is_firewalled() -> None:
+    msg = parse_message(SPOOF)
+    assert [f.key for f in msg.fields] == [
+        b"from", b"x-ms-exchange-organization-foo", b"x-ms-exchange-organization-authas",
+        b"x-ms-exchange-forest-bar", b"subject"]
+    assert msg.body == b"body\r\n"
+    out = firewall(msg, ROUTING).to_bytes()
+    assert out == b"From: a@fabrikam.example\r\nSubject: hi\r\n\r\nbody\r\n"
+
+
+def test_obsolete_whitespace_before_the_colon_is_written_without_it() -> None:
+    msg = parse_message(b"Subject \t: hi\r\n there\r\nTo:b@c\r\n\r\nx")
+    assert msg.first("Subject") == "hi there"
+    assert msg.to_bytes() == b"Subject: hi\r\n there\r\nTo:b@c\r\n\r\nx"
+
+
+JUNK = [b"not a header line", b": starts with a colon", b"Na\xc3\xafve: x", b"Two words: x",
+        b"Bare\nLF: x", b"Bare\rCR: x", b"Nul\x00: x"]
+
+
+def test_a_junk_line_ends_the_header_block_and_gets_a_blank_line_before_it() -> None:
+    for junk in JUNK:
+        rest = junk + b"\r\nX-MS-Exchange-Organization-AuthAs: Internal\r\n\r\nb"
+        msg = parse_message(b"Subject: x\r\n" + rest)
+        assert [f.key for f in msg.fields] == [b"subject"]
+        assert (msg.body, msg.has_separator) == (rest, False)
+        assert firewall(msg, ROUTING).to_bytes() == b"Subject: x\r\n\r\n" + rest
+
+
+def test_a_continuation_line_before_any_field_starts_the_body() -> None:
+    rest = b" X-MS-Exchange-Organization-AuthAs: Internal\r\nTo: b@c\r\n\r\nb"
+    msg = parse_message(rest)
+    assert (msg.fields, msg.body) == ((), rest)
+    assert msg.prepend(make_field("Received", "x")).to_bytes() == b"Received: x\r\n\r\n" + rest
+
+
+# Finding 6 of issue 7 (headers): no unbounded recursion on a header.
+def test_sender_addresses_of_ordinary_headers() -> None:
+    assert sender_addresses(["Alice <alice@contoso.com>, bob@fabrikam.example (Bob (B))",
+                             "undisclosed:;", '"x, y" <c@d.example>']) == [
+        "alice@contoso.com", "bob@fabrikam.example", "c@d.example"]
+
+
+def test_sender_addresses_never_recurse_without_bound() -> None:
+    for value in ["(" * 5000 + "ceo@contoso.com", "a:" * 5000 + "ceo@contoso.com" + ";" * 5000,
+                  "(" * 5000 + ")" * 5000 + " <ceo@contoso.com>"]:
+        assert sender_addresses([value]) == ["ceo@contoso.com"]
+    assert sender_addresses(["(" * 5000]) == []
+    assert sender_addresses(["(" * 60 + "x@y.example" + ")" * 60]) == []  # a comment, parsed
