@@ -16,8 +16,11 @@ sources do not say what Exchange does then).
 
 At most once towards the hub: a transaction is tried again (once, on a new hop session) only
 when it failed before the message data was handed to the hub: connecting, EHLO, X-ANONYMOUSTLS,
-EXCHANGEAUTH, XPROXYFROM / XPROXY, or a connection found dead at MAIL or RCPT (the data goes
-only after every RCPT is answered, transport/hopclient.py). Once the data is written the hub
+EXCHANGEAUTH, XPROXYFROM / XPROXY, or, with several recipients (whose data waits for every
+RCPT reply), a connection lost at MAIL or RCPT. A kept hop session the hub has closed while
+idle is noticed before it is used (``HopClient.usable``) and replaced. With one recipient,
+MAIL, RCPT and BDAT go in one write (no round trip added), so a hop that dies in that very
+moment counts as "after the data". Once the data is written the hub
 may have committed the message whatever happens next (the connection drops, the reply never
 comes within the hop's timeout, the reply cannot be read), so the client gets
 ``451 4.7.0 ... PRX4`` and the transaction is not replayed: a second commit would deliver the
@@ -114,7 +117,7 @@ class FrontendProxy:
     async def _hop(self, context: MessageContext) -> HopClient:
         cached = self._hops.get(context.session_id)
         if (cached is not None and cached.identity == context.identity
-                and cached.rights == context.rights and not cached.client.broken):
+                and cached.rights == context.rights and cached.client.usable):
             return cached.client
         self.session_closed(context.session_id)
         tls = self.tls_context()

@@ -183,15 +183,17 @@ class HopClient:
         with an error and discards the chunk. ``partial=False`` (the Front End, whose client was
         told 250 for every recipient already): all recipients or none. The data is sent only
         after every RCPT was accepted; otherwise the transaction is reset and the first
-        refusal is the result. Holding the data back until MAIL and RCPT are answered also
-        means that a connection found dead at MAIL (a reused session the server dropped) fails
-        with ``data_sent`` False, so the caller can retry it without risking a second commit.
+        refusal is the result. With one recipient both are the same, and pipelined.
 
-        A HopError raised here says in ``data_sent`` whether the data had been written.
+        A HopError raised here says in ``data_sent`` whether the data had been written: a
+        pipelined transaction has written it before the first reply, so only a failure of the
+        unpipelined MAIL/RCPT step is known to have left nothing on the server. Check
+        :attr:`usable` before reusing a session: a server that closed it while it was idle is
+        then found before anything is sent.
         """
         params = f" {mail_params}" if mail_params else ""
         lines = [f"MAIL FROM:<{mail_from}>{params}"] + [f"RCPT TO:<{r}>" for r in recipients]
-        pipelined = partial
+        pipelined = partial or len(recipients) == 1
         head = ("\r\n".join(lines) + "\r\n").encode("utf-8", "surrogateescape")
         bdat = f"BDAT {len(data)} LAST\r\n".encode() + data
         self.writer.write(head + bdat if pipelined else head)
@@ -218,6 +220,14 @@ class HopClient:
                 exc.data_sent = True
                 raise
         return HopResult(final, refused)
+
+    @property
+    def usable(self) -> bool:
+        """Fit for another transaction: not broken, and the server has not closed its end (an
+        idle session timed out or the server went away: its TLS close or FIN has arrived).
+        Over TLS, as every hop session runs, the transport closes when the server's close
+        arrives, even after an unasked ``421``; over plain TCP only a bare FIN is seen."""
+        return not (self.broken or self.writer.is_closing() or self.reader.at_eof())
 
     def abort(self) -> None:
         self.broken = True

@@ -153,21 +153,33 @@ async def test_no_reply_after_the_data_is_reported_as_data_sent() -> None:
 
 
 async def test_a_drop_before_mail_is_answered_sends_no_data() -> None:
-    # All-or-none (the Front End): the data waits for MAIL and RCPT, so a hop found dead at
-    # MAIL has sent nothing the server could commit, and may be retried.
+    # All-or-none with several recipients (the Front End): the data waits for MAIL and RCPT,
+    # so a hop found dead at MAIL has sent nothing the server could commit, and may be retried.
     received: list[bytes] = []
 
     async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        received.append(await reader.readline())
-        received.append(await reader.readline())
+        for _ in range(3):
+            received.append(await reader.readline())
         with contextlib.suppress(TimeoutError):  # anything more the client sends unanswered
             received.append(await asyncio.wait_for(reader.read(65536), 0.3))
 
     async with scripted(script) as (server, client):
         with pytest.raises(HopError) as raised:
-            await client.send_message("a@x.example", "", ["b@y.example"], b"hello\n",
-                                      partial=False)
+            await client.send_message("a@x.example", "", ["b@y.example", "c@y.example"],
+                                      b"hello\n", partial=False)
         assert not raised.value.data_sent
         await asyncio.wait_for(server.done.wait(), 5.0)
-    assert received[:2] == [b"MAIL FROM:<a@x.example>\r\n", b"RCPT TO:<b@y.example>\r\n"]
+    assert received[:3] == [b"MAIL FROM:<a@x.example>\r\n", b"RCPT TO:<b@y.example>\r\n",
+                            b"RCPT TO:<c@y.example>\r\n"]
     assert not any(b"BDAT" in line for line in received)
+
+
+async def test_a_session_the_server_closed_is_not_usable() -> None:
+    async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        pass  # closes at once: an idle session the server dropped
+
+    async with scripted(script) as (server, client):
+        assert client.usable
+        await asyncio.wait_for(server.done.wait(), 5.0)
+        await asyncio.sleep(0.1)
+        assert not client.usable
