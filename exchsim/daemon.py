@@ -4,6 +4,7 @@ One process runs every server of the config (``exchsim lab``) or one of them
 (``exchsim serve``). Each server listens on its own loopback Address; ``port_offset`` is added
 to every port so the lab runs without root. Every task the daemon starts is kept and cancelled
 on :meth:`LabDaemon.stop`; listeners are closed first so nothing new arrives while it stops.
+Starting a daemon sets the process's umask to 077: every file it writes is private.
 """
 
 from __future__ import annotations
@@ -49,6 +50,8 @@ log = logging.getLogger(__name__)
 PORT_HUB_DEFAULT = 2525
 PORT_CLIENT_PROXY = 465
 PORT_MAILBOX_DELIVERY = 475
+PRIVATE_UMASK = 0o077
+DEFAULT_BACKLOG = 5000  # MaxInboundConnection's default (exchange.md §3.1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -187,6 +190,16 @@ class ServerNode:
 
     # --- listeners -------------------------------------------------------------------------
 
+    def listen_backlog(self, port: int) -> int:
+        """The listen queue of a port (offset applied): room for every connection its
+        connectors admit (MaxInboundConnection, 5000 by default; the largest, or
+        DEFAULT_BACKLOG when one is unlimited). The kernel caps it (net.core.somaxconn)."""
+        limits = [c.max_inbound_connection for c in self.index.connectors
+                  if any(b.port + self.port_offset == port for b in c.bindings)]
+        if not limits or None in limits:
+            return DEFAULT_BACKLOG
+        return max(limit for limit in limits if limit is not None)
+
     def endpoints(self) -> list[tuple[str, int]]:
         """Where this server listens: each binding on the server's own address."""
         own = ipaddress.ip_address(self.server.address)
@@ -263,6 +276,9 @@ class LabDaemon:
             raise
 
     async def _start(self) -> None:
+        # Queue files hold whole messages, Maildirs are mailboxes, logs name users: everything
+        # the lab writes is its own (files 0600, directories 0700), whoever runs it.
+        os.umask(PRIVATE_UMASK)
         loop = asyncio.get_running_loop()
         pki = self.data_dir / "pki"
         now = self.clock.utc()
@@ -306,7 +322,8 @@ class LabDaemon:
             self.nodes[server.name] = node
             for host, port in node.endpoints():
                 factory = _session_factory(node)
-                srv = await loop.create_server(factory, host, port, reuse_address=True)
+                srv = await loop.create_server(factory, host, port, reuse_address=True,
+                                               backlog=node.listen_backlog(port))
                 self._servers.append(srv)
                 self._by_endpoint[(host, port)] = (srv, factory)
                 self.listeners.append(Listener(server.name, host, port))
@@ -331,8 +348,9 @@ class LabDaemon:
     async def resume_listener(self, host: str, port: int) -> None:
         key = (host, port + self.port_offset)
         old, factory = self._by_endpoint[key]
+        node = next(n for n in self.nodes.values() if (host, key[1]) in n.endpoints())
         srv = await asyncio.get_running_loop().create_server(
-            factory, key[0], key[1], reuse_address=True)
+            factory, key[0], key[1], reuse_address=True, backlog=node.listen_backlog(key[1]))
         self._servers[self._servers.index(old)] = srv
         self._by_endpoint[key] = (srv, factory)
 

@@ -67,6 +67,8 @@ _INTERNAL_MAIL_PARAMS = {"XATTRDIRECT", "XATTRORGID", "XMESSAGECONTEXT", "XSHADO
 _RCPT_PARAMS = {"NOTIFY", "ORCPT", "RDST", "ORAR"}
 _BODY_TYPES = {"7BIT", "8BITMIME", "BINARYMIME"}
 _ADDRESS = re.compile(r'^(?:"[^"\r\n]*"|[^\s@<>()\[\]\\,;:"]+)@[A-Za-z0-9.\-\[\]:_]+$')
+# Control characters (C0, DEL, C1) are in no RFC 5321 / 6531 address, quoted or not.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,6 +131,8 @@ def valid_address(address: str) -> bool:
             address.encode("utf-8")
         except UnicodeEncodeError:
             return False
+    if _CONTROL.search(address):
+        return False
     return bool(_ADDRESS.match(address)) and len(address) <= 571
 
 

@@ -71,7 +71,10 @@ def _login_password(s: SessionCore, user_b64: str, password_b64: str) -> None:
     mailbox = s.runtime.find_mailbox(user)
     if mailbox is None or mailbox.password is None or mailbox.password != password:
         s.info("", "Inbound AUTH LOGIN failed because of LogonDenied")
-        s.info("", f"User Name: {user}")
+        # Exchange logs the user name as typed; a password typed into that field would then
+        # be in the log. exchsim writes it only when it is a known logon name.
+        shown = user if mailbox is not None else "(not a known logon name)"
+        s.info("", f"User Name: {shown}")
         _logon_failed(s)
         return
     mechanism = "06" if s.tls is not None else "07"

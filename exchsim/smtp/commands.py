@@ -197,6 +197,14 @@ def rcpt(s: SessionCore, arg: str | None) -> None:
         s.txn.recipients.append(parsed.address)
         if s.phase is Phase.MAIL:
             s.phase = Phase.RCPT
+    elif decision.reply is replies.TOO_MANY_RECIPIENTS:
+        # Past MaxRecipientsPerMessage only the first refusal of a transaction waits
+        # TarpitInterval (exchsim's choice): a wait for each would make the session last as
+        # long as the client keeps sending RCPTs, 5 s per line.
+        first = not s.txn.over_recipient_limit
+        s.txn.over_recipient_limit = True
+        s.reply(decision.reply, tarpit=first)
+        return
     s.reply(decision.reply)
 
 
@@ -255,6 +263,11 @@ def end_of_data(s: SessionCore, data: bytes) -> None:
     txn = s.txn
     s.end_transaction()
     facts = s.facts()
+    if not data:
+        # No byte of content at all (``BDAT 0 LAST``, or DATA ended at once): nothing to
+        # deliver, refused as invalid content (exchsim's choice; exchange.md §2.4's text).
+        s.reply(replies.INVALID_CONTENT)
+        return
     normalized, had_bare = wire.normalize_line_endings(data)
     if had_bare and s.connector.bare_linefeed_rejection_enabled:
         s.reply(replies.BARE_LINEFEEDS)

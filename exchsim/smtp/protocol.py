@@ -76,6 +76,7 @@ MAX_COMMAND_LINE = 4000  # exchange.md §1.8 / §9.9: command lines are read up 
 MAX_COMMAND_LINE_LONG = 8000  # with LongAddressesEnabled
 MAX_AUTH_LINE = 32768  # an AUTH continuation (an NTLM token) may be longer than a command
 _SENT_AT_ONCE = frozenset({220, 334, 354})  # the client waits for these before it sends more
+REDACTED = "<authentication information>"  # what the protocol log shows for credentials
 
 
 class Mode(enum.Enum):
@@ -98,6 +99,7 @@ class Transaction:
     recipients: list[str] = field(default_factory=list)
     chunks: bytearray | None = None  # BDAT
     chunks_refused: Reply | None = None  # a chunk went over the size limit
+    over_recipient_limit: bool = False  # a RCPT got 452 4.5.3 Too many recipients
 
 
 class SessionCore:
@@ -135,6 +137,8 @@ class SessionCore:
         self._out: list[bytes] = []
         self._actions: list[Action] = []
         self._admitted = False
+        self._after_auth = False  # lines since the last AUTH are no commands so far
+        self._unlogged: str | None = None  # a credential the reply being sent may echo
         self._keywords: tuple[tuple[bool, bool], list[str]] | None = None
 
     # ------------------------------------------------------------------ events ---------------
@@ -212,9 +216,7 @@ class SessionCore:
     def timed_out(self, now: float) -> list[Action]:
         """No input within the last :class:`Receive`'s limits."""
         self.now = now
-        past_deadline = self.deadline is not None and now >= self.deadline
-        waiting_command = self.mode in (Mode.COMMAND, Mode.AUTH)
-        if past_deadline and waiting_command:
+        if self.deadline is not None and now >= self.deadline:
             self.reply(replies.TIMEOUT_CONNECTION)
         else:
             self.reply(replies.TIMEOUT_INACTIVITY)
@@ -311,13 +313,21 @@ class SessionCore:
         text = line.decode("utf-8", "surrogateescape")
         verb, _, rest = text.partition(" ")
         verb = verb.upper()
-        if verb in ("AUTH", "X-EXPS") and rest:
+        rule = VERBS.get(verb) if verb.isascii() else None
+        if rule is None and self._after_auth:
+            # Not a command, after an AUTH: what a client sends as its credentials when the
+            # AUTH was refused. Never written to the log, nor the reply's echo of it (15.2).
+            if self.plog is not None:
+                self.plog.received_redacted()
+            self._unlogged = verb
+        elif verb in ("AUTH", "X-EXPS") and rest:
             self.received(f"{verb} {rest.split(' ', 1)[0]}")
         else:
             self.received(text)
-        rule = VERBS.get(verb) if verb.isascii() else None
+        self._after_auth = verb == "AUTH" or (rule is None and self._after_auth)
         if rule is None:
             self.protocol_error(replies.unrecognized(verb, self.dialect))
+            self._unlogged = None
             return
         arg = rest.strip() or None
         refusal = check(rule, self.standing(), arg, self.dialect)
@@ -348,7 +358,8 @@ class SessionCore:
         enhanced = connector.enhanced_status_codes_enabled if connector else True
         text = reply.render(enhanced)
         if self.plog is not None:
-            self.plog.sent(text)
+            unlogged = self._unlogged
+            self.plog.sent(text.replace(unlogged, REDACTED) if unlogged else text)
         self._out.append(text.encode("utf-8", "surrogateescape") + b"\r\n")
         if reply.close:
             self._close("Local")
@@ -362,6 +373,7 @@ class SessionCore:
                                                   IdentityKind.PARTNER):
             return
         self.info("", f"Tarpit for '{format_timespan(interval, days=True)}'")
+        self._flush()  # the replies before this one are not held for its delay
         self._actions.append(Tarpit(seconds))
 
     def protocol_error(self, reply: Reply) -> None:
@@ -553,8 +565,7 @@ class SessionCore:
             self._flush()
             assert self.connector is not None
             idle = self.connector.connection_inactivity_timeout.total_seconds()
-            deadline = self.deadline if self.mode in (Mode.COMMAND, Mode.AUTH) else None
-            self._actions.append(Receive(idle, deadline))
+            self._actions.append(Receive(idle, self.deadline))
         actions, self._actions = self._actions, []
         return actions
 

@@ -210,3 +210,18 @@ def test_utf8_addresses_need_smtputf8_and_bytes_that_are_not_utf8_are_never_addr
     assert isinstance(parsed, rules.RcptCommand) and parsed.address == utf8
     assert rules.parse_rcpt(f"TO:<{not_utf8}>", smtputf8=True) == (
         replies.INVALID_RECIPIENT_ADDRESS)
+
+
+@pytest.mark.parametrize("control", ["\x00", "\x01", "\x09", "\x0b", "\x1b", "\x7f", "\x85", "\x9f"])
+def test_control_characters_are_in_no_address(control: str) -> None:
+    # Issue 7, finding 2: a NUL in a sender address was accepted, and the bounce to it crashed
+    # the delivery agent on every retry.
+    for address in (f"a{control}b@fabrikam.example", f'"a{control}b"@fabrikam.example',
+                    f"ab@fabri{control}kam.example"):
+        assert rules.parse_mail(f"FROM:<{address}>") == replies.INVALID_SENDER_ADDRESS
+        assert rules.parse_rcpt(f"TO:<{address}>", smtputf8=True) == (
+            replies.INVALID_RECIPIENT_ADDRESS)
+    # printable ASCII and UTF-8 letters stay valid
+    assert isinstance(rules.parse_mail("FROM:<a/b+c@fabrikam.example>"), rules.MailCommand)
+    assert isinstance(rules.parse_rcpt("TO:<jörg@fabrikam.example>", smtputf8=True),
+                      rules.RcptCommand)

@@ -101,9 +101,10 @@ def test_golden_transcript_of_each_setup_connector(runtime: Runtime, name: str,
     assert t.closed and t.core.mode is Mode.CLOSED
     # Five errors, each tarpitted (TarpitInterval 5 s on every setup connector), none slept.
     assert t.tarpits == [5.0] * 5
-    # Pipelined as one group: one write for the banner, one for all the replies.
+    # Pipelined as one group: the replies go out together, except that the replies before a
+    # tarpitted one are sent before its wait (none is held for another's delay).
     if feeding == "whole":
-        assert t.kinds == ["Send", "Receive", *["Tarpit"] * 5, "Send", "Close"]
+        assert t.kinds == ["Send", "Receive", "Tarpit", *["Send", "Tarpit"] * 4, "Send", "Close"]
 
 
 SEQUENCE_CASES = [
@@ -213,11 +214,22 @@ def test_inactivity_and_connection_timeouts_by_the_injected_clock() -> None:
     assert t.output.decode().endswith("421 4.4.1 Connection timed out\r\n")
 
 
-def test_data_is_read_without_the_connection_deadline(runtime: Runtime) -> None:
-    t = Transcript(runtime, 25)
-    t.say("EHLO c", "MAIL FROM:<a@fabrikam.example>", "RCPT TO:<alice@contoso.com>", "DATA")
-    assert t.core.mode is Mode.DATA
-    assert t.receive is not None and t.receive.deadline is None
+def test_connection_timeout_holds_in_data_and_bdat_too() -> None:
+    # Issue 7: one byte every few seconds used to keep a DATA session open past ConnectionTimeout.
+    rt = Runtime(lab_with('  - {Name: Default Frontend EX01, Server: EX01, '
+                          'ConnectionInactivityTimeout: "00:00:30", '
+                          'ConnectionTimeout: "00:02:00"}'))
+    for start in ("DATA", "BDAT 100"):
+        t = Transcript(rt, 25)
+        t.say("EHLO c", "MAIL FROM:<a@fabrikam.example>", "RCPT TO:<alice@contoso.com>", start)
+        assert t.core.mode in (Mode.DATA, Mode.CHUNK)
+        assert t.receive is not None and t.receive.deadline == 120.0 and t.receive.idle == 30.0
+        t.now = 100.0
+        t.feed(b"x")  # a byte now and then: inactivity restarts, the deadline does not move
+        assert t.receive is not None and t.receive.deadline == 120.0
+        t.now = 120.0
+        t._take(t.core.timed_out(t.now))
+        assert t.output.decode().endswith("421 4.4.1 Connection timed out\r\n") and t.closed
 
 
 @pytest.mark.parametrize("piece", [0, 1, 3, 7])
@@ -258,6 +270,36 @@ def test_a_pipelined_group_gets_one_write_with_the_transport_reply(runtime: Runt
     assert out == ("250 2.1.0 Sender OK\r\n250 2.1.5 Recipient OK\r\n"
                    "250 2.6.0 <m@x> [InternalId=1, Hostname=ex01.contoso.com] 0 bytes in 0.000, "
                    "0.000 KB/sec Queued mail for delivery\r\n")
+
+
+def test_past_the_recipient_limit_one_wait_per_transaction_and_no_held_replies() -> None:
+    # Issue 7: 10,000 pipelined RCPTs past the limit used to wait 5 s each before any reply.
+    rt = Runtime(lab_with("  - {Name: Default Frontend EX01, Server: EX01, "
+                          "MaxRecipientsPerMessage: 2}"))
+    t = Transcript(rt, 25)
+    t.say("EHLO c")
+    before = len(t.kinds)
+    rcpts = "".join(f"RCPT TO:<r{n}@contoso.com>\r\n" for n in range(10))
+    out = t.feed(f"MAIL FROM:<a@fabrikam.example>\r\n{rcpts}".encode())
+    assert out.count("250 2.1.5 Recipient OK") == 2
+    assert out.count("452 4.5.3 Too many recipients") == 8
+    assert t.tarpits == [5.0]
+    # The replies before the delayed one went out before the wait.
+    assert t.kinds[before:] == ["Send", "Tarpit", "Send", "Receive"]
+    # A new transaction waits again, once.
+    t.say("RSET", "MAIL FROM:<a@fabrikam.example>", *(f"RCPT TO:<r{n}@contoso.com>"
+                                                      for n in range(4)))
+    assert t.tarpits == [5.0, 5.0]
+
+
+@pytest.mark.parametrize("empty", [b"BDAT 0 LAST\r\n", b"DATA\r\n.\r\n"])
+def test_an_empty_message_is_refused(runtime: Runtime, empty: bytes) -> None:
+    t = Transcript(runtime, 25)
+    t.say("EHLO c", "MAIL FROM:<a@fabrikam.example>", "RCPT TO:<alice@contoso.com>")
+    out = t.feed(empty)
+    assert out.endswith("554 5.6.0 Invalid message content\r\n")
+    assert t.delivered == []
+    assert t.say("MAIL FROM:<a@fabrikam.example>") == "250 2.1.0 Sender OK\r\n"
 
 
 def test_refused_bdat_chunk_is_read_and_dropped(runtime: Runtime) -> None:
@@ -309,6 +351,16 @@ def test_an_endless_auth_line_is_refused_and_not_logged(runtime: Runtime) -> Non
     assert t.feed(secret) == "500 5.5.2 Command too long\r\n" and t.closed
     logged = " ".join(data for _, data, _ in runtime.logs[-1].events)
     assert "c2VjcmV0" not in logged and "<authentication information>" in logged
+
+
+def test_lines_after_a_refused_auth_are_not_logged(runtime: Runtime) -> None:
+    t = Transcript(runtime, 25)
+    t.say("EHLO c", "AUTH PLAIN", "c2VjcmV0", "NOOP", "other")
+    events = runtime.logs[-1].events
+    assert not any("C2VJCMV0" in data.upper() for _, data, _ in events)
+    assert ("<", "<authentication information>", "") in events
+    assert (">", "500 5.3.3 Unrecognized command '<authentication information>'", "") in events
+    assert ("<", "other", "") in events  # after a command, lines are logged again
 
 
 def test_connection_limit_refuses_before_the_banner() -> None:
