@@ -14,6 +14,13 @@ Decisions on the unconfirmed items of exchange.md §9 (each used below):
   recipient in non-accepted domain`` for 15.1 and 15.2 (both observed).
 - Unknown verb: 15.2 appends `` '<VERB>'`` (observed on 2019); 15.0/15.1 do not.
 - Proxy failure when the hub cannot be reached: ``PRX4`` (the one seen live, exchange.md §2.5).
+- The Message-ID echoed in the end-of-data reply (exchange.md §1.8, §2.5) comes from the
+  client's header, which may be as long as MaxHeaderSize allows. The sources show only short
+  ids; exchsim echoes at most :data:`ECHOED_ID_MAX` characters (a longer id is cut and ends in
+  ``...``) and shows control characters as ``?``, so the reply is one line of at most about
+  1,400 bytes (a 256-character id of 4-byte UTF-8 and a 255-character host name), and within
+  RFC 5321's 512 octets (§4.5.3.1.5) for an ASCII id and a usual host name. The message keeps
+  its header untouched; only the echo is shortened.
 """
 
 from __future__ import annotations
@@ -231,6 +238,18 @@ def chunk_received(octets: int) -> Reply:
     return Reply(250, "2.6.0", f"CHUNK received OK, {octets} octets")
 
 
+ECHOED_ID_MAX = 256  # characters of a Message-ID echoed in the queued reply
+
+
+def echoed_id(message_id: str) -> str:
+    """The Message-ID as the queued reply shows it: one short line (see the docstring above)."""
+    text = "".join("?" if ord(c) < 0x20 or ord(c) == 0x7F else c
+                   for c in message_id[:ECHOED_ID_MAX + 1])
+    if len(text) > ECHOED_ID_MAX:
+        text = text[:ECHOED_ID_MAX - 3] + "..."
+    return text
+
+
 def queued(
     message_id: str,
     internal_id: int,
@@ -240,12 +259,12 @@ def queued(
     seconds: float,
     dialect: Dialect,
 ) -> Reply:
-    """The end-of-data acceptance (exchange.md §1.8, §2.5).
+    """The end-of-data acceptance (exchange.md §1.8, §2.5), the id bounded by ``echoed_id``.
 
     2016+ add ``<bytes> bytes in <s.sss>, <rate> KB/sec``. Exchange formats the numbers with
     the server locale; exchsim uses the invariant (en-US) form, ``0.102`` and ``109.173``.
     """
-    head = f"{message_id} [InternalId={internal_id}, Hostname={hostname}]"
+    head = f"{echoed_id(message_id)} [InternalId={internal_id}, Hostname={hostname}]"
     if not dialect.queued_with_rate:
         return Reply(250, "2.6.0", f"{head} Queued mail for delivery")
     seconds = max(seconds, 0.0)

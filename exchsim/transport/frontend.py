@@ -13,6 +13,20 @@ the client already has a 250 for every recipient, so if the hub refuses one (a h
 with a lower MaxRecipientsPerMessage, say) the hub's refusal becomes the reply to the whole
 message and nothing is delivered, rather than that recipient vanishing (exchsim's choice; the
 sources do not say what Exchange does then).
+
+At most once towards the hub: a transaction is tried again (once, on a new hop session) only
+when it failed before the message data was handed to the hub: connecting, EHLO, X-ANONYMOUSTLS,
+EXCHANGEAUTH, XPROXYFROM / XPROXY, or, with several recipients (whose data waits for every
+RCPT reply), a connection lost at MAIL or RCPT. A kept hop session the hub has closed while
+idle is noticed before it is used (``HopClient.usable``) and replaced. With one recipient,
+MAIL, RCPT and BDAT go in one write (no round trip added), so a hop that dies in that very
+moment counts as "after the data". Once the data is written the hub
+may have committed the message whatever happens next (the connection drops, the reply never
+comes within the hop's timeout, the reply cannot be read), so the client gets
+``451 4.7.0 ... PRX4`` and the transaction is not replayed: a second commit would deliver the
+message twice while the client was told it failed. The client's own retry after that 451 is
+the only copy that can follow, and Mailbox Transport Delivery drops it if the first one did
+arrive (the same Internet Message-ID, transport/mailbox.py).
 """
 
 from __future__ import annotations
@@ -63,12 +77,15 @@ class FrontendProxy:
         tls_context: Callable[[], ssl.SSLContext | None],
         default_hub: HubEndpoint,
         client_proxy: HubEndpoint,
+        *,
+        hop_timeout: float = 30.0,
     ) -> None:
         self.server = server
         self.clock = clock
         self.tls_context = tls_context
         self.default_hub = default_hub
         self.client_proxy = client_proxy
+        self.hop_timeout = hop_timeout  # seconds for each hub reply
         self._hops: dict[str, _Hop] = {}  # by client session id
 
     async def __call__(self, message: AcceptedMessage) -> Reply:
@@ -91,12 +108,16 @@ class FrontendProxy:
                 self.session_closed(context.session_id)
                 log.info("proxy to hub failed (attempt %d): %s", attempt + 1, exc)
                 context.log("", f"Failed to proxy message: {exc}")
+                if exc.data_sent:
+                    # The hub may have committed it: never a second transaction.
+                    context.log("", "Message data sent; outcome unknown, not retried")
+                    break
         return replies.proxy_failure(4)
 
     async def _hop(self, context: MessageContext) -> HopClient:
         cached = self._hops.get(context.session_id)
         if (cached is not None and cached.identity == context.identity
-                and cached.rights == context.rights and not cached.client.broken):
+                and cached.rights == context.rights and cached.client.usable):
             return cached.client
         self.session_closed(context.session_id)
         tls = self.tls_context()
@@ -106,7 +127,7 @@ class FrontendProxy:
         target = self.client_proxy if submission else self.default_hub
         hop = await HopClient.connect(
             target.host, target.port, helo=self.server.fqdn, tls_context=tls,
-            source=self.server.address,
+            timeout=self.hop_timeout, source=self.server.address,
         )
         try:
             if submission and context.identity.kind is IdentityKind.USER:

@@ -7,6 +7,21 @@ the hop's own command (XPROXYFROM, XPROXY or XSESSIONPARAMS) and mail with ``BDA
 aiosmtplib is the project's general SMTP client (the internet sink relay, the tests); it
 hard-codes the ``STARTTLS`` verb and has no BDAT, so this hop protocol has its own small
 client on asyncio streams.
+
+Replies are read line by line up to :data:`MAX_REPLY_LINE` bytes a line and
+:data:`MAX_REPLY_LINES` lines a reply. RFC 5321 §4.5.3.1.5 allows a reply line of 512 octets;
+exchsim's own servers stay well under it (the hub bounds the Message-ID it echoes in its
+``250 2.6.0`` reply, policy/replies.py), and the bounds leave room for a server that is more
+generous. A reply over either bound is a protocol error (:class:`HopError`): the client is
+marked broken and its connection closed, never read from again, so the rest of an over-long
+line can never be taken for the next reply. A server can therefore not make the client buffer
+more than about twice the line bound (the stream's read limit).
+
+:meth:`HopClient.send_message` records whether the message data was written
+(``HopError.data_sent``): a failure before it (connect, EHLO, TLS, EXCHANGEAUTH, the hop's own
+command, a connection lost before MAIL was answered) leaves nothing committed on the server and
+may be retried; after it the server may have committed the message, and a caller that must not
+duplicate it does not send it again (transport/frontend.py).
 """
 
 from __future__ import annotations
@@ -20,13 +35,22 @@ from dataclasses import dataclass
 from exchsim.policy.replies import Reply
 from exchsim.tls.directtrust import make_exchangeauth_blob
 
+MAX_REPLY_LINE = 4096  # bytes in one reply line, CRLF included (RFC 5321's 512, eight times)
+MAX_REPLY_LINES = 100  # lines in one multi-line reply (an EHLO answer has about 20)
+
 
 class HopError(Exception):
-    """The hop could not be set up or broke; ``reply`` is what the server said, if anything."""
+    """The hop could not be set up or broke; ``reply`` is what the server said, if anything.
 
-    def __init__(self, message: str, reply: Reply | None = None) -> None:
+    ``data_sent``: the message data had been written when it broke, so the server may have
+    committed the message (the outcome is unknown); False means it cannot have.
+    """
+
+    def __init__(self, message: str, reply: Reply | None = None, *,
+                 data_sent: bool = False) -> None:
         super().__init__(message)
         self.reply = reply
+        self.data_sent = data_sent
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +69,10 @@ def parse_reply(code: int, lines: Sequence[str]) -> Reply:
     return Reply(code, enhanced, "\n".join([first, *lines[1:]]))
 
 
+class _ProtocolError(Exception):
+    """A reply the client cannot read as SMTP (internal to read_reply)."""
+
+
 class HopClient:
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
                  timeout: float) -> None:
@@ -53,6 +81,22 @@ class HopClient:
         self.timeout = timeout
         self.extensions: set[str] = set()
         self.broken = False
+
+    @classmethod
+    async def open(cls, host: str, port: int, *, timeout: float = 30.0,
+                   source: str | None = None) -> HopClient:
+        """The TCP connection alone, its reads bounded by MAX_REPLY_LINE (see connect)."""
+        try:
+            reader, writer = await asyncio.wait_for(
+                asyncio.open_connection(
+                    host, port, local_addr=(source, 0) if source else None,
+                    limit=MAX_REPLY_LINE,
+                ),
+                timeout,
+            )
+        except (OSError, TimeoutError) as exc:
+            raise HopError(f"cannot connect to {host}:{port}: {exc}") from exc
+        return cls(reader, writer, timeout)
 
     @classmethod
     async def connect(
@@ -65,16 +109,8 @@ class HopClient:
         timeout: float = 30.0,
         source: str | None = None,
     ) -> HopClient:
-        try:
-            reader, writer = await asyncio.wait_for(
-                asyncio.open_connection(
-                    host, port, local_addr=(source, 0) if source else None, limit=65536
-                ),
-                timeout,
-            )
-        except (OSError, TimeoutError) as exc:
-            raise HopError(f"cannot connect to {host}:{port}: {exc}") from exc
-        client = cls(reader, writer, timeout)
+        client = await cls.open(host, port, timeout=timeout, source=source)
+        writer = client.writer
         try:
             await client._expect(await client.read_reply(), 220)
             await client.ehlo(helo)
@@ -95,20 +131,30 @@ class HopClient:
         return client
 
     async def read_reply(self) -> Reply:
+        """One whole reply, or HopError (and the client broken, its connection closed)."""
         lines: list[str] = []
         try:
             while True:
                 async with asyncio.timeout(self.timeout):
                     raw = await self.reader.readuntil(b"\n")
+                if len(raw) > MAX_REPLY_LINE:  # the stream's limit is a bound on the search
+                    raise _ProtocolError(f"reply line over {MAX_REPLY_LINE} bytes")
                 text = raw.decode("utf-8", "replace").rstrip("\r\n")
-                if len(text) < 3 or not text[:3].isdigit():
-                    raise HopError(f"malformed reply {text!r}")
+                if len(text) < 3 or not text[:3].isdigit() or text[3:4] not in ("", " ", "-"):
+                    raise _ProtocolError(f"malformed reply {text[:80]!r}")
                 lines.append(text[4:])
                 if text[3:4] != "-":
                     return parse_reply(int(text[:3]), lines)
-        except (OSError, TimeoutError, asyncio.IncompleteReadError,
-                asyncio.LimitOverrunError) as exc:
-            self.broken = True
+                if len(lines) >= MAX_REPLY_LINES:
+                    raise _ProtocolError(f"reply of more than {MAX_REPLY_LINES} lines")
+        except asyncio.LimitOverrunError as exc:
+            self.abort()
+            raise HopError(f"protocol error: reply line over {MAX_REPLY_LINE} bytes") from exc
+        except _ProtocolError as exc:
+            self.abort()
+            raise HopError(f"protocol error: {exc}") from exc
+        except (OSError, TimeoutError, asyncio.IncompleteReadError) as exc:
+            self.abort()
             raise HopError(f"connection lost: {exc!r}") from exc
 
     async def command(self, line: str) -> Reply:
@@ -138,6 +184,12 @@ class HopClient:
         told 250 for every recipient already): all recipients or none. The data is sent only
         after every RCPT was accepted; otherwise the transaction is reset and the first
         refusal is the result. With one recipient both are the same, and pipelined.
+
+        A HopError raised here says in ``data_sent`` whether the data had been written: a
+        pipelined transaction has written it before the first reply, so only a failure of the
+        unpipelined MAIL/RCPT step is known to have left nothing on the server. Check
+        :attr:`usable` before reusing a session: a server that closed it while it was idle is
+        then found before anything is sent.
         """
         params = f" {mail_params}" if mail_params else ""
         lines = [f"MAIL FROM:<{mail_from}>{params}"] + [f"RCPT TO:<{r}>" for r in recipients]
@@ -145,9 +197,13 @@ class HopClient:
         head = ("\r\n".join(lines) + "\r\n").encode("utf-8", "surrogateescape")
         bdat = f"BDAT {len(data)} LAST\r\n".encode() + data
         self.writer.write(head + bdat if pipelined else head)
-        mail_reply = await self.read_reply()
-        rcpt_replies = [await self.read_reply() for _ in recipients]
-        final = await self.read_reply() if pipelined else None
+        try:
+            mail_reply = await self.read_reply()
+            rcpt_replies = [await self.read_reply() for _ in recipients]
+            final = await self.read_reply() if pipelined else None
+        except HopError as exc:
+            exc.data_sent = pipelined
+            raise
         if mail_reply.code != 250:
             return HopResult(mail_reply)
         refused = tuple((r, rep) for r, rep in zip(recipients, rcpt_replies, strict=True)
@@ -158,8 +214,20 @@ class HopClient:
             return HopResult(refused[0][1], refused)
         if final is None:
             self.writer.write(bdat)
-            final = await self.read_reply()
+            try:
+                final = await self.read_reply()
+            except HopError as exc:
+                exc.data_sent = True
+                raise
         return HopResult(final, refused)
+
+    @property
+    def usable(self) -> bool:
+        """Fit for another transaction: not broken, and the server has not closed its end (an
+        idle session timed out or the server went away: its TLS close or FIN has arrived).
+        Over TLS, as every hop session runs, the transport closes when the server's close
+        arrives, even after an unasked ``421``; over plain TCP only a bare FIN is seen."""
+        return not (self.broken or self.writer.is_closing() or self.reader.at_eof())
 
     def abort(self) -> None:
         self.broken = True

@@ -2,8 +2,27 @@
 
 The hub reaches this service over a hop session (X-ANONYMOUSTLS, EXCHANGEAUTH,
 XSESSIONPARAMS). Each recipient gets one Maildir file under ``DATA/mailboxes/<address>/``,
-written with fsync before the reply. The unique name carries the hub's Network-Message-Id, so
-a message the hub delivers again after a crash is recognised and not stored twice.
+written with fsync before the reply.
+
+Duplicate delivery: like Exchange's mailbox store (a message whose Internet Message-ID the
+mailbox already holds is dropped; message tracking event DUPLICATEDELIVER), a recipient's
+copy is dropped when that Maildir already holds a message with the same Message-ID. The
+Maildir file name carries a hash of (Message-ID, recipient address), so the check is the
+store's in-memory index of file names (transport/maildir.py), kept for as long as the file is
+in ``new/`` or ``cur/``. The reply is still ``250``: for the hub the message is delivered. One
+key covers both cases:
+- the hub delivering again after a crash between "stored" and "acknowledged" (the same queued
+  message, so the same Message-ID): idempotent as before, when the key was the
+  Network-Message-Id;
+- a client sending the same message again after an ambiguous 4xx (the Front End answers one
+  when the hub may or may not have committed it, transport/frontend.py): a second queue entry,
+  but one copy per mailbox.
+Choices where the sources are silent: the Message-ID is compared exactly as written (after
+unfolding), per recipient address (each address has its own Maildir), with no time window; a
+message without a Message-ID (the hub always adds one, so only one sent straight to 475) is
+keyed by its Network-Message-Id, or a hash of its bytes. A dropped copy is logged at INFO as
+``DUPLICATEDELIVER``. Maildir files written before this rule (keyed by Network-Message-Id)
+are not recognised as the same message.
 
 The files of messages that arrive together (the hub delivers over several sessions at once)
 are written as one batch on one worker thread, sharing the fsync of each ``new/`` directory.
@@ -12,6 +31,7 @@ are written as one batch on one worker thread, sharing the fsync of each ``new/`
 from __future__ import annotations
 
 import hashlib
+import logging
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -26,6 +46,8 @@ from exchsim.transport.groupcommit import GroupCommit
 from exchsim.transport.maildir import MaildirStore
 from exchsim.transport.received import received_for
 
+log = logging.getLogger(__name__)
+
 _Files = tuple[tuple[str, bytes, str], ...]  # one message's (address, data, unique) per recipient
 
 
@@ -36,17 +58,22 @@ class MailboxDeliveryReceiver:
         self.server = server
         self.clock = clock
         self._store = MaildirStore(root)
-        self._writer: GroupCommit[_Files, None] = GroupCommit(
+        self._writer: GroupCommit[_Files, list[str]] = GroupCommit(
             self._store_batch, name=f"maildir-{server.name}")
 
     async def __call__(self, message: AcceptedMessage) -> Reply:
         parsed = parse_message(message.data)
         network_id = parsed.first(NETWORK_MESSAGE_ID) or hashlib.sha256(message.data).hexdigest()
+        internet_id = parsed.first("Message-ID")
+        key = f"message-id:{internet_id}" if internet_id else f"network-id:{network_id}"
         received = received_for(self.server, self.clock, message, "Mailbox Transport")
         stamped = parsed.prepend(received).to_bytes()
-        await self._writer.submit(tuple(
-            (rcpt, stamped, _unique(network_id, rcpt)) for rcpt in message.recipients))
-        message_id = parsed.first("Message-ID") or f"<{network_id}@{self.server.fqdn}>"
+        duplicates = await self._writer.submit(tuple(
+            (rcpt, stamped, _unique(key, rcpt)) for rcpt in message.recipients))
+        message_id = internet_id or f"<{network_id}@{self.server.fqdn}>"
+        for rcpt in duplicates:
+            log.info("DUPLICATEDELIVER %s to %s: already in the mailbox, dropped",
+                     replies.echoed_id(message_id), rcpt)
         return replies.queued(
             message_id, 0, self.server.fqdn, size=len(message.data),
             seconds=message.received_seconds, dialect=Dialect.of(self.server.version),
@@ -55,13 +82,23 @@ class MailboxDeliveryReceiver:
     def session_closed(self, session_id: str) -> None:
         pass  # nothing is kept per session
 
-    def _store_batch(self, messages: Sequence[_Files]) -> list[None]:
-        self._store.store([file for files in messages for file in files])
-        return [None] * len(messages)
+    def _store_batch(self, messages: Sequence[_Files]) -> list[list[str]]:
+        """Store a batch; for each message, the recipients whose copy was a duplicate."""
+        stored = self._store.store([file for files in messages for file in files])
+        out: list[list[str]] = []
+        start = 0
+        for files in messages:
+            paths = stored[start:start + len(files)]
+            start += len(files)
+            out.append([address for (address, _, _), path in zip(files, paths, strict=True)
+                        if path is None])
+        return out
 
     async def close(self) -> None:
         await self._writer.close()
 
 
-def _unique(network_id: str, recipient: str) -> str:
-    return hashlib.sha1(f"{network_id}|{recipient.lower()}".encode()).hexdigest()[:20]
+def _unique(key: str, recipient: str) -> str:
+    """The Maildir unique token of one message for one recipient: the de-duplication key."""
+    digest = hashlib.sha1(f"{key}|{recipient.lower()}".encode("utf-8", "surrogatepass"))
+    return digest.hexdigest()[:20]

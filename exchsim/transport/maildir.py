@@ -7,8 +7,11 @@ from a crash, which readers ignore.
 
 File names are ``<seconds>.<unique>.<hostname>``. ``unique`` comes from the caller and is stable
 for one (message, recipient), so after a crash between "stored" and "acknowledged" a message
-delivered again is recognised and not stored twice. The seconds are taken from the written
-file's modification time (this module does not read the clock).
+delivered again is recognised and not stored twice. Mailbox Transport Delivery derives it from
+the Internet Message-ID and the recipient, so the same check also drops a message the mailbox
+already holds under the same Message-ID (Exchange's DUPLICATEDELIVER, transport/mailbox.py).
+The seconds are taken from the written file's modification time (this module does not read
+the clock).
 
 :class:`MaildirStore` is the writer of one root: it keeps the de-duplication index of each
 mailbox in memory (read from ``new/`` and ``cur/`` once, on first use, so the check costs no

@@ -7,12 +7,14 @@ handler commits into a real queue; the Front End handler proxies to a real hub l
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 from exchsim.policy.headers import parse_message
 from exchsim.smtp.message import AcceptedMessage
 from exchsim.transport.frontend import FrontendProxy, HubEndpoint
 from exchsim.transport.hub import HubReceiver
+from exchsim.transport.mailbox import MailboxDeliveryReceiver
 from exchsim.transport.queue import MessageQueue, QueuedMessage
 from tests.integration.conftest import FAST, FAST_LAB_YAML, start_lab, with_connectors
 from tests.unit.smtp.harness import Runtime, Transcript, lab_with
@@ -114,3 +116,37 @@ async def test_frontend_answers_prx4_when_no_hub_answers(tmp_path: Path) -> None
     assert reply.render() == "451 4.7.0 Temporary server error. Please try again later. PRX4"
     assert ("*", "", "Failed to proxy message: no internal transport certificate") in (
         runtime.logs[-1].events)
+
+
+async def test_mailbox_delivery_drops_a_message_id_the_mailbox_already_holds(
+    tmp_path: Path,
+) -> None:
+    runtime = Runtime(LAB)
+    receiver = MailboxDeliveryReceiver(runtime.server, runtime.clock, tmp_path / "mailboxes")
+    new = tmp_path / "mailboxes" / "alice@contoso.com" / "new"
+
+    def copy(message_id: str, network_id: str) -> AcceptedMessage:
+        return accepted(25, f"Message-ID: {message_id}\r\n"
+                            f"X-MS-Exchange-Organization-Network-Message-Id: {network_id}\r\n"
+                            f"\r\nbody\r\n".encode(), runtime=runtime)
+
+    try:
+        # The client's retry (a new queue entry, so a new Network-Message-Id), even in the
+        # same batch as the first copy; the hub's own redelivery; then another message.
+        replies = await asyncio.gather(receiver(copy("<m1@x.example>", "n1")),
+                                       receiver(copy("<m1@x.example>", "n2")))
+        assert [r.code for r in replies] == [250, 250]
+        assert len(list(new.iterdir())) == 1
+        assert (await receiver(copy("<m1@x.example>", "n1"))).code == 250
+        assert len(list(new.iterdir())) == 1
+        await receiver(copy("<m2@x.example>", "n1"))
+        assert len(list(new.iterdir())) == 2
+    finally:
+        await receiver.close()
+    # A new process knows what is in the Maildir already.
+    again = MailboxDeliveryReceiver(runtime.server, runtime.clock, tmp_path / "mailboxes")
+    try:
+        await again(copy("<m1@x.example>", "n3"))
+        assert len(list(new.iterdir())) == 2
+    finally:
+        await again.close()

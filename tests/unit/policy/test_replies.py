@@ -1,0 +1,34 @@
+"""The end-of-data reply echoes a bounded Message-ID (exchange.md §1.8, §2.5)."""
+
+from __future__ import annotations
+
+from exchsim.policy.dialect import Dialect
+from exchsim.policy.replies import ECHOED_ID_MAX, echoed_id, queued
+
+DIALECT = Dialect.of("15.2.1118.7")
+
+
+def test_a_usual_id_is_echoed_as_it_is() -> None:
+    reply = queued("<e6c29c88@Exchange.contoso.com>", 5, "ex01.contoso.com", size=11511,
+                   seconds=0.102, dialect=DIALECT)
+    assert reply.render() == (
+        "250 2.6.0 <e6c29c88@Exchange.contoso.com> [InternalId=5, Hostname=ex01.contoso.com] "
+        "11511 bytes in 0.102, 110.208 KB/sec Queued mail for delivery")
+
+
+def test_a_long_id_is_cut_and_the_reply_stays_one_short_line() -> None:
+    long_id = "<" + "a" * 70_000 + "@fabrikam.example>"
+    shown = echoed_id(long_id)
+    assert len(shown) == ECHOED_ID_MAX and shown == long_id[:ECHOED_ID_MAX - 3] + "..."
+    reply = queued(long_id, 5, "ex01.contoso.com", size=70_100, seconds=0.5, dialect=DIALECT)
+    [line] = reply.lines()
+    assert len(line.encode()) < 512
+
+
+def test_an_id_of_exactly_the_bound_is_not_cut() -> None:
+    exact = "<" + "b" * (ECHOED_ID_MAX - 2) + ">"
+    assert echoed_id(exact) == exact
+
+
+def test_control_characters_are_not_echoed() -> None:
+    assert echoed_id("<a\x00b\x1bc\x7f@x>") == "<a?b?c?@x>"
