@@ -496,6 +496,12 @@ class LabSettings(ExchangeObject):
     retry_interval: TimeSpan = Field(
         alias="RetryInterval", default=datetime.timedelta(seconds=10)
     )
+    """The hub's retry interval after a temporary delivery failure (exchange.md §8.4)."""
+    message_expiration_timeout: TimeSpan = Field(
+        alias="MessageExpirationTimeout", default=datetime.timedelta(days=2),
+        ge=datetime.timedelta(seconds=5), le=datetime.timedelta(days=90))
+    """Set-TransportService's MessageExpirationTimeout: a message still undelivered this long
+    after it was queued is returned to its sender (exchange.md §8.4)."""
 
 
 class Lab(ExchangeObject):

@@ -169,6 +169,13 @@ INSUFFICIENT_RESOURCES = _r(452, "4.3.1", "Insufficient system resources")
 # The diagnostic an NDR gives for a recipient of an Authoritative domain with no mailbox
 # (exchange.md §8.1, §12.6).
 RECIPIENT_NOT_FOUND = _r(550, "5.1.1", "RESOLVER.ADR.RecipNotFound; not found")
+# The diagnostic of a message still undelivered after MessageExpirationTimeout (exchange.md §8.4;
+# Exchange writes it with the 550 code and the 4.4.7 status).
+MESSAGE_EXPIRED = _r(550, "4.4.7", "QUEUE.Expired; message expired")
+# The diagnostic when an address in the queue cannot be put on an SMTP command line at all
+# (control characters, spaces, angle brackets): RFC 3463 X.1.3, bad address syntax, with the
+# text of the RCPT refusal. Exchange's own NDR for this case is not documented (exchange.md §8.4).
+UNSENDABLE_ADDRESS = _r(550, "5.1.3", "Invalid address")
 
 # --- success (exchange.md §2.5) -------------------------------------------------------------------
 SENDER_OK = _r(250, "2.1.0", "Sender OK")

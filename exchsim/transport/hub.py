@@ -14,7 +14,19 @@ sessions it keeps open, and sorts each recipient:
   the default domain: ``550 5.1.1 RESOLVER.ADR.RecipNotFound; not found`` (exchange.md §8.1);
 - anything else (InternalRelay / ExternalRelay domains, relayed mail) -> the lab's internet
   sink over plain SMTP (send connectors come with the multi-server roadmap item).
-A failed delivery is deferred and retried after ``Lab.RetryInterval``; nothing is dropped.
+Every failure is classified (transport/outcome.py, exchange.md §8.4) per group of recipients,
+so one bad recipient never holds up the others:
+- permanent (5xx, an address that cannot be sent) -> an NDR to the sender, none for ``<>``;
+- transient (4xx, a broken transaction) -> retried after RetryInterval, doubled per attempt, up
+  to 15 minutes; unreachable (connect, TLS, EXCHANGEAUTH) -> the destination is retried every
+  RetryInterval, and messages for a destination known to be down wait for that retry;
+- either, past MessageExpirationTimeout (2 days) -> an NDR ``550 4.4.7 QUEUE.Expired``;
+- a crash (an unexpected exception in exchsim's own code for this message) -> retried once,
+  then the Poison queue (transport/queue.py), never retried automatically.
+Logging: one INFO line per attempt that did not deliver everything; a WARNING when a
+destination becomes unreachable and when it is back; a crash is an ERROR line, with its
+traceback the first time that code location fails (not on every retry or message).
+A failure to write the queue itself stops the agent, which restart.py restarts with a backoff.
 """
 
 from __future__ import annotations
@@ -22,13 +34,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime
-import email.utils
 import logging
+import re
 import ssl
+import traceback
 import uuid
 from collections import defaultdict, deque
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TypeVar
 
 import aiosmtplib
 
@@ -47,11 +61,24 @@ from exchsim.policy.headers import (
 )
 from exchsim.policy.replies import Reply, queued
 from exchsim.smtp.message import AcceptedMessage
-from exchsim.transport.hopclient import HopClient, HopError
+from exchsim.transport.hopclient import HopClient, HopError, parse_reply
+from exchsim.transport.ndr import build_ndr
+from exchsim.transport.outcome import (
+    Kind,
+    Unreachable,
+    Unsendable,
+    classify,
+    retry_delay,
+    summary,
+)
 from exchsim.transport.queue import MessageQueue, QueuedMessage
 from exchsim.transport.received import received_for
 
+__all__ = ["DeliveryAgent", "Endpoint", "HubReceiver", "Route", "build_ndr", "categorize"]
+
 log = logging.getLogger(__name__)
+T = TypeVar("T")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 _MAX_READY = 1000  # messages handed over in memory, waiting for a delivery slot
 
@@ -143,6 +170,21 @@ class Endpoint:
     port: int
 
 
+@dataclass
+class _Attempt:
+    """What one attempt at one group of recipients came to."""
+
+    done: list[str] = field(default_factory=list)
+    failed: dict[str, Reply] = field(default_factory=dict)  # permanent: NDR or drop
+    deferred: dict[str, str] = field(default_factory=dict)  # recipient -> reason
+    retry_at: datetime.datetime | None = None
+    held: bool = False  # deferred without trying: the destination is known to be down
+
+
+class _QueueFailure(Exception):
+    """A write to the queue failed: not the message's fault; the agent stops (restart.py)."""
+
+
 class DeliveryAgent:
     """Takes due messages from one hub's queue and delivers them."""
 
@@ -157,6 +199,7 @@ class DeliveryAgent:
         internet: Endpoint,
         retry: datetime.timedelta,
         concurrency: int = 8,
+        expiration: datetime.timedelta | None = None,
     ) -> None:
         self.lab = lab
         self.server = server
@@ -166,12 +209,17 @@ class DeliveryAgent:
         self.mailbox_delivery = mailbox_delivery
         self.internet = internet
         self.retry = retry
+        self.expiration = expiration or lab.lab.message_expiration_timeout
         self.concurrency = concurrency
         self._wake = asyncio.Event()
         self._ready: deque[QueuedMessage] = deque()
         self._scan_requested = True
         self._idle_hops: dict[str, list[HopClient]] = defaultdict(list)
         self._inflight: set[int] = set()
+        self._down: dict[str, tuple[datetime.datetime, str]] = {}  # destination -> retry, why
+        self._earliest: datetime.datetime | None = None  # the soonest deferral made in memory
+        self._traced: set[tuple[str, str, int]] = set()  # crash sites logged with a traceback
+        self._fatal: BaseException | None = None
 
     def submit(self, item: QueuedMessage) -> None:
         """A message just committed to the queue: deliver it without reading it back.
@@ -186,28 +234,36 @@ class DeliveryAgent:
         self._wake.set()
 
     async def run(self) -> None:
-        """Deliver what is handed over, and scan the queue at start, after a full list, and
-        every half RetryInterval (deferred messages become due)."""
+        """Deliver what is handed over, and scan the queue at start, after a full list, every
+        half RetryInterval and when a deferral it made falls due (the earliest next attempt
+        first, at most a page of _MAX_READY messages a scan: transport/queue.py)."""
         loop = asyncio.get_running_loop()
         sem = asyncio.Semaphore(self.concurrency)
         tasks: set[asyncio.Task[None]] = set()
         period = self.retry.total_seconds() / 2 or 1.0
         next_scan = loop.time()
+        self._fatal = None
         try:
             while True:
                 self._wake.clear()
+                if self._fatal is not None:
+                    raise self._fatal
+                now = self.clock.utc()
+                if self._earliest is not None and self._earliest <= now:
+                    self._earliest = None
+                    next_scan = loop.time()
                 if (self._scan_requested and not self._ready) or loop.time() >= next_scan:
                     self._scan_requested = False
                     next_scan = loop.time() + period
                     queued = {item.internal_id for item in self._ready}
-                    found = await self.queue.due(self.clock.utc(), limit=_MAX_READY,
+                    found = await self.queue.due(now, limit=_MAX_READY,
                                                  exclude=frozenset(self._inflight | queued))
                     if len(found) >= _MAX_READY:
                         self._scan_requested = True  # a full page: more may be due
                     # Handed over while the scan ran: keep one copy.
                     queued = {item.internal_id for item in self._ready}
                     self._ready.extend(i for i in found if i.internal_id not in queued)
-                while self._ready:
+                while self._ready and self._fatal is None:
                     item = self._ready.popleft()
                     if item.internal_id in self._inflight:
                         continue
@@ -216,60 +272,205 @@ class DeliveryAgent:
                     task = loop.create_task(self._deliver(item, sem))
                     tasks.add(task)
                     task.add_done_callback(tasks.discard)
-                if not self._scan_requested:
+                if not self._scan_requested and self._fatal is None:
+                    wait = next_scan - loop.time()
+                    if self._earliest is not None:
+                        wait = min(wait, (self._earliest - self.clock.utc()).total_seconds())
                     with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._wake.wait(),
-                                               max(next_scan - loop.time(), 0.0))
+                        await asyncio.wait_for(self._wake.wait(), max(wait, 0.0))
         finally:
             for task in tasks:
                 task.cancel()
             for hops in self._idle_hops.values():
                 for hop in hops:
                     hop.abort()
+            self._idle_hops.clear()
 
     async def _deliver(self, item: QueuedMessage, sem: asyncio.Semaphore) -> None:
         try:
-            groups: dict[Route, list[str]] = defaultdict(list)
-            for rcpt in item.recipients:
-                groups[categorize(self.lab, rcpt)].append(rcpt)
-            for route, rcpts in groups.items():
-                await self._deliver_group(item, route, rcpts)
-        except Exception:
-            log.exception("delivery of %s failed", item.internal_id)
+            try:
+                await self._attempt(item)
+            except _QueueFailure:
+                raise
+            except Exception as exc:  # a crash in exchsim's own code for this message
+                await self._crashed(item, exc)
+        except _QueueFailure as failure:
+            self._fatal = failure.__cause__ or failure
+            self._wake.set()
         finally:
             self._inflight.discard(item.internal_id)
             sem.release()
 
-    async def _deliver_group(self, item: QueuedMessage, route: Route,
-                             rcpts: list[str]) -> None:
+    async def _write(self, operation: Awaitable[T]) -> T:
+        try:
+            return await operation
+        except Exception as exc:
+            raise _QueueFailure(summary(exc)) from exc
+
+    def _later(self, when: datetime.datetime) -> None:
+        """A deferral made here: scan again when it falls due."""
+        if self._earliest is None or when < self._earliest:
+            self._earliest = when
+            self._wake.set()
+
+    async def _attempt(self, item: QueuedMessage) -> None:
+        """One attempt at every pending recipient; each group settles on its own."""
+        groups: dict[Route, list[str]] = defaultdict(list)
+        for rcpt in item.recipients:
+            groups[categorize(self.lab, rcpt)].append(rcpt)
+        deferred: dict[str, str] = {}
+        retry_at: datetime.datetime | None = None
+        failed: dict[str, Reply] = {}
+        delivered = 0
+        tried = False
+        for route, rcpts in groups.items():
+            result = await self._attempt_group(item, route, rcpts)
+            tried = tried or not result.held
+            if result.done:  # settled at once: a later group's crash cannot deliver them twice
+                await self._write(self.queue.complete(item.internal_id, result.done))
+            delivered += len(result.done)
+            failed.update(result.failed)
+            deferred.update(result.deferred)
+            if result.retry_at is not None and (retry_at is None or result.retry_at < retry_at):
+                retry_at = result.retry_at
+        if failed:  # one NDR for every recipient that failed in this attempt
+            await self._bounce(item, failed)
+            await self._write(self.queue.complete(item.internal_id, list(failed)))
+        first = next(iter(deferred.values()), "")
+        if deferred:
+            assert retry_at is not None
+            await self._write(self.queue.defer(item.internal_id, list(deferred),
+                                               next_attempt_at=retry_at, reason=first,
+                                               reasons=deferred))
+            self._later(retry_at)
+        if failed or deferred:
+            # One line per attempt; a message that only waited for a destination known to be
+            # down (its WARNING said so once) is not an attempt.
+            log.log(logging.INFO if tried else logging.DEBUG,
+                    "delivery of %s %s: %d delivered, %d failed%s%s, %d deferred%s",
+                    item.internal_id, _printable(item.message_id), delivered, len(failed),
+                    _first_reply(failed),
+                    "" if not failed else " (NDR sent)" if item.sender else
+                    " (null sender: no NDR, dropped)", len(deferred),
+                    f" until {retry_at:%H:%M:%S} ({_printable(first, 300)})"
+                    if deferred and retry_at is not None else "")
+
+    async def _attempt_group(self, item: QueuedMessage, route: Route,
+                             rcpts: list[str]) -> _Attempt:
         if route.kind == "ndr":
-            if item.sender:
-                await self._ndr(item, rcpts)
-            await self.queue.complete(item.internal_id, rcpts)
-            return
+            return _Attempt(failed=dict.fromkeys(rcpts, replies.RECIPIENT_NOT_FOUND))
+        now = self.clock.utc()
+        result = _Attempt()
+        if item.sender and not rules.valid_address(item.sender):
+            result.failed = dict.fromkeys(rcpts, replies.UNSENDABLE_ADDRESS)
+            return result
+        result.failed = {r: replies.UNSENDABLE_ADDRESS for r in rcpts
+                         if not rules.valid_address(r)}
+        sendable = [r for r in rcpts if r not in result.failed]
+        if not sendable:
+            return result
+        destination = f"mailbox {route.server}" if route.kind == "mailbox" else "internet"
+        held = self._down.get(destination)
+        if held is not None and held[0] > now:  # known to be down: wait for its retry
+            result.held = not result.failed
+            return self._settle_deferred(item, result, sendable, Kind.UNREACHABLE,
+                                         held[1], held[0])
         try:
             if route.kind == "mailbox":
                 assert route.server is not None
-                refused = await self._to_mailbox(route.server, item, rcpts)
+                refused = await self._to_mailbox(route.server, item, sendable)
             else:
-                refused = await self._to_internet(item, rcpts)
-        except (HopError, OSError, aiosmtplib.SMTPException, TimeoutError) as exc:
-            await self.queue.defer(
-                item.internal_id, rcpts,
-                next_attempt_at=self.clock.utc() + self.retry, reason=str(exc),
-            )
-            return
-        permanent = [r for r, reply in refused if reply.code >= 500]
-        temporary = [r for r, reply in refused if reply.code < 500]
-        done = [r for r in rcpts if r not in temporary]
-        if permanent and item.sender:
-            await self._ndr(item, permanent, refused)
-        if done:
-            await self.queue.complete(item.internal_id, done)
+                refused = await self._to_internet(item, sendable)
+        except Exception as exc:
+            failure = classify(exc)
+            if failure is None:
+                raise
+            if failure.kind is Kind.UNREACHABLE:
+                return self._unreachable(item, result, sendable, destination, failure.reason)
+            self._reachable(destination)
+            if failure.kind is Kind.PERMANENT:
+                assert failure.reply is not None
+                result.failed.update((r, failure.reply) for r in sendable)
+                return result
+            return self._settle_deferred(item, result, sendable, Kind.TRANSIENT,
+                                         failure.reason)
+        self._reachable(destination)
+        temporary: list[str] = []
+        for rcpt, reply in refused:
+            if reply.code >= 500:
+                result.failed[rcpt] = reply
+            else:
+                temporary.append(rcpt)
+        result.done = [r for r in sendable if r not in result.failed and r not in temporary]
         if temporary:
-            await self.queue.defer(item.internal_id, temporary,
-                                   next_attempt_at=self.clock.utc() + self.retry,
-                                   reason="temporary refusal")
+            reasons = dict(refused)
+            self._settle_deferred(item, result, temporary, Kind.TRANSIENT,
+                                  reasons[temporary[0]].render().split("\r\n")[0])
+        return result
+
+    def _settle_deferred(self, item: QueuedMessage, result: _Attempt, rcpts: list[str],
+                         kind: Kind, reason: str,
+                         when: datetime.datetime | None = None) -> _Attempt:
+        """Defer ``rcpts`` to their next attempt, or fail them once the message expired."""
+        now = self.clock.utc()
+        if now - item.received_at >= self.expiration:
+            result.failed.update((r, replies.MESSAGE_EXPIRED) for r in rcpts)
+            log.warning("message %s %s expired after %s in the queue (the last failure: %s)",
+                        item.internal_id, _printable(item.message_id),
+                        now - item.received_at, _printable(reason, 300))
+            return result
+        when = when or now + retry_delay(self.retry, kind, item.attempts)
+        result.deferred.update((r, reason) for r in rcpts)
+        result.retry_at = when if result.retry_at is None else min(result.retry_at, when)
+        return result
+
+    def _unreachable(self, item: QueuedMessage, result: _Attempt, rcpts: list[str],
+                     destination: str, reason: str) -> _Attempt:
+        when = self.clock.utc() + self.retry
+        if destination not in self._down:
+            log.warning("%s cannot reach %s (%s); retrying every %s", self.server.name,
+                        destination, reason, self.retry)
+        self._down[destination] = (when, reason)
+        return self._settle_deferred(item, result, rcpts, Kind.UNREACHABLE, reason, when)
+
+    def _reachable(self, destination: str) -> None:
+        if self._down.pop(destination, None) is not None:
+            log.warning("%s reaches %s again", self.server.name, destination)
+
+    async def _crashed(self, item: QueuedMessage, exc: Exception) -> None:
+        """An unexpected exception for this message: retry once, then the Poison queue."""
+        now = self.clock.utc()
+        frames = traceback.extract_tb(exc.__traceback__)
+        site = (type(exc).__name__, frames[-1].filename if frames else "",
+                (frames[-1].lineno or 0) if frames else 0)
+        trace = site not in self._traced and len(self._traced) < 100
+        if trace:
+            self._traced.add(site)
+        retry_at = now + self.retry
+        try:
+            poisoned = await self.queue.record_crash(item.internal_id, reason=summary(exc),
+                                                     now=now, retry_at=retry_at)
+        except KeyError:  # it crashed after its last recipient was settled: nothing to retry
+            log.error("delivery of %s %s crashed after it was done (%s)", item.internal_id,
+                      _printable(item.message_id), summary(exc), exc_info=exc if trace else None)
+            return
+        except Exception as failure:
+            raise _QueueFailure(summary(failure)) from failure
+        if poisoned:
+            log.error("delivery of %s %s crashed again (%s); moved to the Poison queue, it is "
+                      "not retried until resumed", item.internal_id, _printable(item.message_id),
+                      summary(exc), exc_info=exc if trace else None)
+        else:
+            log.error("delivery of %s %s crashed (%s); retrying once at %s", item.internal_id,
+                      _printable(item.message_id), summary(exc), f"{retry_at:%H:%M:%S}",
+                      exc_info=exc if trace else None)
+            self._later(retry_at)
+
+    async def _bounce(self, item: QueuedMessage, failed: Mapping[str, Reply]) -> None:
+        """NDR the failed recipients to the sender; for the null sender, drop them."""
+        if not item.sender:
+            return  # the null sender gets no NDR (the attempt's log line says "dropped")
+        await self._ndr(item, list(failed), list(failed.items()))
 
     async def _to_mailbox(self, server: str, item: QueuedMessage,
                           rcpts: list[str]) -> list[tuple[str, Reply]]:
@@ -285,27 +486,37 @@ class DeliveryAgent:
             raise
         self._idle_hops[server.lower()].append(hop)
         if result.reply.code != 250:
+            if result.refused and len(result.refused) == len(rcpts):
+                return list(result.refused)  # every recipient refused: each with its reply
             if result.reply.code >= 500:
                 return [(r, result.reply) for r in rcpts]
             raise HopError(f"mailbox delivery refused: {result.reply.render()}")
         return list(result.refused)
 
     async def _take_hop(self, server: str, endpoint: Endpoint) -> HopClient:
+        """An idle hop session to the mailbox server, or a new one (Unreachable if not)."""
         idle = self._idle_hops[server.lower()]
         while idle:
             hop = idle.pop()
-            if not hop.broken:
+            if hop.usable:
                 return hop
+            hop.abort()
         context = self.tls_context()
         if context is None:
-            raise HopError("no internal transport certificate")
-        hop = await HopClient.connect(endpoint.host, endpoint.port, helo=self.server.fqdn,
-                                      tls_context=context, source=self.server.address)
+            raise Unreachable("no internal transport certificate")
+        try:
+            hop = await HopClient.connect(endpoint.host, endpoint.port, helo=self.server.fqdn,
+                                          tls_context=context, source=self.server.address)
+        except (HopError, OSError, TimeoutError) as exc:
+            raise Unreachable(f"{endpoint.host}:{endpoint.port}: {exc}") from exc
         try:
             reply = await hop.command("XSESSIONPARAMS MDBGUID=00000000-0000-0000-0000-000000000000"
                                       " TYPE=Delivery")
             if reply.code != 250:
-                raise HopError(f"XSESSIONPARAMS refused: {reply.render()}", reply)
+                raise Unreachable(f"XSESSIONPARAMS refused: {reply.render()}")
+        except HopError as exc:
+            hop.abort()
+            raise Unreachable(f"{endpoint.host}:{endpoint.port}: {exc}") from exc
         except BaseException:
             hop.abort()
             raise
@@ -315,17 +526,30 @@ class DeliveryAgent:
                            rcpts: list[str]) -> list[tuple[str, Reply]]:
         # The SMTP client rather than aiosmtplib.send: an NDR's reverse path is empty.
         options = ["SMTPUTF8"] if _needs_smtputf8(item.sender, rcpts) else []
-        async with aiosmtplib.SMTP(
-            hostname=self.internet.host,
-            port=self.internet.port,
-            local_hostname=self.server.fqdn,
-            source_address=(self.server.address, 0),
-            start_tls=False,
-            use_tls=False,
-            timeout=30,
-        ) as smtp:
-            errors, _ = await smtp.sendmail(item.sender, rcpts, item.data, mail_options=options)
-        return [(r, Reply(code, None, text)) for r, (code, text) in errors.items()]
+        sink = self.internet
+        smtp = aiosmtplib.SMTP(hostname=sink.host, port=sink.port,
+                               local_hostname=self.server.fqdn,
+                               source_address=(self.server.address, 0),
+                               start_tls=False, use_tls=False, timeout=30)
+        try:
+            try:
+                await smtp.connect()
+            except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
+                raise Unreachable(f"{sink.host}:{sink.port}: {summary(exc)}") from exc
+            try:
+                errors, _ = await smtp.sendmail(item.sender, rcpts, item.data,
+                                                mail_options=options)
+            except aiosmtplib.SMTPRecipientsRefused as exc:
+                return [(e.recipient, parse_reply(e.code, [" ".join(e.message.split())]))
+                        for e in exc.recipients]
+            except ValueError as exc:  # the client refuses an address of this message
+                raise Unsendable(str(exc)) from exc
+            with contextlib.suppress(aiosmtplib.SMTPException, OSError, TimeoutError):
+                await smtp.quit()
+        finally:
+            smtp.close()
+        return [(r, parse_reply(code, [" ".join(text.split())]))
+                for r, (code, text) in errors.items()]
 
     async def _ndr(self, item: QueuedMessage, rcpts: Sequence[str],
                    refused: Sequence[tuple[str, Reply]] = ()) -> None:
@@ -341,67 +565,27 @@ class DeliveryAgent:
             reporting_mta=self.server.fqdn,
             now=self.clock.local(),
         )
-        self.submit(await self.queue.enqueue(
+        self.submit(await self._write(self.queue.enqueue(
             message_id=f"<{uuid.uuid4()}@{self.server.fqdn}>",
             sender="",
             recipients=[item.sender],
             data=data,
             metadata={"ndr_for": str(item.internal_id)},
             now=self.clock.utc(),
-        ))
+        )))
+
+
+def _first_reply(failed: Mapping[str, Reply]) -> str:
+    if not failed:
+        return ""
+    return f" ({_printable(next(iter(failed.values())).render(), 200)})"
+
+
+def _printable(text: str, limit: int = 100) -> str:
+    """One log line's worth of ``text``: control characters (CR, LF, NUL ...) shown as '?'."""
+    return _CONTROL.sub("?", text[:limit])
 
 
 def _needs_smtputf8(sender: str, recipients: Sequence[str]) -> bool:
     """RFC 6531: a non-ASCII address travels only in an SMTPUTF8 transaction."""
     return not (sender.isascii() and all(r.isascii() for r in recipients))
-
-
-def build_ndr(
-    *,
-    postmaster: str,
-    sender: str,
-    recipients: Sequence[str],
-    reasons: Mapping[str, str],
-    original: bytes,
-    reporting_mta: str,
-    now: datetime.datetime,
-) -> bytes:
-    """A delivery status notification (RFC 3464) with the original headers attached."""
-    boundary = f"exchsim-{uuid.uuid4().hex}"
-    headers_end = original.find(b"\r\n\r\n")
-    original_headers = original[: headers_end + 2] if headers_end >= 0 else original
-    lines = [
-        f"From: Microsoft Outlook <{postmaster}>",
-        f"To: <{sender}>",
-        "Subject: Undeliverable:",
-        f"Date: {email.utils.format_datetime(now)}",
-        f"Message-ID: <{uuid.uuid4()}@{reporting_mta}>",
-        "MIME-Version: 1.0",
-        f'Content-Type: multipart/report; report-type=delivery-status; boundary="{boundary}"',
-        "Auto-Submitted: auto-replied",
-        "",
-        f"--{boundary}",
-        "Content-Type: text/plain; charset=us-ascii",
-        "",
-        "Delivery has failed to these recipients or groups:",
-        "",
-        *[f"{r}: {reasons[r]}" for r in recipients],
-        "",
-        f"--{boundary}",
-        "Content-Type: message/delivery-status",
-        "",
-        f"Reporting-MTA: dns;{reporting_mta}",
-        "",
-    ]
-    for r in recipients:
-        code = reasons[r].split(" ")[1] if " " in reasons[r] else "5.0.0"
-        lines += [
-            f"Final-Recipient: rfc822;{r}",
-            "Action: failed",
-            f"Status: {code}",
-            f"Diagnostic-Code: smtp;{reasons[r]}",
-            "",
-        ]
-    lines += [f"--{boundary}", "Content-Type: text/rfc822-headers", ""]
-    body = "\r\n".join(lines).encode() + b"\r\n" + original_headers
-    return body + f"\r\n--{boundary}--\r\n".encode()

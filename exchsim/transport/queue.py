@@ -13,6 +13,17 @@ write (enqueue, complete, defer) is an operation; a batch of pending operations 
 transaction (each inside its own SAVEPOINT, so one failing operation fails only its own caller)
 and commits once -- one fsync -- before the callers learn their results.
 
+Due order is fair: :meth:`MessageQueue.due` hands out the messages whose next attempt is the
+earliest first (then by InternalId), so no page of messages that keep failing can hide others
+that became due before them; every failure sets a next attempt in the future (hub.py).
+
+The Poison queue (exchange.md §8.4): a message whose delivery crashed exchsim's own code is
+counted in the ``crashes`` table (:meth:`MessageQueue.record_crash`); at the threshold (2, as
+Exchange's PoisonThreshold) it is poisoned: it stays in the file with its recipients, its next
+attempt is "never", and nothing retries it automatically. :meth:`MessageQueue.poisoned` and
+:meth:`MessageQueue.poison_count` show it; :meth:`MessageQueue.resume_poisoned` is the admin's
+Resume-Message. Poisoned messages are not counted by :meth:`MessageQueue.pending_count`.
+
 Leases live in memory only: they keep two delivery workers of one process off the same message.
 After a restart nothing is leased and every pending message is due again.
 
@@ -44,8 +55,9 @@ from exchsim.transport.queuefile import (
     open_queue_file,
 )
 
-__all__ = ["SCHEMA_VERSION", "MessageQueue", "QueueClosedError", "QueueStatistics",
-           "QueueUnavailableError", "QueuedMessage", "Recovery"]
+__all__ = ["POISON_THRESHOLD", "SCHEMA_VERSION", "MessageQueue", "PoisonedMessage",
+           "QueueClosedError", "QueueStatistics", "QueueUnavailableError", "QueuedMessage",
+           "Recovery"]
 
 T = TypeVar("T")
 
@@ -55,6 +67,11 @@ _MAX_BATCH_BYTES = 32 * 1024 * 1024
 
 _EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.UTC)
 _MICROSECOND = datetime.timedelta(microseconds=1)
+# next_attempt_at of a poisoned message: never due (and still a valid datetime when loaded)
+_NEVER = (datetime.datetime(9999, 12, 31, tzinfo=datetime.UTC) - _EPOCH) // _MICROSECOND
+
+POISON_THRESHOLD = 2
+"""Crashes after which a message is poisoned (Exchange's PoisonThreshold, exchange.md §8.4)."""
 
 class QueueClosedError(RuntimeError):
     """The queue was closed (or failed to open); no further operations are possible."""
@@ -82,6 +99,18 @@ class QueuedMessage:
     """Free-form facts (authentication, client IP ...), read-only."""
     last_error: str | None = None
     """The reason given to the last :meth:`MessageQueue.defer`, if any."""
+
+
+@dataclass(frozen=True, slots=True)
+class PoisonedMessage:
+    """A message in the Poison queue: never retried until an admin resumes it."""
+
+    message: QueuedMessage
+    crashes: int
+    """How often its delivery crashed."""
+    poisoned_at: datetime.datetime
+    reason: str
+    """What the last crash was (exception type and text)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -280,18 +309,22 @@ class MessageQueue:
             ).fetchone()
             if remaining is None:
                 conn.execute("DELETE FROM messages WHERE internal_id = ?", (internal_id,))
+                conn.execute("DELETE FROM crashes WHERE internal_id = ?", (internal_id,))
 
         await self._submit(run, size=0, is_enqueue=False)
 
     async def defer(self, internal_id: int, recipients: Sequence[str], *,
-                    next_attempt_at: datetime.datetime, reason: str) -> None:
+                    next_attempt_at: datetime.datetime, reason: str,
+                    reasons: Mapping[str, str] | None = None) -> None:
         """Delivery to ``recipients`` failed temporarily: keep them pending, retry later.
 
         Counts one attempt for the message, sets its next attempt and records ``reason`` on the
-        message and on these recipients. Raises :class:`KeyError` if the message is not queued.
+        message and on these recipients (``reasons``: a recipient's own, where it has one).
+        Raises :class:`KeyError` if the message is not queued.
         """
         rcpts = tuple(recipients)
         when = _to_micros(next_attempt_at)
+        own = dict(reasons or {})
 
         def run(conn: sqlite3.Connection) -> None:
             _require(conn, internal_id)
@@ -302,8 +335,51 @@ class MessageQueue:
             )
             conn.executemany(
                 "UPDATE recipients SET last_error = ? WHERE internal_id = ? AND address = ?",
-                [(reason, internal_id, r) for r in rcpts],
+                [(own.get(r, reason), internal_id, r) for r in rcpts],
             )
+
+        await self._submit(run, size=0, is_enqueue=False)
+
+    async def record_crash(self, internal_id: int, *, reason: str, now: datetime.datetime,
+                           retry_at: datetime.datetime,
+                           threshold: int = POISON_THRESHOLD) -> bool:
+        """Delivery of the message crashed (an unexpected exception in exchsim's own code).
+
+        Counts the crash; below ``threshold`` the message is retried at ``retry_at``, at the
+        threshold it is poisoned (never due again; see the module docstring). Returns whether
+        it was poisoned. Raises :class:`KeyError` if the message is not queued.
+        """
+        moment, retry = _to_micros(now), _to_micros(retry_at)
+
+        def run(conn: sqlite3.Connection) -> bool:
+            _require(conn, internal_id)
+            row = conn.execute("SELECT count FROM crashes WHERE internal_id = ?",
+                               (internal_id,)).fetchone()
+            count = (row[0] if row else 0) + 1
+            poisoned = count >= threshold
+            conn.execute(
+                "INSERT OR REPLACE INTO crashes (internal_id, count, poisoned_at, last_error) "
+                "VALUES (?, ?, ?, ?)", (internal_id, count, moment if poisoned else None, reason))
+            conn.execute(
+                "UPDATE messages SET attempts = attempts + 1, next_attempt_at = ?, "
+                "last_error = ? WHERE internal_id = ?",
+                (_NEVER if poisoned else retry, reason, internal_id))
+            return poisoned
+
+        poisoned: bool = await self._submit(run, size=0, is_enqueue=False)
+        return poisoned
+
+    async def resume_poisoned(self, internal_id: int, now: datetime.datetime) -> None:
+        """Take a message out of the Poison queue (Exchange's Resume-Message): due at ``now``,
+        its crash count reset. Raises :class:`KeyError` if it is not in the Poison queue."""
+        moment = _to_micros(now)
+
+        def run(conn: sqlite3.Connection) -> None:
+            if conn.execute("DELETE FROM crashes WHERE internal_id = ? AND poisoned_at IS NOT "
+                            "NULL", (internal_id,)).rowcount == 0:
+                raise KeyError(internal_id)
+            conn.execute("UPDATE messages SET next_attempt_at = ? WHERE internal_id = ?",
+                         (moment, internal_id))
 
         await self._submit(run, size=0, is_enqueue=False)
 
@@ -355,8 +431,9 @@ class MessageQueue:
                   exclude: frozenset[int] = frozenset()) -> list[QueuedMessage]:
         """Messages with pending recipients whose next attempt is at or before ``now``.
 
-        Oldest first (by time received, then InternalId); leased messages and those in
-        ``exclude`` (the caller's own in-flight ones) are left out.
+        The earliest next attempt first (then InternalId): a message deferred long ago comes
+        before messages that failed since, however many there are. Leased messages, those in
+        ``exclude`` (the caller's own in-flight ones) and poisoned ones are left out.
         """
         if limit <= 0:
             return []
@@ -367,7 +444,7 @@ class MessageQueue:
             rows = conn.execute(
                 f"SELECT {_COLUMNS} FROM messages m WHERE next_attempt_at <= ? "
                 "AND EXISTS (SELECT 1 FROM recipients r WHERE r.internal_id = m.internal_id) "
-                "ORDER BY received_at, internal_id LIMIT ?",
+                "ORDER BY next_attempt_at, internal_id LIMIT ?",
                 (moment, limit + len(skip)),
             ).fetchall()
             return _load(conn, [row for row in rows if row[0] not in skip][:limit])
@@ -388,14 +465,47 @@ class MessageQueue:
         return await self._read(run)
 
     async def pending_count(self) -> int:
-        """How many messages have recipients still pending."""
+        """How many messages have recipients still pending (the Poison queue left out)."""
 
         def run(conn: sqlite3.Connection) -> int:
             count: int = conn.execute(
                 "SELECT COUNT(*) FROM messages m WHERE EXISTS "
-                "(SELECT 1 FROM recipients r WHERE r.internal_id = m.internal_id)"
+                "(SELECT 1 FROM recipients r WHERE r.internal_id = m.internal_id) "
+                "AND NOT EXISTS (SELECT 1 FROM crashes c WHERE c.internal_id = m.internal_id "
+                "AND c.poisoned_at IS NOT NULL)"
             ).fetchone()[0]
             return count
+
+        return await self._read(run)
+
+    async def poison_count(self) -> int:
+        """How many messages are in the Poison queue."""
+
+        def run(conn: sqlite3.Connection) -> int:
+            count: int = conn.execute(
+                "SELECT COUNT(*) FROM crashes c JOIN messages m USING (internal_id) "
+                "WHERE c.poisoned_at IS NOT NULL").fetchone()[0]
+            return count
+
+        return await self._read(run)
+
+    async def poisoned(self, limit: int = 1000) -> list[PoisonedMessage]:
+        """The Poison queue, in the order the messages were poisoned (Get-Message -Queue
+        <server>\\Poison)."""
+
+        def run(conn: sqlite3.Connection) -> list[PoisonedMessage]:
+            facts = conn.execute(
+                "SELECT internal_id, count, poisoned_at, last_error FROM crashes "
+                "WHERE poisoned_at IS NOT NULL ORDER BY poisoned_at, internal_id LIMIT ?",
+                (limit,)).fetchall()
+            out: list[PoisonedMessage] = []
+            for internal_id, count, poisoned_at, reason in facts:
+                rows = conn.execute(f"SELECT {_COLUMNS} FROM messages WHERE internal_id = ?",
+                                    (internal_id,)).fetchall()
+                for message in _load(conn, rows):
+                    out.append(PoisonedMessage(message, count, _from_micros(poisoned_at),
+                                               reason or ""))
+            return out
 
         return await self._read(run)
 

@@ -52,7 +52,9 @@ __all__ = ["COLUMNS", "SCHEMA_VERSION", "QueueUnavailableError", "Recovery", "op
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+# Version 2 added the ``crashes`` table (the Poison queue, transport/queue.py); a version 1 file
+# is upgraded in place at open (one CREATE TABLE, nothing rewritten).
 
 # Exchange's InternalIds are large int64 numbers (e.g. 31937376813057). The first id of a new
 # queue file is drawn at random in [2**40, 2**45) (a multiple of 2**20); AUTOINCREMENT then
@@ -81,6 +83,21 @@ CREATE TABLE IF NOT EXISTS recipients (
     last_error   TEXT,
     PRIMARY KEY (internal_id, position)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS crashes (
+    internal_id  INTEGER PRIMARY KEY,  -- a message whose delivery crashed exchsim's own code
+    count        INTEGER NOT NULL,
+    poisoned_at  INTEGER,              -- set: in the Poison queue (never retried automatically)
+    last_error   TEXT
+);
+"""
+
+_MIGRATE_FROM_1 = """
+CREATE TABLE IF NOT EXISTS crashes (
+    internal_id  INTEGER PRIMARY KEY,
+    count        INTEGER NOT NULL,
+    poisoned_at  INTEGER,
+    last_error   TEXT
+)
 """
 
 COLUMNS = ("internal_id, message_id, sender, data, received_at, attempts, next_attempt_at, "
@@ -219,6 +236,9 @@ def _connect(path: Path, *, expect_queue: bool) -> sqlite3.Connection:
                                f"queue was created {_created(_marker(path))}")
             if version == 0:
                 _create_schema(conn)
+            elif version == 1:
+                conn.execute(_MIGRATE_FROM_1)
+                conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
             elif version != SCHEMA_VERSION:
                 raise QueueUnavailableError(
                     f"queue {path}: schema version {version}, this exchsim reads "
@@ -321,6 +341,7 @@ def _salvage(path: Path, new: sqlite3.Connection) -> tuple[int, int]:
             new.executemany(
                 "INSERT INTO recipients (internal_id, position, address, last_error) "
                 "VALUES (?, ?, ?, ?)", [(internal_id, *r) for r in rcpts])
+            _salvage_crashes(old, new, internal_id)
             salvaged += 1
         new.execute("UPDATE sqlite_sequence SET seq = max(seq, ?) WHERE name = 'messages'",
                     (highest,))
@@ -328,6 +349,18 @@ def _salvage(path: Path, new: sqlite3.Connection) -> tuple[int, int]:
         return len(ids), salvaged
     finally:
         old.close()
+
+
+def _salvage_crashes(old: sqlite3.Connection, new: sqlite3.Connection, internal_id: int) -> None:
+    """Keep a message's crash count (and its place in the Poison queue) when it can be read."""
+    try:
+        row = old.execute("SELECT internal_id, count, poisoned_at, last_error FROM crashes "
+                          "WHERE internal_id = ?", (internal_id,)).fetchone()
+    except sqlite3.Error:  # unreadable, or a version 1 file without the table
+        return
+    if row is not None:
+        new.execute("INSERT INTO crashes (internal_id, count, poisoned_at, last_error) "
+                    "VALUES (?, ?, ?, ?)", row)
 
 
 def _read_until_error(conn: sqlite3.Connection, query: str) -> Iterator[int]:

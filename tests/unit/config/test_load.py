@@ -788,6 +788,14 @@ def test_lab_settings() -> None:
     assert issue.suggestion == "Address"
 
 
+def test_message_expiration_timeout() -> None:
+    assert load(config()).lab.message_expiration_timeout == datetime.timedelta(days=2)
+    lab = load(config() + "Lab: {MessageExpirationTimeout: '1.00:00:00'}\n")
+    assert lab.lab.message_expiration_timeout == datetime.timedelta(days=1)
+    issue = one_issue(config() + "Lab: {MessageExpirationTimeout: '00:00:01'}\n")
+    assert issue.key_path == "Lab.MessageExpirationTimeout"
+
+
 # --- many mistakes at once, did you mean, file-level problems -----------------------------------
 
 

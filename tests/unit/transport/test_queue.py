@@ -117,6 +117,95 @@ async def test_defer_keeps_recipients_and_postpones(queue: MessageQueue) -> None
     assert await queue.pending_count() == 1
 
 
+async def test_due_is_by_next_attempt_so_failing_messages_cannot_starve_others(
+        queue: MessageQueue) -> None:
+    # A message deferred long ago, then a page full of older messages that keep failing and
+    # were deferred after it: the first is handed out first, however many the others are.
+    waiting = await put(queue, now=T0 + 5 * SECOND)
+    await queue.defer(waiting, ["b@contoso.com"], next_attempt_at=T0 + 20 * SECOND,
+                      reason="destination down")
+    stuck = [await put(queue, now=T0) for _ in range(30)]
+    for n, internal_id in enumerate(stuck):
+        await queue.defer(internal_id, ["b@contoso.com"],
+                          next_attempt_at=T0 + 21 * SECOND + n * datetime.timedelta(
+                              milliseconds=1), reason="451 try later")
+    page = await queue.due(T0 + 60 * SECOND, limit=10)
+    assert ids(page)[0] == waiting
+    assert ids(page)[1:] == stuck[:9]
+
+
+async def test_defer_records_each_recipients_own_reason(queue: MessageQueue) -> None:
+    mid = await put(queue, "r1@contoso.com", "r2@contoso.com")
+    await queue.defer(mid, ["r1@contoso.com", "r2@contoso.com"], next_attempt_at=T0 + SECOND,
+                      reason="451 busy", reasons={"r2@contoso.com": "452 full"})
+    conn = sqlite3.connect(queue.path)
+    try:
+        rows = dict(conn.execute("SELECT address, last_error FROM recipients").fetchall())
+    finally:
+        conn.close()
+    assert rows == {"r1@contoso.com": "451 busy", "r2@contoso.com": "452 full"}
+
+
+async def test_a_message_that_crashes_twice_is_poisoned(tmp_path: Path) -> None:
+    path = tmp_path / "queue" / "EX01.sqlite"
+    queue = await MessageQueue.open(path)
+    try:
+        bad = await put(queue, "r1@contoso.com")
+        good = await put(queue, "r2@contoso.com")
+        retry = T0 + 10 * SECOND
+        assert await queue.record_crash(bad, reason="RuntimeError: boom", now=T0,
+                                        retry_at=retry) is False
+        assert ids(await queue.due(T0 + SECOND)) == [good]  # scheduled, not retried at once
+        assert ids(await queue.due(retry)) == [good, bad]
+        assert await queue.poison_count() == 0
+        assert await queue.record_crash(bad, reason="RuntimeError: boom again", now=retry,
+                                        retry_at=retry + SECOND) is True
+        far = T0 + datetime.timedelta(days=3650)
+        assert ids(await queue.due(far)) == [good]  # never due again
+        assert await queue.pending_count() == 1
+        assert await queue.poison_count() == 1
+        [poisoned] = await queue.poisoned()
+        assert poisoned.message.internal_id == bad
+        assert poisoned.message.recipients == ("r1@contoso.com",)  # kept whole
+        assert poisoned.crashes == 2
+        assert poisoned.poisoned_at == retry
+        assert poisoned.reason == "RuntimeError: boom again"
+    finally:
+        await queue.close()
+    queue = await MessageQueue.open(path)  # the Poison queue is durable
+    try:
+        assert await queue.poison_count() == 1
+        assert ids(await queue.due(far)) == [good]
+        await queue.resume_poisoned(bad, far)  # the admin's Resume-Message
+        assert ids(await queue.due(far)) == [good, bad]
+        assert await queue.poison_count() == 0
+        with pytest.raises(KeyError):
+            await queue.resume_poisoned(good, far)
+        await queue.complete(bad, ["r1@contoso.com"])
+        assert await queue.get(bad) is None
+    finally:
+        await queue.close()
+
+
+async def test_a_version_1_queue_file_is_upgraded(tmp_path: Path) -> None:
+    path = tmp_path / "EX01.sqlite"
+    queue = await MessageQueue.open(path)
+    mid = await put(queue)
+    await queue.close()
+    conn = sqlite3.connect(path)
+    conn.execute("DROP TABLE crashes")
+    conn.execute("PRAGMA user_version=1")
+    conn.commit()
+    conn.close()
+    queue = await MessageQueue.open(path)
+    try:
+        assert ids(await queue.due(T0)) == [mid]
+        assert await queue.record_crash(mid, reason="x", now=T0, retry_at=T0) is False
+        assert await queue.poison_count() == 0
+    finally:
+        await queue.close()
+
+
 async def test_complete_removes_recipients_then_message(queue: MessageQueue) -> None:
     mid = await put(queue, "r1@contoso.com", "r2@contoso.com", "r3@contoso.com")
     other = await put(queue, "r1@contoso.com")

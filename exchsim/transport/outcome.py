@@ -1,0 +1,105 @@
+"""What a failed delivery attempt means, and when the next one is (exchange.md §8.4).
+
+The hub's delivery agent (transport/hub.py) sorts every failure into one of four kinds:
+
+- **permanent**: the next hop answered 5xx (to MAIL, to a recipient, to the data), or the
+  address cannot be put on an SMTP command line at all (the client library refuses it with
+  ``ValueError``, or exchsim's own address syntax does). The recipient is done: an NDR goes to
+  the sender, or nothing for the null sender ``<>`` (one log line either way).
+- **transient**: the next hop answered 4xx, or the connection broke or timed out during the
+  transaction. The recipients stay queued; the next attempt is RetryInterval later, doubled for
+  each attempt the message already had, up to :data:`MAX_RETRY_DELAY` (:func:`retry_delay`).
+- **unreachable**: the next hop could not be reached or the session could not be set up
+  (connect, TLS, EXCHANGEAUTH, XSESSIONPARAMS). That is the destination's problem, not the
+  message's: like an Exchange queue in Retry state, the destination is retried every
+  RetryInterval, without a backoff, so what waits for it goes as soon as it is back. While it is
+  known to be down, messages for it are deferred to its next retry without a connection each.
+- **crash**: anything else -- an unexpected exception in exchsim's own code for this message
+  (:func:`classify` returns None). The message is retried once after RetryInterval; a second
+  crash puts it in the Poison queue (transport/queue.py), where nothing retries it.
+
+Transient and unreachable failures end with an NDR too once the message is older than
+MessageExpirationTimeout (Lab.MessageExpirationTimeout, 2 days as in Exchange):
+``550 4.4.7 QUEUE.Expired; message expired``.
+
+Nothing is retried without a schedule: every kind above either finishes the recipient or sets a
+next attempt in the future.
+"""
+
+from __future__ import annotations
+
+import datetime
+import enum
+from dataclasses import dataclass
+
+import aiosmtplib
+
+from exchsim.policy import replies
+from exchsim.policy.replies import Reply
+from exchsim.transport.hopclient import HopError, parse_reply
+
+__all__ = ["MAX_RETRY_DELAY", "Failure", "Kind", "Unreachable", "Unsendable", "classify",
+           "retry_delay", "summary"]
+
+MAX_RETRY_DELAY = datetime.timedelta(minutes=15)
+"""The longest wait after a transient failure (Exchange's MessageRetryInterval default)."""
+
+
+class Kind(enum.Enum):
+    PERMANENT = "permanent"
+    TRANSIENT = "transient"
+    UNREACHABLE = "unreachable"
+
+
+class Unreachable(Exception):
+    """The next hop could not be reached, or the session with it could not be set up."""
+
+
+class Unsendable(Exception):
+    """The message's addresses cannot be sent by the SMTP client (its ValueError)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Failure:
+    kind: Kind
+    reason: str
+    """One line: what happened (for the log and the queue's last_error)."""
+    reply: Reply | None = None
+    """For a permanent failure: the diagnostic the NDR gives."""
+
+
+def summary(exc: BaseException) -> str:
+    """``Type: text`` on one line, at most 300 characters of text."""
+    text = " ".join(str(exc).split())[:300]
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def classify(exc: BaseException) -> Failure | None:
+    """The kind of a delivery failure; None when it is a crash (see the module docstring)."""
+    if isinstance(exc, Unreachable):
+        return Failure(Kind.UNREACHABLE, " ".join(str(exc).split())[:300])
+    if isinstance(exc, Unsendable):
+        return Failure(Kind.PERMANENT, summary(exc), replies.UNSENDABLE_ADDRESS)
+    if isinstance(exc, aiosmtplib.SMTPResponseException):
+        reply = parse_reply(exc.code, [" ".join(exc.message.split())])
+        kind = Kind.PERMANENT if exc.code >= 500 else Kind.TRANSIENT
+        return Failure(kind, reply.render().strip(), reply if kind is Kind.PERMANENT else None)
+    if isinstance(exc, (HopError, aiosmtplib.SMTPException, OSError, TimeoutError)):
+        return Failure(Kind.TRANSIENT, summary(exc))
+    return None
+
+
+def retry_delay(retry: datetime.timedelta, kind: Kind, attempts: int) -> datetime.timedelta:
+    """How long to wait before the next attempt.
+
+    ``attempts``: how many times the message was deferred already. An unreachable destination
+    (and a first crash) is retried every ``retry``; a transient failure of the message waits
+    ``retry`` doubled for each earlier attempt, up to :data:`MAX_RETRY_DELAY` (or ``retry``
+    when that is longer).
+    """
+    if kind is not Kind.TRANSIENT:
+        return retry
+    cap = max(retry, MAX_RETRY_DELAY)
+    if attempts >= 30:
+        return cap
+    return min(retry * (1 << attempts), cap)

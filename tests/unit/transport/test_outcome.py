@@ -1,0 +1,73 @@
+"""Every delivery failure is classified, and every retry has a schedule (transport/outcome.py)."""
+
+from __future__ import annotations
+
+import datetime
+
+import aiosmtplib
+import pytest
+
+from exchsim.policy import replies
+from exchsim.transport.hopclient import HopError
+from exchsim.transport.outcome import (
+    MAX_RETRY_DELAY,
+    Kind,
+    Unreachable,
+    Unsendable,
+    classify,
+    retry_delay,
+)
+
+SECOND = datetime.timedelta(seconds=1)
+
+
+@pytest.mark.parametrize(("exc", "kind", "reply"), [
+    (aiosmtplib.SMTPRecipientRefused(550, "5.1.1 User unknown", "x@y"), Kind.PERMANENT,
+     "550 5.1.1 User unknown"),
+    (aiosmtplib.SMTPDataError(554, "5.6.0 Invalid content"), Kind.PERMANENT,
+     "554 5.6.0 Invalid content"),
+    (aiosmtplib.SMTPSenderRefused(553, "5.1.3 Mailbox name not allowed", "a/b@y"),
+     Kind.PERMANENT, "553 5.1.3 Mailbox name not allowed"),
+    (aiosmtplib.SMTPResponseException(451, "4.3.0 Try later"), Kind.TRANSIENT, None),
+    (aiosmtplib.SMTPServerDisconnected("gone"), Kind.TRANSIENT, None),
+    (aiosmtplib.SMTPTimeoutError("slow"), Kind.TRANSIENT, None),
+    (HopError("connection lost", data_sent=True), Kind.TRANSIENT, None),
+    (ConnectionResetError("reset"), Kind.TRANSIENT, None),
+    (TimeoutError(), Kind.TRANSIENT, None),
+    (Unreachable("127.0.0.1:475: refused"), Kind.UNREACHABLE, None),
+    (Unsendable("Address 'a\\x00b@y' contains characters not permitted"), Kind.PERMANENT,
+     replies.UNSENDABLE_ADDRESS.render()),
+])
+def test_failures_are_classified(exc: BaseException, kind: Kind, reply: str | None) -> None:
+    failure = classify(exc)
+    assert failure is not None
+    assert failure.kind is kind
+    assert "\n" not in failure.reason and failure.reason
+    if reply is None:
+        assert failure.reply is None
+    else:
+        assert failure.reply is not None and failure.reply.render() == reply
+
+
+@pytest.mark.parametrize("exc", [ValueError("a bug"), KeyError("x"), RuntimeError("boom"),
+                                 AttributeError("no"), RecursionError()])
+def test_anything_else_is_a_crash(exc: BaseException) -> None:
+    assert classify(exc) is None
+
+
+def test_transient_failures_back_off_up_to_a_cap() -> None:
+    retry = 10 * SECOND
+    delays = [retry_delay(retry, Kind.TRANSIENT, n) for n in range(12)]
+    assert delays[:4] == [10 * SECOND, 20 * SECOND, 40 * SECOND, 80 * SECOND]
+    assert delays == sorted(delays)
+    assert delays[-1] == MAX_RETRY_DELAY == datetime.timedelta(minutes=15)
+    assert retry_delay(retry, Kind.TRANSIENT, 10_000) == MAX_RETRY_DELAY
+    # A RetryInterval longer than the cap is used as it is.
+    assert retry_delay(datetime.timedelta(hours=1), Kind.TRANSIENT, 5) == datetime.timedelta(
+        hours=1)
+
+
+def test_an_unreachable_destination_is_retried_every_interval() -> None:
+    # The destination's problem, not the message's: no backoff, so what waits for it goes
+    # within one RetryInterval of its return, however long it was down.
+    assert {retry_delay(SECOND, Kind.UNREACHABLE, n) for n in range(50)} == {SECOND}
