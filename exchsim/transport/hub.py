@@ -220,6 +220,7 @@ class DeliveryAgent:
         self._earliest: datetime.datetime | None = None  # the soonest deferral made in memory
         self._traced: set[tuple[str, str, int]] = set()  # crash sites logged with a traceback
         self._fatal: BaseException | None = None
+        self._started = False
 
     def submit(self, item: QueuedMessage) -> None:
         """A message just committed to the queue: deliver it without reading it back.
@@ -243,6 +244,12 @@ class DeliveryAgent:
         period = self.retry.total_seconds() / 2 or 1.0
         next_scan = loop.time()
         self._fatal = None
+        if not self._started:
+            self._started = True
+            poisoned = await self.queue.poison_count()
+            if poisoned:
+                log.warning("%s: %d message(s) in the Poison queue, not retried until resumed",
+                            self.server.name, poisoned)
         try:
             while True:
                 self._wake.clear()
