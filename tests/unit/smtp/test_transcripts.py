@@ -186,7 +186,7 @@ def test_tarpit_is_an_action_and_trusted_peers_skip_it() -> None:
     t.say("FOO")
     assert t.tarpits == [7.0]
     log = rt.logs[-1].events
-    assert ("*", "", "Tarpit for '0.00:00:07'") in log
+    assert ("*", "Tarpit for '0.00:00:07'", "") in log  # in the data field (exchange.md §12.7)
     # An Exchange server (or a partner) is never tarpitted (exchange.md §1.9).
     t.core.set_identity(Identity(IdentityKind.EXCHANGE_SERVER, "ex02.contoso.com", "0c"))
     t.say("FOO")
