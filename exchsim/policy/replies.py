@@ -176,6 +176,10 @@ MESSAGE_EXPIRED = _r(550, "4.4.7", "QUEUE.Expired; message expired")
 # (control characters, spaces, angle brackets): RFC 3463 X.1.3, bad address syntax, with the
 # text of the RCPT refusal. Exchange's own NDR for this case is not documented (exchange.md §8.4).
 UNSENDABLE_ADDRESS = _r(550, "5.1.3", "Invalid address")
+# ... for a message over the organization's MaxReceiveSize or MaxSendSize (exchange.md §8.3 and
+# exchange.md §12.6; Exchange 2007's KB 960775 shows the same text for MaxSendSize).
+RECIPIENT_SIZE_LIMIT = _r(550, "5.2.3", "RESOLVER.RST.RecipSizeLimit; message too large for this "
+                          "recipient")
 
 # --- success (exchange.md §2.5) -------------------------------------------------------------------
 SENDER_OK = _r(250, "2.1.0", "Sender OK")

@@ -44,10 +44,8 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TypeVar
 
-import aiosmtplib
-
 from exchsim.clock import Clock
-from exchsim.config.model import DomainType, Lab, Server
+from exchsim.config.model import DomainType, Lab, Organization, Server
 from exchsim.policy import replies, rules
 from exchsim.policy.dialect import Dialect
 from exchsim.policy.headers import (
@@ -61,12 +59,10 @@ from exchsim.policy.headers import (
 )
 from exchsim.policy.replies import Reply, queued
 from exchsim.smtp.message import AcceptedMessage
-from exchsim.transport.hopclient import HopClient, HopError, parse_reply
 from exchsim.transport.ndr import build_ndr
+from exchsim.transport.nexthop import Endpoint, NextHops
 from exchsim.transport.outcome import (
     Kind,
-    Unreachable,
-    Unsendable,
     classify,
     retry_delay,
     summary,
@@ -124,23 +120,47 @@ class HubReceiver:
             extra.append(make_field(NETWORK_MESSAGE_ID, network_id))
         received = received_for(self.server, self.clock, message)
         data = Message((received, *out.fields, *extra), out.body, out.has_separator).to_bytes()
-        item = await self.queue.enqueue(
-            message_id=message_id,
-            sender=message.mail_from,
-            recipients=message.recipients,
-            data=data,
-            metadata={"network_message_id": network_id, "client_ip": message.client_ip},
-            now=self.clock.utc(),
-        )
-        self.deliver(item)
+        too_big = rules.over_organization_limits(
+            facts, message.mail_from, message.recipients, len(message.data))
+        recipients = [r for r in message.recipients if r not in too_big]
+        item = None
+        if recipients:
+            item = await self.queue.enqueue(
+                message_id=message_id,
+                sender=message.mail_from,
+                recipients=recipients,
+                data=data,
+                metadata={"network_message_id": network_id, "client_ip": message.client_ip},
+                now=self.clock.utc(),
+            )
+            self.deliver(item)
+        if too_big and message.mail_from:
+            ndr = await self._size_ndr(facts.org, message.mail_from, too_big, data)
+            item = item or ndr
         return queued(
             message_id,
-            item.internal_id,
+            item.internal_id if item is not None else 0,
             self.server.fqdn,
             size=len(message.data),
             seconds=message.received_seconds,
             dialect=Dialect.of(self.server.version),
         )
+
+    async def _size_ndr(self, org: Organization, sender: str, recipients: Sequence[str],
+                        original: bytes) -> QueuedMessage:
+        """The NDR for recipients the organization's size limits refused (exchange.md §8.3)."""
+        reason = replies.RECIPIENT_SIZE_LIMIT.render()
+        data = build_ndr(
+            postmaster=postmaster_of(org), sender=sender, recipients=recipients,
+            reasons=dict.fromkeys(recipients, reason), original=original,
+            reporting_mta=self.server.fqdn, now=self.clock.local(),
+        )
+        item = await self.queue.enqueue(
+            message_id=f"<{uuid.uuid4()}@{self.server.fqdn}>", sender="", recipients=[sender],
+            data=data, metadata={"ndr_for": "size"}, now=self.clock.utc(),
+        )
+        self.deliver(item)
+        return item
 
     def session_closed(self, session_id: str) -> None:
         pass  # nothing is kept per session
@@ -162,12 +182,6 @@ def categorize(lab: Lab, recipient: str) -> Route:
     if domain is not None and domain.domain_type is DomainType.AUTHORITATIVE:
         return Route("ndr")
     return Route("internet")
-
-
-@dataclass(frozen=True, slots=True)
-class Endpoint:
-    host: str
-    port: int
 
 
 @dataclass
@@ -205,16 +219,13 @@ class DeliveryAgent:
         self.server = server
         self.clock = clock
         self.queue = queue
-        self.tls_context = tls_context
-        self.mailbox_delivery = mailbox_delivery
-        self.internet = internet
+        self.hops = NextHops(server, tls_context, mailbox_delivery, internet)
         self.retry = retry
         self.expiration = expiration or lab.lab.message_expiration_timeout
         self.concurrency = concurrency
         self._wake = asyncio.Event()
         self._ready: deque[QueuedMessage] = deque()
         self._scan_requested = True
-        self._idle_hops: dict[str, list[HopClient]] = defaultdict(list)
         self._inflight: set[int] = set()
         self._down: dict[str, tuple[datetime.datetime, str]] = {}  # destination -> retry, why
         self._earliest: datetime.datetime | None = None  # the soonest deferral made in memory
@@ -288,10 +299,7 @@ class DeliveryAgent:
         finally:
             for task in tasks:
                 task.cancel()
-            for hops in self._idle_hops.values():
-                for hop in hops:
-                    hop.abort()
-            self._idle_hops.clear()
+            self.hops.close()
 
     async def _deliver(self, item: QueuedMessage, sem: asyncio.Semaphore) -> None:
         try:
@@ -385,9 +393,9 @@ class DeliveryAgent:
         try:
             if route.kind == "mailbox":
                 assert route.server is not None
-                refused = await self._to_mailbox(route.server, item, sendable)
+                refused = await self.hops.to_mailbox(route.server, item, sendable)
             else:
-                refused = await self._to_internet(item, sendable)
+                refused = await self.hops.to_internet(item, sendable)
         except Exception as exc:
             failure = classify(exc)
             if failure is None:
@@ -479,89 +487,9 @@ class DeliveryAgent:
             return  # the null sender gets no NDR (the attempt's log line says "dropped")
         await self._ndr(item, list(failed), list(failed.items()))
 
-    async def _to_mailbox(self, server: str, item: QueuedMessage,
-                          rcpts: list[str]) -> list[tuple[str, Reply]]:
-        endpoint = self.mailbox_delivery[server.lower()]
-        hop = await self._take_hop(server, endpoint)
-        try:
-            params = f"SIZE={len(item.data)}"
-            if _needs_smtputf8(item.sender, rcpts):
-                params += " SMTPUTF8"
-            result = await hop.send_message(item.sender, params, rcpts, item.data)
-        except BaseException:
-            hop.abort()
-            raise
-        self._idle_hops[server.lower()].append(hop)
-        if result.reply.code != 250:
-            if result.refused and len(result.refused) == len(rcpts):
-                return list(result.refused)  # every recipient refused: each with its reply
-            if result.reply.code >= 500:
-                return [(r, result.reply) for r in rcpts]
-            raise HopError(f"mailbox delivery refused: {result.reply.render()}")
-        return list(result.refused)
-
-    async def _take_hop(self, server: str, endpoint: Endpoint) -> HopClient:
-        """An idle hop session to the mailbox server, or a new one (Unreachable if not)."""
-        idle = self._idle_hops[server.lower()]
-        while idle:
-            hop = idle.pop()
-            if hop.usable:
-                return hop
-            hop.abort()
-        context = self.tls_context()
-        if context is None:
-            raise Unreachable("no internal transport certificate")
-        try:
-            hop = await HopClient.connect(endpoint.host, endpoint.port, helo=self.server.fqdn,
-                                          tls_context=context, source=self.server.address)
-        except (HopError, OSError, TimeoutError) as exc:
-            raise Unreachable(f"{endpoint.host}:{endpoint.port}: {exc}") from exc
-        try:
-            reply = await hop.command("XSESSIONPARAMS MDBGUID=00000000-0000-0000-0000-000000000000"
-                                      " TYPE=Delivery")
-            if reply.code != 250:
-                raise Unreachable(f"XSESSIONPARAMS refused: {reply.render()}")
-        except HopError as exc:
-            hop.abort()
-            raise Unreachable(f"{endpoint.host}:{endpoint.port}: {exc}") from exc
-        except BaseException:
-            hop.abort()
-            raise
-        return hop
-
-    async def _to_internet(self, item: QueuedMessage,
-                           rcpts: list[str]) -> list[tuple[str, Reply]]:
-        # The SMTP client rather than aiosmtplib.send: an NDR's reverse path is empty.
-        options = ["SMTPUTF8"] if _needs_smtputf8(item.sender, rcpts) else []
-        sink = self.internet
-        smtp = aiosmtplib.SMTP(hostname=sink.host, port=sink.port,
-                               local_hostname=self.server.fqdn,
-                               source_address=(self.server.address, 0),
-                               start_tls=False, use_tls=False, timeout=30)
-        try:
-            try:
-                await smtp.connect()
-            except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
-                raise Unreachable(f"{sink.host}:{sink.port}: {summary(exc)}") from exc
-            try:
-                errors, _ = await smtp.sendmail(item.sender, rcpts, item.data,
-                                                mail_options=options)
-            except aiosmtplib.SMTPRecipientsRefused as exc:
-                return [(e.recipient, parse_reply(e.code, [" ".join(e.message.split())]))
-                        for e in exc.recipients]
-            except ValueError as exc:  # the client refuses an address of this message
-                raise Unsendable(str(exc)) from exc
-            with contextlib.suppress(aiosmtplib.SMTPException, OSError, TimeoutError):
-                await smtp.quit()
-        finally:
-            smtp.close()
-        return [(r, parse_reply(code, [" ".join(text.split())]))
-                for r, (code, text) in errors.items()]
-
     async def _ndr(self, item: QueuedMessage, rcpts: Sequence[str],
                    refused: Sequence[tuple[str, Reply]] = ()) -> None:
-        postmaster = (self.lab.organization.transport_config.external_postmaster_address
-                      or f"postmaster@{self.lab.organization.default_domain}")
+        postmaster = postmaster_of(self.lab.organization)
         reasons = dict(refused)
         data = build_ndr(
             postmaster=postmaster,
@@ -593,6 +521,7 @@ def _printable(text: str, limit: int = 100) -> str:
     return _CONTROL.sub("?", text[:limit])
 
 
-def _needs_smtputf8(sender: str, recipients: Sequence[str]) -> bool:
-    """RFC 6531: a non-ASCII address travels only in an SMTPUTF8 transaction."""
-    return not (sender.isascii() and all(r.isascii() for r in recipients))
+def postmaster_of(org: Organization) -> str:
+    """Who NDRs come from: ExternalPostmasterAddress, else postmaster@<default domain>."""
+    return (org.transport_config.external_postmaster_address
+            or f"postmaster@{org.default_domain}")

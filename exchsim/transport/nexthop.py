@@ -1,0 +1,136 @@
+"""The hub's next hops: Mailbox Transport Delivery (475) over hop sessions it keeps open, and
+the lab's internet sink over plain SMTP (exchange.md §7.5, §8.2).
+
+Each call delivers one message to some recipients and returns the recipients refused, with the
+reply; what went wrong otherwise is raised for transport/outcome.py to classify: the next hop
+could not be reached or the session set up (:class:`Unreachable`), the SMTP client refuses an
+address of the message (:class:`Unsendable`), or the transaction failed (HopError, aiosmtplib's
+errors, OSError, TimeoutError).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ssl
+from collections import defaultdict
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+
+import aiosmtplib
+
+from exchsim.config.model import Server
+from exchsim.policy.replies import Reply
+from exchsim.transport.hopclient import HopClient, HopError, parse_reply
+from exchsim.transport.outcome import Unreachable, Unsendable, summary
+from exchsim.transport.queue import QueuedMessage
+
+__all__ = ["Endpoint", "NextHops"]
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    host: str
+    port: int
+
+
+class NextHops:
+    """The connections of one hub's delivery agent to its next hops."""
+
+    def __init__(self, server: Server, tls_context: Callable[[], ssl.SSLContext | None],
+                 mailbox_delivery: Mapping[str, Endpoint], internet: Endpoint) -> None:
+        self.server = server
+        self.tls_context = tls_context
+        self.mailbox_delivery = mailbox_delivery
+        self.internet = internet
+        self._idle: dict[str, list[HopClient]] = defaultdict(list)
+
+    def close(self) -> None:
+        """Drop every idle hop session."""
+        for hops in self._idle.values():
+            for hop in hops:
+                hop.abort()
+        self._idle.clear()
+
+    async def to_mailbox(self, server: str, item: QueuedMessage,
+                          rcpts: list[str]) -> list[tuple[str, Reply]]:
+        endpoint = self.mailbox_delivery[server.lower()]
+        hop = await self._take_hop(server, endpoint)
+        try:
+            params = f"SIZE={len(item.data)}"
+            if _needs_smtputf8(item.sender, rcpts):
+                params += " SMTPUTF8"
+            result = await hop.send_message(item.sender, params, rcpts, item.data)
+        except BaseException:
+            hop.abort()
+            raise
+        self._idle[server.lower()].append(hop)
+        if result.reply.code != 250:
+            if result.refused and len(result.refused) == len(rcpts):
+                return list(result.refused)  # every recipient refused: each with its reply
+            if result.reply.code >= 500:
+                return [(r, result.reply) for r in rcpts]
+            raise HopError(f"mailbox delivery refused: {result.reply.render()}")
+        return list(result.refused)
+
+    async def _take_hop(self, server: str, endpoint: Endpoint) -> HopClient:
+        """An idle hop session to the mailbox server, or a new one (Unreachable if not)."""
+        idle = self._idle[server.lower()]
+        while idle:
+            hop = idle.pop()
+            if hop.usable:
+                return hop
+            hop.abort()
+        context = self.tls_context()
+        if context is None:
+            raise Unreachable("no internal transport certificate")
+        try:
+            hop = await HopClient.connect(endpoint.host, endpoint.port, helo=self.server.fqdn,
+                                          tls_context=context, source=self.server.address)
+        except (HopError, OSError, TimeoutError) as exc:
+            raise Unreachable(f"{endpoint.host}:{endpoint.port}: {exc}") from exc
+        try:
+            reply = await hop.command("XSESSIONPARAMS MDBGUID=00000000-0000-0000-0000-000000000000"
+                                      " TYPE=Delivery")
+            if reply.code != 250:
+                raise Unreachable(f"XSESSIONPARAMS refused: {reply.render()}")
+        except HopError as exc:
+            hop.abort()
+            raise Unreachable(f"{endpoint.host}:{endpoint.port}: {exc}") from exc
+        except BaseException:
+            hop.abort()
+            raise
+        return hop
+
+    async def to_internet(self, item: QueuedMessage,
+                           rcpts: list[str]) -> list[tuple[str, Reply]]:
+        # The SMTP client rather than aiosmtplib.send: an NDR's reverse path is empty.
+        options = ["SMTPUTF8"] if _needs_smtputf8(item.sender, rcpts) else []
+        sink = self.internet
+        smtp = aiosmtplib.SMTP(hostname=sink.host, port=sink.port,
+                               local_hostname=self.server.fqdn,
+                               source_address=(self.server.address, 0),
+                               start_tls=False, use_tls=False, timeout=30)
+        try:
+            try:
+                await smtp.connect()
+            except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
+                raise Unreachable(f"{sink.host}:{sink.port}: {summary(exc)}") from exc
+            try:
+                errors, _ = await smtp.sendmail(item.sender, rcpts, item.data,
+                                                mail_options=options)
+            except aiosmtplib.SMTPRecipientsRefused as exc:
+                return [(e.recipient, parse_reply(e.code, [" ".join(e.message.split())]))
+                        for e in exc.recipients]
+            except ValueError as exc:  # the client refuses an address of this message
+                raise Unsendable(str(exc)) from exc
+            with contextlib.suppress(aiosmtplib.SMTPException, OSError, TimeoutError):
+                await smtp.quit()
+        finally:
+            smtp.close()
+        return [(r, parse_reply(code, [" ".join(text.split())]))
+                for r, (code, text) in errors.items()]
+
+
+def _needs_smtputf8(sender: str, recipients: Sequence[str]) -> bool:
+    """RFC 6531: a non-ASCII address travels only in an SMTPUTF8 transaction."""
+    return not (sender.isascii() and all(r.isascii() for r in recipients))
