@@ -77,6 +77,7 @@ T = TypeVar("T")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 _MAX_READY = 1000  # messages handed over in memory, waiting for a delivery slot
+_MIN_SCAN_GAP = 0.1  # seconds: scans woken by a deferral falling due are at least this apart
 
 class HubReceiver:
     """The MessageHandler of HubTransport connectors."""
@@ -281,6 +282,13 @@ class DeliveryAgent:
                     # Handed over while the scan ran: keep one copy.
                     queued = {item.internal_id for item in self._ready}
                     self._ready.extend(i for i in found if i.internal_id not in queued)
+                    # The next deferred message falls due then (also after a restart), but
+                    # scans that wake for it come at most every _MIN_SCAN_GAP seconds.
+                    due = await self.queue.next_due(now)
+                    if due is not None:
+                        due = max(due, now + datetime.timedelta(seconds=_MIN_SCAN_GAP))
+                        self._earliest = due if self._earliest is None else min(
+                            self._earliest, due)
                 while self._ready and self._fatal is None:
                     item = self._ready.popleft()
                     if item.internal_id in self._inflight:
@@ -324,6 +332,7 @@ class DeliveryAgent:
 
     def _later(self, when: datetime.datetime) -> None:
         """A deferral made here: scan again when it falls due."""
+        when = max(when, self.clock.utc() + datetime.timedelta(seconds=_MIN_SCAN_GAP))
         if self._earliest is None or when < self._earliest:
             self._earliest = when
             self._wake.set()

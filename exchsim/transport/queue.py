@@ -452,6 +452,19 @@ class MessageQueue:
         found = await self._read(run)
         return [m for m in found if m.internal_id not in self._leases]
 
+    async def next_due(self, after: datetime.datetime) -> datetime.datetime | None:
+        """The earliest next attempt later than ``after`` (None: nothing is scheduled)."""
+        moment = _to_micros(after)
+
+        def run(conn: sqlite3.Connection) -> int | None:
+            value: int | None = conn.execute(
+                "SELECT MIN(next_attempt_at) FROM messages WHERE next_attempt_at > ? "
+                "AND next_attempt_at < ?", (moment, _NEVER)).fetchone()[0]
+            return value
+
+        found = await self._read(run)
+        return None if found is None else _from_micros(found)
+
     async def get(self, internal_id: int) -> QueuedMessage | None:
         """The queued message with this InternalId, or None when it is not (any longer) queued."""
 

@@ -134,6 +134,19 @@ async def test_due_is_by_next_attempt_so_failing_messages_cannot_starve_others(
     assert ids(page)[1:] == stuck[:9]
 
 
+async def test_next_due_is_the_earliest_scheduled_attempt(queue: MessageQueue) -> None:
+    assert await queue.next_due(T0) is None
+    first = await put(queue)
+    second = await put(queue)
+    await queue.defer(first, ["b@contoso.com"], next_attempt_at=T0 + 5 * SECOND, reason="x")
+    await queue.defer(second, ["b@contoso.com"], next_attempt_at=T0 + 3 * SECOND, reason="x")
+    assert await queue.next_due(T0) == T0 + 3 * SECOND
+    assert await queue.next_due(T0 + 3 * SECOND) == T0 + 5 * SECOND
+    for _ in range(2):  # poisoned: never due, so never the next
+        await queue.record_crash(second, reason="x", now=T0, retry_at=T0 + SECOND)
+    assert await queue.next_due(T0) == T0 + 5 * SECOND
+
+
 async def test_defer_records_each_recipients_own_reason(queue: MessageQueue) -> None:
     mid = await put(queue, "r1@contoso.com", "r2@contoso.com")
     await queue.defer(mid, ["r1@contoso.com", "r2@contoso.com"], next_attempt_at=T0 + SECOND,
