@@ -11,7 +11,9 @@ sessions it keeps open, and sorts each recipient:
 - a mailbox of the organization -> Mailbox Transport Delivery (475) of the mailbox's server,
   over a hop session (X-ANONYMOUSTLS, EXCHANGEAUTH, XSESSIONPARAMS, BDAT);
 - another address in an Authoritative accepted domain -> an NDR (RFC 3464) from postmaster of
-  the default domain: ``550 5.1.1 RESOLVER.ADR.RecipNotFound; not found`` (exchange.md §8.1);
+  the default domain: ``550 5.1.1 RESOLVER.ADR.RecipNotFound; not found`` (exchange.md §8.1),
+  whose Message-ID is derived from the original and the recipients (:func:`ndr_message_id`),
+  so an NDR made twice across a crash is recognised downstream as one message;
 - anything else (InternalRelay / ExternalRelay domains, relayed mail) -> the lab's internet
   sink over plain SMTP (send connectors come with the multi-server roadmap item).
 A failed delivery is deferred and retried after ``Lab.RetryInterval``; nothing is dropped.
@@ -332,7 +334,9 @@ class DeliveryAgent:
         postmaster = (self.lab.organization.transport_config.external_postmaster_address
                       or f"postmaster@{self.lab.organization.default_domain}")
         reasons = dict(refused)
+        message_id = ndr_message_id(item, rcpts, self.server.fqdn)
         data = build_ndr(
+            message_id=message_id,
             postmaster=postmaster,
             sender=item.sender,
             recipients=rcpts,
@@ -342,7 +346,7 @@ class DeliveryAgent:
             now=self.clock.local(),
         )
         self.submit(await self.queue.enqueue(
-            message_id=f"<{uuid.uuid4()}@{self.server.fqdn}>",
+            message_id=message_id,
             sender="",
             recipients=[item.sender],
             data=data,
@@ -356,8 +360,23 @@ def _needs_smtputf8(sender: str, recipients: Sequence[str]) -> bool:
     return not (sender.isascii() and all(r.isascii() for r in recipients))
 
 
+_NDR_NAMESPACE = uuid.UUID("5b0c6d4e-3f0a-4c53-9d2e-6e4dc1a7f3b1")  # ndr_message_id's
+
+
+def ndr_message_id(item: QueuedMessage, recipients: Sequence[str], fqdn: str) -> str:
+    """The Message-ID of the NDR for ``recipients`` of ``item``: the same every time that NDR
+    is made, so one made again (the hub was stopped after it queued the NDR and before it
+    recorded the recipients as done) is recognised downstream as the same message
+    (DUPLICATEDELIVER, transport/mailbox.py, smtp/sink.py). A UUID (version 5) of the
+    original's Network-Message-Id (its InternalId if it has none) and the recipients."""
+    original = item.metadata.get("network_message_id") or f"internal-id:{item.internal_id}"
+    key = "|".join([original, *sorted(r.lower() for r in recipients)])
+    return f"<{uuid.uuid5(_NDR_NAMESPACE, key)}@{fqdn}>"
+
+
 def build_ndr(
     *,
+    message_id: str,
     postmaster: str,
     sender: str,
     recipients: Sequence[str],
@@ -375,7 +394,7 @@ def build_ndr(
         f"To: <{sender}>",
         "Subject: Undeliverable:",
         f"Date: {email.utils.format_datetime(now)}",
-        f"Message-ID: <{uuid.uuid4()}@{reporting_mta}>",
+        f"Message-ID: {message_id}",
         "MIME-Version: 1.0",
         f'Content-Type: multipart/report; report-type=delivery-status; boundary="{boundary}"',
         "Auto-Submitted: auto-replied",
