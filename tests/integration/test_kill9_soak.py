@@ -122,6 +122,11 @@ class LabProcess:
     def count(self, text: str) -> int:
         return sum(text in line for line in self.output)
 
+    def errors(self) -> str:
+        """How many ERROR lines and tracebacks this run logged, and the first of them."""
+        lines = [line for line in self.output if " ERROR " in line or "Traceback" in line]
+        return f"errors logged: {len(lines)}" + (f" (first: {lines[0][:160]})" if lines else "")
+
 
 @dataclass
 class Load:
@@ -132,6 +137,7 @@ class Load:
     acked: set[str] = field(default_factory=set)  # got 250 after the data
     relayed: set[str] = field(default_factory=set)  # tokens of messages with OUTSIDE too
     attempted: int = 0  # DATA sent
+    partial: int = 0  # 250 for some recipients only (counted as not acknowledged)
 
     async def sender(self, worker: int, stop: asyncio.Event) -> None:
         relay = worker < RELAY_SENDERS
@@ -156,8 +162,9 @@ class Load:
                         self.relayed.add(token)
                     self.attempted += 1
                     errors, reply = await smtp.sendmail(SENDER, recipients, message)
-                    assert not errors, errors
-                    if "Queued mail for delivery" in reply:
+                    if errors:  # some recipients refused: not acknowledged for all
+                        self.partial += 1
+                    elif "Queued mail for delivery" in reply:
                         self.acked.add(token)
             except (aiosmtplib.SMTPException, OSError):
                 await asyncio.sleep(0.05)  # the lab is gone or going: try again
@@ -229,7 +236,8 @@ async def test_kill_9_five_times_under_load_loses_and_doubles_nothing(tmp_path: 
             f"round {number}: started in {startup:.1f}s, killed after {loaded:.1f}s of load; "
             f"sent {load.attempted - attempted_before}, acked "
             f"{len(load.acked) - acked_before}; DUPLICATEDELIVER dropped in this run: mailboxes "
-            f"{lab.count('already in the mailbox')}, sink {lab.count('already in the sink')}")
+            f"{lab.count('already in the mailbox')}, sink {lab.count('already in the sink')}; "
+            f"{lab.errors()}")
         print(report[-1], flush=True)
 
     startup = await lab.start(may_move=False)
@@ -260,7 +268,8 @@ async def test_kill_9_five_times_under_load_loses_and_doubles_nothing(tmp_path: 
         await queue.close()
     report.append(f"final run: started in {startup:.1f}s, drained in {drain:.1f}s "
                   f"(incl. 2 s steady); DUPLICATEDELIVER dropped in mailboxes {mailbox_drops}, "
-                  f"in the sink {sink_drops}; still queued after the drain: {pending}")
+                  f"in the sink {sink_drops}; still queued after the drain: {pending}; "
+                  f"messages with a recipient refused: {load.partial}; {lab.errors()}")
     result = census.tally(load)
     report.append(f"{'destination':<16} {'acked':>6} {'delivered':>9} {'lost':>5} "
                   f"{'duplicated':>10} {'unacked present':>15}")
