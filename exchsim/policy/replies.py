@@ -169,6 +169,10 @@ INSUFFICIENT_RESOURCES = _r(452, "4.3.1", "Insufficient system resources")
 # The diagnostic an NDR gives for a recipient of an Authoritative domain with no mailbox
 # (exchange.md §8.1, §12.6).
 RECIPIENT_NOT_FOUND = _r(550, "5.1.1", "RESOLVER.ADR.RecipNotFound; not found")
+# ... for a message over the organization's MaxReceiveSize or MaxSendSize (exchange.md §8.3 and
+# exchange.md §12.6; Exchange 2007's KB 960775 shows the same text for MaxSendSize).
+RECIPIENT_SIZE_LIMIT = _r(550, "5.2.3", "RESOLVER.RST.RecipSizeLimit; message too large for this "
+                          "recipient")
 
 # --- success (exchange.md §2.5) -------------------------------------------------------------------
 SENDER_OK = _r(250, "2.1.0", "Sender OK")

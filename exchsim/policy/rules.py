@@ -277,6 +277,21 @@ def check_headers(
     return None
 
 
+def over_organization_limits(facts: SessionFacts, sender: str, recipients: Sequence[str],
+                             size: int) -> list[str]:
+    """The recipients that the organization's size limits (exchange.md §8.3) refuse a message
+    of ``size`` bytes: all of them when the sender is a mailbox of the organization and the
+    message is over MaxSendSize; otherwise each mailbox of the organization when it is over
+    MaxReceiveSize. Applied by the hub after the SMTP session (an NDR, not a reply)."""
+    config = facts.org.transport_config
+    internal = {address for mailbox in facts.org.mailboxes for address in mailbox.addresses}
+    if sender.lower() in internal and size > config.max_send_size:
+        return list(recipients)
+    if size <= config.max_receive_size:
+        return []
+    return [r for r in recipients if r.lower() in internal]
+
+
 def check_content(content_type: str | None) -> Decision | None:
     """Content Exchange refuses at the end of headers: a top-level ``message/partial`` (RFC
     2046 fragments, which Exchange never reassembles) gets ``554 5.6.1``.

@@ -372,7 +372,7 @@ class SessionCore:
         if seconds <= 0 or self.identity.kind in (IdentityKind.EXCHANGE_SERVER,
                                                   IdentityKind.PARTNER):
             return
-        self.info("", f"Tarpit for '{format_timespan(interval, days=True)}'")
+        self.info(f"Tarpit for '{format_timespan(interval, days=True)}'")  # the data field
         self._flush()  # the replies before this one are not held for its delay
         self._actions.append(Tarpit(seconds))
 

@@ -60,6 +60,11 @@ class DataCollector:
         if len(raw) - 2 - raw.count(b"\r\n.") - pending > self.limit:
             self.overflow = True
 
+    @property
+    def held(self) -> int:
+        """Bytes kept so far: the message, or after an overflow no more than the last four."""
+        return len(self._raw)
+
     def message(self) -> bytes:
         """The message after :meth:`feed` found its end (empty after an overflow)."""
         if self.overflow:

@@ -35,7 +35,7 @@ from dataclasses import dataclass
 import aiosmtplib
 
 from exchsim.clock import Clock
-from exchsim.config.model import DomainType, Lab, Server
+from exchsim.config.model import DomainType, Lab, Organization, Server
 from exchsim.policy import replies, rules
 from exchsim.policy.dialect import Dialect
 from exchsim.policy.headers import (
@@ -99,23 +99,47 @@ class HubReceiver:
             extra.append(make_field(NETWORK_MESSAGE_ID, network_id))
         received = received_for(self.server, self.clock, message)
         data = Message((received, *out.fields, *extra), out.body, out.has_separator).to_bytes()
-        item = await self.queue.enqueue(
-            message_id=message_id,
-            sender=message.mail_from,
-            recipients=message.recipients,
-            data=data,
-            metadata={"network_message_id": network_id, "client_ip": message.client_ip},
-            now=self.clock.utc(),
-        )
-        self.deliver(item)
+        too_big = rules.over_organization_limits(
+            facts, message.mail_from, message.recipients, len(message.data))
+        recipients = [r for r in message.recipients if r not in too_big]
+        item = None
+        if recipients:
+            item = await self.queue.enqueue(
+                message_id=message_id,
+                sender=message.mail_from,
+                recipients=recipients,
+                data=data,
+                metadata={"network_message_id": network_id, "client_ip": message.client_ip},
+                now=self.clock.utc(),
+            )
+            self.deliver(item)
+        if too_big and message.mail_from:
+            ndr = await self._size_ndr(facts.org, message.mail_from, too_big, data)
+            item = item or ndr
         return queued(
             message_id,
-            item.internal_id,
+            item.internal_id if item is not None else 0,
             self.server.fqdn,
             size=len(message.data),
             seconds=message.received_seconds,
             dialect=Dialect.of(self.server.version),
         )
+
+    async def _size_ndr(self, org: Organization, sender: str, recipients: Sequence[str],
+                        original: bytes) -> QueuedMessage:
+        """The NDR for recipients the organization's size limits refused (exchange.md §8.3)."""
+        reason = replies.RECIPIENT_SIZE_LIMIT.render()
+        data = build_ndr(
+            postmaster=postmaster_of(org), sender=sender, recipients=recipients,
+            reasons=dict.fromkeys(recipients, reason), original=original,
+            reporting_mta=self.server.fqdn, now=self.clock.local(),
+        )
+        item = await self.queue.enqueue(
+            message_id=f"<{uuid.uuid4()}@{self.server.fqdn}>", sender="", recipients=[sender],
+            data=data, metadata={"ndr_for": "size"}, now=self.clock.utc(),
+        )
+        self.deliver(item)
+        return item
 
     def session_closed(self, session_id: str) -> None:
         pass  # nothing is kept per session
@@ -331,8 +355,7 @@ class DeliveryAgent:
 
     async def _ndr(self, item: QueuedMessage, rcpts: Sequence[str],
                    refused: Sequence[tuple[str, Reply]] = ()) -> None:
-        postmaster = (self.lab.organization.transport_config.external_postmaster_address
-                      or f"postmaster@{self.lab.organization.default_domain}")
+        postmaster = postmaster_of(self.lab.organization)
         reasons = dict(refused)
         message_id = ndr_message_id(item, rcpts, self.server.fqdn)
         data = build_ndr(
@@ -353,6 +376,12 @@ class DeliveryAgent:
             metadata={"ndr_for": str(item.internal_id)},
             now=self.clock.utc(),
         ))
+
+
+def postmaster_of(org: Organization) -> str:
+    """Who NDRs come from: ExternalPostmasterAddress, else postmaster@<default domain>."""
+    return (org.transport_config.external_postmaster_address
+            or f"postmaster@{org.default_domain}")
 
 
 def _needs_smtputf8(sender: str, recipients: Sequence[str]) -> bool:

@@ -70,7 +70,7 @@ async def test_inactivity_timeout_connection_timeout_and_tarpit(tmp_path: Path) 
         assert (await client.cmd("RCPT TO:<alice@contoso.com>")) == "250 2.1.5 Recipient OK"
         assert time.monotonic() - started < 0.5
         client.close()
-        assert "Tarpit for '0.00:00:01'" in lab.protocol_log()
+        assert ",*,Tarpit for '0.00:00:01'," in lab.protocol_log()  # the data field
     finally:
         await lab.daemon.stop()
 

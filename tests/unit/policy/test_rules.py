@@ -225,3 +225,21 @@ def test_control_characters_are_in_no_address(control: str) -> None:
     assert isinstance(rules.parse_mail("FROM:<a/b+c@fabrikam.example>"), rules.MailCommand)
     assert isinstance(rules.parse_rcpt("TO:<jörg@fabrikam.example>", smtputf8=True),
                       rules.RcptCommand)
+
+
+def test_organization_size_limits_pick_the_recipients_to_refuse() -> None:
+    # Issue 7, finding 3: MaxReceiveSize / MaxSendSize of TransportConfig were not enforced.
+    from exchsim.config.model import TransportConfig
+
+    org = organization(TransportConfig=TransportConfig.model_validate(
+        {"MaxReceiveSize": "1MB", "MaxSendSize": "2MB"}))
+    facts = rules.SessionFacts(org=org, server=server(), connector=defaults()["Default"],
+                               identity=ANONYMOUS, rights=frozenset())
+    mb = 1024 * 1024
+    outside, inside = "someone@fabrikam.example", "alice@contoso.com"
+    assert rules.over_organization_limits(facts, outside, [inside], mb) == []
+    assert rules.over_organization_limits(facts, outside, [inside, "x@fabrikam.example"],
+                                          mb + 1) == [inside]
+    assert rules.over_organization_limits(facts, inside, ["x@fabrikam.example"], mb + 1) == []
+    assert rules.over_organization_limits(facts, inside, ["x@fabrikam.example", inside],
+                                          2 * mb + 1) == ["x@fabrikam.example", inside]

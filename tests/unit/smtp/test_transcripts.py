@@ -186,7 +186,7 @@ def test_tarpit_is_an_action_and_trusted_peers_skip_it() -> None:
     t.say("FOO")
     assert t.tarpits == [7.0]
     log = rt.logs[-1].events
-    assert ("*", "", "Tarpit for '0.00:00:07'") in log
+    assert ("*", "Tarpit for '0.00:00:07'", "") in log  # in the data field (exchange.md §12.7)
     # An Exchange server (or a partner) is never tarpitted (exchange.md §1.9).
     t.core.set_identity(Identity(IdentityKind.EXCHANGE_SERVER, "ex02.contoso.com", "0c"))
     t.say("FOO")
@@ -300,6 +300,29 @@ def test_an_empty_message_is_refused(runtime: Runtime, empty: bytes) -> None:
     assert out.endswith("554 5.6.0 Invalid message content\r\n")
     assert t.delivered == []
     assert t.say("MAIL FROM:<a@fabrikam.example>") == "250 2.1.0 Sender OK\r\n"
+
+
+def test_memory_of_a_session_is_bounded_whatever_the_client_sends() -> None:
+    # Issue 7, finding 3: a DATA line without CRLF was kept whole before the size was checked;
+    # a BDAT chunk declared far over the limit was read into memory.
+    rt = Runtime(lab_with("  - {Name: Default Frontend EX01, Server: EX01, "
+                          "MaxMessageSize: 1MB}"))
+    t = Transcript(rt, 25)
+    t.say("EHLO c", "MAIL FROM:<a@fabrikam.example>", "RCPT TO:<alice@contoso.com>", "DATA")
+    for _ in range(40):  # 10 MB in one line, no line end
+        t.feed(b"x" * 256 * 1024)
+        assert t.core._data is not None and t.core._data.held <= 1024 * 1024 + 256 * 1024
+    assert t.core._data.overflow and t.core._data.held <= 4
+    assert t.feed(b"\r\n.\r\n").endswith(
+        "552 5.3.4 Message size exceeds fixed maximum message size\r\n")
+
+    t.say("MAIL FROM:<a@fabrikam.example>", "RCPT TO:<alice@contoso.com>")
+    t.feed(b"BDAT 100000000000000000000 LAST\r\n")
+    for _ in range(40):
+        t.feed(b"y" * 256 * 1024)
+    assert t.core.txn is not None and t.core.txn.chunks == bytearray()
+    assert len(t.core._buf) == 0  # read and dropped as it comes
+    assert t.delivered == []
 
 
 def test_refused_bdat_chunk_is_read_and_dropped(runtime: Runtime) -> None:
