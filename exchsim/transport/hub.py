@@ -114,7 +114,7 @@ class HubReceiver:
             )
             self.deliver(item)
         if too_big and message.mail_from:
-            ndr = await self._size_ndr(facts.org, message.mail_from, too_big, data)
+            ndr = await self._size_ndr(facts.org, message.mail_from, too_big, data, network_id)
             item = item or ndr
         return queued(
             message_id,
@@ -126,16 +126,18 @@ class HubReceiver:
         )
 
     async def _size_ndr(self, org: Organization, sender: str, recipients: Sequence[str],
-                        original: bytes) -> QueuedMessage:
+                        original: bytes, network_id: str) -> QueuedMessage:
         """The NDR for recipients the organization's size limits refused (exchange.md §8.3)."""
         reason = replies.RECIPIENT_SIZE_LIMIT.render()
+        message_id = ndr_message_id(network_id, recipients, self.server.fqdn)
         data = build_ndr(
-            postmaster=postmaster_of(org), sender=sender, recipients=recipients,
+            message_id=message_id, postmaster=postmaster_of(org), sender=sender,
+            recipients=recipients,
             reasons=dict.fromkeys(recipients, reason), original=original,
             reporting_mta=self.server.fqdn, now=self.clock.local(),
         )
         item = await self.queue.enqueue(
-            message_id=f"<{uuid.uuid4()}@{self.server.fqdn}>", sender="", recipients=[sender],
+            message_id=message_id, sender="", recipients=[sender],
             data=data, metadata={"ndr_for": "size"}, now=self.clock.utc(),
         )
         self.deliver(item)
@@ -357,7 +359,8 @@ class DeliveryAgent:
                    refused: Sequence[tuple[str, Reply]] = ()) -> None:
         postmaster = postmaster_of(self.lab.organization)
         reasons = dict(refused)
-        message_id = ndr_message_id(item, rcpts, self.server.fqdn)
+        original = item.metadata.get("network_message_id") or f"internal-id:{item.internal_id}"
+        message_id = ndr_message_id(original, rcpts, self.server.fqdn)
         data = build_ndr(
             message_id=message_id,
             postmaster=postmaster,
@@ -392,13 +395,13 @@ def _needs_smtputf8(sender: str, recipients: Sequence[str]) -> bool:
 _NDR_NAMESPACE = uuid.UUID("5b0c6d4e-3f0a-4c53-9d2e-6e4dc1a7f3b1")  # ndr_message_id's
 
 
-def ndr_message_id(item: QueuedMessage, recipients: Sequence[str], fqdn: str) -> str:
-    """The Message-ID of the NDR for ``recipients`` of ``item``: the same every time that NDR
-    is made, so one made again (the hub was stopped after it queued the NDR and before it
+def ndr_message_id(original: str, recipients: Sequence[str], fqdn: str) -> str:
+    """The Message-ID of the NDR for ``recipients`` of the message ``original`` names (its
+    Network-Message-Id, or its InternalId if it has none): the same every time that NDR is
+    made, so one made again (the hub was stopped after it queued the NDR and before it
     recorded the recipients as done) is recognised downstream as the same message
     (DUPLICATEDELIVER, transport/mailbox.py, smtp/sink.py). A UUID (version 5) of the
-    original's Network-Message-Id (its InternalId if it has none) and the recipients."""
-    original = item.metadata.get("network_message_id") or f"internal-id:{item.internal_id}"
+    original and the recipients."""
     key = "|".join([original, *sorted(r.lower() for r in recipients)])
     return f"<{uuid.uuid5(_NDR_NAMESPACE, key)}@{fqdn}>"
 
