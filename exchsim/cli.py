@@ -7,6 +7,10 @@ port is taken, the queue file is locked or was written by a newer exchsim) or a 
 delivery kept failing after it started (exchsim/transport/restart.py); 0 a clean stop on
 SIGINT/SIGTERM. A damaged queue file is not a reason to refuse: it is moved aside and what can
 be read is salvaged (exchsim/transport/queuefile.py).
+
+Diagnostics go to stderr through one handler with a repeat filter (exchsim/logs/repeats.py): a
+message that repeats is written once, then counted, with one summary line per minute, so a
+failure that repeats cannot fill the disk with the same traceback.
 """
 
 from __future__ import annotations
@@ -20,10 +24,12 @@ import sys
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
+from exchsim.clock import SYSTEM_CLOCK
 from exchsim.config.load import ConfigError, load_config
 from exchsim.config.model import Lab
 from exchsim.config.report import format_connectors, format_issues
 from exchsim.daemon import LabDaemon
+from exchsim.logs.repeats import RepeatFilter, install
 from exchsim.transport.queue import QueueUnavailableError
 
 DEFAULT_CONFIG = "configs/lab.yaml"
@@ -120,7 +126,30 @@ def bind_refused_message(exc: OSError, port_offset: int) -> str | None:
     return f"exchsim: cannot start: {exc.strerror or exc}\nexchsim: {hint}"
 
 
-async def _run(lab: Lab, args: argparse.Namespace) -> int:
+def configure_logging(level: str) -> list[RepeatFilter]:
+    """stderr at ``level``, every handler of the root logger behind a repeat filter."""
+    logging.basicConfig(level=level.upper(),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    return [install(handler, SYSTEM_CLOCK.monotonic) for handler in logging.getLogger().handlers]
+
+
+async def _flush_repeats(filters: list[RepeatFilter]) -> None:
+    """Write the summaries of ended intervals even when nothing else is logged."""
+    while True:
+        await asyncio.sleep(1)
+        for repeat_filter in filters:
+            repeat_filter.flush_due()
+
+
+async def _run(lab: Lab, args: argparse.Namespace, filters: list[RepeatFilter]) -> int:
+    flusher = asyncio.ensure_future(_flush_repeats(filters))
+    try:
+        return await _serve(lab, args)
+    finally:
+        flusher.cancel()
+
+
+async def _serve(lab: Lab, args: argparse.Namespace) -> int:
     daemon = LabDaemon(
         lab,
         Path(args.data),
@@ -172,9 +201,12 @@ def main(argv: list[str] | None = None) -> int:
         if unknown is not None:
             print(unknown, file=sys.stderr)
             return 2
-    logging.basicConfig(level=args.log_level.upper(),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    return asyncio.run(_run(lab, args))
+    filters = configure_logging(args.log_level)
+    try:
+        return asyncio.run(_run(lab, args, filters))
+    finally:
+        for repeat_filter in filters:
+            repeat_filter.flush()
 
 
 if __name__ == "__main__":

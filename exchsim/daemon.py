@@ -95,6 +95,9 @@ class ServerNode:
             data_dir / "logs" / server.name / "ProtocolLog" / "SmtpReceive",
             "SmtpReceive",
             clock.utc,
+            max_file_size=server.receive_protocol_log_max_file_size,
+            max_directory_size=server.receive_protocol_log_max_directory_size,
+            max_age=server.receive_protocol_log_max_age,
         )
         self.handlers: dict[Role, MessageHandler] = {}
         self.frontend: FrontendProxy | None = None

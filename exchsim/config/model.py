@@ -238,6 +238,12 @@ Limit = Annotated[
 TimeSpan = Annotated[
     datetime.timedelta, BeforeValidator(parse_timespan), PlainSerializer(format_timespan)
 ]
+#: A ByteQuantifiedSize or ``Unlimited`` (None).
+ByteLimit = Annotated[
+    int | None,
+    BeforeValidator(lambda v: parse_limit(v, parse_byte_size)),
+    PlainSerializer(lambda v: "Unlimited" if v is None else format_byte_size(v)),
+]
 RemoteRange = Annotated[IPRange, BeforeValidator(parse_ip_range), PlainSerializer(format_ip_range)]
 BindingValue = Annotated[Binding, BeforeValidator(parse_binding), PlainSerializer(Binding.format)]
 Bool = Annotated[bool, BeforeValidator(_bool_ps)]
@@ -383,6 +389,14 @@ class Server(ExchangeObject):
     )
     version: Literal["15.0", "15.1", "15.2"] = Field(alias="Version", default="15.2")
     build: str | None = Field(alias="Build", default=None)
+    # Set-TransportService (and -FrontendTransportService, -MailboxTransportService) of this
+    # server, exchange.md §6.1: exchsim keeps one receive protocol log per server, so one set.
+    receive_protocol_log_max_file_size: ByteLimit = Field(
+        alias="ReceiveProtocolLogMaxFileSize", default=10 * MB)
+    receive_protocol_log_max_directory_size: ByteLimit = Field(
+        alias="ReceiveProtocolLogMaxDirectorySize", default=250 * MB)
+    receive_protocol_log_max_age: TimeSpan = Field(
+        alias="ReceiveProtocolLogMaxAge", default=datetime.timedelta(days=30))
 
     @property
     def version_string(self) -> str:

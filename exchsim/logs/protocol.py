@@ -2,9 +2,26 @@
 
 Files ``RECVyyyymmddHH-n.LOG`` (send side ``SENDyyyymmddHH-n.LOG``): hourly, as real 2013+
 files are named, ``n`` counting up when a file passes ``max_file_size``. Each starts with the
-five ``#`` header lines. Lines end in CRLF (Exchange is a Windows product). Inside a running
-event loop, the lines of one loop iteration are written together at its end (one write for
-many sessions' lines), so a reader sees them as soon as the loop has run; outside a loop each
+five ``#`` header lines.
+
+The log bounds itself as Exchange's does, with the limits of Set-TransportService
+(``ReceiveProtocolLogMaxFileSize`` 10 MB, ``ReceiveProtocolLogMaxDirectorySize`` 250 MB,
+``ReceiveProtocolLogMaxAge`` 30 days; exchange.md §6.1), given per server in the config: past
+the file size the log rolls to the next ``-n`` file; when it opens a file (at its first line
+after start, at each roll, each hour) it deletes the files of its own kind in its directory
+that are older than the age limit, then the oldest ones until the directory is within the size
+limit (at start too, when the log is created). ``None`` is Unlimited; an age of zero removes
+nothing by age, as in Exchange. A file's
+age is taken from its name (the end of its hour), not from the file system, so it does not
+change when a file is copied and the clock the server is given decides. Room is kept for
+the open file to grow to its size limit, so the directory never holds more than its limit. A
+line that would take a file past its size limit starts the next file (unless the file holds
+nothing but its header). The file being written is never deleted, and neither is anything in
+the directory but ``RECV``/``SEND`` files of this form.
+
+Lines end in CRLF (Exchange is a Windows product). Inside a running event loop, the lines of
+one loop iteration are written together at its end (one write for many sessions' lines), so a
+reader sees them as soon as the loop has run; outside a loop each
 line is written at once. Nothing is fsynced: a log is not a message.
 
 Multi-line replies are flattened into one data field like 2013+ logs do; exchsim writes the
@@ -15,7 +32,9 @@ exchange.md §1.2) rather than the one-space form of the sample in exchange.md �
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Literal
@@ -25,8 +44,15 @@ FIELDS = (
     "date-time,connector-id,session-id,sequence-number,local-endpoint,remote-endpoint,"
     "event,data,context"
 )
+MAX_FILE_SIZE = 10 * 1024 * 1024
+MAX_DIRECTORY_SIZE = 250 * 1024 * 1024
+MAX_AGE = datetime.timedelta(days=30)
+_NAME = re.compile(r"(?P<prefix>RECV|SEND)(?P<hour>[0-9]{10})-(?P<n>[0-9]+)\.LOG")
 
-
+def _end_of_hour(hour: str) -> datetime.datetime:
+    """The end of the hour a file is named for (``2024031309`` → 10:00 UTC)."""
+    start = datetime.datetime.strptime(hour, "%Y%m%d%H").replace(tzinfo=datetime.UTC)
+    return start + datetime.timedelta(hours=1)
 
 
 def _iso(when: datetime.datetime) -> str:
@@ -61,20 +87,27 @@ class ProtocolLog:
         directory: Path,
         kind: Literal["SmtpReceive", "SmtpSend"],
         clock: Clock,
-        max_file_size: int = 10 * 1024 * 1024,
+        max_file_size: int | None = MAX_FILE_SIZE,
+        max_directory_size: int | None = MAX_DIRECTORY_SIZE,
+        max_age: datetime.timedelta = MAX_AGE,
     ) -> None:
         self.directory = directory
         self.kind = kind
         self.clock = clock
         self.max_file_size = max_file_size
+        self.max_directory_size = max_directory_size
+        self.max_age = max_age
+        self._file_limit = max_file_size if max_file_size is not None else float("inf")
         self._file: IO[str] | None = None
         self._hour = ""
         self._hour_end: datetime.datetime | None = None
         self._size = 0
+        self._header_size = 0
         self._pending: list[str] = []
         self._flush_scheduled = False
         self._stamp_second: datetime.datetime | None = None
         self._stamp_prefix = ""
+        self.prune(clock())  # at start, what an earlier run left past the limits
 
     @property
     def prefix(self) -> str:
@@ -85,10 +118,10 @@ class ProtocolLog:
     ) -> ProtocolLogSession:
         return ProtocolLogSession(self, connector_id, session_id, local_endpoint, remote_endpoint)
 
-    def _open(self, now: datetime.datetime) -> IO[str]:
+    def _open(self, now: datetime.datetime, *, full: bool = False) -> IO[str]:
         utc = now.astimezone(datetime.UTC)
         hour = utc.strftime("%Y%m%d%H")
-        if self._file is not None and hour == self._hour and self._size < self.max_file_size:
+        if self._file is not None and hour == self._hour and not full:
             return self._file
         self.close()
         self._hour_end = utc.replace(minute=0, second=0, microsecond=0) + datetime.timedelta(
@@ -98,7 +131,7 @@ class ProtocolLog:
         if hour == self._hour:
             n = self._n + 1
         path = self.directory / f"{self.prefix}{hour}-{n}.LOG"
-        while path.exists() and path.stat().st_size >= self.max_file_size:
+        while path.exists() and path.stat().st_size >= self._file_limit:
             n += 1
             path = self.directory / f"{self.prefix}{hour}-{n}.LOG"
         fresh = not path.exists()
@@ -114,22 +147,60 @@ class ProtocolLog:
             handle.write(header)
             handle.flush()
             self._size += len(header.encode())
+        self._header_size = len(header.encode()) if fresh else 0
         self._file, self._hour, self._n = handle, hour, n
+        self.prune(now, keep=path.name)
         return handle
+
+    def prune(self, now: datetime.datetime, keep: str | None = None) -> list[str]:
+        """Delete this log's files past the age limit, then the oldest past the directory
+        size limit; never ``keep`` (the file being written). The names deleted, oldest first."""
+        files: list[tuple[str, int, str, int]] = []  # (hour, n, name, size)
+        try:
+            entries = list(self.directory.iterdir())
+        except FileNotFoundError:
+            return []
+        for entry in entries:
+            match = _NAME.fullmatch(entry.name)
+            if match is None or match["prefix"] != self.prefix:
+                continue
+            with contextlib.suppress(FileNotFoundError):
+                files.append((match["hour"], int(match["n"]), entry.name, entry.stat().st_size))
+        files.sort()
+        doomed: list[str] = []
+        if self.max_age > datetime.timedelta(0):
+            doomed += [name for hour, _, name, _ in files
+                       if name != keep and _end_of_hour(hour) + self.max_age < now]
+        if self.max_directory_size is not None:
+            # room for the open file to grow to its limit: the others share the rest
+            total = sum(size for _, _, name, size in files if name not in doomed and name != keep)
+            if keep is not None:
+                total += max(self._size, self.max_file_size or 0)
+            for _, _, name, size in files:
+                if total <= self.max_directory_size:
+                    break
+                if name != keep and name not in doomed:
+                    doomed.append(name)
+                    total -= size
+        for name in doomed:
+            with contextlib.suppress(FileNotFoundError):
+                (self.directory / name).unlink()
+        return doomed
 
     _n = 1
 
     def write(self, fields: list[str]) -> None:
         now = self.clock()
-        if (self._file is None or self._hour_end is None or now >= self._hour_end
-                or self._size >= self.max_file_size):
-            self._open(now)
         line = ",".join([self._stamp(now), *(csv_field(f) for f in fields)]) + "\r\n"
         if line.isascii():
             size = len(line)
         else:  # a client can send any bytes: they reach the log as escapes, never as an error
             encoded = line.encode("utf-8", "backslashreplace")
             line, size = encoded.decode("utf-8"), len(encoded)
+        if self._file is None or self._hour_end is None or now >= self._hour_end:
+            self._open(now)
+        elif self._size + size > self._file_limit and self._size > self._header_size:
+            self._open(now, full=True)  # the line would pass the limit: it opens the next file
         self._pending.append(line)
         self._size += size
         if self._flush_scheduled:

@@ -60,6 +60,14 @@ def validate_server(
         log.add(f"{path}.{key}", value, f"{show(value)} is not allowed: expected {shape.expected}",
                 order=order)
         bad.append(key)
+    file_size = server.receive_protocol_log_max_file_size
+    directory_size = server.receive_protocol_log_max_directory_size
+    if directory_size is not None and (file_size is None or file_size > directory_size):
+        log.add(f"{path}.ReceiveProtocolLogMaxFileSize",
+                "Unlimited" if file_size is None else file_size,
+                "ReceiveProtocolLogMaxFileSize must not be larger than "
+                "ReceiveProtocolLogMaxDirectorySize (exchange.md §6.1)", order=order)
+        ok = False
     if addresses is not None and "Address" not in bad:
         key = str(ipaddress.ip_address(server.address))
         if key in addresses:

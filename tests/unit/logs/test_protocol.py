@@ -125,3 +125,58 @@ async def test_inside_a_loop_lines_are_written_together_at_the_end_of_the_iterat
     files = read(tmp_path)
     assert [len(v) for v in files.values()] == [9, 6]
     assert files[name][-1].endswith("<,QUIT,")
+
+
+def test_past_the_file_size_it_rolls_and_past_the_directory_size_the_oldest_go(
+        tmp_path: Path) -> None:
+    clock = FakeClock()
+    log = ProtocolLog(tmp_path, "SmtpReceive", clock, max_file_size=1000,
+                      max_directory_size=3000)
+    s = log.session("EX01\\A", "1", "l:1", "r:1")
+    for n in range(60):  # 60 lines of 118 bytes: five a file after the header, 12 files
+        s.received(f"{n:03d}" + "x" * 80)
+        clock.now += datetime.timedelta(seconds=1)
+    log.close()
+    files = read(tmp_path)
+    sizes = {p.name: p.stat().st_size for p in tmp_path.iterdir()}
+    assert sum(sizes.values()) <= 3000, sizes
+    assert all(size <= 1000 for size in sizes.values()), sizes
+    # the newest and the two before it: with room for the newest to grow to 1,000 bytes
+    names = sorted(files, key=lambda name: int(name.split("-")[1].split(".")[0]))
+    assert names == [f"RECV2024031309-{n}.LOG" for n in (10, 11, 12)], sizes
+    assert files[names[-1]][-1].split(",")[7].startswith("059"), files  # the newest kept
+
+
+def test_files_past_the_age_limit_are_deleted_at_start_and_on_roll(tmp_path: Path) -> None:
+    clock = FakeClock()  # 2024-03-13 09:01 UTC
+    other = tmp_path / "notes.txt"
+    other.write_text("not a log")
+    send = tmp_path / "SEND2024030101-1.LOG"
+    send.write_text("another kind")
+    for name in ("RECV2024031107-1.LOG", "RECV2024031108-1.LOG", "RECV2024031108-2.LOG",
+                 "RECV2024031209-1.LOG"):
+        (tmp_path / name).write_text("#old\r\n")
+    log = ProtocolLog(tmp_path, "SmtpReceive", clock, max_age=datetime.timedelta(days=2))
+    # 2024-03-11 08:00-09:00 ended 2 days and 0 h 01 min ago: past the age; 07:00 too
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "RECV2024031209-1.LOG", "SEND2024030101-1.LOG", "notes.txt"]
+    s = log.session("EX01\\A", "1", "l:1", "r:1")
+    s.connect()
+    clock.now += datetime.timedelta(days=1, hours=1, minutes=30)  # a new hour's file: a roll
+    s.received("later")  # 2024-03-12 09:00-10:00 ended 2 days and 0 h 31 min ago
+    log.close()
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "RECV2024031309-1.LOG", "RECV2024031410-1.LOG", "SEND2024030101-1.LOG", "notes.txt"]
+
+
+def test_unlimited_and_zero_age_delete_nothing(tmp_path: Path) -> None:
+    for name in ("RECV2001010100-1.LOG", "RECV2001010100-2.LOG"):
+        (tmp_path / name).write_text("x" * 5000)
+    log = ProtocolLog(tmp_path, "SmtpReceive", FakeClock(), max_file_size=None,
+                      max_directory_size=None, max_age=datetime.timedelta(0))
+    s = log.session("EX01\\A", "1", "l:1", "r:1")
+    for _ in range(100):
+        s.received("y" * 200)
+    log.close()
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "RECV2001010100-1.LOG", "RECV2001010100-2.LOG", "RECV2024031309-1.LOG"]

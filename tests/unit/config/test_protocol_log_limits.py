@@ -1,0 +1,48 @@
+"""The receive protocol log's limits on a server (Set-TransportService, exchange.md §6.1)."""
+
+from __future__ import annotations
+
+import datetime
+from pathlib import Path
+
+import pytest
+
+from exchsim.config.load import ConfigError, load_config_text
+from exchsim.config.model import MB
+
+LAB_YAML = (Path(__file__).resolve().parents[3] / "configs" / "lab.yaml").read_text("utf-8")
+
+SERVER = "{Name: EX01, Role: Mailbox, Fqdn: ex01.contoso.com, Address: 127.0.10.1, Version: \"15.2\"}"
+
+
+def with_server_fields(fields: str) -> str:
+    assert SERVER in LAB_YAML
+    return LAB_YAML.replace(SERVER, SERVER[:-1] + ", " + fields + "}")
+
+
+def test_the_defaults_are_exchanges() -> None:
+    server = load_config_text(LAB_YAML, "lab.yaml").servers[0]
+    assert server.receive_protocol_log_max_file_size == 10 * MB
+    assert server.receive_protocol_log_max_directory_size == 250 * MB
+    assert server.receive_protocol_log_max_age == datetime.timedelta(days=30)
+
+
+def test_sizes_ages_and_unlimited_as_exchange_writes_them() -> None:
+    server = load_config_text(with_server_fields(
+        'ReceiveProtocolLogMaxFileSize: 2KB, ReceiveProtocolLogMaxDirectorySize: unlimited, '
+        'ReceiveProtocolLogMaxAge: "7.00:00:00"'), "lab.yaml").servers[0]
+    assert server.receive_protocol_log_max_file_size == 2048
+    assert server.receive_protocol_log_max_directory_size is None
+    assert server.receive_protocol_log_max_age == datetime.timedelta(days=7)
+
+
+@pytest.mark.parametrize("fields", [
+    "ReceiveProtocolLogMaxFileSize: 20MB, ReceiveProtocolLogMaxDirectorySize: 10MB",
+    "ReceiveProtocolLogMaxFileSize: Unlimited",
+])
+def test_a_file_size_above_the_directory_size_is_refused(fields: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config_text(with_server_fields(fields), "lab.yaml")
+    [issue] = info.value.issues
+    assert "Servers[0] (EX01).ReceiveProtocolLogMaxFileSize" in str(issue)
+    assert "must not be larger than ReceiveProtocolLogMaxDirectorySize" in str(issue)
