@@ -409,3 +409,5 @@ class LabDaemon:
             if isinstance(delivery, MailboxDeliveryReceiver):
                 await delivery.close()
             node.receive_log.close()
+        if self.sink is not None:
+            await self.sink.close()

@@ -5,13 +5,15 @@ client's) rights, authentication stamping, a Received header, then a durable enq
 before the ``250 2.6.0 <id> [InternalId=..., Hostname=<hub>] ...`` reply.
 
 Delivering: the receiver hands each committed message to the delivery agent in memory (the
-queue is the truth: the agent also scans it at start, every half RetryInterval and when more
-than it keeps in memory are waiting), which delivers up to 8 messages at once over idle hop
-sessions it keeps open, and sorts each recipient:
+queue is the truth: the agent also scans it at start, every half RetryInterval, when the next
+deferred message falls due and when more than it keeps in memory are waiting), which delivers
+up to 8 messages at once over idle hop sessions it keeps open, and sorts each recipient:
 - a mailbox of the organization -> Mailbox Transport Delivery (475) of the mailbox's server,
   over a hop session (X-ANONYMOUSTLS, EXCHANGEAUTH, XSESSIONPARAMS, BDAT);
 - another address in an Authoritative accepted domain -> an NDR (RFC 3464) from postmaster of
-  the default domain: ``550 5.1.1 RESOLVER.ADR.RecipNotFound; not found`` (exchange.md §8.1);
+  the default domain: ``550 5.1.1 RESOLVER.ADR.RecipNotFound; not found`` (exchange.md §8.1),
+  whose Message-ID is derived from the original and the recipients (transport/ndr.py),
+  so an NDR made twice across a crash is recognised downstream as one message;
 - anything else (InternalRelay / ExternalRelay domains, relayed mail) -> the lab's internet
   sink over plain SMTP (send connectors come with the multi-server roadmap item).
 Every failure is classified (transport/outcome.py, exchange.md §8.4) per group of recipients,
@@ -59,7 +61,7 @@ from exchsim.policy.headers import (
 )
 from exchsim.policy.replies import Reply, queued
 from exchsim.smtp.message import AcceptedMessage
-from exchsim.transport.ndr import build_ndr
+from exchsim.transport.ndr import build_ndr, ndr_message_id
 from exchsim.transport.nexthop import Endpoint, NextHops
 from exchsim.transport.outcome import (
     Kind,
@@ -70,7 +72,8 @@ from exchsim.transport.outcome import (
 from exchsim.transport.queue import MessageQueue, QueuedMessage
 from exchsim.transport.received import received_for
 
-__all__ = ["DeliveryAgent", "Endpoint", "HubReceiver", "Route", "build_ndr", "categorize"]
+__all__ = ["DeliveryAgent", "Endpoint", "HubReceiver", "Route", "build_ndr", "categorize",
+           "ndr_message_id"]
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -136,7 +139,7 @@ class HubReceiver:
             )
             self.deliver(item)
         if too_big and message.mail_from:
-            ndr = await self._size_ndr(facts.org, message.mail_from, too_big, data)
+            ndr = await self._size_ndr(facts.org, message.mail_from, too_big, data, network_id)
             item = item or ndr
         return queued(
             message_id,
@@ -148,16 +151,18 @@ class HubReceiver:
         )
 
     async def _size_ndr(self, org: Organization, sender: str, recipients: Sequence[str],
-                        original: bytes) -> QueuedMessage:
+                        original: bytes, network_id: str) -> QueuedMessage:
         """The NDR for recipients the organization's size limits refused (exchange.md §8.3)."""
         reason = replies.RECIPIENT_SIZE_LIMIT.render()
+        message_id = ndr_message_id(network_id, recipients, self.server.fqdn)
         data = build_ndr(
-            postmaster=postmaster_of(org), sender=sender, recipients=recipients,
+            message_id=message_id, postmaster=postmaster_of(org), sender=sender,
+            recipients=recipients,
             reasons=dict.fromkeys(recipients, reason), original=original,
             reporting_mta=self.server.fqdn, now=self.clock.local(),
         )
         item = await self.queue.enqueue(
-            message_id=f"<{uuid.uuid4()}@{self.server.fqdn}>", sender="", recipients=[sender],
+            message_id=message_id, sender="", recipients=[sender],
             data=data, metadata={"ndr_for": "size"}, now=self.clock.utc(),
         )
         self.deliver(item)
@@ -500,7 +505,10 @@ class DeliveryAgent:
                    refused: Sequence[tuple[str, Reply]] = ()) -> None:
         postmaster = postmaster_of(self.lab.organization)
         reasons = dict(refused)
+        original = item.metadata.get("network_message_id") or f"internal-id:{item.internal_id}"
+        message_id = ndr_message_id(original, rcpts, self.server.fqdn)
         data = build_ndr(
+            message_id=message_id,
             postmaster=postmaster,
             sender=item.sender,
             recipients=rcpts,
@@ -510,7 +518,7 @@ class DeliveryAgent:
             now=self.clock.local(),
         )
         self.submit(await self._write(self.queue.enqueue(
-            message_id=f"<{uuid.uuid4()}@{self.server.fqdn}>",
+            message_id=message_id,
             sender="",
             recipients=[item.sender],
             data=data,

@@ -43,7 +43,7 @@ from exchsim.policy.headers import NETWORK_MESSAGE_ID, parse_message
 from exchsim.policy.replies import Reply
 from exchsim.smtp.message import AcceptedMessage
 from exchsim.transport.groupcommit import GroupCommit
-from exchsim.transport.maildir import MaildirStore
+from exchsim.transport.maildir import MaildirStore, unique_token
 from exchsim.transport.received import received_for
 
 log = logging.getLogger(__name__)
@@ -69,7 +69,7 @@ class MailboxDeliveryReceiver:
         received = received_for(self.server, self.clock, message, "Mailbox Transport")
         stamped = parsed.prepend(received).to_bytes()
         duplicates = await self._writer.submit(tuple(
-            (rcpt, stamped, _unique(key, rcpt)) for rcpt in message.recipients))
+            (rcpt, stamped, unique_token(key, rcpt)) for rcpt in message.recipients))
         message_id = internet_id or f"<{network_id}@{self.server.fqdn}>"
         for rcpt in duplicates:
             log.info("DUPLICATEDELIVER %s to %s: already in the mailbox, dropped",
@@ -97,8 +97,3 @@ class MailboxDeliveryReceiver:
     async def close(self) -> None:
         await self._writer.close()
 
-
-def _unique(key: str, recipient: str) -> str:
-    """The Maildir unique token of one message for one recipient: the de-duplication key."""
-    digest = hashlib.sha1(f"{key}|{recipient.lower()}".encode("utf-8", "surrogatepass"))
-    return digest.hexdigest()[:20]

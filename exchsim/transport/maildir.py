@@ -8,8 +8,9 @@ from a crash, which readers ignore.
 File names are ``<seconds>.<unique>.<hostname>``. ``unique`` comes from the caller and is stable
 for one (message, recipient), so after a crash between "stored" and "acknowledged" a message
 delivered again is recognised and not stored twice. Mailbox Transport Delivery derives it from
-the Internet Message-ID and the recipient, so the same check also drops a message the mailbox
-already holds under the same Message-ID (Exchange's DUPLICATEDELIVER, transport/mailbox.py).
+the Internet Message-ID and the recipient (:func:`unique_token`), so the same check also drops a
+message the mailbox already holds under the same Message-ID (Exchange's DUPLICATEDELIVER,
+transport/mailbox.py); the lab's internet sink does the same (smtp/sink.py).
 The seconds are taken from the written file's modification time (this module does not read
 the clock).
 
@@ -17,12 +18,13 @@ the clock).
 mailbox in memory (read from ``new/`` and ``cur/`` once, on first use, so the check costs no
 directory scan per message) and stores a batch of messages with one fsync of each touched
 ``new/`` directory instead of one per message. :func:`deliver` stores one message, without
-the de-duplication (the internet sink's use).
+the de-duplication.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import re
 import secrets
@@ -30,7 +32,7 @@ import socket
 from collections.abc import Sequence
 from pathlib import Path
 
-__all__ = ["MaildirStore", "deliver", "mailbox_path"]
+__all__ = ["MaildirStore", "deliver", "mailbox_path", "unique_token"]
 
 _SUBDIRS = ("cur", "new", "tmp")
 # No '.' (it separates the fields of a name), no '/' or ':' (Maildir), nothing exotic.
@@ -54,6 +56,14 @@ def mailbox_path(root: Path, address: str) -> Path:
     if len(os.fsencode(name)) > _NAME_MAX:
         raise ValueError(f"address {address!r} is too long for a mailbox directory")
     return root / name
+
+
+def unique_token(key: str, recipient: str) -> str:
+    """The unique token of one message for one recipient, from a key that names the message
+    (``message-id:<id>``): the same message to the same address always gets the same token,
+    so a second copy is recognised (:meth:`MaildirStore.store` returns None for it)."""
+    digest = hashlib.sha1(f"{key}|{recipient.lower()}".encode("utf-8", "surrogatepass"))
+    return digest.hexdigest()[:20]
 
 
 def _check_unique(unique: str) -> None:

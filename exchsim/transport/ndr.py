@@ -7,11 +7,25 @@ import email.utils
 import uuid
 from collections.abc import Mapping, Sequence
 
-__all__ = ["build_ndr"]
+__all__ = ["build_ndr", "ndr_message_id"]
+
+_NDR_NAMESPACE = uuid.UUID("5b0c6d4e-3f0a-4c53-9d2e-6e4dc1a7f3b1")  # ndr_message_id's
+
+
+def ndr_message_id(original: str, recipients: Sequence[str], fqdn: str) -> str:
+    """The Message-ID of the NDR for ``recipients`` of the message ``original`` names (its
+    Network-Message-Id, or its InternalId if it has none): the same every time that NDR is
+    made, so one made again (the hub was stopped after it queued the NDR and before it
+    recorded the recipients as done) is recognised downstream as the same message
+    (DUPLICATEDELIVER, transport/mailbox.py, smtp/sink.py). A UUID (version 5) of the
+    original and the recipients."""
+    key = "|".join([original, *sorted(r.lower() for r in recipients)])
+    return f"<{uuid.uuid5(_NDR_NAMESPACE, key)}@{fqdn}>"
 
 
 def build_ndr(
     *,
+    message_id: str,
     postmaster: str,
     sender: str,
     recipients: Sequence[str],
@@ -29,7 +43,7 @@ def build_ndr(
         f"To: <{sender}>",
         "Subject: Undeliverable:",
         f"Date: {email.utils.format_datetime(now)}",
-        f"Message-ID: <{uuid.uuid4()}@{reporting_mta}>",
+        f"Message-ID: {message_id}",
         "MIME-Version: 1.0",
         f'Content-Type: multipart/report; report-type=delivery-status; boundary="{boundary}"',
         "Auto-Submitted: auto-replied",
