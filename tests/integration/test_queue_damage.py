@@ -155,3 +155,35 @@ async def test_a_lab_whose_delivery_keeps_failing_reports_a_failure(tmp_path: Pa
         assert daemon.failure.startswith("delivery EX01 failed 3 times within 300 s, giving up;")
     finally:
         await daemon.stop()
+
+
+async def test_the_cli_exits_1_when_delivery_cannot_be_kept_running(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """``exchsim serve``'s own loop: the daemon's failure ends it with status 1 and one line."""
+    from exchsim import cli
+
+    started: list[LabDaemon] = []
+
+    class QuickToGiveUp(LabDaemon):
+        async def start(self) -> None:
+            self.restart_policy = RestartPolicy(first_delay=0.05, max_delay=0.1, max_failures=3)
+            await super().start()
+            started.append(self)
+
+    monkeypatch.setattr(cli, "LabDaemon", QuickToGiveUp)
+    config = tmp_path / "lab.yaml"
+    config.write_text(FAST_LAB_YAML)
+    args = cli._parser().parse_args(
+        ["serve", "--config", str(config), "--server", "EX01", "--data", str(tmp_path / "data"),
+         "--port-offset", str(port_offset())])
+    serving = asyncio.ensure_future(cli._serve(load_config_text(FAST_LAB_YAML, "lab.yaml"), args))
+    for _ in range(200):
+        if started or serving.done():
+            break
+        await asyncio.sleep(0.05)
+    assert started, "the daemon did not start"
+    await started[0].queues["EX01"].close()  # every scan of the queue now raises
+    assert await asyncio.wait_for(serving, 15) == 1
+    err = capsys.readouterr().err
+    assert "exchsim: stopped: delivery EX01 failed 3 times within 300 s, giving up;" in err
