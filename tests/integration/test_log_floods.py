@@ -58,10 +58,14 @@ async def test_at_the_fd_limit_a_flood_of_accept_failures_writes_a_few_kb(
     proc, offset = await _start(config, tmp_path / "data", stderr)
     writers: list[asyncio.StreamWriter] = []
     try:
-        for _ in range(CONNECTIONS // 50):  # five times the descriptors the lab may open
-            for _ in range(50):
+        for batch in range(CONNECTIONS // 50):  # five times the descriptors it may open
+            for n in range(50):
+                # Each from its own source address: MaxInboundConnectionPerSource (20) would
+                # otherwise refuse and close most of them, freeing descriptors again.
+                source = f"127.0.{3 + batch}.{n + 1}"
                 with contextlib.suppress(OSError):
-                    _, writer = await asyncio.open_connection("127.0.10.1", 25 + offset)
+                    _, writer = await asyncio.open_connection(
+                        "127.0.10.1", 25 + offset, local_addr=(source, 0))
                     writers.append(writer)
             await asyncio.sleep(0.05)
         await asyncio.sleep(2.5)  # held: asyncio retries accept each second, and fails
