@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -38,11 +37,10 @@ from aiosmtpd.smtp import SMTP, Envelope, Session
 
 from exchsim.policy.headers import parse_message
 from exchsim.transport.groupcommit import GroupCommit
-from exchsim.transport.maildir import MaildirStore, mailbox_path, unique_token
+from exchsim.transport.maildir import MaildirStore, MessageFiles, mailbox_path, unique_token
 
 log = logging.getLogger(__name__)
 
-_Files = tuple[tuple[str, bytes, str], ...]  # one message's (address, data, unique) per recipient
 
 
 class SinkHandler:
@@ -51,8 +49,8 @@ class SinkHandler:
         self.received = 0
         self.duplicates = 0  # recipient copies dropped as already stored
         self._store = MaildirStore(root)
-        self._writer: GroupCommit[_Files, list[str]] = GroupCommit(
-            self._store_batch, name="internet-sink")
+        self._writer: GroupCommit[MessageFiles, list[str]] = GroupCommit(
+            self._store.store_messages, name="internet-sink")
 
     async def handle_RCPT(self, server: SMTP, session: Session, envelope: Envelope,
                           address: str, rcpt_options: list[str]) -> str:
@@ -80,18 +78,6 @@ class SinkHandler:
             log.info("DUPLICATEDELIVER %s to %s: already in the sink, dropped", message_id, rcpt)
         self.received += 1
         return "250 2.6.0 Message accepted for delivery"
-
-    def _store_batch(self, messages: Sequence[_Files]) -> list[list[str]]:
-        """Store a batch; for each message, the recipients whose copy was a duplicate."""
-        stored = self._store.store([file for files in messages for file in files])
-        out: list[list[str]] = []
-        start = 0
-        for files in messages:
-            paths = stored[start:start + len(files)]
-            start += len(files)
-            out.append([address for (address, _, _), path in zip(files, paths, strict=True)
-                        if path is None])
-        return out
 
     async def close(self) -> None:
         await self._writer.close()

@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Sequence
 from pathlib import Path
 
 from exchsim.clock import Clock
@@ -43,12 +42,11 @@ from exchsim.policy.headers import NETWORK_MESSAGE_ID, parse_message
 from exchsim.policy.replies import Reply
 from exchsim.smtp.message import AcceptedMessage
 from exchsim.transport.groupcommit import GroupCommit
-from exchsim.transport.maildir import MaildirStore, unique_token
+from exchsim.transport.maildir import MaildirStore, MessageFiles, unique_token
 from exchsim.transport.received import received_for
 
 log = logging.getLogger(__name__)
 
-_Files = tuple[tuple[str, bytes, str], ...]  # one message's (address, data, unique) per recipient
 
 
 class MailboxDeliveryReceiver:
@@ -58,8 +56,8 @@ class MailboxDeliveryReceiver:
         self.server = server
         self.clock = clock
         self._store = MaildirStore(root)
-        self._writer: GroupCommit[_Files, list[str]] = GroupCommit(
-            self._store_batch, name=f"maildir-{server.name}")
+        self._writer: GroupCommit[MessageFiles, list[str]] = GroupCommit(
+            self._store.store_messages, name=f"maildir-{server.name}")
 
     async def __call__(self, message: AcceptedMessage) -> Reply:
         parsed = parse_message(message.data)
@@ -81,18 +79,6 @@ class MailboxDeliveryReceiver:
 
     def session_closed(self, session_id: str) -> None:
         pass  # nothing is kept per session
-
-    def _store_batch(self, messages: Sequence[_Files]) -> list[list[str]]:
-        """Store a batch; for each message, the recipients whose copy was a duplicate."""
-        stored = self._store.store([file for files in messages for file in files])
-        out: list[list[str]] = []
-        start = 0
-        for files in messages:
-            paths = stored[start:start + len(files)]
-            start += len(files)
-            out.append([address for (address, _, _), path in zip(files, paths, strict=True)
-                        if path is None])
-        return out
 
     async def close(self) -> None:
         await self._writer.close()

@@ -32,7 +32,9 @@ import socket
 from collections.abc import Sequence
 from pathlib import Path
 
-__all__ = ["MaildirStore", "deliver", "mailbox_path", "unique_token"]
+__all__ = ["MaildirStore", "MessageFiles", "deliver", "mailbox_path", "unique_token"]
+
+MessageFiles = tuple[tuple[str, bytes, str], ...]  # (address, data, unique) per recipient
 
 _SUBDIRS = ("cur", "new", "tmp")
 # No '.' (it separates the fields of a name), no '/' or ':' (Maildir), nothing exotic.
@@ -183,6 +185,19 @@ class MaildirStore:
         if known is None:
             known = self._index[mailbox] = _uniques_in(mailbox)
         return known
+
+    def store_messages(self, messages: Sequence[MessageFiles]) -> list[list[str]]:
+        """Store the files of several messages at once (one batch, one sync); for each message,
+        the recipients whose copy was a duplicate and was not stored."""
+        stored = self.store([file for files in messages for file in files])
+        out: list[list[str]] = []
+        start = 0
+        for files in messages:
+            paths = stored[start:start + len(files)]
+            start += len(files)
+            out.append([address for (address, _, _), path in zip(files, paths, strict=True)
+                        if path is None])
+        return out
 
     def store(self, items: Sequence[tuple[str, bytes, str]]) -> list[Path | None]:
         """Store each ``(address, data, unique)``; None for one already there (same unique).
