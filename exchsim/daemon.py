@@ -41,7 +41,9 @@ from exchsim.tls.contexts import (
 )
 from exchsim.tls.judged import JudgedServerContext
 from exchsim.tls.pki import CertificateFiles, ensure_server_certificate, select_certificate
+from exchsim.tls.resumption import ClientSessionCache
 from exchsim.transport.frontend import FrontendProxy, HubEndpoint
+from exchsim.transport.hopclient import HopTls
 from exchsim.transport.hub import DeliveryAgent, Endpoint, HubReceiver
 from exchsim.transport.mailbox import MailboxDeliveryReceiver
 from exchsim.transport.queue import MessageQueue
@@ -90,7 +92,9 @@ class ServerNode:
         self._acls: dict[str, ConnectorAcl] = {}
         self._starttls: dict[str, ssl.SSLContext | None] = {}
         self._anon_server = JudgedServerContext(self.certificate)
-        self._anon_client = client_context_anonymous_tls(self.certificate)
+        # Hops resume TLS sessions per next hop, as Schannel's client cache (tls/resumption.py).
+        self._anon_client = ClientSessionCache(
+            client_context_anonymous_tls(self.certificate), clock.monotonic)
         self.receive_log = ProtocolLog(
             data_dir / "logs" / server.name / "ProtocolLog" / "SmtpReceive",
             "SmtpReceive",
@@ -138,7 +142,7 @@ class ServerNode:
     def has_internal_certificate(self) -> bool:
         return self._anon_server is not None
 
-    def client_tls_context(self) -> ssl.SSLContext | None:
+    def client_tls_context(self) -> HopTls | None:
         return self._anon_client
 
     def session_log(self, connector: ReceiveConnector, session_id: str, local: str,
