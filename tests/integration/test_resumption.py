@@ -96,8 +96,10 @@ async def test_the_front_end_resumes_its_hop_to_the_hub_for_each_new_client(
         await asyncio.to_thread(send, lab.port(25), f"n{n}")
     await lab.wait_for(lambda: len(lab.mailbox("alice@contoso.com")) == 4)
     assert subjects(lab) == ["n0", "n1", "n2", "n3"]
-    # FE -> 2525 four times, hub -> 475 at least once (the delivery agent keeps its session).
-    assert cache.full_handshakes == 2
+    # FE -> 2525 four times: one full handshake, then three resumed. Hub -> 475 at least once
+    # (its delivery agent keeps idle sessions; a second one opened while the first was still
+    # authenticating would make a second full handshake).
+    assert 2 <= cache.full_handshakes <= 3
     assert cache.resumed_handshakes >= 3
     assert judged(lab).resumed_handshakes == cache.resumed_handshakes
 
