@@ -15,7 +15,7 @@ control, shutdown, timeouts) stays as it is.
 Settings match the client side, :func:`exchsim.tls.contexts.client_context_anonymous_tls`:
 TLS 1.2 only (so ``tls-unique`` is defined), no renegotiation.
 
-Session resumption (exchange.md §4.6), as a Schannel server does it: a session-id cache in
+Session resumption (exchange.md §4.7), as a Schannel server does it: a session-id cache in
 the context (OpenSSL's internal cache, bounded at its default 20,480 sessions, near Schannel's
 MaximumCacheSize of 20,000, the oldest dropped first), sessions kept for Schannel's
 ServerCacheTime (10 hours), no session tickets, and a session id context per server (derived
@@ -48,7 +48,7 @@ __all__ = ["JudgedSSLObject", "JudgedServerContext"]
 
 T = TypeVar("T")
 _BIO_CHUNK = 64 * 1024
-SERVER_CACHE_TIME = 10 * 3600  # seconds: Schannel's ServerCacheTime default (exchange.md §4.6)
+SERVER_CACHE_TIME = 10 * 3600  # seconds: Schannel's ServerCacheTime default (exchange.md §4.7)
 _lib = Binding.lib  # the OpenSSL pyOpenSSL runs on (SSL_session_reused, SSL_get_extms_support)
 
 

@@ -3,7 +3,7 @@
 A Windows TLS client keeps, per server it talked to, the session of its last full handshake
 and offers it on the next connection (an abbreviated handshake: no certificate, no key
 exchange); the cache entry expires after ``ClientCacheTime``, 10 hours by default
-(exchange.md §4.6). :class:`ClientSessionCache` does the same for exchsim's hop client
+(exchange.md §4.7). :class:`ClientSessionCache` does the same for exchsim's hop client
 (Front End -> hub, hub -> Mailbox Transport Delivery, hub -> hub), one entry per destination
 (next-hop address and port).
 
@@ -17,7 +17,7 @@ that asyncio takes it, whose ``wrap_bio`` delegates to the hop's real client con
 side). The ``SSLObject`` and the session therefore always belong to that one real context, as
 ``ssl`` requires.
 
-What is cached (exchsim's rules, exchange.md §4.6):
+What is cached (exchsim's rules, exchange.md §4.7):
 
 - Session ids, not tickets: exchsim's servers issue no tickets (judged.py), as Schannel
   servers resume by session id.
@@ -56,7 +56,7 @@ __all__ = [
     "server_hello_has_ems",
 ]
 
-CLIENT_CACHE_TIME = 10 * 3600.0  # seconds: Schannel's ClientCacheTime default (exchange.md §4.6)
+CLIENT_CACHE_TIME = 10 * 3600.0  # seconds: Schannel's ClientCacheTime default (exchange.md §4.7)
 MAX_DESTINATIONS = 1024  # exchsim's bound; a hub has a few next hops per server of the lab
 
 _HANDSHAKE = 22  # TLS ContentType handshake (RFC 5246 §6.2.1)
