@@ -124,13 +124,13 @@ def negotiated_line(protocol: str | None, cipher: str | None, group: str | None,
 # OpenSSL's reason for a failed server handshake -> the Schannel error name Exchange logs in
 # ``TLS negotiation failed with error <name>`` (exchange.md §6.1). First match wins.
 _FAILURES: tuple[tuple[tuple[str, ...], str], ...] = (
-    (("no shared cipher", "unsupported protocol", "wrong version number", "no suitable",
+    (("no shared cipher", "unsupported protocol", "no suitable",
       "version too low", "no protocols available", "inappropriate fallback",
       "no shared group", "no shared signature"), "AlgorithmMismatch"),
     (("bad record mac", "decryption failed", "decrypt"), "MessageAltered"),
     (("eof", "reset", "broken pipe", "connection lost", "connectionerror"), "SocketError"),
     (("timeout", "timed out"), "Timeout"),
-    (("record", "unexpected message", "packet length", "http request", "length mismatch",
+    (("record", "wrong version number", "unexpected message", "packet length", "http request", "length mismatch",
       "bad message", "decode error", "parse", "illegal", "unknown", "alert"),
      "IllegalMessage"),
 )

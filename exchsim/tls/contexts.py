@@ -4,10 +4,10 @@ Contexts are built from :class:`~exchsim.tls.pki.CertificateFiles` with a bare
 ``ssl.SSLContext(PROTOCOL_TLS_SERVER/CLIENT)`` rather than ``ssl.create_default_context``: the
 latter loads the system CA store, and the lab trusts only what it is told to.
 
-Every receiving side (STARTTLS and X-ANONYMOUSTLS) is not an ``ssl`` context: it must request a
-client certificate, complete the handshake with whatever comes and judge it afterwards
-(exchange.md §4.1, §4.2), which Python's ``ssl`` cannot (no verify callback; a requested
-certificate that does not verify fails the handshake). It is
+No receiving side (STARTTLS, X-ANONYMOUSTLS) is an ``ssl`` context: it must request a client
+certificate, complete the handshake with whatever comes and judge it afterwards
+(exchange.md §4.1 and exchange.md §4.2), which Python's ``ssl`` cannot (no verify callback; a
+requested certificate that does not verify fails the handshake). It is
 :class:`exchsim.tls.judged.JudgedServerContext`, on pyOpenSSL, with Windows Server 2016/2019's
 TLS profile (:mod:`exchsim.tls.schannel`, exchange.md §4.6); the hop client's context gets the
 same profile through :func:`exchsim.tls.schannel.client_profile`.
@@ -32,7 +32,8 @@ MINIMUM_VERSION = ssl.TLSVersion.TLSv1_2
 def server_context_starttls(cert: CertificateFiles,
                             legacy: LegacyProtocols | None = None) -> JudgedServerContext:
     """STARTTLS on a Receive connector: presents ``cert`` with Windows' TLS profile, requests a
-    client certificate and completes the handshake whatever comes (judged after, §4.2)."""
+    client certificate and completes the handshake whatever comes, to be judged after
+    (exchange.md §4.2)."""
     return JudgedServerContext(cert, legacy)
 
 

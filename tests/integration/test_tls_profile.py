@@ -233,3 +233,24 @@ def test_the_setup_certificate_starts_when_the_lab_first_started(lab: RunningLab
     start = x509.load_pem_x509_certificate(pem).not_valid_before_utc
     assert start.microsecond == 0
     assert abs(datetime.datetime.now(datetime.UTC) - start) < datetime.timedelta(minutes=5)
+
+
+@pytest.mark.parametrize("junk", [b"GET / HTTP/1.0\r\n\r\n", b"EHLO inside-tls\r\n"])
+async def test_plain_text_where_the_client_hello_belongs_is_an_illegal_message(
+        lab: RunningLab, junk: bytes) -> None:
+    reader, writer = await asyncio.open_connection(HOST, lab.port(25))
+    try:
+        await reader.readuntil(b"\r\n")
+        writer.write(b"EHLO client.example\r\n")
+        while not (await reader.readuntil(b"\r\n")).startswith(b"250 "):
+            pass
+        writer.write(b"STARTTLS\r\n")
+        assert (await reader.readuntil(b"\r\n")).startswith(b"220 2.0.0")
+        writer.write(junk)
+        await asyncio.wait_for(reader.read(), 10)  # the server ends the session
+    finally:
+        writer.close()
+    await lab.wait_for(lambda: "TLS negotiation failed" in lab.protocol_log())
+    assert ",*,,TLS negotiation failed with error IllegalMessage\r\n" in lab.protocol_log()
+    code, text = await s_client(lab, 25)  # the listener keeps serving
+    assert negotiated(text) == ("TLSv1.2", "ECDHE-RSA-AES256-GCM-SHA384")

@@ -1,4 +1,4 @@
-"""Schannel's vocabulary: suite names, the negotiation log line, failure names (§4.6, §6.1)."""
+"""Schannel's vocabulary: suite names, the log line, failure names (exchange.md §4.6, §6.1)."""
 
 from __future__ import annotations
 
@@ -77,7 +77,7 @@ def test_the_negotiation_line_per_suite(cipher: str, group: str | None, tail: st
 @pytest.mark.parametrize(("error", "name"), [
     ("SSLError: TLS error: [('SSL routines', '', 'no shared cipher')]", "AlgorithmMismatch"),
     ("SSLError: TLS error: [('SSL routines', '', 'unsupported protocol')]", "AlgorithmMismatch"),
-    ("SSLError: TLS error: [('SSL routines', '', 'wrong version number')]", "AlgorithmMismatch"),
+    ("SSLError: TLS error: [('SSL routines', '', 'wrong version number')]", "IllegalMessage"),
     ("SSLError: TLS error: [('SSL routines', '', 'decryption failed or bad record mac')]",
      "MessageAltered"),
     ("SSLError: TLS error: [('SSL routines', '', 'http request')]", "IllegalMessage"),
