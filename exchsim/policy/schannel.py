@@ -130,8 +130,9 @@ _FAILURES: tuple[tuple[tuple[str, ...], str], ...] = (
     (("bad record mac", "decryption failed", "decrypt"), "MessageAltered"),
     (("eof", "reset", "broken pipe", "connection lost", "connectionerror"), "SocketError"),
     (("timeout", "timed out"), "Timeout"),
-    (("record", "wrong version number", "unexpected message", "packet length", "http request", "length mismatch",
-      "bad message", "decode error", "parse", "illegal", "unknown", "alert"),
+    (("record", "wrong version number", "unexpected message", "packet length",
+      "http request", "length mismatch", "bad message", "decode error", "parse", "illegal",
+      "unknown", "alert"),
      "IllegalMessage"),
 )
 
