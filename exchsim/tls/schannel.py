@@ -31,8 +31,7 @@ import ssl
 from pathlib import Path
 
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from cryptography.x509.oid import NameOID
 from OpenSSL import SSL
 
@@ -83,7 +82,7 @@ def apply_server_profile(ctx: SSL.Context, legacy: LegacyProtocols | None = None
 def check_groups() -> None:
     """Raise RuntimeError unless pyOpenSSL's server contexts offer exactly Windows' groups.
 
-    In memory, with a throwaway ECDSA key: a client offering only P-521 (not a Windows group)
+    In memory, with a throwaway Ed25519 key: a client offering only P-521 (not a Windows group)
     must find no shared group, and one offering only P-256 must get through.
     """
     if _handshake_ok(ec.SECP256R1()) and not _handshake_ok(ec.SECP521R1()):
@@ -94,14 +93,16 @@ def check_groups() -> None:
 
 
 def _throwaway_server() -> SSL.Context:
-    key = ec.generate_private_key(ec.SECP256R1())
+    # Ed25519, not ECDSA: in TLS 1.2 an ECDSA certificate's own curve must be among the
+    # client's groups, which would confound the check.
+    key = ed25519.Ed25519PrivateKey.generate()
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "groups-check")])
     now = datetime.datetime.now(datetime.UTC)
     cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
             .public_key(key.public_key()).serial_number(1)
             .not_valid_before(now - datetime.timedelta(minutes=1))
             .not_valid_after(now + datetime.timedelta(minutes=5))
-            .sign(key, hashes.SHA256()))
+            .sign(key, None))
     ctx = SSL.Context(SSL.TLS_SERVER_METHOD)
     ctx.use_certificate(cert)
     ctx.use_privatekey(key)
