@@ -254,3 +254,14 @@ async def test_plain_text_where_the_client_hello_belongs_is_an_illegal_message(
     assert ",*,,TLS negotiation failed with error IllegalMessage\r\n" in lab.protocol_log()
     code, text = await s_client(lab, 25)  # the listener keeps serving
     assert negotiated(text) == ("TLSv1.2", "ECDHE-RSA-AES256-GCM-SHA384")
+
+
+async def test_a_client_that_refuses_the_certificate_is_logged_with_schannels_name(
+        lab: RunningLab, tmp_path: Path) -> None:
+    other_ca = tmp_path / "other-ca.pem"
+    trustme.CA().cert_pem.write_to_path(str(other_ca))
+    code, text = await s_client(lab, 25, "-CAfile", str(other_ca), "-verify_return_error")
+    assert negotiated(text) is None
+    await lab.wait_for(lambda: "TLS negotiation failed" in lab.protocol_log())
+    # the client's fatal alert (unknown CA) ends the handshake: Schannel's IllegalMessage
+    assert ",*,,TLS negotiation failed with error IllegalMessage\r\n" in lab.protocol_log()
