@@ -193,6 +193,8 @@ class JudgedSSLObject:
 
     def group_name(self) -> str | None:
         """The key exchange group of an (EC)DHE handshake, OpenSSL's name (``x25519``)."""
+        if not _lib.Cryptography_HAS_SSL_GET0_GROUP_NAME:
+            return None  # an OpenSSL before 3.2: the log then shows strength 0 for ECDHE
         name = _lib.SSL_get0_group_name(self._conn._ssl)
         return None if name == _ffi.NULL else _ffi.string(name).decode("ascii")
 

@@ -139,7 +139,9 @@ def _handshake_ok(client_curve: ec.EllipticCurve) -> bool:
 def _libssl() -> ctypes.CDLL:
     import _ssl  # the extension module; its libssl is the one Python's ssl contexts live in
 
-    lib = ctypes.CDLL(_ssl.__file__)
+    # A shared _ssl module: its handle resolves libssl's symbols; one built into the
+    # interpreter: libssl is then linked to the interpreter itself.
+    lib = ctypes.CDLL(getattr(_ssl, "__file__", None))
     lib.SSL_CTX_ctrl.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_long, ctypes.c_void_p]
     lib.SSL_CTX_ctrl.restype = ctypes.c_long
     lib.SSL_CTX_get_options.argtypes = [ctypes.c_void_p]
