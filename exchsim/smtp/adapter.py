@@ -35,7 +35,7 @@ import asyncio
 import logging
 import ssl
 from asyncio import sslproto
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 from aiosmtpd.smtp import SMTP as AioSMTP
 
@@ -192,7 +192,7 @@ class ExchangeSession(AioSMTP):
             return core.tls_failed(f"{type(error).__name__}: {error}",
                                    self.runtime.clock.monotonic(), certificate)
         assert self.transport is not None
-        ssl_object: JudgedSSLObject = self.transport.get_extra_info("ssl_object")  # type: ignore[assignment]
+        ssl_object = cast(JudgedSSLObject, self.transport.get_extra_info("ssl_object"))
         cipher = ssl_object.cipher()
         info = TlsInfo(
             protocol=ssl_object.version(),
