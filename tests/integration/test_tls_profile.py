@@ -17,8 +17,9 @@ from pathlib import Path
 import pytest
 import trustme
 from cryptography import x509
-from cryptography.hazmat.primitives.asymmetric import rsa
-from cryptography.x509.oid import ExtendedKeyUsageOID
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from exchsim.policy.schannel import SUITES
 from tests.integration.conftest import (
@@ -173,13 +174,22 @@ async def test_python_ssl_sees_tls_1_2_and_a_setup_style_certificate(
 
 
 def random_client_certificate(tmp_path: Path) -> tuple[Path, Path]:
-    """A certificate nobody in the lab trusts, self-signed: what an Internet sender may have."""
-    ca = trustme.CA()
-    leaf = ca.issue_cert("mta.stranger.example")
-    cert, key = tmp_path / "client.pem", tmp_path / "client.key"
-    leaf.cert_chain_pems[0].write_to_path(str(cert))
-    leaf.private_key_pem.write_to_path(str(key))
-    return cert, key
+    """A self-signed certificate nobody in the lab trusts, expired a year ago: the kind of
+    certificate an Internet sender may present."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "mta.stranger.example")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+            .public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(days=800))
+            .not_valid_after(now - datetime.timedelta(days=365))
+            .sign(key, hashes.SHA256()))
+    cert_path, key_path = tmp_path / "client.pem", tmp_path / "client.key"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                           serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return cert_path, key_path
 
 
 async def test_a_sender_with_an_untrusted_client_certificate_still_sends_mail(
