@@ -12,18 +12,23 @@ and then drives the returned object through the ``ssl.SSLObject`` calls below, w
 exceptions (``ssl.SSLWantReadError`` and friends). Everything else of asyncio's TLS (flow
 control, shutdown, timeouts) stays as it is.
 
-Settings match the client side, :func:`exchsim.tls.contexts.client_context_anonymous_tls`:
-TLS 1.2 only (so ``tls-unique`` is defined), no renegotiation.
+Every listener uses it, for STARTTLS too: the certificate is requested, never required, and
+the handshake completes whatever certificate comes (an Internet sender presenting a bad one is
+not locked out); the session and the Domain Security checks judge it afterwards. The TLS
+profile (versions, cipher suites, groups, options) is Windows Server 2016/2019's, from
+:mod:`exchsim.tls.schannel`. TLS 1.2 (so ``tls-unique`` is defined), no renegotiation.
 
 Session resumption (exchange.md §4.7), as a Schannel server does it: a session-id cache in
-the context (OpenSSL's internal cache, bounded at its default 20,480 sessions, near Schannel's
+each context (OpenSSL's internal cache, bounded at its default 20,480 sessions, near Schannel's
 MaximumCacheSize of 20,000, the oldest dropped first), sessions kept for Schannel's
-ServerCacheTime (10 hours), no session tickets, and a session id context per server (derived
-from its certificate unless given), so that a session is only resumed where it was made. A
-session whose handshake did not negotiate the Extended Master Secret (RFC 7627) is never
-resumed: OpenSSL itself refuses to resume a session with EMS without it, and to resume a
-session without EMS for a client that offers it; a session made without EMS by a client
-without EMS is marked unresumable after its handshake (see ``_refuse_resumption``).
+ServerCacheTime (10 hours), no session tickets, and a session id context (derived from the
+certificate unless given); a session is only resumed by the context that made it (each
+context has its own cache). The peer's certificate and chain are part of the session, so a
+resumed session is judged on the certificate of the handshake that made it. A session whose
+handshake did not negotiate the Extended Master Secret (RFC 7627) is never resumed: OpenSSL
+itself refuses to resume a session with EMS without it, and to resume a session without EMS
+for a client that offers it; a session made without EMS by a client without EMS is marked
+unresumable after its handshake (see ``_refuse_resumption``).
 
 ``tls-unique`` (RFC 5929 §3.1) is the first Finished message of the latest handshake: the
 client's on a full handshake, the server's own on a resumed one (the server sends its Finished
@@ -38,18 +43,19 @@ import ssl
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from cryptography.hazmat.bindings.openssl.binding import Binding
 from cryptography.hazmat.primitives.serialization import Encoding
 from OpenSSL import SSL, crypto
+from OpenSSL._util import ffi as _ffi
+from OpenSSL._util import lib as _lib
 
 from exchsim.tls.pki import CertificateFiles
+from exchsim.tls.schannel import LegacyProtocols, apply_server_profile
 
 __all__ = ["JudgedSSLObject", "JudgedServerContext"]
 
 T = TypeVar("T")
 _BIO_CHUNK = 64 * 1024
 SERVER_CACHE_TIME = 10 * 3600  # seconds: Schannel's ServerCacheTime default (exchange.md §4.7)
-_lib = Binding.lib  # the OpenSSL pyOpenSSL runs on (SSL_session_reused, SSL_get_extms_support)
 
 
 def _accept_any(conn: SSL.Connection, cert: crypto.X509, errnum: int, depth: int,
@@ -67,14 +73,15 @@ class JudgedServerContext(ssl.SSLContext):
 
     _judged: SSL.Context
 
-    def __new__(cls, cert: CertificateFiles, *,
+    def __new__(cls, cert: CertificateFiles, legacy: LegacyProtocols | None = None, *,
                 session_id_context: bytes | None = None) -> JudgedServerContext:
         return super().__new__(cls, ssl.PROTOCOL_TLS_SERVER)
 
-    def __init__(self, cert: CertificateFiles, *, session_id_context: bytes | None = None) -> None:
+    def __init__(self, cert: CertificateFiles, legacy: LegacyProtocols | None = None, *,
+                 session_id_context: bytes | None = None) -> None:
+        self.certificate = cert
         ctx = SSL.Context(SSL.TLS_SERVER_METHOD)
-        ctx.set_min_proto_version(SSL.TLS1_2_VERSION)
-        ctx.set_max_proto_version(SSL.TLS1_2_VERSION)
+        apply_server_profile(ctx, legacy)  # versions, suites, DH, options (tls/schannel.py)
         ctx.set_options(SSL.OP_NO_RENEGOTIATION | SSL.OP_NO_TICKET)
         # Session-id resumption (module docstring): at most 32 bytes of id context.
         ctx.set_session_cache_mode(SSL.SESS_CACHE_SERVER)
@@ -215,6 +222,24 @@ class JudgedSSLObject:
     def selected_alpn_protocol(self) -> None:
         return None
 
+    def peer_chain_der(self) -> tuple[bytes, ...]:
+        """The chain the client presented, leaf first, as DER (empty without a certificate)."""
+        leaf = self._conn.get_peer_certificate(as_cryptography=True)
+        if leaf is None:
+            return ()
+        # On the server side OpenSSL's chain leaves the peer's own certificate out.
+        rest = self._conn.get_peer_cert_chain(as_cryptography=True) or []
+        ders = [leaf.public_bytes(Encoding.DER)]
+        ders += [c.public_bytes(Encoding.DER) for c in rest]
+        return tuple(ders[:1] + [d for d in ders[1:] if d != ders[0]])
+
+    def group_name(self) -> str | None:
+        """The key exchange group of an (EC)DHE handshake, OpenSSL's name (``x25519``)."""
+        if not _lib.Cryptography_HAS_SSL_GET0_GROUP_NAME:
+            return None  # an OpenSSL before 3.2: the log then shows strength 0 for ECDHE
+        name = _lib.SSL_get0_group_name(self._conn._ssl)
+        return None if name == _ffi.NULL else _ffi.string(name).decode("ascii")
+
     def get_channel_binding(self, cb_type: str = "tls-unique") -> bytes | None:
         if cb_type != "tls-unique":
             raise ValueError(f"{cb_type!r} channel binding type not implemented")
@@ -235,5 +260,5 @@ def _refuse_resumption(ssl_ptr: Any) -> None:
     speaks TLS 1.2 only). The connection that made it is unaffected: its version is its own.
     """
     session = _lib.SSL_get_session(ssl_ptr)
-    if session != Binding.ffi.NULL:
+    if session != _ffi.NULL:
         _lib.SSL_SESSION_set_protocol_version(session, _lib.SSL3_VERSION)
