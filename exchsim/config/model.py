@@ -34,6 +34,11 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer
 
+from exchsim.config.capabilities import (
+    DomainCapabilities,
+    format_domain_capabilities,
+    parse_domain_capabilities,
+)
 from exchsim.config.syntax import (
     Binding,
     IPRange,
@@ -257,6 +262,33 @@ PermissionGroups = Annotated[
     _enum_set_ci(PermissionGroup),
     PlainSerializer(lambda v: format_flags(v, PermissionGroup)),
 ]
+DomainCapabilitiesValue = Annotated[
+    DomainCapabilities,
+    BeforeValidator(parse_domain_capabilities),
+    PlainSerializer(format_domain_capabilities),
+]
+
+
+def _one_or_list(value: Any) -> Any:
+    """One string is one entry (an entry's capabilities are themselves comma-separated)."""
+    return [value] if isinstance(value, str) else value
+
+
+def _secure_domain(value: str) -> str:
+    """An entry of TLS*DomainSecureList: an exact domain, no wildcard (exchange.md §4.2)."""
+    if "*" in value or not is_domain_name(value):
+        raise ValueError("expected a domain name like partner.example; wildcards "
+                         "are not allowed in a domain secure list (exchange.md §4.2)")
+    return value.lower().rstrip(".")
+
+
+SecureDomain = Annotated[str, AfterValidator(_secure_domain)]
+
+
+def _client_cert_name(value: str) -> str:
+    if not is_host_name(value.rstrip(".")):
+        raise ValueError("expected a host name like relay.contoso.com")
+    return value.lower().rstrip(".")
 #: An IP address, checked by the type (``Lab.InternetSink.Address``).
 IPAddress = Annotated[str, AfterValidator(_ip_address)]
 Role = Annotated[TransportRole, _enum_ci(TransportRole)]
@@ -373,6 +405,14 @@ class ReceiveConnector(ExchangeObject):
         alias="BareLinefeedRejectionEnabled", default=False
     )
     comment: str | None = Field(alias="Comment", default=None)
+    tls_domain_capabilities: Annotated[
+        tuple[DomainCapabilitiesValue, ...], BeforeValidator(_one_or_list)
+    ] = Field(alias="TlsDomainCapabilities", default=())
+    # exchsim's own extension, not an Exchange parameter (exchange.md §4.7): every session must
+    # present a client certificate, valid against the lab's trust anchors, for this name.
+    exchsim_require_client_certificate: Annotated[
+        str | None, AfterValidator(lambda v: v if v is None else _client_cert_name(v))
+    ] = Field(alias="ExchsimRequireClientCertificate", default=None)
 
     @property
     def identity(self) -> str:
@@ -425,10 +465,10 @@ class TransportConfig(ExchangeObject):
     max_recipient_envelope_limit: Limit = Field(alias="MaxRecipientEnvelopeLimit", default=500)
     xexch50_enabled: Bool = Field(alias="Xexch50Enabled", default=True)
     shadow_redundancy_enabled: Bool = Field(alias="ShadowRedundancyEnabled", default=True)
-    tls_receive_domain_secure_list: tuple[str, ...] = Field(
+    tls_receive_domain_secure_list: tuple[SecureDomain, ...] = Field(
         alias="TLSReceiveDomainSecureList", default=()
     )
-    tls_send_domain_secure_list: tuple[str, ...] = Field(
+    tls_send_domain_secure_list: tuple[SecureDomain, ...] = Field(
         alias="TLSSendDomainSecureList", default=()
     )
     external_postmaster_address: str | None = Field(
@@ -505,8 +545,27 @@ class InternetSink(ExchangeObject):
     port: int = Field(alias="Port", default=25, ge=1, le=65535)
 
 
+class RevocationOffline(enum.StrEnum):
+    """What a client certificate chain whose CRLs cannot be had gets (exchange.md §4.6)."""
+
+    FAIL = "Fail"  # Exchange's behaviour: RevocationOffline fails the validation
+    ACCEPT = "Accept"  # the chain passes
+
+
+class CertificateRevocation(ExchangeObject):
+    """How the lab checks client certificates for revocation (exchange.md §4.6)."""
+
+    timeout: TimeSpan = Field(alias="Timeout", default=datetime.timedelta(seconds=10),
+                              ge=datetime.timedelta(milliseconds=100),
+                              le=datetime.timedelta(minutes=2))
+    when_offline: Annotated[RevocationOffline, _enum_ci(RevocationOffline)] = Field(
+        alias="WhenOffline", default=RevocationOffline.FAIL)
+
+
 class LabSettings(ExchangeObject):
     internet_sink: InternetSink = Field(alias="InternetSink", default_factory=InternetSink)
+    certificate_revocation: CertificateRevocation = Field(
+        alias="CertificateRevocation", default_factory=CertificateRevocation)
     retry_interval: TimeSpan = Field(
         alias="RetryInterval", default=datetime.timedelta(seconds=10)
     )

@@ -16,6 +16,7 @@ from exchsim.policy import rules
 from exchsim.policy.headers import tls_names
 from exchsim.policy.permissions import Identity, Rights
 from exchsim.policy.replies import Reply
+from exchsim.tls.validation import ChainVerdict
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,6 +26,8 @@ class TlsInfo:
     anonymous: bool  # X-ANONYMOUSTLS rather than STARTTLS
     peer_der: bytes | None
     tls_unique: bytes | None
+    peer_chain: tuple[bytes, ...] = ()  # what the client presented, leaf first (DER)
+    verdict: ChainVerdict | None = None  # the runtime's judgement of peer_chain (STARTTLS)
 
     def names(self) -> tuple[str, str] | None:
         """(protocol, cipher) in Exchange's spelling, for Received headers."""

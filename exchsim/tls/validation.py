@@ -23,7 +23,7 @@ gives each):
    of its distribution points, signed by its issuer and current at ``now``. Listed:
    ``Revoked``; no usable CRL (none fetched, no distribution point, a bad signature, past its
    nextUpdate): ``RevocationOffline``, which fails the chain unless ``offline`` is
-   :attr:`OfflineAction.ACCEPT` (exchange.md §4.6: Exchange fails it).
+   ``Accept`` (``Lab.CertificateRevocation.WhenOffline``; exchange.md §4.6: Exchange fails it).
 
 Names (:func:`matches_domain`) are checked apart, against the sender's domain at MAIL FROM:
 the subject's CN and every SAN dNSName, case-insensitive; ``*.example.com`` matches any name
@@ -44,6 +44,8 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from exchsim.config.model import RevocationOffline as OfflineAction
 
 __all__ = [
     "ChainStatus",
@@ -77,13 +79,6 @@ class ChainStatus(enum.StrEnum):
     @property
     def trusted(self) -> bool:
         return self in (ChainStatus.VALID, ChainStatus.VALID_SELF_SIGNED)
-
-
-class OfflineAction(enum.StrEnum):
-    """What a chain whose revocation cannot be checked gets (exchange.md §4.6)."""
-
-    FAIL = "Fail"  # Exchange's behaviour: RevocationOffline fails the validation
-    ACCEPT = "Accept"  # the status is still logged as Valid; the chain passes
 
 
 @dataclass(frozen=True, slots=True)
