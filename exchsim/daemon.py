@@ -16,7 +16,7 @@ import logging
 import os
 import ssl
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -41,6 +41,8 @@ from exchsim.tls.contexts import (
 )
 from exchsim.tls.judged import JudgedServerContext
 from exchsim.tls.pki import CertificateFiles, ensure_server_certificate, select_certificate
+from exchsim.tls.revocation import CertificateJudge
+from exchsim.tls.validation import ChainVerdict
 from exchsim.transport.frontend import FrontendProxy, HubEndpoint
 from exchsim.transport.hub import DeliveryAgent, Endpoint, HubReceiver
 from exchsim.transport.mailbox import MailboxDeliveryReceiver
@@ -90,6 +92,8 @@ class ServerNode:
         self._acls: dict[str, ConnectorAcl] = {}
         self._starttls: dict[str, ssl.SSLContext | None] = {}
         self._anon_server = JudgedServerContext(self.certificate)
+        self._judge = CertificateJudge(data_dir / "pki" / "trusted",
+                                       lab.lab.certificate_revocation, clock)
         self._anon_client = client_context_anonymous_tls(self.certificate)
         self.receive_log = ProtocolLog(
             data_dir / "logs" / server.name / "ProtocolLog" / "SmtpReceive",
@@ -137,6 +141,9 @@ class ServerNode:
 
     def has_internal_certificate(self) -> bool:
         return self._anon_server is not None
+
+    async def judge_certificate(self, chain: Sequence[bytes]) -> ChainVerdict:
+        return await self._judge.judge(chain)
 
     def client_tls_context(self) -> ssl.SSLContext | None:
         return self._anon_client

@@ -32,9 +32,11 @@ CLOSE-WAIT.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import ssl
 from asyncio import sslproto
+from collections.abc import Sequence
 from typing import Any, Protocol
 
 from aiosmtpd.smtp import SMTP as AioSMTP
@@ -53,6 +55,7 @@ from exchsim.smtp.actions import (
 from exchsim.smtp.message import MessageHandler, TlsInfo
 from exchsim.smtp.protocol import SessionCore
 from exchsim.smtp.readtimer import ReadTimer
+from exchsim.tls.validation import ChainVerdict
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +71,7 @@ class ServerRuntime(ServerContext, Protocol):
     def message_handler(self, role: TransportRole) -> MessageHandler: ...
     def configured_port(self, listening_port: int) -> int: ...
     def track(self, session: ExchangeSession, opened: bool) -> None: ...
+    async def judge_certificate(self, chain: Sequence[bytes]) -> ChainVerdict: ...
 
 
 class ExchangeSession(AioSMTP):
@@ -203,6 +207,12 @@ class ExchangeSession(AioSMTP):
             peer_der=ssl_object.getpeercert(binary_form=True) if ssl_object else None,
             tls_unique=unique,
         )
+        chain = info.peer_chain or ((info.peer_der,) if info.peer_der else ())
+        if chain and not anonymous:
+            # Judged now, CRLs fetched within their bound, so that the core decides on values
+            # (exchange.md §4.6).
+            verdict = await self.runtime.judge_certificate(chain)
+            info = dataclasses.replace(info, peer_chain=tuple(chain), verdict=verdict)
         return core.tls_established(info, self.runtime.clock.monotonic())
 
     def _write(self, data: bytes) -> None:

@@ -1,0 +1,115 @@
+"""Fetching CRLs within a bound and judging a chain with them (exchsim/tls/revocation.py),
+against real loopback HTTP endpoints: one that serves CRLs and one that accepts and never
+answers."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from exchsim.config.model import CertificateRevocation, RevocationOffline
+from exchsim.tls.revocation import CertificateJudge, fetch_crls
+from exchsim.tls.validation import ChainStatus
+from tests.certfactory import T0, LabPki, lab_pki
+
+
+@dataclass
+class PinnedClock:
+    def utc(self) -> datetime.datetime:
+        return T0
+
+    def local(self) -> datetime.datetime:
+        return T0
+
+    def monotonic(self) -> float:
+        return time.monotonic()
+
+
+@asynccontextmanager
+async def http_server(bodies: dict[str, bytes]) -> AsyncIterator[int]:
+    """A loopback HTTP/1.0 server answering GET <path> with bodies[path] (404 otherwise)."""
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        request = await reader.readuntil(b"\r\n\r\n")
+        path = request.split(b" ")[1].decode()
+        body = bodies.get(path)
+        head = b"HTTP/1.0 200 OK" if body is not None else b"HTTP/1.0 404 Not Found"
+        body = body or b""
+        writer.write(head + b"\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    async with server:
+        yield server.sockets[0].getsockname()[1]
+
+
+@asynccontextmanager
+async def black_hole() -> AsyncIterator[int]:
+    """Accepts connections and never says a word."""
+    held: list[asyncio.StreamWriter] = []
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        held.append(writer)
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    async with server:
+        yield server.sockets[0].getsockname()[1]
+        for writer in held:
+            writer.close()
+
+
+def anchors(tmp_path: Path, pki: LabPki) -> Path:
+    directory = tmp_path / "trusted"
+    directory.mkdir()
+    (directory / "root.pem").write_bytes(pki.root.pem)
+    return directory
+
+
+async def test_crls_fetched_and_chain_valid(tmp_path: Path) -> None:
+    bodies: dict[str, bytes] = {}
+    async with http_server(bodies) as port:  # the handler reads ``bodies`` at each request
+        pki = lab_pki(f"http://127.0.0.1:{port}/crl")
+        leaf = pki.leaf("partner.example")
+        crls = pki.crls()
+        bodies["/crl/issuing.crl"] = crls[pki.crl_url] or b""
+        bodies["/crl/root.crl"] = crls[pki.root_crl_url] or b""
+        judge = CertificateJudge(anchors(tmp_path, pki), CertificateRevocation(), PinnedClock())
+        assert (await judge.judge(pki.chain(leaf))).status is ChainStatus.VALID
+        # A new CRL counts at once (nothing cached).
+        bodies["/crl/issuing.crl"] = pki.crls([leaf])[pki.crl_url] or b""
+        assert (await judge.judge(pki.chain(leaf))).status is ChainStatus.REVOKED
+
+
+async def test_a_distribution_point_that_never_answers(tmp_path: Path) -> None:
+    async with black_hole() as port:
+        pki = lab_pki(f"http://127.0.0.1:{port}/crl")
+        leaf = pki.leaf("partner.example")
+        settings = CertificateRevocation(Timeout="00:00:00.5")
+        judge = CertificateJudge(anchors(tmp_path, pki), settings, PinnedClock())
+        started = time.monotonic()
+        verdict = await judge.judge(pki.chain(leaf))
+        took = time.monotonic() - started
+        assert verdict.status is ChainStatus.REVOCATION_OFFLINE
+        assert 0.4 < took < 1.5, took
+        accepting = CertificateJudge(
+            judge.anchors_dir, CertificateRevocation(Timeout="00:00:00.5",
+                                                     WhenOffline=RevocationOffline.ACCEPT),
+            PinnedClock())
+        verdict = await accepting.judge(pki.chain(leaf))
+        assert verdict.status is ChainStatus.VALID and verdict.revocation_unchecked
+
+
+async def test_fetch_crls_gives_up_within_its_bound() -> None:
+    async with black_hole() as port, http_server({"/a": b"crl bytes"}) as good:
+        urls = [f"http://127.0.0.1:{port}/x", f"http://127.0.0.1:{good}/a",
+                f"http://127.0.0.1:{good}/missing", "ldap://example/crl"]
+        started = time.monotonic()
+        got = await fetch_crls(urls, 0.3)
+        assert time.monotonic() - started < 1.0
+    assert got == {urls[0]: None, urls[1]: b"crl bytes", urls[2]: None, urls[3]: None}
