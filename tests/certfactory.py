@@ -7,9 +7,11 @@ costs tens of milliseconds; the certificates differ in what they say, not in the
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 import functools
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -153,3 +155,39 @@ def lab_pki(base_url: str = "http://127.0.0.1:1/crl") -> LabPki:
     intermediate = make_ca("Exchsim Test Issuing CA", issuer=root, slot=1,
                            crl_url=f"{base_url}/root.crl")
     return LabPki(root, intermediate, f"{base_url}/issuing.crl", f"{base_url}/root.crl")
+
+
+# --- CRL distribution points on loopback -------------------------------------------------------
+
+@asynccontextmanager
+async def http_server(bodies: dict[str, bytes]) -> AsyncIterator[int]:
+    """A loopback HTTP/1.0 server answering GET <path> with bodies[path] (404 otherwise)."""
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        request = await reader.readuntil(b"\r\n\r\n")
+        path = request.split(b" ")[1].decode()
+        body = bodies.get(path)
+        head = b"HTTP/1.0 200 OK" if body is not None else b"HTTP/1.0 404 Not Found"
+        body = body or b""
+        writer.write(head + b"\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    async with server:
+        yield server.sockets[0].getsockname()[1]
+
+
+@asynccontextmanager
+async def black_hole() -> AsyncIterator[int]:
+    """Accepts connections and never says a word."""
+    held: list[asyncio.StreamWriter] = []
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        held.append(writer)
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    async with server:
+        yield server.sockets[0].getsockname()[1]
+        for writer in held:
+            writer.close()

@@ -4,18 +4,15 @@ answers."""
 
 from __future__ import annotations
 
-import asyncio
 import datetime
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 from exchsim.config.model import CertificateRevocation, RevocationOffline
 from exchsim.tls.revocation import CertificateJudge, fetch_crls
 from exchsim.tls.validation import ChainStatus
-from tests.certfactory import T0, LabPki, lab_pki
+from tests.certfactory import T0, LabPki, black_hole, http_server, lab_pki
 
 
 @dataclass
@@ -28,40 +25,6 @@ class PinnedClock:
 
     def monotonic(self) -> float:
         return time.monotonic()
-
-
-@asynccontextmanager
-async def http_server(bodies: dict[str, bytes]) -> AsyncIterator[int]:
-    """A loopback HTTP/1.0 server answering GET <path> with bodies[path] (404 otherwise)."""
-
-    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        request = await reader.readuntil(b"\r\n\r\n")
-        path = request.split(b" ")[1].decode()
-        body = bodies.get(path)
-        head = b"HTTP/1.0 200 OK" if body is not None else b"HTTP/1.0 404 Not Found"
-        body = body or b""
-        writer.write(head + b"\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
-        await writer.drain()
-        writer.close()
-
-    server = await asyncio.start_server(handle, "127.0.0.1", 0)
-    async with server:
-        yield server.sockets[0].getsockname()[1]
-
-
-@asynccontextmanager
-async def black_hole() -> AsyncIterator[int]:
-    """Accepts connections and never says a word."""
-    held: list[asyncio.StreamWriter] = []
-
-    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        held.append(writer)
-
-    server = await asyncio.start_server(handle, "127.0.0.1", 0)
-    async with server:
-        yield server.sockets[0].getsockname()[1]
-        for writer in held:
-            writer.close()
 
 
 def anchors(tmp_path: Path, pki: LabPki) -> Path:
