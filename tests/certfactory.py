@@ -141,6 +141,18 @@ class LabPki:
         return {self.crl_url: make_crl(self.intermediate, revoked, **kwargs),
                 self.root_crl_url: make_crl(self.root, **kwargs)}
 
+    def current_crls(self, revoked: Sequence[Issued] = ()) -> dict[str, bytes | None]:
+        """CRLs current at the real time, for a running lab (it judges with its wall clock)."""
+        real = datetime.datetime.now(datetime.UTC)
+        return self.crls(revoked, last_update=real - DAY, next_update=real + 30 * DAY)
+
+    def leaf_now(self, cn: str, **kwargs: object) -> Issued:
+        """A leaf valid around the real time."""
+        real = datetime.datetime.now(datetime.UTC)
+        kwargs.setdefault("not_before", real - DAY)
+        kwargs.setdefault("not_after", real + 30 * DAY)
+        return self.leaf(cn, **kwargs)
+
     def write_client(self, leaf: Issued, directory: Path, name: str) -> tuple[Path, Path]:
         """``name.pem`` (leaf then intermediate) and ``name.key``, as swaks and openssl take them."""
         cert = directory / f"{name}.pem"

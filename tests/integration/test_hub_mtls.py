@@ -38,7 +38,7 @@ async def crl_bodies() -> AsyncIterator[tuple[dict[str, bytes], int]]:
 
 
 async def running(tmp_path: Path, text: str, pki: LabPki, bodies: dict[str, bytes]) -> RunningLab:
-    crls = pki.crls()
+    crls = pki.current_crls()
     bodies["/crl/issuing.crl"] = crls[pki.crl_url] or b""
     bodies["/crl/root.crl"] = crls[pki.root_crl_url] or b""
     trust(tmp_path / "data", pki)
