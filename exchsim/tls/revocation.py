@@ -10,7 +10,9 @@ unavailable; what that means is the validator's (``WhenOffline``).
 
 The trust anchors are the certificates in ``DATA/pki/trusted/`` (``*.pem``, ``*.crt``,
 ``*.cer``): the lab's stand-in for the Windows machine's Trusted Root Certification
-Authorities.
+Authorities. ``DATA/pki/intermediate/`` is its Intermediate Certification Authorities store:
+CA certificates used to build a path (a client such as swaks presents only its leaf), never
+trusted for themselves.
 
 CRLs are fetched with the standard library's HTTP client in worker threads, the socket
 timeout being the same bound, so a thread left behind by a server that never answers ends on
@@ -90,13 +92,17 @@ async def fetch_crls(urls: Iterable[str], bound: float) -> dict[str, bytes | Non
 class CertificateJudge:
     """Judges presented chains for one lab (see the module docstring)."""
 
-    def __init__(self, anchors_dir: Path, settings: CertificateRevocation, clock: Clock) -> None:
+    def __init__(self, anchors_dir: Path, settings: CertificateRevocation, clock: Clock,
+                 intermediates_dir: Path | None = None) -> None:
         self.anchors_dir = anchors_dir
+        self.intermediates_dir = intermediates_dir or anchors_dir.parent / "intermediate"
         self.settings = settings
         self.clock = clock
 
     async def judge(self, chain: Sequence[bytes]) -> ChainVerdict:
         anchors = await asyncio.to_thread(read_anchors, self.anchors_dir)
-        urls = revocation_urls(chain, anchors)
+        known = await asyncio.to_thread(read_anchors, self.intermediates_dir)
+        urls = revocation_urls(chain, anchors, known)
         crls = await fetch_crls(urls, self.settings.timeout.total_seconds())
-        return validate_chain(chain, anchors, self.clock.utc(), crls, self.settings.when_offline)
+        return validate_chain(chain, anchors, self.clock.utc(), crls, self.settings.when_offline,
+                              known)

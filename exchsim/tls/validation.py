@@ -9,11 +9,11 @@ error of a chain at once; Exchange logs one status, exchange.md §4.6 says which
 gives each):
 
 1. **A path** from the presented leaf to a trust anchor, with the other presented certificates
-   as candidate intermediates. An issuer must carry the leaf's issuer name as its subject, be a
-   CA (BasicConstraints CA:TRUE, keyCertSign when KeyUsage is present) and have signed the
-   certificate. No path: ``UntrustedRoot``; a path whose only candidate issuer did not sign it:
-   ``SignatureFailure``. A self-signed leaf that is itself a trust anchor is
-   ``ValidSelfSigned`` when the rest passes.
+   and the intermediates the server knows as candidate issuers. An issuer must carry the
+   leaf's issuer name as its subject, be a CA (BasicConstraints CA:TRUE, keyCertSign when
+   KeyUsage is present) and have signed the certificate. No path: ``UntrustedRoot``; a path
+   whose only candidate issuer did not sign it: ``SignatureFailure``. A self-signed leaf that
+   is itself a trust anchor is ``ValidSelfSigned`` when the rest passes.
 2. **Dates** of every certificate of the path, anchor included, inclusive at both ends
    (``notBefore <= now <= notAfter``): ``UntrustedTime``.
 3. **Usage**: an extended key usage extension, where present (on the leaf or a CA of the path),
@@ -188,13 +188,14 @@ def _der(cert: x509.Certificate) -> bytes:
     return cert.public_bytes(Encoding.DER)
 
 
-def _build_path(chain: Sequence[x509.Certificate], anchors: Sequence[x509.Certificate]
+def _build_path(chain: Sequence[x509.Certificate], anchors: Sequence[x509.Certificate],
+                intermediates: Sequence[x509.Certificate] = ()
                 ) -> tuple[tuple[x509.Certificate, ...], ChainStatus | None]:
     """(path leaf first, ending at an anchor) or ((), the failure status)."""
     anchor_ders = {_der(a) for a in anchors}
     leaf = chain[0]
     path = [leaf]
-    pool = list(chain[1:])
+    pool = [*chain[1:], *intermediates]
     signature_failure = False
     for _ in range(MAX_DEPTH):
         current = path[-1]
@@ -283,13 +284,14 @@ def _parse_chain(chain: Sequence[bytes]) -> list[x509.Certificate] | None:
     return [c for c in certs if c is not None]
 
 
-def revocation_urls(chain: Sequence[bytes], anchors: Sequence[x509.Certificate]) -> tuple[str, ...]:
+def revocation_urls(chain: Sequence[bytes], anchors: Sequence[x509.Certificate],
+                    intermediates: Sequence[x509.Certificate] = ()) -> tuple[str, ...]:
     """The CRL distribution points to fetch for ``chain``: those of every certificate of its
     path but the root. Empty when there is no path (nothing to fetch: the chain fails anyway)."""
     certs = _parse_chain(chain)
     if certs is None:
         return ()
-    path, failure = _build_path(certs, anchors)
+    path, failure = _build_path(certs, anchors, intermediates)
     if failure is not None:
         return ()
     urls: list[str] = []
@@ -304,8 +306,11 @@ def validate_chain(
     now: datetime.datetime,
     crls: Mapping[str, bytes | None],
     offline: OfflineAction = OfflineAction.FAIL,
+    intermediates: Sequence[x509.Certificate] = (),
 ) -> ChainVerdict:
-    """The status of a presented chain (leaf first, DER) at ``now`` (module docstring)."""
+    """The status of a presented chain (leaf first, DER) at ``now`` (module docstring).
+    ``intermediates``: CA certificates the server knows besides the anchors (Windows'
+    Intermediate Certification Authorities store), for clients that present only their leaf."""
     if not chain:
         return EMPTY
     certs = _parse_chain(chain)
@@ -317,7 +322,7 @@ def validate_chain(
     def verdict(status: ChainStatus, unchecked: bool = False) -> ChainVerdict:
         return ChainVerdict(status, names, chain[0], unchecked)
 
-    path, failure = _build_path(certs, anchors)
+    path, failure = _build_path(certs, anchors, intermediates)
     if failure is not None:
         return verdict(failure)
     if not all(_valid_at(c, now) for c in path):

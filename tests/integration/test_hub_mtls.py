@@ -28,6 +28,9 @@ def trust(data: Path, pki: LabPki) -> None:
     trusted = data / "pki" / "trusted"
     trusted.mkdir(parents=True, exist_ok=True)
     (trusted / "lab-root.pem").write_bytes(pki.root.pem)
+    known = trusted.parent / "intermediate"  # swaks presents only its leaf
+    known.mkdir(exist_ok=True)
+    (known / "lab-issuing.pem").write_bytes(pki.intermediate.pem)
 
 
 @pytest.fixture
@@ -86,5 +89,36 @@ async def test_changing_the_default_connector_breaks_the_front_end_proxy(
                               "someone@fabrikam.example", "--to", "alice@contoso.com")
         assert PRX4 in out, out
         assert lab.mailbox("alice@contoso.com") == []
+    finally:
+        await lab.daemon.stop()
+
+
+async def test_the_relay_certificate_relays_and_others_cannot(
+        tmp_path: Path, crl_bodies: tuple[dict[str, bytes], int]) -> None:
+    bodies, port = crl_bodies
+    pki = lab_pki(f"http://127.0.0.1:{port}/crl")
+    lab = await running(tmp_path, with_connectors(EXAMPLE, FAST), pki, bodies)
+    certs = tmp_path / "certs"
+    certs.mkdir()
+    relay = pki.write_client(pki.leaf_now("relay.contoso.com"), certs, "relay.contoso.com")
+    other = pki.write_client(pki.leaf_now("partner.example"), certs, "partner.example")
+
+    async def send(source: str, files: tuple[Path, Path] | None) -> str:
+        args = ["--server", f"{HOST}:{lab.port(2525)}", "--local-interface", source, "--tls",
+                "--from", "app@contoso.com", "--to", "user@fabrikam.example"]
+        if files is not None:
+            args += ["--tls-cert", str(files[0]), "--tls-key", str(files[1])]
+        _, out = await swaks(*args)
+        return out
+
+    try:
+        out = await send("127.0.24.10", relay)
+        assert "250 2.6.0" in out, out
+        await lab.wait_for(lambda: len(lab.internet("user@fabrikam.example")) == 1)
+        assert "530 5.7.1 Not authenticated" in await send("127.0.24.10", None)
+        assert "454 4.7.5 Certificate validation failure" in await send("127.0.24.10", other)
+        # The same certificate from outside the range lands on Default EX01: no relay.
+        assert "530 5.7.1 Client was not authenticated" in await send("127.0.25.10", relay)
+        assert len(lab.internet("user@fabrikam.example")) == 1
     finally:
         await lab.daemon.stop()

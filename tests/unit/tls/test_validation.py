@@ -69,6 +69,12 @@ def test_untrusted_root() -> None:
 
 def test_missing_intermediate_is_untrusted_root() -> None:
     assert check([PARTNER.der]) is ChainStatus.UNTRUSTED_ROOT
+    # ... unless the server knows it (a client such as swaks presents only its leaf).
+    known = validate_chain([PARTNER.der], ANCHORS, NOW, PKI.crls(),
+                           intermediates=(PKI.intermediate.cert,))
+    assert known.status is ChainStatus.VALID
+    assert revocation_urls([PARTNER.der], ANCHORS, (PKI.intermediate.cert,)) == (
+        PKI.crl_url, PKI.root_crl_url)
 
 
 def test_self_signed_leaf() -> None:
