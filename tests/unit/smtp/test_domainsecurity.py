@@ -164,3 +164,14 @@ def test_required_client_certificate_grants_relay() -> None:
     ]:
         t = session(lab(HUB_MTLS, secure="[]"), chain, port=2525, peer="127.0.24.5")
         assert t.say("MAIL FROM:<app@contoso.com>") == reply + "\r\n"
+
+
+def test_no_tls_capabilities_apply_without_tls() -> None:
+    t = Transcript(lab(secure="[]"), 2525, peer="127.0.0.9")
+    t.say("EHLO app.example")
+    assert t.say("MAIL FROM:<a@contoso.com>").startswith("530 5.7.1 Client was not authenticated")
+    runtime = lab("  - {Name: Default EX01, Server: EX01, TlsDomainCapabilities: "
+                  "['NO-TLS:AllowSubmit']}", secure="[]")
+    t = Transcript(runtime, 2525, peer="127.0.0.9")
+    t.say("EHLO app.example")
+    assert t.say("MAIL FROM:<a@contoso.com>").startswith("250 2.1.0")
