@@ -92,8 +92,10 @@ class ServerNode:
         self._acls: dict[str, ConnectorAcl] = {}
         self._starttls: dict[str, ssl.SSLContext | None] = {}
         self._anon_server = JudgedServerContext(self.certificate)
-        self._judge = CertificateJudge(data_dir / "pki" / "trusted",
-                                       lab.lab.certificate_revocation, clock)
+        self._judge = CertificateJudge(
+            data_dir / "pki" / "trusted", clock,
+            timeout=lab.lab.crl_retrieval_timeout.total_seconds(),
+            offline=lab.lab.when_revocation_offline)
         self._anon_client = client_context_anonymous_tls(self.certificate)
         self.receive_log = ProtocolLog(
             data_dir / "logs" / server.name / "ProtocolLog" / "SmtpReceive",

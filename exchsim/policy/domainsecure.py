@@ -1,5 +1,5 @@
 """Certificate-based decisions of a receive session: Domain Security (exchange.md §4.2),
-TlsDomainCapabilities (exchange.md §4.4) and exchsim's required client certificate (§4.7).
+TlsDomainCapabilities (exchange.md §4.4) and exchsim's required client certificate (§4.9).
 
 Pure: the chain was judged by the runtime (:mod:`exchsim.tls.validation`, with the CRLs it
 fetched) before the core asks; everything here reads values.
@@ -76,7 +76,7 @@ def required_certificate(
     starttls_offered: bool,
     verdict: ChainVerdict | None,
 ) -> Outcome | None:
-    """exchsim's ExchsimRequireClientCertificate (exchange.md §4.7), at MAIL FROM: the same
+    """exchsim's ExchsimRequireClientCertificate (exchange.md §4.9), at MAIL FROM: the same
     replies as Domain Security; a session whose certificate is valid for the connector's name
     becomes an externally secured server (the rights its PermissionGroups give
     ``MS Exchange\\Externally Secured Servers``), with AuthMechanism 02."""

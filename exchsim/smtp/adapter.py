@@ -210,7 +210,7 @@ class ExchangeSession(AioSMTP):
         chain = info.peer_chain or ((info.peer_der,) if info.peer_der else ())
         if chain and not anonymous:
             # Judged now, CRLs fetched within their bound, so that the core decides on values
-            # (exchange.md §4.6).
+            # (exchange.md §4.8).
             verdict = await self.runtime.judge_certificate(chain)
             info = dataclasses.replace(info, peer_chain=tuple(chain), verdict=verdict)
         return core.tls_established(info, self.runtime.clock.monotonic())

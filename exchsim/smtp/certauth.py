@@ -66,7 +66,7 @@ def hello_after_tls(s: SessionCore) -> None:
 
 
 def mail(s: SessionCore, parsed: MailCommand) -> bool:
-    """Domain Security (exchange.md §4.2) and exchsim's required client certificate (§4.7) at
+    """Domain Security (exchange.md §4.2) and exchsim's required client certificate (§4.9) at
     MAIL FROM: True when the command was answered here (refused)."""
     connector = s.connector
     assert connector is not None

@@ -1,12 +1,12 @@
 """The I/O half of judging a client certificate: trust anchors from disk, CRLs over HTTP.
 
 :class:`CertificateJudge` is what a server's sessions call right after a STARTTLS handshake in
-which the client presented a certificate (exchange.md §4.6): it reads the trust anchors, builds
+which the client presented a certificate (exchange.md §4.8): it reads the trust anchors, builds
 the chain's path to learn which CRLs it needs, fetches them all at once within one bound
-(``Lab.CertificateRevocation.Timeout``), and hands everything to the pure
+(``Lab.CrlRetrievalTimeout``), and hands everything to the pure
 :func:`exchsim.tls.validation.validate_chain` with the wall-clock time. A distribution point
 that does not answer in time, answers with an error, or is not ``http://`` counts as
-unavailable; what that means is the validator's (``WhenOffline``).
+unavailable; what that means is the validator's (``Lab.WhenRevocationOffline``).
 
 The trust anchors are the certificates in ``DATA/pki/trusted/`` (``*.pem``, ``*.crt``,
 ``*.cer``): the lab's stand-in for the Windows machine's Trusted Root Certification
@@ -16,7 +16,7 @@ trusted for themselves.
 
 CRLs are fetched with the standard library's HTTP client in worker threads, the socket
 timeout being the same bound, so a thread left behind by a server that never answers ends on
-its own; nothing is cached (exchange.md §4.6).
+its own; nothing is cached (exchange.md §4.8).
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from pathlib import Path
 from cryptography import x509
 
 from exchsim.clock import Clock
-from exchsim.config.model import CertificateRevocation
+from exchsim.config.model import RevocationOffline
 from exchsim.tls.validation import ChainVerdict, load_anchors, revocation_urls, validate_chain
 
 log = logging.getLogger(__name__)
@@ -92,17 +92,18 @@ async def fetch_crls(urls: Iterable[str], bound: float) -> dict[str, bytes | Non
 class CertificateJudge:
     """Judges presented chains for one lab (see the module docstring)."""
 
-    def __init__(self, anchors_dir: Path, settings: CertificateRevocation, clock: Clock,
+    def __init__(self, anchors_dir: Path, clock: Clock, *, timeout: float,
+                 offline: RevocationOffline = RevocationOffline.FAIL,
                  intermediates_dir: Path | None = None) -> None:
         self.anchors_dir = anchors_dir
         self.intermediates_dir = intermediates_dir or anchors_dir.parent / "intermediate"
-        self.settings = settings
+        self.timeout = timeout
+        self.offline = offline
         self.clock = clock
 
     async def judge(self, chain: Sequence[bytes]) -> ChainVerdict:
         anchors = await asyncio.to_thread(read_anchors, self.anchors_dir)
         known = await asyncio.to_thread(read_anchors, self.intermediates_dir)
         urls = revocation_urls(chain, anchors, known)
-        crls = await fetch_crls(urls, self.settings.timeout.total_seconds())
-        return validate_chain(chain, anchors, self.clock.utc(), crls, self.settings.when_offline,
-                              known)
+        crls = await fetch_crls(urls, self.timeout)
+        return validate_chain(chain, anchors, self.clock.utc(), crls, self.offline, known)

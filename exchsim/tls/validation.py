@@ -1,11 +1,11 @@
-"""Validation of a client certificate chain, as Domain Security needs it (exchange.md §4.2, §4.6).
+"""Validation of a client certificate chain, as Domain Security needs it (exchange.md §4.2, §4.8).
 
 Pure: no I/O and no clock. The caller passes ``now``, the trust anchors and the CRLs it has
 already fetched (``None`` for a distribution point that could not be fetched); the runtime does
 the fetching (``exchsim/tls/revocation.py``) and calls :func:`validate_chain` once it has them.
 
 What is checked, in this order, the first failure giving the status (Windows reports every
-error of a chain at once; Exchange logs one status, exchange.md §4.6 says which name exchsim
+error of a chain at once; Exchange logs one status, exchange.md §4.8 says which name exchsim
 gives each):
 
 1. **A path** from the presented leaf to a trust anchor, with the other presented certificates
@@ -23,11 +23,11 @@ gives each):
    of its distribution points, signed by its issuer and current at ``now``. Listed:
    ``Revoked``; no usable CRL (none fetched, no distribution point, a bad signature, past its
    nextUpdate): ``RevocationOffline``, which fails the chain unless ``offline`` is
-   ``Accept`` (``Lab.CertificateRevocation.WhenOffline``; exchange.md §4.6: Exchange fails it).
+   ``Accept`` (``Lab.WhenRevocationOffline``; exchange.md §4.8: Exchange fails it).
 
 Names (:func:`matches_domain`) are checked apart, against the sender's domain at MAIL FROM:
 the subject's CN and every SAN dNSName, case-insensitive; ``*.example.com`` matches any name
-below ``example.com``, at any depth (the "multi-level" reading of exchange.md §4.6), never
+below ``example.com``, at any depth (the "multi-level" reading of exchange.md §4.8), never
 ``example.com`` itself.
 """
 
@@ -63,7 +63,7 @@ MAX_DEPTH = 8
 
 
 class ChainStatus(enum.StrEnum):
-    """The chain validation status the protocol log writes (exchange.md §4.6)."""
+    """The chain validation status the protocol log writes (exchange.md §4.8)."""
 
     VALID = "Valid"
     VALID_SELF_SIGNED = "ValidSelfSigned"

@@ -1,4 +1,4 @@
-"""Inbound Domain Security on EX01:25 over real sockets (exchange.md §4.2, §4.6): swaks
+"""Inbound Domain Security on EX01:25 over real sockets (exchange.md §4.2, §4.8): swaks
 (--tls-cert / --tls-key), openssl s_client and Python's ssl present real certificates issued by
 a CA the lab trusts (DATA/pki/trusted/), with CRLs served on loopback."""
 
@@ -202,7 +202,7 @@ async def test_a_distribution_point_that_never_answers(tmp_path: Path, when_offl
         text = with_connectors(SECURE, FAST).replace(
             "  InternetSink: {Address: 127.0.10.250, Port: 25}",
             "  InternetSink: {Address: 127.0.10.250, Port: 25}\n"
-            f'  CertificateRevocation: {{Timeout: "00:00:01", WhenOffline: {when_offline}}}')
+            f'  CrlRetrievalTimeout: "00:00:01"\n  WhenRevocationOffline: {when_offline}')
         lab = await _lab(tmp_path, pki, text)
         try:
             leaf = pki.leaf_now("partner.example")

@@ -1,4 +1,4 @@
-"""The seed scenario (configs/examples/hub-mtls.yaml, exchange.md §4.7): certificate-based trust
+"""The seed scenario (configs/examples/hub-mtls.yaml, exchange.md §4.9): certificate-based trust
 on a custom hub connector beside an untouched Default connector, and what breaks when the
 Default connector itself is changed instead (README, "Mutual TLS on the hub")."""
 

@@ -193,7 +193,7 @@ class _Rules:
             self.add("ExchsimRequireClientCertificate",
                      self.value("ExchsimRequireClientCertificate"),
                      f"a client certificate cannot be required with AuthMechanism {auth_text}: "
-                     "it needs Tls (exchange.md §4.7)", ("AuthMechanism",))
+                     "it needs Tls (exchange.md §4.9)", ("AuthMechanism",))
 
     def fqdn(self) -> None:
         c, server = self.c, self.server

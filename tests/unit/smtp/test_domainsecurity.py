@@ -1,5 +1,5 @@
 """Domain Security, TlsDomainCapabilities and the required client certificate in the session
-core (exchange.md §4.2, §4.4, §4.7), with real certificates judged by the real validator."""
+core (exchange.md §4.2, §4.4, §4.9), with real certificates judged by the real validator."""
 
 from __future__ import annotations
 

@@ -9,7 +9,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from exchsim.config.model import CertificateRevocation, RevocationOffline
+from exchsim.config.model import RevocationOffline
 from exchsim.tls.revocation import CertificateJudge, fetch_crls
 from exchsim.tls.validation import ChainStatus
 from tests.certfactory import T0, LabPki, black_hole, http_server, lab_pki
@@ -42,7 +42,7 @@ async def test_crls_fetched_and_chain_valid(tmp_path: Path) -> None:
         crls = pki.crls()
         bodies["/crl/issuing.crl"] = crls[pki.crl_url] or b""
         bodies["/crl/root.crl"] = crls[pki.root_crl_url] or b""
-        judge = CertificateJudge(anchors(tmp_path, pki), CertificateRevocation(), PinnedClock())
+        judge = CertificateJudge(anchors(tmp_path, pki), PinnedClock(), timeout=10.0)
         assert (await judge.judge(pki.chain(leaf))).status is ChainStatus.VALID
         # A new CRL counts at once (nothing cached).
         bodies["/crl/issuing.crl"] = pki.crls([leaf])[pki.crl_url] or b""
@@ -53,17 +53,14 @@ async def test_a_distribution_point_that_never_answers(tmp_path: Path) -> None:
     async with black_hole() as port:
         pki = lab_pki(f"http://127.0.0.1:{port}/crl")
         leaf = pki.leaf("partner.example")
-        settings = CertificateRevocation(Timeout="00:00:00.5")
-        judge = CertificateJudge(anchors(tmp_path, pki), settings, PinnedClock())
+        judge = CertificateJudge(anchors(tmp_path, pki), PinnedClock(), timeout=0.5)
         started = time.monotonic()
         verdict = await judge.judge(pki.chain(leaf))
         took = time.monotonic() - started
         assert verdict.status is ChainStatus.REVOCATION_OFFLINE
         assert 0.4 < took < 1.5, took
-        accepting = CertificateJudge(
-            judge.anchors_dir, CertificateRevocation(Timeout="00:00:00.5",
-                                                     WhenOffline=RevocationOffline.ACCEPT),
-            PinnedClock())
+        accepting = CertificateJudge(judge.anchors_dir, PinnedClock(), timeout=0.5,
+                                     offline=RevocationOffline.ACCEPT)
         verdict = await accepting.judge(pki.chain(leaf))
         assert verdict.status is ChainStatus.VALID and verdict.revocation_unchecked
 
