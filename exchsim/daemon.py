@@ -42,6 +42,7 @@ from exchsim.tls.contexts import (
 from exchsim.tls.judged import JudgedServerContext
 from exchsim.tls.pki import CertificateFiles, ensure_server_certificate, select_certificate
 from exchsim.tls.revocation import CertificateJudge
+from exchsim.tls.schannel import LegacyProtocols
 from exchsim.tls.validation import ChainVerdict
 from exchsim.transport.frontend import FrontendProxy, HubEndpoint
 from exchsim.transport.hub import DeliveryAgent, Endpoint, HubReceiver
@@ -90,8 +91,10 @@ class ServerNode:
             s.fqdn.lower(): certificates[s.name].load_der() for s in lab.servers
         }
         self._acls: dict[str, ConnectorAcl] = {}
-        self._starttls: dict[str, ssl.SSLContext | None] = {}
-        self._anon_server = JudgedServerContext(self.certificate)
+        self._starttls: dict[str, JudgedServerContext | None] = {}
+        self._legacy_tls = LegacyProtocols(server.tls10_server_enabled,
+                                           server.tls11_server_enabled)
+        self._anon_server = JudgedServerContext(self.certificate, self._legacy_tls)
         self._judge = CertificateJudge(
             data_dir / "pki" / "trusted", clock,
             timeout=lab.lab.crl_retrieval_timeout.total_seconds(),
@@ -126,16 +129,16 @@ class ServerNode:
             self._acls[connector.identity] = acl
         return acl
 
-    def starttls_context(self, connector: ReceiveConnector) -> ssl.SSLContext | None:
+    def starttls_context(self, connector: ReceiveConnector) -> JudgedServerContext | None:
         if connector.identity not in self._starttls:
             fqdn = connector.fqdn or self.server.fqdn
             cert = select_certificate([self.certificate], fqdn, connector.tls_certificate_name)
             self._starttls[connector.identity] = (
-                server_context_starttls(cert) if cert is not None else None
+                server_context_starttls(cert, self._legacy_tls) if cert is not None else None
             )
         return self._starttls[connector.identity]
 
-    def anonymous_tls_context(self) -> ssl.SSLContext | None:
+    def anonymous_tls_context(self) -> JudgedServerContext | None:
         return self._anon_server
 
     def has_starttls_certificate(self, connector: ReceiveConnector) -> bool:

@@ -69,9 +69,11 @@ from exchsim.smtp.auth import Continuation
 from exchsim.smtp.message import (
     AcceptedMessage,
     Endpoint,
+    LocalCertificate,
     MessageContext,
     ProxiedClient,
     TlsInfo,
+    tls_failure_lines,
 )
 from exchsim.smtp.wire import DataCollector
 
@@ -191,8 +193,8 @@ class SessionCore:
     def tls_established(self, info: TlsInfo, now: float) -> list[Action]:
         self.now = now
         self.tls = info
-        self.info("", f"TLS protocol {info.protocol} negotiation succeeded using cipher "
-                      f"{info.cipher}")
+        for data, context in info.log_lines():
+            self.info(data, context)
         certauth.tls_established(self)
         self.capabilities, self.capabilities_decided = frozenset(), False
         if self.untrusted_server_certificate():
@@ -206,9 +208,11 @@ class SessionCore:
         self._run()
         return self._done()
 
-    def tls_failed(self, error: str, now: float) -> list[Action]:
+    def tls_failed(self, error: str, now: float,
+                   certificate: LocalCertificate | None = None) -> list[Action]:
         self.now = now
-        self.info("", f"TLS negotiation failed with error {error}")
+        for data, context in tls_failure_lines(error, certificate):
+            self.info(data, context)
         self._close("Local")
         return self._done()
 
