@@ -28,6 +28,7 @@ from exchsim.config.model import Lab, LabSettings, Server
 from exchsim.config.report import format_issues
 from exchsim.tls.certstore import (
     StoreEntry,
+    by_domain_name,
     enable,
     import_certificate,
     parse_services,
@@ -115,6 +116,9 @@ def _add_options(name: str, p: argparse.ArgumentParser) -> None:
                             + (" (default: every server)" if name == "get" else ""))
         if name == "get":
             p.add_argument("--thumbprint", default=None, help="only this certificate")
+            p.add_argument("--domain-name", default=None, metavar="FQDN",
+                           help="only the certificates naming FQDN, the one STARTTLS selects "
+                                "for a connector with that Fqdn first (as -DomainName)")
             p.add_argument("--format", choices=("table", "list"), default="table",
                            help="table (the cmdlet's default view) or list (| Format-List)")
         if name == "enable":
@@ -327,6 +331,8 @@ def _get(args: argparse.Namespace) -> int:
             if not entries and args.server is not None:
                 raise PkiError(f"{server.name} has no certificate with thumbprint "
                                f"{args.thumbprint}")
+        if args.domain_name is not None:
+            entries = by_domain_name(entries, args.domain_name, now)
         if args.server is None:
             print(("\n" if i else "") + f"Server: {server.name}\n")
         print(format_table(entries) if args.format == "table"

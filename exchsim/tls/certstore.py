@@ -45,7 +45,13 @@ from exchsim.tls.labca import (
     read_json,
     write_json,
 )
-from exchsim.tls.pki import CertificateFiles, dn_equal, format_dn, load_certificate_files
+from exchsim.tls.pki import (
+    CertificateFiles,
+    certificate_matches_fqdn,
+    dn_equal,
+    format_dn,
+    load_certificate_files,
+)
 
 # Enable-ExchangeCertificate's services the lab records, with their letter in the Services
 # column of Get-ExchangeCertificate's table (exchange.md §4.6). UM, UMCallRouter and
@@ -158,6 +164,17 @@ def smtp_certificates(pki_dir: Path, server: str, setup: CertificateFiles
                       ) -> list[CertificateFiles]:
     """The certificates STARTTLS may select on ``server``: those enabled for SMTP."""
     return [e.files for e in store_entries(pki_dir, server, setup) if "SMTP" in e.services]
+
+
+def by_domain_name(entries: list[StoreEntry], fqdn: str, now: datetime.datetime
+                   ) -> list[StoreEntry]:
+    """``Get-ExchangeCertificate -DomainName <fqdn>``: the certificates naming ``fqdn``, the one
+    STARTTLS would select for a connector of that Fqdn first (exchange.md §4.5): usable (SMTP,
+    valid at ``now``) before the rest, CA-issued before self-signed, newest NotBefore first."""
+    named = [e for e in entries if certificate_matches_fqdn(e.files, fqdn)]
+    return sorted(named, key=lambda e: ("SMTP" in e.services and e.files.valid_at(now),
+                                        not e.files.self_signed, e.files.not_before),
+                  reverse=True)
 
 
 def _add(pki_dir: Path, server: str, thumbprint: str, services: frozenset[str]) -> None:

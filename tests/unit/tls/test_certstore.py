@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from exchsim.tls.certstore import (
+    by_domain_name,
     enable,
     import_certificate,
     parse_services,
@@ -161,3 +162,15 @@ def test_tls_certificate_name_first(lab_ca: LabCa, setup: CertificateFiles) -> N
                               now=NOW) is None
     assert select_certificate(pool, "mail.contoso.com", None, now=NOW) == for_fqdn
     assert select_certificate(pool, "mail.contoso.com", "<S>CN=EX01", now=NOW) == setup
+
+
+def test_domain_name_lists_the_selected_certificate_first(
+        lab_ca: LabCa, setup: CertificateFiles) -> None:
+    older = enabled(lab_ca, setup, "ex01.contoso.com", not_before=NOW - 48 * HOUR)
+    newer = enabled(lab_ca, setup, "ex01.contoso.com", not_before=NOW - 2 * HOUR)
+    enabled(lab_ca, setup, "mail.contoso.com")  # names something else
+    entries = store_entries(lab_ca.pki_dir, "EX01", setup)
+    listed = [e.files for e in by_domain_name(entries, "ex01.contoso.com", NOW)]
+    assert listed == [newer, older, setup]
+    pool = smtp_certificates(lab_ca.pki_dir, "EX01", setup)
+    assert select_certificate(pool, "ex01.contoso.com", None, now=NOW) == listed[0]
