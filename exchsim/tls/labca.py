@@ -100,8 +100,10 @@ def atomic_write(path: Path, data: bytes, mode: int) -> None:
 
 
 def write_json(path: Path, value: Any) -> None:
+    """An index or state file: private (0600), like everything the lab writes but
+    certificates and CRLs, which are public by design."""
     atomic_write(path, (json.dumps(value, indent=2, sort_keys=True) + "\n").encode(),
-                 CERT_FILE_MODE)
+                 KEY_FILE_MODE)
 
 
 def read_json(path: Path, default: Any) -> Any:
