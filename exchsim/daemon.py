@@ -45,6 +45,7 @@ from exchsim.tls.crlhttp import CrlServer
 from exchsim.tls.judged import JudgedServerContext
 from exchsim.tls.labca import LabCa, crl_base_url, crl_dir, ensure_lab_ca
 from exchsim.tls.pki import CertificateFiles, ensure_server_certificate, select_certificate
+from exchsim.tls.schannel import LegacyProtocols
 from exchsim.transport.frontend import FrontendProxy, HubEndpoint
 from exchsim.transport.hub import DeliveryAgent, Endpoint, HubReceiver
 from exchsim.transport.mailbox import MailboxDeliveryReceiver
@@ -96,9 +97,12 @@ class ServerNode:
             s.fqdn.lower(): certificates[s.name].load_der() for s in lab.servers
         }
         self._acls: dict[str, ConnectorAcl] = {}
-        self._starttls: dict[str, tuple[ssl.SSLContext | None, datetime.datetime | None]] = {}
-        self._contexts: dict[str, ssl.SSLContext] = {}  # by thumbprint
-        self._anon_server = JudgedServerContext(self.certificate)
+        self._starttls: dict[str, tuple[JudgedServerContext | None,
+                                        datetime.datetime | None]] = {}
+        self._contexts: dict[str, JudgedServerContext] = {}  # by thumbprint
+        self._legacy_tls = LegacyProtocols(server.tls10_server_enabled,
+                                           server.tls11_server_enabled)
+        self._anon_server = JudgedServerContext(self.certificate, self._legacy_tls)
         self._anon_client = client_context_anonymous_tls(self.certificate)
         self.receive_log = ProtocolLog(
             data_dir / "logs" / server.name / "ProtocolLog" / "SmtpReceive",
@@ -135,7 +139,7 @@ class ServerNode:
         return select_certificate(self.smtp_certificates, connector.fqdn or self.server.fqdn,
                                   connector.tls_certificate_name, now=now)
 
-    def starttls_context(self, connector: ReceiveConnector) -> ssl.SSLContext | None:
+    def starttls_context(self, connector: ReceiveConnector) -> JudgedServerContext | None:
         now = self.clock.utc()
         cached = self._starttls.get(connector.identity)
         if cached is not None and (cached[1] is None or now < cached[1]):
@@ -145,14 +149,15 @@ class ServerNode:
         if cert is not None:
             context = self._contexts.get(cert.thumbprint)
             if context is None:
-                context = self._contexts[cert.thumbprint] = server_context_starttls(cert)
+                context = server_context_starttls(cert, self._legacy_tls)
+                self._contexts[cert.thumbprint] = context
         # The choice holds until a candidate expires or becomes valid.
         changes = [t for c in self.smtp_certificates for t in (c.not_before, c.not_after)
                    if t > now]
         self._starttls[connector.identity] = (context, min(changes, default=None))
         return context
 
-    def anonymous_tls_context(self) -> ssl.SSLContext | None:
+    def anonymous_tls_context(self) -> JudgedServerContext | None:
         return self._anon_server
 
     def has_starttls_certificate(self, connector: ReceiveConnector) -> bool:

@@ -14,6 +14,10 @@ import pkgutil
 import hypothesis  # noqa: F401 - the plugin itself, imported early too
 import hypothesis.internal.conjecture as conjecture
 
+# exchsim before anything that imports cryptography (trustme, in many test modules): importing
+# the package is what loads the TLS groups into cryptography's OpenSSL (exchsim/__init__.py).
+import exchsim  # noqa: F401
+
 
 def _import_hypothesis_internals() -> None:
     # The engine's modules (shrinker, optimiser, ...): what runs inside a failing or

@@ -397,6 +397,10 @@ class Server(ExchangeObject):
         alias="ReceiveProtocolLogMaxDirectorySize", default=250 * MB)
     receive_protocol_log_max_age: TimeSpan = Field(
         alias="ReceiveProtocolLogMaxAge", default=datetime.timedelta(days=30))
+    # The server's SCHANNEL\Protocols\TLS 1.0|1.1\Server "Enabled" values (exchange.md §4.6):
+    # off, as Microsoft's Exchange TLS guidance has them; TLS 1.2 is always on.
+    tls10_server_enabled: Bool = Field(alias="Tls10ServerEnabled", default=False)
+    tls11_server_enabled: Bool = Field(alias="Tls11ServerEnabled", default=False)
 
     @property
     def version_string(self) -> str:

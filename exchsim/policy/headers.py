@@ -37,6 +37,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from exchsim.policy import schannel
 from exchsim.policy.permissions import Right, Rights
 
 ORG_PREFIX = b"x-ms-exchange-organization-"
@@ -246,19 +247,4 @@ def received_field(
 
 def tls_names(protocol: str | None, cipher: str | None) -> tuple[str, str] | None:
     """Python's ("TLSv1.2", "ECDHE-RSA-AES256-GCM-SHA384") in Exchange's spelling."""
-    if not protocol:
-        return None
-    proto = protocol.replace("TLSv", "TLS").replace(".", "_")
-    name = (cipher or "").upper()
-    iana = _CIPHERS.get(name, name.replace("-", "_"))
-    return proto, iana
-
-
-_CIPHERS = {
-    "ECDHE-RSA-AES256-GCM-SHA384": "TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384",
-    "ECDHE-RSA-AES128-GCM-SHA256": "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256",
-    "ECDHE-ECDSA-AES256-GCM-SHA384": "TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384",
-    "ECDHE-ECDSA-AES128-GCM-SHA256": "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256",
-    "ECDHE-ECDSA-CHACHA20-POLY1305": "TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256",
-    "ECDHE-RSA-CHACHA20-POLY1305": "TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256",
-}
+    return schannel.tls_names(protocol, cipher)

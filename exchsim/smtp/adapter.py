@@ -35,7 +35,7 @@ import asyncio
 import logging
 import ssl
 from asyncio import sslproto
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 from aiosmtpd.smtp import SMTP as AioSMTP
 
@@ -50,9 +50,11 @@ from exchsim.smtp.actions import (
     StartTls,
     Tarpit,
 )
-from exchsim.smtp.message import MessageHandler, TlsInfo
+from exchsim.smtp.message import LocalCertificate, MessageHandler, TlsInfo
 from exchsim.smtp.protocol import SessionCore
 from exchsim.smtp.readtimer import ReadTimer
+from exchsim.tls.judged import JudgedServerContext, JudgedSSLObject
+from exchsim.tls.pki import CertificateFiles
 
 log = logging.getLogger(__name__)
 
@@ -63,8 +65,8 @@ _STREAM_LIMIT = 64 * 1024  # the StreamReader pauses the socket past twice this
 class ServerRuntime(ServerContext, Protocol):
     """What the adapter needs of its server beyond the core's :class:`ServerContext`."""
 
-    def starttls_context(self, connector: ReceiveConnector) -> ssl.SSLContext | None: ...
-    def anonymous_tls_context(self) -> ssl.SSLContext | None: ...
+    def starttls_context(self, connector: ReceiveConnector) -> JudgedServerContext | None: ...
+    def anonymous_tls_context(self) -> JudgedServerContext | None: ...
     def message_handler(self, role: TransportRole) -> MessageHandler: ...
     def configured_port(self, listening_port: int) -> int: ...
     def track(self, session: ExchangeSession, opened: bool) -> None: ...
@@ -172,6 +174,7 @@ class ExchangeSession(AioSMTP):
         context = (self.runtime.anonymous_tls_context() if anonymous
                    else self.runtime.starttls_context(core.connector))
         assert context is not None  # the verb is not offered without one
+        certificate = _local_certificate(context.certificate)
         await self._writer.drain()
         waiter = self.loop.create_future()
         self._tls_protocol = sslproto.SSLProtocol(self.loop, self, context, waiter,
@@ -186,22 +189,20 @@ class ExchangeSession(AioSMTP):
         except asyncio.CancelledError:
             raise
         except Exception as error:
-            return core.tls_failed(type(error).__name__, self.runtime.clock.monotonic())
+            return core.tls_failed(f"{type(error).__name__}: {error}",
+                                   self.runtime.clock.monotonic(), certificate)
         assert self.transport is not None
-        ssl_object: Any = self.transport.get_extra_info("ssl_object")
-        cipher = ssl_object.cipher() if ssl_object else None
-        unique = None
-        if ssl_object is not None:
-            try:
-                unique = ssl_object.get_channel_binding("tls-unique")
-            except ValueError:
-                unique = None
+        ssl_object = cast(JudgedSSLObject, self.transport.get_extra_info("ssl_object"))
+        cipher = ssl_object.cipher()
         info = TlsInfo(
-            protocol=ssl_object.version() if ssl_object else None,
+            protocol=ssl_object.version(),
             cipher=cipher[0] if cipher else None,
             anonymous=anonymous,
-            peer_der=ssl_object.getpeercert(binary_form=True) if ssl_object else None,
-            tls_unique=unique,
+            peer_der=ssl_object.getpeercert(binary_form=True),
+            tls_unique=ssl_object.get_channel_binding("tls-unique"),
+            peer_chain=ssl_object.peer_chain_der(),
+            group=ssl_object.group_name(),
+            local_certificate=certificate,
         )
         return core.tls_established(info, self.runtime.clock.monotonic())
 
@@ -214,3 +215,8 @@ class ExchangeSession(AioSMTP):
         transport = self.transport
         if transport is not None and not transport.is_closing():
             transport.close()
+
+
+def _local_certificate(cert: CertificateFiles) -> LocalCertificate:
+    return LocalCertificate(cert.subject, cert.issuer, cert.serial, cert.thumbprint,
+                            cert.not_before, cert.not_after, cert.dns_names, cert.key_bits)

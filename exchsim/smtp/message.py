@@ -7,28 +7,71 @@ answers with the final reply. Nothing here does I/O.
 
 from __future__ import annotations
 
+import datetime
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
 from exchsim.config.model import ReceiveConnector
-from exchsim.policy import rules
+from exchsim.policy import rules, schannel
 from exchsim.policy.headers import tls_names
 from exchsim.policy.permissions import Identity, Rights
 from exchsim.policy.replies import Reply
+
+SENDING_CERTIFICATE = ("Sending certificate Subject Issuer name Serial number Thumbprint "
+                       "Not before Not after Subject alternate names")
+
+
+@dataclass(frozen=True, slots=True)
+class LocalCertificate:
+    """The certificate this server presented, as the protocol log shows it (exchange.md §6.1)."""
+
+    subject: str  # "CN=EX01"
+    issuer: str
+    serial: str  # upper-case hex
+    thumbprint: str  # SHA-1, upper-case hex
+    not_before: datetime.datetime  # aware, UTC
+    not_after: datetime.datetime
+    dns_names: tuple[str, ...]
+    key_bits: int  # the RSA key's size (the key exchange strength of TLS_RSA_* suites)
+
+    def log_line(self) -> tuple[str, str]:
+        """The ``Sending certificate`` information line: (data, context)."""
+        def when(t: datetime.datetime) -> str:
+            return t.astimezone(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S.000Z")
+        data = (f"{self.subject} {self.issuer} {self.serial} {self.thumbprint} "
+                f"{when(self.not_before)} {when(self.not_after)} {';'.join(self.dns_names)}")
+        return data, SENDING_CERTIFICATE
 
 
 @dataclass(frozen=True, slots=True)
 class TlsInfo:
     protocol: str | None
-    cipher: str | None
+    cipher: str | None  # OpenSSL's suite name
     anonymous: bool  # X-ANONYMOUSTLS rather than STARTTLS
-    peer_der: bytes | None
+    peer_der: bytes | None  # the client's certificate (the leaf), DER
     tls_unique: bytes | None
+    peer_chain: tuple[bytes, ...] = ()  # every certificate the client presented, leaf first, DER
+    group: str | None = None  # the (EC)DHE group, OpenSSL's name ("x25519")
+    local_certificate: LocalCertificate | None = None  # what this server presented
 
     def names(self) -> tuple[str, str] | None:
         """(protocol, cipher) in Exchange's spelling, for Received headers."""
         return tls_names(self.protocol, self.cipher)
+
+    def log_lines(self) -> list[tuple[str, str]]:
+        """The protocol-log information lines of the handshake, (data, context) each."""
+        cert = self.local_certificate
+        negotiated = schannel.negotiated_line(self.protocol, self.cipher, self.group,
+                                              cert.key_bits if cert else 2048)
+        return [*([cert.log_line()] if cert else []), ("", negotiated)]
+
+
+def tls_failure_lines(error: str, cert: LocalCertificate | None) -> list[tuple[str, str]]:
+    """The protocol-log lines of a failed handshake: the certificate offered, then Schannel's
+    name for the failure (``TLS negotiation failed with error AlgorithmMismatch``)."""
+    failed = f"TLS negotiation failed with error {schannel.failure_name(error)}"
+    return [*([cert.log_line()] if cert else []), ("", failed)]
 
 
 @dataclass(frozen=True, slots=True)

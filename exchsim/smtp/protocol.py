@@ -66,9 +66,11 @@ from exchsim.smtp.auth import Continuation
 from exchsim.smtp.message import (
     AcceptedMessage,
     Endpoint,
+    LocalCertificate,
     MessageContext,
     ProxiedClient,
     TlsInfo,
+    tls_failure_lines,
 )
 from exchsim.smtp.wire import DataCollector
 
@@ -186,8 +188,8 @@ class SessionCore:
     def tls_established(self, info: TlsInfo, now: float) -> list[Action]:
         self.now = now
         self.tls = info
-        self.info("", f"TLS protocol {info.protocol} negotiation succeeded using cipher "
-                      f"{info.cipher}")
+        for data, context in info.log_lines():
+            self.info(data, context)
         if self.untrusted_server_certificate():
             self.info("", "Inbound Exchange authentication failed: the client certificate "
                           "presented in X-ANONYMOUSTLS is not a published server certificate")
@@ -199,9 +201,11 @@ class SessionCore:
         self._run()
         return self._done()
 
-    def tls_failed(self, error: str, now: float) -> list[Action]:
+    def tls_failed(self, error: str, now: float,
+                   certificate: LocalCertificate | None = None) -> list[Action]:
         self.now = now
-        self.info("", f"TLS negotiation failed with error {error}")
+        for data, context in tls_failure_lines(error, certificate):
+            self.info(data, context)
         self._close("Local")
         return self._done()
 

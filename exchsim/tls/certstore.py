@@ -1,7 +1,7 @@
 """Each server's certificate store: Get-ExchangeCertificate and Enable-ExchangeCertificate.
 
 An Exchange server keeps its certificates in its computer's store (LocalMachine\\My) and records
-the services each one is enabled for (exchange.md §4.6). The lab keeps, per server:
+the services each one is enabled for (exchange.md §4.7). The lab keeps, per server:
 
 * the setup certificate, ``DATA/pki/servers/<Name>.crt`` (:mod:`exchsim.tls.pki`), enabled for
   IMAP, POP, IIS and SMTP as setup enables it (``IP.WS..``); it is always there;
@@ -54,7 +54,7 @@ from exchsim.tls.pki import (
 )
 
 # Enable-ExchangeCertificate's services the lab records, with their letter in the Services
-# column of Get-ExchangeCertificate's table (exchange.md §4.6). UM, UMCallRouter and
+# column of Get-ExchangeCertificate's table (exchange.md §4.7). UM, UMCallRouter and
 # Federation are not modelled.
 SERVICE_LETTERS = {"IMAP": (0, "I"), "POP": (1, "P"), "IIS": (3, "W"), "SMTP": (4, "S")}
 SERVICE_ORDER = ("IMAP", "POP", "IIS", "SMTP")

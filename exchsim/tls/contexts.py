@@ -4,10 +4,13 @@ Contexts are built from :class:`~exchsim.tls.pki.CertificateFiles` with a bare
 ``ssl.SSLContext(PROTOCOL_TLS_SERVER/CLIENT)`` rather than ``ssl.create_default_context``: the
 latter loads the system CA store, and the lab trusts only what it is told to.
 
-The receiving side of X-ANONYMOUSTLS is not an ``ssl`` context: it must complete the handshake
-with whatever client certificate comes and judge it afterwards (exchange.md §4.1), which Python's
-``ssl`` cannot (no verify callback; a requested certificate that does not verify fails the
-handshake). It is :class:`exchsim.tls.judged.JudgedServerContext`, on pyOpenSSL.
+No receiving side (STARTTLS, X-ANONYMOUSTLS) is an ``ssl`` context: it must request a client
+certificate, complete the handshake with whatever comes and judge it afterwards
+(exchange.md §4.1 and exchange.md §4.2), which Python's ``ssl`` cannot (no verify callback; a
+requested certificate that does not verify fails the handshake). It is
+:class:`exchsim.tls.judged.JudgedServerContext`, on pyOpenSSL, with Windows Server 2016/2019's
+TLS profile (:mod:`exchsim.tls.schannel`, exchange.md §4.6); the hop client's context gets the
+same profile through :func:`exchsim.tls.schannel.client_profile`.
 
 X-ANONYMOUSTLS contexts are capped at TLS 1.2 because ``tls-unique`` (the channel binding that
 :mod:`exchsim.tls.directtrust` hashes) is only defined up to TLS 1.2. Renegotiation is disabled
@@ -19,23 +22,19 @@ from __future__ import annotations
 import ssl
 from pathlib import Path
 
+from exchsim.tls.judged import JudgedServerContext
 from exchsim.tls.pki import CertificateFiles
+from exchsim.tls.schannel import LegacyProtocols, client_profile
 
 MINIMUM_VERSION = ssl.TLSVersion.TLSv1_2
 
 
-def _server_base(cert: CertificateFiles) -> ssl.SSLContext:
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    ctx.minimum_version = MINIMUM_VERSION
-    ctx.load_cert_chain(cert.cert_path, cert.key_path)
-    return ctx
-
-
-def server_context_starttls(cert: CertificateFiles) -> ssl.SSLContext:
-    """Opportunistic TLS on a Receive connector: presents ``cert``, asks for no client cert."""
-    ctx = _server_base(cert)
-    ctx.verify_mode = ssl.CERT_NONE
-    return ctx
+def server_context_starttls(cert: CertificateFiles,
+                            legacy: LegacyProtocols | None = None) -> JudgedServerContext:
+    """STARTTLS on a Receive connector: presents ``cert`` with Windows' TLS profile, requests a
+    client certificate and completes the handshake whatever comes, to be judged after
+    (exchange.md §4.2)."""
+    return JudgedServerContext(cert, legacy)
 
 
 def client_context_anonymous_tls(own: CertificateFiles) -> ssl.SSLContext:
@@ -45,8 +44,7 @@ def client_context_anonymous_tls(own: CertificateFiles) -> ssl.SSLContext:
     peer is authenticated afterwards by X-EXPS EXCHANGEAUTH). TLS 1.2 only.
     """
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    ctx.minimum_version = MINIMUM_VERSION
-    ctx.maximum_version = ssl.TLSVersion.TLSv1_2
+    client_profile(ctx)  # TLS 1.2, Schannel's suites and groups (tls/schannel.py)
     ctx.options |= ssl.OP_NO_RENEGOTIATION
     ctx.check_hostname = False
     ctx.verify_mode = ssl.CERT_NONE

@@ -12,10 +12,13 @@ and then drives the returned object through the ``ssl.SSLObject`` calls below, w
 exceptions (``ssl.SSLWantReadError`` and friends). Everything else of asyncio's TLS (flow
 control, shutdown, timeouts) stays as it is.
 
-Settings match the client side, :func:`exchsim.tls.contexts.client_context_anonymous_tls`:
-TLS 1.2 only (so ``tls-unique`` is defined), no renegotiation, and here also no session
-resumption (each handshake is a full one, so ``tls-unique`` is the client's Finished message,
-as Python's ``ssl`` computes it on the client side).
+Every listener uses it, for STARTTLS too: the certificate is requested, never required, and
+the handshake completes whatever certificate comes (an Internet sender presenting a bad one is
+not locked out); the session and the Domain Security checks judge it afterwards. The TLS
+profile (versions, cipher suites, groups, options) is Windows Server 2016/2019's, from
+:mod:`exchsim.tls.schannel`. TLS 1.2 (so ``tls-unique`` is defined), no renegotiation, and
+no session resumption (each handshake is a full one, so ``tls-unique`` is the client's Finished
+message, as Python's ``ssl`` computes it on the client side).
 """
 
 from __future__ import annotations
@@ -26,8 +29,11 @@ from typing import Any, TypeVar
 
 from cryptography.hazmat.primitives.serialization import Encoding
 from OpenSSL import SSL, crypto
+from OpenSSL._util import ffi as _ffi
+from OpenSSL._util import lib as _lib
 
 from exchsim.tls.pki import CertificateFiles
+from exchsim.tls.schannel import LegacyProtocols, apply_server_profile
 
 __all__ = ["JudgedSSLObject", "JudgedServerContext"]
 
@@ -50,13 +56,14 @@ class JudgedServerContext(ssl.SSLContext):
 
     _judged: SSL.Context
 
-    def __new__(cls, cert: CertificateFiles) -> JudgedServerContext:
+    def __new__(cls, cert: CertificateFiles,
+                legacy: LegacyProtocols | None = None) -> JudgedServerContext:
         return super().__new__(cls, ssl.PROTOCOL_TLS_SERVER)
 
-    def __init__(self, cert: CertificateFiles) -> None:
+    def __init__(self, cert: CertificateFiles, legacy: LegacyProtocols | None = None) -> None:
+        self.certificate = cert
         ctx = SSL.Context(SSL.TLS_SERVER_METHOD)
-        ctx.set_min_proto_version(SSL.TLS1_2_VERSION)
-        ctx.set_max_proto_version(SSL.TLS1_2_VERSION)
+        apply_server_profile(ctx, legacy)  # versions, suites, DH, options (tls/schannel.py)
         ctx.set_options(SSL.OP_NO_RENEGOTIATION | SSL.OP_NO_TICKET)
         ctx.set_session_cache_mode(SSL.SESS_CACHE_OFF)
         ctx.use_certificate_chain_file(str(cert.cert_path))
@@ -172,6 +179,24 @@ class JudgedSSLObject:
 
     def selected_alpn_protocol(self) -> None:
         return None
+
+    def peer_chain_der(self) -> tuple[bytes, ...]:
+        """The chain the client presented, leaf first, as DER (empty without a certificate)."""
+        leaf = self._conn.get_peer_certificate(as_cryptography=True)
+        if leaf is None:
+            return ()
+        # On the server side OpenSSL's chain leaves the peer's own certificate out.
+        rest = self._conn.get_peer_cert_chain(as_cryptography=True) or []
+        ders = [leaf.public_bytes(Encoding.DER)]
+        ders += [c.public_bytes(Encoding.DER) for c in rest]
+        return tuple(ders[:1] + [d for d in ders[1:] if d != ders[0]])
+
+    def group_name(self) -> str | None:
+        """The key exchange group of an (EC)DHE handshake, OpenSSL's name (``x25519``)."""
+        if not _lib.Cryptography_HAS_SSL_GET0_GROUP_NAME:
+            return None  # an OpenSSL before 3.2: the log then shows strength 0 for ECDHE
+        name = _lib.SSL_get0_group_name(self._conn._ssl)
+        return None if name == _ffi.NULL else _ffi.string(name).decode("ascii")
 
     def get_channel_binding(self, cb_type: str = "tls-unique") -> bytes | None:
         if cb_type != "tls-unique":

@@ -1,19 +1,26 @@
 """The lab PKI: each server's self-signed transport certificate, and certificate selection.
 
-Exchange setup creates one self-signed certificate per server (exchange.md §1.6, §4.5): subject
-``CN=<hostname>``, SAN dNSName = hostname and FQDN, EKU serverAuth, valid 5 years. exchsim makes
-the same certificate with ``cryptography`` (no openssl CLI):
+Exchange setup creates one self-signed certificate per server (exchange.md §1.6, §4.5, §12.4).
+exchsim makes the same certificate with ``cryptography`` (no openssl CLI), field by field as the
+published one of a 2019 server:
 
-* key: ECDSA P-256 (fast to generate; the lab has no interop need for RSA);
+* key: RSA 2048, public exponent 65537;
 * subject and issuer ``CN=<server_name>``, SAN dNSName ``<server_name>`` and ``<fqdn>``;
-* EKU serverAuth **and clientAuth**. clientAuth is needed because the same certificate is the
-  TLS *client* certificate in X-ANONYMOUSTLS (see :mod:`exchsim.tls.directtrust`). Measured with
-  OpenSSL 3.0.19: a server context verifying client certificates rejects a serverAuth-only
-  certificate with ``unsuitable certificate purpose``;
-* keyUsage digitalSignature + keyEncipherment (critical), basicConstraints CA:FALSE (critical),
-  subjectKeyIdentifier. CA:FALSE is enough for the certificate to be a trust anchor; see
-  :mod:`exchsim.tls.contexts` for the measurement;
-* validity: ``now - 1 hour`` (clock-skew backdate) to ``now + 5 years``.
+* serial number: 16 random bytes (the first one 0x01-0x7F, so the DER integer is 16 bytes);
+* validity: from the moment of creation, to the second, to the same date and time five years
+  later (29 February becomes 28 February);
+* keyUsage digitalSignature + keyEncipherment (critical), EKU serverAuth only, basicConstraints
+  CA:FALSE (critical), no subject or authority key identifier;
+* signature sha256WithRSAEncryption. The published sample is sha1WithRSAEncryption; exchsim
+  signs with SHA-256 because OpenSSL 3 refuses SHA-1 certificate signatures at its default
+  security level (clients such as ``openssl s_client`` and Python's ``ssl`` would then fail to
+  verify the certificate even when told to trust it), and a scanner would flag it.
+
+serverAuth alone is enough for X-ANONYMOUSTLS, where the same certificate is the TLS *client*
+certificate: the receiving side (:mod:`exchsim.tls.judged`) accepts any certificate in the
+handshake and checks it afterwards against the published ones (:mod:`exchsim.tls.directtrust`),
+and the sending side does not verify the server's. A certificate that is not RSA (the ECDSA ones
+earlier versions made) is replaced on the next start.
 
 Files are ``<pki_dir>/servers/<server_name>.crt`` (PEM, 0644) and ``.key`` (PKCS#8 PEM, 0600),
 each written atomically (temporary file in the same directory, fsync, ``os.replace``). The key is
@@ -31,6 +38,7 @@ import contextlib
 import datetime
 import hashlib
 import os
+import secrets
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -38,11 +46,11 @@ from pathlib import Path
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-VALIDITY = datetime.timedelta(days=5 * 365)
-BACKDATE = datetime.timedelta(hours=1)
+VALIDITY_YEARS = 5
+RSA_BITS = 2048
 KEY_FILE_MODE = 0o600
 CERT_FILE_MODE = 0o644
 
@@ -67,6 +75,7 @@ class CertificateFiles:
     not_before: datetime.datetime  # aware, UTC
     not_after: datetime.datetime  # aware, UTC
     dns_names: tuple[str, ...]
+    key_bits: int = 0  # the public key's size (RSA modulus bits)
 
     def load_der(self) -> bytes:
         """The certificate (the first one in ``cert_path``) as DER."""
@@ -115,6 +124,7 @@ def _describe(cert: x509.Certificate, cert_path: Path, key_path: Path) -> Certif
         not_before=cert.not_valid_before_utc,
         not_after=cert.not_valid_after_utc,
         dns_names=_dns_names(cert),
+        key_bits=getattr(cert.public_key(), "key_size", 0),
     )
 
 
@@ -169,6 +179,8 @@ def _reusable(
         return None
     if not files.valid_at(now):
         return None
+    if not isinstance(cert.public_key(), rsa.RSAPublicKey):
+        return None  # an ECDSA certificate of an earlier exchsim: replaced by a setup-style one
     return files
 
 
@@ -219,47 +231,8 @@ def ensure_server_certificate(
         return existing
 
     directory.mkdir(parents=True, exist_ok=True)
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, server_name)])
-    not_before = now.replace(microsecond=0) - BACKDATE
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(not_before)
-        .not_valid_after(not_before + BACKDATE + VALIDITY)
-        .add_extension(
-            x509.SubjectAlternativeName(
-                [x509.DNSName(n) for n in _wanted_names(server_name, fqdn)]
-            ),
-            critical=False,
-        )
-        .add_extension(
-            x509.ExtendedKeyUsage(
-                [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]
-            ),
-            critical=False,
-        )
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                content_commitment=False,
-                key_encipherment=True,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=False,
-                crl_sign=False,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-        .sign(key, hashes.SHA256())
-    )
+    key = rsa.generate_private_key(public_exponent=65537, key_size=RSA_BITS)
+    cert = _setup_certificate(key, server_name, fqdn, now)
     key_pem = key.private_bytes(
         serialization.Encoding.PEM,
         serialization.PrivateFormat.PKCS8,
@@ -268,6 +241,50 @@ def ensure_server_certificate(
     _atomic_write(key_path, key_pem, KEY_FILE_MODE)
     _atomic_write(cert_path, cert.public_bytes(serialization.Encoding.PEM), CERT_FILE_MODE)
     return _describe(cert, cert_path, key_path)
+
+
+def _five_years_later(when: datetime.datetime) -> datetime.datetime:
+    try:
+        return when.replace(year=when.year + VALIDITY_YEARS)
+    except ValueError:  # 29 February
+        return when.replace(year=when.year + VALIDITY_YEARS, day=28)
+
+
+def _setup_serial() -> int:
+    raw = bytes([secrets.randbelow(0x7F) + 1]) + secrets.token_bytes(15)
+    return int.from_bytes(raw, "big")
+
+
+def _setup_certificate(key: rsa.RSAPrivateKey, server_name: str, fqdn: str,
+                       now: datetime.datetime) -> x509.Certificate:
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, server_name)])
+    not_before = now.replace(microsecond=0)
+    return (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(_setup_serial())
+        .not_valid_before(not_before)
+        .not_valid_after(_five_years_later(not_before))
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True, content_commitment=False, key_encipherment=True,
+                data_encipherment=False, key_agreement=False, key_cert_sign=False,
+                crl_sign=False, encipher_only=False, decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(
+            x509.SubjectAlternativeName(
+                [x509.DNSName(n) for n in _wanted_names(server_name, fqdn)]),
+            critical=False,
+        )
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]),
+                       critical=False)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
 
 
 # --- TlsCertificateName and distinguished names -------------------------------------------

@@ -51,6 +51,8 @@ class Side:
     peer_der: bytes | None = None
     tls_unique: bytes | None = None
     version: str | None = None
+    chain: tuple[bytes, ...] = ()  # the peer's presented chain (judged server side only)
+    cipher: str | None = None
 
 
 @dataclass(slots=True)
@@ -65,6 +67,11 @@ def _record(side: Side, writer: asyncio.StreamWriter) -> None:
     side.peer_der = ssl_object.getpeercert(binary_form=True)
     side.tls_unique = ssl_object.get_channel_binding("tls-unique")
     side.version = ssl_object.version()
+    cipher = ssl_object.cipher()
+    side.cipher = cipher[0] if cipher else None
+    peer_chain = getattr(ssl_object, "peer_chain_der", None)
+    if peer_chain is not None:
+        side.chain = peer_chain()
 
 
 async def _close(writer: asyncio.StreamWriter) -> None:

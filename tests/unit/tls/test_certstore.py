@@ -1,5 +1,5 @@
 """Each server's certificate store (tls/certstore.py) and STARTTLS selection among its SMTP
-certificates (exchange.md §4.5, §4.6), with a pinned now."""
+certificates (exchange.md §4.5, §4.7), with a pinned now."""
 
 from __future__ import annotations
 

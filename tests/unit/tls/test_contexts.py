@@ -13,13 +13,14 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from exchsim.policy.schannel import SUITES
 from exchsim.tls.contexts import (
     client_context_anonymous_tls,
     client_context_verify,
     server_context_starttls,
 )
 from exchsim.tls.judged import JudgedServerContext
-from exchsim.tls.pki import load_certificate_files
+from exchsim.tls.pki import CertificateFiles, load_certificate_files
 
 from .conftest import LabPki
 from .helpers import handshake, issue
@@ -145,23 +146,19 @@ def test_anonymous_tls_client_context_settings(lab_pki: LabPki) -> None:
 # --- STARTTLS ----------------------------------------------------------------------------
 
 
-async def test_starttls_requests_no_client_certificate(lab_pki: LabPki) -> None:
+async def test_starttls_requests_a_client_certificate_and_takes_any(lab_pki: LabPki) -> None:
     server_ctx = server_context_starttls(lab_pki.ex01)
-    # the client has a certificate, but is never asked for it
+    # the client has a certificate: it is asked for it, and the handshake completes
     result = await handshake(server_ctx, client_context_anonymous_tls(lab_pki.ex02))
     assert result.server.error is None and result.client.error is None
-    assert result.server.peer_der is None
+    assert result.server.peer_der == lab_pki.ex02.load_der()
     assert result.client.peer_der == lab_pki.ex01.load_der()
 
+    # a TLS-1.3-capable client without a certificate negotiates TLS 1.2
     modern = await handshake(server_ctx, client_context_verify())
     assert modern.server.error is None
-    assert modern.server.version == "TLSv1.3"
-    assert server_ctx.verify_mode == ssl.CERT_NONE
-    assert server_ctx.minimum_version == ssl.TLSVersion.TLSv1_2
-    assert server_ctx.cert_store_stats()["x509"] == 0
-
-
-# --- the verifying client ----------------------------------------------------------------
+    assert modern.server.version == "TLSv1.2"
+    assert modern.server.peer_der is None
 
 
 async def test_verifying_client_accepts_the_self_signed_certificate_it_was_given(
@@ -221,3 +218,49 @@ async def test_non_verifying_client_accepts_anything(lab_pki: LabPki) -> None:
     )
     assert result.client.error is None
     assert result.client.peer_der == lab_pki.outsider.load_der()
+
+
+# --- the Schannel profile on both ends (exchange.md §4.6) ----------------------------------
+
+
+async def test_starttls_carries_the_presented_chain_leaf_first(
+        lab_pki: LabPki, tmp_path: Path) -> None:
+    root = trustme.CA()
+    intermediate = root.create_child_ca()
+    partner = issue(intermediate, tmp_path / "partner", "partner", "mail.partner.example")
+    client_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    client_ctx.check_hostname = False
+    client_ctx.verify_mode = ssl.CERT_NONE
+    client_ctx.load_cert_chain(partner.cert_path, partner.key_path)
+
+    result = await handshake(server_context_starttls(lab_pki.ex01), client_ctx)
+    assert result.server.error is None
+    intermediate_der = x509.load_pem_x509_certificate(
+        intermediate.cert_pem.bytes()).public_bytes(serialization.Encoding.DER)
+    assert result.server.peer_der == partner.load_der()
+    assert result.server.chain == (partner.load_der(), intermediate_der)
+
+    bare = await handshake(server_context_starttls(lab_pki.ex01), client_context_verify())
+    assert bare.server.chain == () and bare.server.peer_der is None
+
+
+def _python_server(cert: CertificateFiles, curve: str) -> ssl.SSLContext:
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(cert.cert_path, cert.key_path)
+    ctx.maximum_version = ssl.TLSVersion.TLSv1_2
+    ctx.set_ciphers("ECDHE-RSA-AES256-GCM-SHA384")
+    ctx.set_ecdh_curve(curve)  # this server takes this one group only
+    return ctx
+
+
+async def test_the_hop_client_offers_windows_groups_and_suites_in_order(
+        lab_pki: LabPki) -> None:
+    client_ctx = client_context_anonymous_tls(lab_pki.ex02)
+    names = [c["name"] for c in client_ctx.get_ciphers() if c["protocol"] != "TLSv1.3"]
+    assert names == [s.openssl for s in SUITES]  # (TLS 1.3 suites listed, never offered)
+    for curve in ("prime256v1", "secp384r1"):
+        ok = await handshake(_python_server(lab_pki.ex01, curve), client_ctx)
+        assert ok.client.error is None, curve
+        assert ok.client.version == "TLSv1.2"
+    refused = await handshake(_python_server(lab_pki.ex01, "secp521r1"), client_ctx)
+    assert refused.client.error is not None  # P-521 is not a group Windows offers

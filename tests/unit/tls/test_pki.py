@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 import trustme
 from cryptography import x509
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from exchsim.tls.pki import (
@@ -39,8 +39,9 @@ def test_first_call_creates_an_exchange_like_self_signed_certificate(tmp_path: P
     assert files.issuer == "CN=EX01"
     assert files.self_signed
     assert files.dns_names == ("EX01", "ex01.contoso.com")
-    assert files.not_before == NOW.replace(microsecond=0) - datetime.timedelta(hours=1)
-    assert files.not_after == NOW.replace(microsecond=0) + datetime.timedelta(days=5 * 365)
+    # setup's validity: from creation, to the second, to the same date-time five years on
+    assert files.not_before == NOW.replace(microsecond=0)
+    assert files.not_after == NOW.replace(microsecond=0, year=NOW.year + 5)
     assert files.not_before.tzinfo is not None
     assert files.not_before.utcoffset() == datetime.timedelta(0)
 
@@ -51,26 +52,38 @@ def test_first_call_creates_an_exchange_like_self_signed_certificate(tmp_path: P
     assert len(files.thumbprint) == 40
     assert files.serial == files.serial.upper()
     assert int(files.serial, 16) == cert.serial_number
-    assert len(files.serial) % 2 == 0
+    assert len(files.serial) == 32  # 16 bytes, and 16 in DER (no sign byte)
+    assert cert.serial_number.bit_length() > 120
+    assert cert.version is x509.Version.v3
+    assert cert.signature_hash_algorithm is not None
+    assert cert.signature_hash_algorithm.name == "sha256"
 
     assert cert.subject == cert.issuer
     assert cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value == "EX01"
     san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     assert san.get_values_for_type(x509.DNSName) == ["EX01", "ex01.contoso.com"]
     eku = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
-    assert set(eku) == {ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH}
-    ku = cert.extensions.get_extension_for_class(x509.KeyUsage).value
-    assert ku.digital_signature and ku.key_encipherment and not ku.key_cert_sign
+    assert list(eku) == [ExtendedKeyUsageOID.SERVER_AUTH]
+    ku_ext = cert.extensions.get_extension_for_class(x509.KeyUsage)
+    ku = ku_ext.value
+    assert ku_ext.critical
+    assert ku.digital_signature and ku.key_encipherment
+    assert not (ku.key_cert_sign or ku.crl_sign or ku.content_commitment or ku.key_agreement
+                or ku.data_encipherment)
     bc = cert.extensions.get_extension_for_class(x509.BasicConstraints)
-    assert bc.critical and bc.value.ca is False
+    assert bc.critical and bc.value.ca is False and bc.value.path_length is None
+    assert [type(e.value) for e in cert.extensions] == [
+        x509.KeyUsage, x509.SubjectAlternativeName, x509.ExtendedKeyUsage,
+        x509.BasicConstraints]  # no subject or authority key identifier
     public_key = cert.public_key()
-    assert isinstance(public_key, ec.EllipticCurvePublicKey)
-    assert isinstance(public_key.curve, ec.SECP256R1)
+    assert isinstance(public_key, rsa.RSAPublicKey)
+    assert public_key.key_size == 2048 == files.key_bits
+    assert public_key.public_numbers().e == 65537
     cert.verify_directly_issued_by(cert)  # really self-signed
 
     assert stat.S_IMODE(files.key_path.stat().st_mode) == 0o600
     key = serialization.load_pem_private_key(files.key_path.read_bytes(), password=None)
-    assert isinstance(key, ec.EllipticCurvePrivateKey)
+    assert isinstance(key, rsa.RSAPrivateKey)
     assert sorted(p.name for p in files.cert_path.parent.iterdir()) == ["EX01.crt", "EX01.key"]
 
 
@@ -97,7 +110,7 @@ def test_same_name_and_fqdn_gives_one_dns_name(tmp_path: Path) -> None:
     ("server_name", "fqdn", "when"),
     [
         ("EX01", "ex01.fabrikam.com", NOW),  # FQDN changed
-        ("EX01", "ex01.contoso.com", NOW + datetime.timedelta(days=5 * 365)),  # expired
+        ("EX01", "ex01.contoso.com", NOW.replace(year=NOW.year + 5)),  # expired (notAfter)
         ("EX01", "ex01.contoso.com", NOW - datetime.timedelta(days=1)),  # not yet valid
     ],
 )
@@ -166,7 +179,7 @@ def test_unusable_server_names_are_refused(tmp_path: Path, name: str) -> None:
 def test_now_in_another_zone_is_converted_to_utc(tmp_path: Path) -> None:
     zone = datetime.timezone(datetime.timedelta(hours=2))
     files = ensure_server_certificate(tmp_path, "EX01", "ex01.contoso.com", NOW.astimezone(zone))
-    assert files.not_before == NOW.replace(microsecond=0) - datetime.timedelta(hours=1)
+    assert files.not_before == NOW.replace(microsecond=0)
     assert files.not_before.utcoffset() == datetime.timedelta(0)
 
 
@@ -201,3 +214,26 @@ def test_format_dn_uses_exchange_order_and_windows_names() -> None:
         ]
     )
     assert format_dn(name) == r"CN=mail.contoso.com, O=Contoso\, Ltd, S=WA, C=US"
+
+
+def test_an_ecdsa_certificate_of_an_earlier_version_is_replaced(tmp_path: Path) -> None:
+    """Earlier exchsim versions made ECDSA P-256 certificates: the next start replaces them."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "EX01")])
+    old = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+           .public_key(key.public_key()).serial_number(x509.random_serial_number())
+           .not_valid_before(NOW - datetime.timedelta(days=1))
+           .not_valid_after(NOW + datetime.timedelta(days=100))
+           .add_extension(x509.SubjectAlternativeName(
+               [x509.DNSName("EX01"), x509.DNSName("ex01.contoso.com")]), critical=False)
+           .sign(key, hashes.SHA256()))
+    servers = tmp_path / "servers"
+    servers.mkdir()
+    (servers / "EX01.key").write_bytes(key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption()))
+    (servers / "EX01.crt").write_bytes(old.public_bytes(serialization.Encoding.PEM))
+
+    files = ensure_server_certificate(tmp_path, "EX01", "ex01.contoso.com", NOW)
+    assert isinstance(_cert(files).public_key(), rsa.RSAPublicKey)
+    assert files.not_before == NOW.replace(microsecond=0)
