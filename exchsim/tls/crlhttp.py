@@ -11,7 +11,8 @@ of a chain (:func:`distribution_points` lists a certificate's HTTP CDP URLs): on
 client session, a bounded total time per fetch (Exchange's URL retrieval timeout for revocation
 is about 10 s, exchange.md §4.2; the lab's is ``Lab.CrlRetrievalTimeout``), at most
 :data:`MAX_CRL_BYTES` read, and a small cache keyed by URL that keeps a CRL until its
-nextUpdate (a CRL without nextUpdate is not cached). Any failure (timeout, refused connection,
+nextUpdate (a CRL without nextUpdate is not cached); callers that want the same CRL at the same
+time share one request, each within its own bound. Any failure (timeout, refused connection,
 HTTP status other than 200, a body that is not a CRL) raises :class:`CrlFetchError` with a
 one-line reason; what to do then is the caller's setting.
 """
@@ -125,6 +126,7 @@ class CrlFetcher:
         self.max_bytes = max_bytes
         self._cache: OrderedDict[str, _Cached] = OrderedDict()
         self._session: aiohttp.ClientSession | None = None
+        self._inflight: dict[str, asyncio.Future[x509.CertificateRevocationList]] = {}
         self.fetches = 0  # requests actually sent (the cache's hits are not counted)
 
     async def __aenter__(self) -> CrlFetcher:
@@ -135,6 +137,8 @@ class CrlFetcher:
         await self.close()
 
     async def close(self) -> None:
+        for download in list(self._inflight.values()):
+            download.cancel()
         if self._session is not None:
             await self._session.close()
             self._session = None
@@ -162,6 +166,25 @@ class CrlFetcher:
         if urlsplit(url).scheme.lower() not in ("http", "https"):
             raise CrlFetchError(url, "not an HTTP URL")
         bound = self.timeout if timeout is None else timeout
+        download = self._inflight.get(url)
+        if download is None:  # callers that want the same CRL at once share one request
+            download = asyncio.ensure_future(self._download(url, bound))
+            self._inflight[url] = download
+            download.add_done_callback(lambda done: self._settled(url, done))
+        try:
+            async with asyncio.timeout(bound):
+                return await asyncio.shield(download)
+        except TimeoutError:
+            raise CrlFetchError(url, f"timed out after {bound:g} s") from None
+
+    def _settled(self, url: str, download: asyncio.Future[x509.CertificateRevocationList]
+                 ) -> None:
+        if self._inflight.get(url) is download:
+            del self._inflight[url]
+        if not download.cancelled():
+            download.exception()  # retrieved: a caller that gave up leaves no warning behind
+
+    async def _download(self, url: str, bound: float) -> x509.CertificateRevocationList:
         self.fetches += 1
         try:
             async with asyncio.timeout(bound):

@@ -9,11 +9,13 @@ import shutil
 import urllib.request
 from pathlib import Path
 
+import pytest
 from cryptography import x509
 
 from exchsim.clock import SYSTEM_CLOCK
 from exchsim.daemon import LabDaemon
 from exchsim.tls.crlhttp import CrlFetcher, distribution_points
+from exchsim.tls.labca import ensure_lab_ca
 from tests.integration.conftest import FAST, FAST_LAB_YAML, RawClient, start_lab, with_connectors
 from tests.integration.test_pki_cli import field, pki
 
@@ -107,3 +109,22 @@ async def test_issued_certificate_on_starttls_and_its_crl(tmp_path: Path) -> Non
         assert len(root_crl) == 0
     finally:
         await daemon.stop()
+
+
+async def test_a_lab_ca_made_for_another_crl_url_is_kept_and_named(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    data = tmp_path / "data"
+    made = await asyncio.to_thread(ensure_lab_ca, data / "pki", SYSTEM_CLOCK.utc(),
+                                   crl_base_url="http://127.0.10.251:80")
+    running = await start_lab(with_connectors(FAST_LAB_YAML, FAST), data)
+    try:
+        assert running.daemon.lab_ca is not None
+        assert running.daemon.lab_ca.root_path.read_bytes() == made.root_path.read_bytes()
+        served = f"http://127.0.10.251:{80 + running.offset}"
+        warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+        assert any("http://127.0.10.251:80" in w and served in w for w in warnings), warnings
+        # The CRLs are served all the same, where this run listens.
+        crl = await asyncio.to_thread(urllib_crl, f"{served}/crl/issuing.crl")
+        assert crl.issuer == made.issuing.cert.subject
+    finally:
+        await running.daemon.stop()

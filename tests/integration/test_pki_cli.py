@@ -176,3 +176,17 @@ async def test_store_commands_refuse_unknown_server_and_thumbprint(tmp_path: Pat
     code, _, err = await pki("enable", "--data", data, "--config", CONFIG, "--server", "EX01",
                              "--thumbprint", "AB" * 20, "--services", "UM")
     assert code == 1 and "'UM' is not one of" in err
+
+
+async def test_help_of_every_pki_command_is_plain_text() -> None:
+    markup = re.compile(r"``|:(?:class|func|meth|mod|attr):|`[^`\s][^`]*`|\*\*")
+    for command in ([], ["issue"], ["revoke"], ["crl"], ["ca"], ["get"], ["enable"], ["import"]):
+        code, out, err = await pki(*command, "--help")
+        assert code == 0, (command, err)
+        assert out.startswith("usage: exchsim pki"), out
+        assert "Exit status:" in out and not markup.search(out), (command, out)
+    _, out, _ = await pki("issue", "--help")
+    flat = " ".join(out.split())
+    for option in ("--expired", "--not-yet-valid", "--no-server-auth", "--untrusted",
+                   "--dns-name NAME", "--days N", "--out OUTDIR"):
+        assert option in flat, option

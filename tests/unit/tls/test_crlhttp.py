@@ -103,6 +103,14 @@ async def test_fetcher_caches_until_next_update(served: Served) -> None:
         assert datetime.timedelta(days=7) == CRL_VALIDITY
 
 
+async def test_concurrent_fetches_share_one_request(served: Served) -> None:
+    url = served.lab_ca.crl_url("issuing")
+    async with CrlFetcher(served.clock, timeout=5) as fetcher:
+        crls = await asyncio.gather(*(fetcher.fetch(url) for _ in range(5)))
+    assert fetcher.fetches == 1
+    assert all(crl is crls[0] for crl in crls)
+
+
 async def test_fetch_all_reports_each_failure(served: Served) -> None:
     good = served.lab_ca.crl_url("root")
     missing = f"http://{HOST}:{served.server.port}/crl/missing.crl"
