@@ -36,14 +36,14 @@ from exchsim.policy.rates import MessageRateWindow
 from exchsim.smtp.adapter import ExchangeSession
 from exchsim.smtp.message import MessageHandler
 from exchsim.smtp.sink import SinkHandler, sink_factory
-from exchsim.tls.certstore import smtp_certificates
+from exchsim.tls.certstore import smtp_certificates, store_path
 from exchsim.tls.contexts import (
     client_context_anonymous_tls,
     server_context_starttls,
 )
 from exchsim.tls.crlhttp import CrlServer
 from exchsim.tls.judged import JudgedServerContext
-from exchsim.tls.labca import LabCa, crl_base_url, crl_dir, ensure_lab_ca
+from exchsim.tls.labca import LabCa, PkiError, crl_base_url, crl_dir, ensure_lab_ca
 from exchsim.tls.pki import CertificateFiles, ensure_server_certificate, select_certificate
 from exchsim.tls.schannel import LegacyProtocols
 from exchsim.transport.frontend import FrontendProxy, HubEndpoint
@@ -59,6 +59,7 @@ PORT_CLIENT_PROXY = 465
 PORT_MAILBOX_DELIVERY = 475
 PRIVATE_UMASK = 0o077
 TRIM_INTERVAL = 5.0  # seconds between returns of freed memory to the system
+STORE_POLL = 1.0  # seconds between looks at DATA/pki/store.json (certificates enabled live)
 DEFAULT_BACKLOG = 5000  # MaxInboundConnection's default (exchange.md §3.1)
 
 
@@ -132,6 +133,12 @@ class ServerNode:
             )
             self._acls[connector.identity] = acl
         return acl
+
+    def set_smtp_certificates(self, certificates: Sequence[CertificateFiles]) -> None:
+        """The server's SMTP certificates changed (``exchsim pki enable`` while the lab runs):
+        every connector chooses again at its next EHLO."""
+        self.smtp_certificates = tuple(certificates) or (self.certificate,)
+        self._starttls.clear()
 
     def starttls_certificate(self, connector: ReceiveConnector,
                              now: datetime.datetime) -> CertificateFiles | None:
@@ -248,6 +255,15 @@ class ServerNode:
         return sorted(out)
 
 
+def _file_version(path: Path) -> tuple[int, int, int] | None:
+    """What changes when a file is replaced or written: inode, size, mtime; None if absent."""
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return None
+    return st.st_ino, st.st_size, st.st_mtime_ns
+
+
 def _session_factory(node: ServerNode) -> Callable[[], ExchangeSession]:
     return lambda: ExchangeSession(node)
 
@@ -327,6 +343,7 @@ class LabDaemon:
             for s in self.lab.servers
         }
         write_ntlm_users(self.lab, self.data_dir / "ntlm" / "users.txt")
+        store_seen = await asyncio.to_thread(_file_version, store_path(pki))
         for server in self.servers_to_run():
             node = ServerNode(
                 self.lab, server, clock=self.clock, data_dir=self.data_dir,
@@ -373,6 +390,8 @@ class LabDaemon:
             self._spawn(keep_running(f"delivery {server.name}", agent.run,
                                      self.restart_policy), f"delivery {server.name}")
         self._spawn(self._trim_memory(), "memory trim")
+        self._spawn(self._watch_certificate_store(pki, certificates, store_seen),
+                    "certificate store")
         if self.run_sink:
             sink = self.lab.lab.internet_sink
             self.sink = SinkHandler(self.data_dir / "internet")
@@ -414,6 +433,26 @@ class LabDaemon:
             factory, key[0], key[1], reuse_address=True, backlog=node.listen_backlog(key[1]))
         self._servers[self._servers.index(old)] = srv
         self._by_endpoint[key] = (srv, factory)
+
+    async def _watch_certificate_store(self, pki: Path,
+                                       setup: Mapping[str, CertificateFiles],
+                                       seen: tuple[int, int, int] | None) -> None:
+        """Certificates enabled while the lab runs: when ``DATA/pki/store.json`` changes, each
+        server's SMTP certificates are read again (tls/certstore.py)."""
+        path = store_path(pki)
+        while True:
+            await asyncio.sleep(STORE_POLL)
+            version = await asyncio.to_thread(_file_version, path)
+            if version == seen:
+                continue
+            seen = version
+            for name, node in self.nodes.items():
+                try:
+                    found = await asyncio.to_thread(smtp_certificates, pki, name, setup[name])
+                except (PkiError, OSError) as exc:
+                    log.warning("%s: %s; STARTTLS on %s keeps its certificates", path, exc, name)
+                    continue
+                node.set_smtp_certificates(found)
 
     async def _trim_memory(self) -> None:
         """After a burst of large messages, give the freed memory back (allocator.py)."""

@@ -348,7 +348,7 @@ def _enable(args: argparse.Namespace) -> int:
     print(f"{server.name}: {entry.files.thumbprint} {entry.files.subject} is enabled for "
           f"{services_text(entry.services)}")
     if "SMTP" in services:
-        print("STARTTLS selects among the SMTP certificates from the lab's next start")
+        print("a running lab selects among its SMTP certificates again within a second")
     return 0
 
 

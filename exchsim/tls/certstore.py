@@ -15,8 +15,8 @@ Enabling is additive, as with the cmdlet: services already recorded stay. Enabli
 certificate the server does not hold yet imports it first (the lab's shortcut for
 Import-ExchangeCertificate then Enable-ExchangeCertificate). Only SMTP changes what the lab
 does: STARTTLS selects among the SMTP-enabled certificates (:func:`smtp_certificates`,
-exchange.md §4.5); X-ANONYMOUSTLS keeps the setup certificate. The store is read when the lab
-starts: a certificate enabled while the lab runs is used from its next start.
+exchange.md §4.5); X-ANONYMOUSTLS keeps the setup certificate. The running lab reads the store
+again when ``store.json`` changes (exchsim/daemon.py, within a second).
 """
 
 from __future__ import annotations
@@ -125,8 +125,12 @@ class StoreEntry:
         return "Untrusted"
 
 
-def _store_path(pki_dir: Path) -> Path:
+def store_path(pki_dir: Path) -> Path:
+    """``DATA/pki/store.json``: which server holds which certificate for which services."""
     return pki_dir / "store.json"
+
+
+_store_path = store_path
 
 
 def _read_store(pki_dir: Path) -> dict[str, Any]:

@@ -1,6 +1,7 @@
 """The lab PKI with the lab running: a lab-issued certificate enabled for EX01's SMTP is what
-STARTTLS presents on the connector whose Fqdn it names (exchange.md §4.5), and the CRL
-distribution point answers over HTTP with what ``exchsim pki revoke`` just published."""
+STARTTLS presents on the connector whose Fqdn it names (exchange.md §4.5), from the moment it is
+enabled and after a restart, and the CRL distribution point answers over HTTP with what
+``exchsim pki revoke`` just published."""
 
 from __future__ import annotations
 
@@ -76,10 +77,17 @@ async def test_issued_certificate_on_starttls_and_its_crl(tmp_path: Path) -> Non
                                  "--server", "EX01", "--thumbprint",
                                  field(issued, "thumbprint"), "--services", "SMTP")
         assert code == 0, err
+        # The running lab reads the store again: STARTTLS on 25 within a few seconds.
+        for _ in range(50):
+            if "STARTTLS" in await ehlo_keywords(25 + offset):
+                break
+            await asyncio.sleep(0.1)
+        code, out = await s_client(25 + offset, lab_ca.root_path, FQDN)
+        assert code == 0 and f"depth=0 CN = {FQDN}" in out, out
     finally:
         await running.daemon.stop()
 
-    daemon = LabDaemon(running.lab, data, port_offset=offset)  # the next start uses it
+    daemon = LabDaemon(running.lab, data, port_offset=offset)  # the next start keeps it
     await daemon.start()
     try:
         assert daemon.lab_ca is not None and daemon.lab_ca.root_path.read_bytes() == root_pem
