@@ -509,8 +509,22 @@ class InternetSink(ExchangeObject):
     port: int = Field(alias="Port", default=25, ge=1, le=65535)
 
 
+class CrlServer(ExchangeObject):
+    """Where the lab serves its CRLs over HTTP (``exchsim lab``; README "Lab PKI")."""
+
+    address: IPAddress = Field(alias="Address", default="127.0.10.251")
+    port: int = Field(alias="Port", default=80, ge=1, le=65535)
+
+
 class LabSettings(ExchangeObject):
     internet_sink: InternetSink = Field(alias="InternetSink", default_factory=InternetSink)
+    crl_server: CrlServer = Field(alias="CrlServer", default_factory=CrlServer)
+    """The lab CA's CRL distribution point: ``http://<Address>:<Port + offset>/crl/<ca>.crl``."""
+    crl_retrieval_timeout: TimeSpan = Field(
+        alias="CrlRetrievalTimeout", default=datetime.timedelta(seconds=10),
+        ge=datetime.timedelta(seconds=1), le=datetime.timedelta(minutes=5))
+    """How long one CRL fetch may take in all (Exchange's URL retrieval timeout, about 10 s,
+    exchange.md §4.2)."""
     retry_interval: TimeSpan = Field(
         alias="RetryInterval", default=datetime.timedelta(seconds=10)
     )
