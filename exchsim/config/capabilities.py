@@ -1,4 +1,7 @@
-"""A receive connector's TlsDomainCapabilities (exchange.md §4.4): syntax, values, validation.
+"""Certificate-related config values: a receive connector's TlsDomainCapabilities (syntax,
+values, validation: exchange.md §4.4), the entries of the domain secure lists (exchange.md §4.2),
+the name of exchsim's required client certificate (exchange.md §4.9) and what an unavailable CRL
+means (exchange.md §4.8).
 
 Each entry is ``<domain>:<Capability>[,<Capability>...]``; the domain is a domain name, a
 wildcard ``*.domain`` or ``NO-TLS`` (sessions without TLS). In YAML it is a list of such strings
@@ -12,7 +15,7 @@ import enum
 from dataclasses import dataclass
 from typing import Any
 
-from exchsim.config.syntax import is_domain_name
+from exchsim.config.syntax import is_domain_name, is_host_name
 
 NO_TLS = "NO-TLS"
 
@@ -100,3 +103,30 @@ def duplicate_domains(entries: tuple[DomainCapabilities, ...]) -> list[str]:
             out.append(entry.domain)
         seen.add(entry.domain)
     return out
+
+
+def one_or_list(value: Any) -> Any:
+    """One string is one entry (an entry's capabilities are themselves comma-separated)."""
+    return [value] if isinstance(value, str) else value
+
+
+def secure_domain(value: str) -> str:
+    """An entry of TLS*DomainSecureList: an exact domain, no wildcard (exchange.md §4.2)."""
+    if "*" in value or not is_domain_name(value):
+        raise ValueError("expected a domain name like partner.example; wildcards "
+                         "are not allowed in a domain secure list (exchange.md §4.2)")
+    return value.lower().rstrip(".")
+
+
+def client_certificate_name(value: str) -> str:
+    """ExchsimRequireClientCertificate: a host name (exchange.md §4.9)."""
+    if not is_host_name(value.rstrip(".")):
+        raise ValueError("expected a host name like relay.contoso.com")
+    return value.lower().rstrip(".")
+
+
+class RevocationOffline(enum.StrEnum):
+    """What a client certificate chain whose CRLs cannot be had gets (exchange.md §4.8)."""
+
+    FAIL = "Fail"  # Exchange's behaviour: RevocationOffline fails the validation
+    ACCEPT = "Accept"  # the chain passes

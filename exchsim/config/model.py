@@ -36,8 +36,12 @@ from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Fie
 
 from exchsim.config.capabilities import (
     DomainCapabilities,
+    RevocationOffline,
+    client_certificate_name,
     format_domain_capabilities,
+    one_or_list,
     parse_domain_capabilities,
+    secure_domain,
 )
 from exchsim.config.syntax import (
     Binding,
@@ -269,26 +273,7 @@ DomainCapabilitiesValue = Annotated[
 ]
 
 
-def _one_or_list(value: Any) -> Any:
-    """One string is one entry (an entry's capabilities are themselves comma-separated)."""
-    return [value] if isinstance(value, str) else value
-
-
-def _secure_domain(value: str) -> str:
-    """An entry of TLS*DomainSecureList: an exact domain, no wildcard (exchange.md §4.2)."""
-    if "*" in value or not is_domain_name(value):
-        raise ValueError("expected a domain name like partner.example; wildcards "
-                         "are not allowed in a domain secure list (exchange.md §4.2)")
-    return value.lower().rstrip(".")
-
-
-SecureDomain = Annotated[str, AfterValidator(_secure_domain)]
-
-
-def _client_cert_name(value: str) -> str:
-    if not is_host_name(value.rstrip(".")):
-        raise ValueError("expected a host name like relay.contoso.com")
-    return value.lower().rstrip(".")
+SecureDomain = Annotated[str, AfterValidator(secure_domain)]
 #: An IP address, checked by the type (``Lab.InternetSink.Address``).
 IPAddress = Annotated[str, AfterValidator(_ip_address)]
 Role = Annotated[TransportRole, _enum_ci(TransportRole)]
@@ -406,12 +391,12 @@ class ReceiveConnector(ExchangeObject):
     )
     comment: str | None = Field(alias="Comment", default=None)
     tls_domain_capabilities: Annotated[
-        tuple[DomainCapabilitiesValue, ...], BeforeValidator(_one_or_list)
+        tuple[DomainCapabilitiesValue, ...], BeforeValidator(one_or_list)
     ] = Field(alias="TlsDomainCapabilities", default=())
     # exchsim's own extension, not an Exchange parameter (exchange.md §4.9): every session must
     # present a client certificate, valid against the lab's trust anchors, for this name.
     exchsim_require_client_certificate: Annotated[
-        str | None, AfterValidator(lambda v: v if v is None else _client_cert_name(v))
+        str | None, AfterValidator(lambda v: v if v is None else client_certificate_name(v))
     ] = Field(alias="ExchsimRequireClientCertificate", default=None)
 
     @property
@@ -549,15 +534,17 @@ class InternetSink(ExchangeObject):
     port: int = Field(alias="Port", default=25, ge=1, le=65535)
 
 
-class RevocationOffline(enum.StrEnum):
-    """What a client certificate chain whose CRLs cannot be had gets (exchange.md §4.8)."""
+class CrlServer(ExchangeObject):
+    """Where the lab serves its CRLs over HTTP (``exchsim lab``; README "Lab PKI")."""
 
-    FAIL = "Fail"  # Exchange's behaviour: RevocationOffline fails the validation
-    ACCEPT = "Accept"  # the chain passes
+    address: IPAddress = Field(alias="Address", default="127.0.10.251")
+    port: int = Field(alias="Port", default=80, ge=1, le=65535)
 
 
 class LabSettings(ExchangeObject):
     internet_sink: InternetSink = Field(alias="InternetSink", default_factory=InternetSink)
+    crl_server: CrlServer = Field(alias="CrlServer", default_factory=CrlServer)
+    """The lab CA's CRL distribution point: ``http://<Address>:<Port + offset>/crl/<ca>.crl``."""
     crl_retrieval_timeout: TimeSpan = Field(
         alias="CrlRetrievalTimeout", default=datetime.timedelta(seconds=10),
         ge=datetime.timedelta(seconds=1), le=datetime.timedelta(minutes=5))

@@ -1,8 +1,9 @@
 """Validation of a client certificate chain, as Domain Security needs it (exchange.md §4.2, §4.8).
 
 Pure: no I/O and no clock. The caller passes ``now``, the trust anchors and the CRLs it has
-already fetched (``None`` for a distribution point that could not be fetched); the runtime does
-the fetching (``exchsim/tls/revocation.py``) and calls :func:`validate_chain` once it has them.
+already fetched (DER or PEM bytes or a parsed CRL; ``None`` for a distribution point that could
+not be fetched); the runtime does the fetching (``exchsim/tls/revocation.py``) and calls
+:func:`validate_chain` once it has them.
 
 What is checked, in this order, the first failure giving the status (Windows reports every
 error of a chain at once; Exchange logs one status, exchange.md §4.8 says which name exchsim
@@ -26,9 +27,9 @@ gives each):
    ``Accept`` (``Lab.WhenRevocationOffline``; exchange.md §4.8: Exchange fails it).
 
 Names (:func:`matches_domain`) are checked apart, against the sender's domain at MAIL FROM:
-the subject's CN and every SAN dNSName, case-insensitive; ``*.example.com`` matches any name
-below ``example.com``, at any depth (the "multi-level" reading of exchange.md §4.8), never
-``example.com`` itself.
+every SAN dNSName, or the subject's CN when there is none, case-insensitive;
+``*.example.com`` matches any name below ``example.com``, at any depth (the "multi-level"
+reading of exchange.md §4.8), never ``example.com`` itself.
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from exchsim.config.model import RevocationOffline as OfflineAction
+from exchsim.config.capabilities import RevocationOffline as OfflineAction
 
 __all__ = [
     "ChainStatus",
@@ -107,17 +108,19 @@ EMPTY = ChainVerdict(ChainStatus.EMPTY_CERTIFICATE)
 # --- names --------------------------------------------------------------------------------------
 
 def certificate_names(cert: x509.Certificate) -> tuple[str, ...]:
-    """Subject CN and SAN dNSNames, lower-case, without a trailing dot, each once."""
+    """The names a certificate is for: its SAN dNSNames, or its subject CN when it has none
+    (RFC 6125 §6.4.4), lower-case, without a trailing dot, each once."""
     names: list[str] = []
-    for attribute in cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME):
-        value = attribute.value
-        if isinstance(value, str):
-            names.append(value)
     try:
         san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
         names.extend(san.get_values_for_type(x509.DNSName))
     except (x509.ExtensionNotFound, ValueError):
         pass
+    if not names:
+        for attribute in cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME):
+            value = attribute.value
+            if isinstance(value, str):
+                names.append(value)
     out: list[str] = []
     for name in names:
         clean = name.strip().rstrip(".").lower()
@@ -255,11 +258,15 @@ class _Revocation(enum.Enum):
     UNKNOWN = "unknown"
 
 
+CrlInput = bytes | x509.CertificateRevocationList | None  # as fetched; None: unavailable
+
+
 def _revocation(cert: x509.Certificate, issuer: x509.Certificate, now: datetime.datetime,
-                crls: Mapping[str, bytes | None]) -> _Revocation:
+                crls: Mapping[str, CrlInput]) -> _Revocation:
     for url in _distribution_points(cert):
         data = crls.get(url)
-        crl = _load_crl(data) if data else None
+        crl = data if isinstance(data, x509.CertificateRevocationList) else (
+            _load_crl(data) if data else None)
         if crl is None or crl.issuer != issuer.subject:
             continue
         try:
@@ -304,7 +311,7 @@ def validate_chain(
     chain: Sequence[bytes],
     anchors: Sequence[x509.Certificate],
     now: datetime.datetime,
-    crls: Mapping[str, bytes | None],
+    crls: Mapping[str, CrlInput],
     offline: OfflineAction = OfflineAction.FAIL,
     intermediates: Sequence[x509.Certificate] = (),
 ) -> ChainVerdict:

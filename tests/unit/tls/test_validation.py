@@ -158,10 +158,15 @@ def test_name_matching(names: list[str], domain: str, expected: bool) -> None:
     assert matches_domain(names, domain) is expected
 
 
-def test_names_are_cn_and_dns_sans() -> None:
+def test_names_are_the_dns_sans_else_the_cn() -> None:
     leaf = PKI.leaf("CN-Name.partner.example", sans=["a.partner.example", "*.b.partner.example"])
-    assert certificate_names(leaf.cert) == (
-        "cn-name.partner.example", "a.partner.example", "*.b.partner.example")
+    assert certificate_names(leaf.cert) == ("a.partner.example", "*.b.partner.example")
+    # A CN that names the domain does not count beside SANs that do not (a wrong-name certificate).
+    wrong = PKI.leaf("partner.example", sans=["mail.fabrikam.example"])
+    verdict = validate_chain(PKI.chain(wrong), ANCHORS, NOW, PKI.crls())
+    assert verdict.status_for("partner.example") is ChainStatus.SUBJECT_MISMATCH
+    no_san = PKI.leaf("CN-Only.partner.example", sans=[])
+    assert certificate_names(no_san.cert) == ("cn-only.partner.example",)
 
 
 def test_describe_for_the_protocol_log() -> None:
