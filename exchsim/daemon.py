@@ -45,7 +45,9 @@ from exchsim.tls.crlhttp import CrlServer
 from exchsim.tls.judged import JudgedServerContext
 from exchsim.tls.labca import LabCa, PkiError, crl_base_url, crl_dir, ensure_lab_ca
 from exchsim.tls.pki import CertificateFiles, ensure_server_certificate, select_certificate
+from exchsim.tls.revocation import CertificateJudge
 from exchsim.tls.schannel import LegacyProtocols
+from exchsim.tls.validation import ChainVerdict
 from exchsim.transport.frontend import FrontendProxy, HubEndpoint
 from exchsim.transport.hub import DeliveryAgent, Endpoint, HubReceiver
 from exchsim.transport.mailbox import MailboxDeliveryReceiver
@@ -104,6 +106,10 @@ class ServerNode:
         self._legacy_tls = LegacyProtocols(server.tls10_server_enabled,
                                            server.tls11_server_enabled)
         self._anon_server = JudgedServerContext(self.certificate, self._legacy_tls)
+        self.judge = CertificateJudge(
+            data_dir / "pki", clock,
+            timeout=lab.lab.crl_retrieval_timeout.total_seconds(),
+            offline=lab.lab.when_revocation_offline)
         self._anon_client = client_context_anonymous_tls(self.certificate)
         self.receive_log = ProtocolLog(
             data_dir / "logs" / server.name / "ProtocolLog" / "SmtpReceive",
@@ -172,6 +178,9 @@ class ServerNode:
 
     def has_internal_certificate(self) -> bool:
         return self._anon_server is not None
+
+    async def judge_certificate(self, chain: Sequence[bytes]) -> ChainVerdict:
+        return await self.judge.judge(chain)
 
     def client_tls_context(self) -> ssl.SSLContext | None:
         return self._anon_client
@@ -499,5 +508,6 @@ class LabDaemon:
             if isinstance(delivery, MailboxDeliveryReceiver):
                 await delivery.close()
             node.receive_log.close()
+            await node.judge.close()
         if self.sink is not None:
             await self.sink.close()
