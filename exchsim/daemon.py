@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime
 import ipaddress
 import logging
 import os
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,14 +35,19 @@ from exchsim.policy.rates import MessageRateWindow
 from exchsim.smtp.adapter import ExchangeSession
 from exchsim.smtp.message import MessageHandler
 from exchsim.smtp.sink import SinkHandler, sink_factory
+from exchsim.tls.certstore import smtp_certificates, store_path
 from exchsim.tls.contexts import (
     client_context_anonymous_tls,
     server_context_starttls,
 )
+from exchsim.tls.crlhttp import CrlServer
 from exchsim.tls.judged import JudgedServerContext
+from exchsim.tls.labca import LabCa, PkiError, crl_base_url, crl_dir, ensure_lab_ca
 from exchsim.tls.pki import CertificateFiles, ensure_server_certificate, select_certificate
 from exchsim.tls.resumption import ClientSessionCache
+from exchsim.tls.revocation import CertificateJudge
 from exchsim.tls.schannel import LegacyProtocols
+from exchsim.tls.validation import ChainVerdict
 from exchsim.transport.frontend import FrontendProxy, HubEndpoint
 from exchsim.transport.hopclient import HopTls
 from exchsim.transport.hub import DeliveryAgent, Endpoint, HubReceiver
@@ -56,6 +62,7 @@ PORT_CLIENT_PROXY = 465
 PORT_MAILBOX_DELIVERY = 475
 PRIVATE_UMASK = 0o077
 TRIM_INTERVAL = 5.0  # seconds between returns of freed memory to the system
+STORE_POLL = 1.0  # seconds between looks at DATA/pki/store.json (certificates enabled live)
 DEFAULT_BACKLOG = 5000  # MaxInboundConnection's default (exchange.md §3.1)
 
 
@@ -78,6 +85,7 @@ class ServerNode:
         data_dir: Path,
         port_offset: int,
         certificates: Mapping[str, CertificateFiles],
+        smtp_certificates: Sequence[CertificateFiles] | None = None,
     ) -> None:
         self.lab = lab
         self.server = server
@@ -86,14 +94,23 @@ class ServerNode:
         self.index = ConnectorIndex.build(lab.connectors_of(server.name))
         self.local_fqdns = frozenset(s.fqdn.lower() for s in lab.servers)
         self.certificate = certificates[server.name]
+        # What STARTTLS selects among (exchange.md §4.5): every certificate of the server's
+        # store enabled for SMTP, the setup certificate included (tls/certstore.py).
+        self.smtp_certificates = tuple(smtp_certificates or (self.certificate,))
         self.published_certs: Mapping[str, bytes] = {
             s.fqdn.lower(): certificates[s.name].load_der() for s in lab.servers
         }
         self._acls: dict[str, ConnectorAcl] = {}
-        self._starttls: dict[str, JudgedServerContext | None] = {}
+        self._starttls: dict[str, tuple[JudgedServerContext | None,
+                                        datetime.datetime | None]] = {}
+        self._contexts: dict[str, JudgedServerContext] = {}  # by thumbprint
         self._legacy_tls = LegacyProtocols(server.tls10_server_enabled,
                                            server.tls11_server_enabled)
         self._anon_server = JudgedServerContext(self.certificate, self._legacy_tls)
+        self.judge = CertificateJudge(
+            data_dir / "pki", clock,
+            timeout=lab.lab.crl_retrieval_timeout.total_seconds(),
+            offline=lab.lab.when_revocation_offline)
         # Hops resume TLS sessions per next hop, as Schannel's client cache (tls/resumption.py).
         self._anon_client = ClientSessionCache(
             client_context_anonymous_tls(self.certificate), clock.monotonic)
@@ -126,14 +143,35 @@ class ServerNode:
             self._acls[connector.identity] = acl
         return acl
 
+    def set_smtp_certificates(self, certificates: Sequence[CertificateFiles]) -> None:
+        """The server's SMTP certificates changed (``exchsim pki enable`` while the lab runs):
+        every connector chooses again at its next EHLO."""
+        self.smtp_certificates = tuple(certificates) or (self.certificate,)
+        self._starttls.clear()
+
+    def starttls_certificate(self, connector: ReceiveConnector,
+                             now: datetime.datetime) -> CertificateFiles | None:
+        """The certificate STARTTLS presents on ``connector`` at ``now`` (None: no STARTTLS)."""
+        return select_certificate(self.smtp_certificates, connector.fqdn or self.server.fqdn,
+                                  connector.tls_certificate_name, now=now)
+
     def starttls_context(self, connector: ReceiveConnector) -> JudgedServerContext | None:
-        if connector.identity not in self._starttls:
-            fqdn = connector.fqdn or self.server.fqdn
-            cert = select_certificate([self.certificate], fqdn, connector.tls_certificate_name)
-            self._starttls[connector.identity] = (
-                server_context_starttls(cert, self._legacy_tls) if cert is not None else None
-            )
-        return self._starttls[connector.identity]
+        now = self.clock.utc()
+        cached = self._starttls.get(connector.identity)
+        if cached is not None and (cached[1] is None or now < cached[1]):
+            return cached[0]
+        cert = self.starttls_certificate(connector, now)
+        context = None
+        if cert is not None:
+            context = self._contexts.get(cert.thumbprint)
+            if context is None:
+                context = server_context_starttls(cert, self._legacy_tls)
+                self._contexts[cert.thumbprint] = context
+        # The choice holds until a candidate expires or becomes valid.
+        changes = [t for c in self.smtp_certificates for t in (c.not_before, c.not_after)
+                   if t > now]
+        self._starttls[connector.identity] = (context, min(changes, default=None))
+        return context
 
     def anonymous_tls_context(self) -> JudgedServerContext | None:
         return self._anon_server
@@ -143,6 +181,9 @@ class ServerNode:
 
     def has_internal_certificate(self) -> bool:
         return self._anon_server is not None
+
+    async def judge_certificate(self, chain: Sequence[bytes]) -> ChainVerdict:
+        return await self.judge.judge(chain)
 
     def client_tls_context(self) -> HopTls | None:
         return self._anon_client
@@ -226,6 +267,15 @@ class ServerNode:
         return sorted(out)
 
 
+def _file_version(path: Path) -> tuple[int, int, int] | None:
+    """What changes when a file is replaced or written: inode, size, mtime; None if absent."""
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return None
+    return st.st_ino, st.st_size, st.st_mtime_ns
+
+
 def _session_factory(node: ServerNode) -> Callable[[], ExchangeSession]:
     return lambda: ExchangeSession(node)
 
@@ -271,6 +321,8 @@ class LabDaemon:
         self.agents: dict[str, DeliveryAgent] = {}
         self.listeners: list[Listener] = []
         self.sink: SinkHandler | None = None
+        self.lab_ca: LabCa | None = None  # with run_sink: the lab CA, its CRLs served
+        self.crl_server: CrlServer | None = None
         self._servers: list[asyncio.Server] = []
         self._by_endpoint: dict[tuple[str, int], tuple[asyncio.Server, Callable[[], Any]]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
@@ -303,10 +355,13 @@ class LabDaemon:
             for s in self.lab.servers
         }
         write_ntlm_users(self.lab, self.data_dir / "ntlm" / "users.txt")
+        store_seen = await asyncio.to_thread(_file_version, store_path(pki))
         for server in self.servers_to_run():
             node = ServerNode(
                 self.lab, server, clock=self.clock, data_dir=self.data_dir,
                 port_offset=self.port_offset, certificates=certificates,
+                smtp_certificates=await asyncio.to_thread(
+                    smtp_certificates, pki, server.name, certificates[server.name]),
             )
             queue = await MessageQueue.open(self.data_dir / "queue" / f"{server.name}.sqlite",
                                             clock=self.clock)
@@ -347,6 +402,8 @@ class LabDaemon:
             self._spawn(keep_running(f"delivery {server.name}", agent.run,
                                      self.restart_policy), f"delivery {server.name}")
         self._spawn(self._trim_memory(), "memory trim")
+        self._spawn(self._watch_certificate_store(pki, certificates, store_seen),
+                    "certificate store")
         if self.run_sink:
             sink = self.lab.lab.internet_sink
             self.sink = SinkHandler(self.data_dir / "internet")
@@ -357,6 +414,22 @@ class LabDaemon:
             self._servers.append(srv)
             self.listeners.append(Listener("InternetSink", sink.address,
                                            sink.port + self.port_offset))
+            await self._start_crl_server(pki, now)
+
+    async def _start_crl_server(self, pki: Path, now: datetime.datetime) -> None:
+        """The lab CA (made on first start) and its CRL distribution point (tls/crlhttp.py)."""
+        crl = self.lab.lab.crl_server
+        port = crl.port + self.port_offset
+        wanted = crl_base_url(crl.address, port)
+        self.lab_ca = await asyncio.to_thread(ensure_lab_ca, pki, now, crl_base_url=wanted)
+        if self.lab_ca.crl_base_url != wanted:
+            log.warning("the lab CA of %s points its certificates' CRL distribution points at "
+                        "%s, but this run serves the CRLs at %s (Lab.CrlServer and "
+                        "--port-offset); certificates issued earlier cannot be checked",
+                        pki, self.lab_ca.crl_base_url, wanted)
+        self.crl_server = CrlServer(crl_dir(pki), crl.address, port)
+        await self.crl_server.start()
+        self.listeners.append(Listener("CrlServer", crl.address, port))
 
     async def pause_listener(self, host: str, port: int) -> None:
         """Close one listener (the port as configured, without offset): a hub going down."""
@@ -372,6 +445,26 @@ class LabDaemon:
             factory, key[0], key[1], reuse_address=True, backlog=node.listen_backlog(key[1]))
         self._servers[self._servers.index(old)] = srv
         self._by_endpoint[key] = (srv, factory)
+
+    async def _watch_certificate_store(self, pki: Path,
+                                       setup: Mapping[str, CertificateFiles],
+                                       seen: tuple[int, int, int] | None) -> None:
+        """Certificates enabled while the lab runs: when ``DATA/pki/store.json`` changes, each
+        server's SMTP certificates are read again (tls/certstore.py)."""
+        path = store_path(pki)
+        while True:
+            await asyncio.sleep(STORE_POLL)
+            version = await asyncio.to_thread(_file_version, path)
+            if version == seen:
+                continue
+            seen = version
+            for name, node in self.nodes.items():
+                try:
+                    found = await asyncio.to_thread(smtp_certificates, pki, name, setup[name])
+                except (PkiError, OSError) as exc:
+                    log.warning("%s: %s; STARTTLS on %s keeps its certificates", path, exc, name)
+                    continue
+                node.set_smtp_certificates(found)
 
     async def _trim_memory(self) -> None:
         """After a burst of large messages, give the freed memory back (allocator.py)."""
@@ -394,6 +487,9 @@ class LabDaemon:
             self.failed.set()  # the CLI stops the process with a non-zero exit status
 
     async def stop(self) -> None:
+        if self.crl_server is not None:
+            await self.crl_server.stop()
+            self.crl_server = None
         for srv in self._servers:
             srv.close()
         for node in self.nodes.values():
@@ -415,5 +511,6 @@ class LabDaemon:
             if isinstance(delivery, MailboxDeliveryReceiver):
                 await delivery.close()
             node.receive_log.close()
+            await node.judge.close()
         if self.sink is not None:
             await self.sink.close()

@@ -18,8 +18,8 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "exchsim"
 
-SMTP_CORE = {"protocol", "actions", "commands", "auth", "message", "wire"}
-PURE_TLS = {"directtrust"}  # hashes and HMACs over bytes, no I/O
+SMTP_CORE = {"protocol", "actions", "commands", "auth", "certauth", "message", "wire"}
+PURE_TLS = {"directtrust", "validation"}  # pure: over bytes and values passed in, no I/O
 NO_IO = {"asyncio", "socket", "ssl", "sqlite3", "selectors", "aiosmtpd", "OpenSSL"}
 AIOSMTPD_ALLOWED = {"exchsim.smtp.adapter", "exchsim.smtp.sink"}
 
@@ -40,7 +40,7 @@ def layer(module: str) -> int:
         return 4
     if top in ("daemon", "allocator"):
         return 5
-    if top in ("cli", "__main__"):
+    if top in ("cli", "pkicli", "__main__"):
         return 6
     raise AssertionError(f"{module} is in no layer: add it to tests/test_architecture.py")
 

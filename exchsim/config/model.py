@@ -34,6 +34,15 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer
 
+from exchsim.config.capabilities import (
+    DomainCapabilities,
+    RevocationOffline,
+    client_certificate_name,
+    format_domain_capabilities,
+    one_or_list,
+    parse_domain_capabilities,
+    secure_domain,
+)
 from exchsim.config.syntax import (
     Binding,
     IPRange,
@@ -257,6 +266,14 @@ PermissionGroups = Annotated[
     _enum_set_ci(PermissionGroup),
     PlainSerializer(lambda v: format_flags(v, PermissionGroup)),
 ]
+DomainCapabilitiesValue = Annotated[
+    DomainCapabilities,
+    BeforeValidator(parse_domain_capabilities),
+    PlainSerializer(format_domain_capabilities),
+]
+
+
+SecureDomain = Annotated[str, AfterValidator(secure_domain)]
 #: An IP address, checked by the type (``Lab.InternetSink.Address``).
 IPAddress = Annotated[str, AfterValidator(_ip_address)]
 Role = Annotated[TransportRole, _enum_ci(TransportRole)]
@@ -373,6 +390,14 @@ class ReceiveConnector(ExchangeObject):
         alias="BareLinefeedRejectionEnabled", default=False
     )
     comment: str | None = Field(alias="Comment", default=None)
+    tls_domain_capabilities: Annotated[
+        tuple[DomainCapabilitiesValue, ...], BeforeValidator(one_or_list)
+    ] = Field(alias="TlsDomainCapabilities", default=())
+    # exchsim's own extension, not an Exchange parameter (exchange.md §4.9): every session must
+    # present a client certificate, valid against the lab's trust anchors, for this name.
+    exchsim_require_client_certificate: Annotated[
+        str | None, AfterValidator(lambda v: v if v is None else client_certificate_name(v))
+    ] = Field(alias="ExchsimRequireClientCertificate", default=None)
 
     @property
     def identity(self) -> str:
@@ -429,10 +454,10 @@ class TransportConfig(ExchangeObject):
     max_recipient_envelope_limit: Limit = Field(alias="MaxRecipientEnvelopeLimit", default=500)
     xexch50_enabled: Bool = Field(alias="Xexch50Enabled", default=True)
     shadow_redundancy_enabled: Bool = Field(alias="ShadowRedundancyEnabled", default=True)
-    tls_receive_domain_secure_list: tuple[str, ...] = Field(
+    tls_receive_domain_secure_list: tuple[SecureDomain, ...] = Field(
         alias="TLSReceiveDomainSecureList", default=()
     )
-    tls_send_domain_secure_list: tuple[str, ...] = Field(
+    tls_send_domain_secure_list: tuple[SecureDomain, ...] = Field(
         alias="TLSSendDomainSecureList", default=()
     )
     external_postmaster_address: str | None = Field(
@@ -509,8 +534,25 @@ class InternetSink(ExchangeObject):
     port: int = Field(alias="Port", default=25, ge=1, le=65535)
 
 
+class CrlServer(ExchangeObject):
+    """Where the lab serves its CRLs over HTTP (``exchsim lab``; README "Lab PKI")."""
+
+    address: IPAddress = Field(alias="Address", default="127.0.10.251")
+    port: int = Field(alias="Port", default=80, ge=1, le=65535)
+
+
 class LabSettings(ExchangeObject):
     internet_sink: InternetSink = Field(alias="InternetSink", default_factory=InternetSink)
+    crl_server: CrlServer = Field(alias="CrlServer", default_factory=CrlServer)
+    """The lab CA's CRL distribution point: ``http://<Address>:<Port + offset>/crl/<ca>.crl``."""
+    crl_retrieval_timeout: TimeSpan = Field(
+        alias="CrlRetrievalTimeout", default=datetime.timedelta(seconds=10),
+        ge=datetime.timedelta(seconds=1), le=datetime.timedelta(minutes=5))
+    """How long one CRL fetch may take in all (Exchange's URL retrieval timeout, about 10 s,
+    exchange.md §4.2)."""
+    when_revocation_offline: Annotated[RevocationOffline, _enum_ci(RevocationOffline)] = Field(
+        alias="WhenRevocationOffline", default=RevocationOffline.FAIL)
+    """What a client certificate chain whose CRLs cannot be had gets (exchange.md §4.8)."""
     retry_interval: TimeSpan = Field(
         alias="RetryInterval", default=datetime.timedelta(seconds=10)
     )

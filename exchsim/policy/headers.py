@@ -46,6 +46,10 @@ NETWORK_MESSAGE_ID = "X-MS-Exchange-Organization-Network-Message-Id"
 # One field: its name (RFC 5322 ftext), WSP before the colon (obsolete syntax, kept apart to be
 # dropped), the rest of the line, then its continuation lines. No bare CR or LF anywhere.
 _FIELD = re.compile(rb"([!-9;-~]+)([ \t]*):[^\r\n]*(?:\r\n|\Z)(?:[ \t][^\r\n]*(?:\r\n|\Z))*")
+CLASSIFICATION = "X-MS-Exchange-Organization-Classification"
+#: The built-in ExPartnerMail classification, "Domain Secured" in Outlook (exchange.md §4.2).
+PARTNER_CLASSIFICATION = "030e9e2f-134b-4020-861c-5bfc616f113d"
+
 AUTH_HEADERS = (
     b"x-ms-exchange-organization-authas",
     b"x-ms-exchange-organization-authmechanism",
@@ -210,6 +214,10 @@ def stamp_authentication(
         stamped.append(make_field("X-MS-Exchange-Organization-AuthMechanism", mechanism))
         if auth_domain and auth_as != "Internal":
             stamped.append(make_field("X-MS-Exchange-Organization-AuthDomain", auth_domain))
+    if auth_as == "Partner":
+        # The Domain Secured mark of mail from a Domain Security partner (exchange.md §4.2).
+        stripped = stripped.without((CLASSIFICATION.lower().encode(),))
+        stamped.append(make_field(CLASSIFICATION, PARTNER_CLASSIFICATION))
     return Message((*stripped.fields, *stamped), stripped.body, stripped.has_separator)
 
 

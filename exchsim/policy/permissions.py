@@ -37,6 +37,7 @@ __all__ = [
     "EXTERNALLY_SECURED",
     "EXTERNALLY_SECURED_SERVERS",
     "HUB_TRANSPORT_SERVERS",
+    "PARTNER_RIGHTS",
     "PARTNER_SERVERS",
     "ConnectorAcl",
     "Identity",
@@ -91,6 +92,9 @@ _EXCHANGE_SERVERS: Rights = _SECURED_SERVERS | {
 }
 _LEGACY: Rights = _SECURED_SERVERS
 _PARTNERS: Rights = frozenset({R.SUBMIT, R.ACCEPT_HEADERS_ROUTING})
+#: What Domain Security grants the Partner it authenticates, whether or not the connector lists
+#: the Partners group (exchange.md §4.2): the Partners permission group's rights.
+PARTNER_RIGHTS = _PARTNERS
 
 
 def permission_group_entries(group: PermissionGroup, netbios: str) -> list[tuple[str, Rights]]:
@@ -160,9 +164,10 @@ class ConnectorAcl:
     allow: tuple[tuple[str, Rights], ...]
     deny: tuple[tuple[str, Rights], ...]
 
-    def rights_for(self, principal_set: Iterable[str]) -> Rights:
+    def rights_for(self, principal_set: Iterable[str], base: Rights = frozenset()) -> Rights:
+        """The allowed rights of the principals (plus ``base``), minus the denied ones."""
         held = set(principal_set)
-        granted: set[Right] = set()
+        granted: set[Right] = set(base)
         for principal, rights in self.allow:
             if principal in held:
                 granted |= rights

@@ -139,6 +139,12 @@ AUTH_CANCELLED = _r(501, "5.5.4", "Authentication cancelled")
 AUTH_ALREADY = _r(503, "5.5.2", "Auth command already specified")
 AUTH_TEMPORARY_FAILURE = _r(454, "4.7.0", "Temporary authentication failure")
 EXCHANGE_AUTH_IMPOSSIBLE = _r(451, "5.7.3", "Cannot achieve Exchange Server authentication")
+# Domain Security at MAIL FROM (exchange.md §2.3, §4.2); none of them closes the connection.
+SECURE_DOMAIN_DISALLOWED = _r(
+    451, "4.7.3", "The admin has temporarily disallowed this secure domain"
+)
+SECURE_DOMAIN_NOT_AUTHENTICATED = _r(530, "5.7.1", "Not authenticated")
+CERTIFICATE_VALIDATION_FAILURE = _r(454, "4.7.5", "Certificate validation failure")
 
 # --- authorization / relay / sender (exchange.md §2.3) --------------------------------------------
 NOT_AUTHENTICATED = _r(530, "5.7.1", "Client was not authenticated", close=True)

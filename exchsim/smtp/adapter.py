@@ -32,9 +32,11 @@ CLOSE-WAIT.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import ssl
 from asyncio import sslproto
+from collections.abc import Sequence
 from typing import Any, Protocol, cast
 
 from aiosmtpd.smtp import SMTP as AioSMTP
@@ -55,6 +57,7 @@ from exchsim.smtp.protocol import SessionCore
 from exchsim.smtp.readtimer import ReadTimer
 from exchsim.tls.judged import JudgedServerContext, JudgedSSLObject
 from exchsim.tls.pki import CertificateFiles
+from exchsim.tls.validation import ChainVerdict
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +73,7 @@ class ServerRuntime(ServerContext, Protocol):
     def message_handler(self, role: TransportRole) -> MessageHandler: ...
     def configured_port(self, listening_port: int) -> int: ...
     def track(self, session: ExchangeSession, opened: bool) -> None: ...
+    async def judge_certificate(self, chain: Sequence[bytes]) -> ChainVerdict: ...
 
 
 class ExchangeSession(AioSMTP):
@@ -204,6 +208,12 @@ class ExchangeSession(AioSMTP):
             group=ssl_object.group_name(),
             local_certificate=certificate,
         )
+        chain = info.peer_chain or ((info.peer_der,) if info.peer_der else ())
+        if chain and not anonymous:
+            # Judged now, CRLs fetched within their bound, so that the core decides on values
+            # (exchange.md §4.8).
+            verdict = await self.runtime.judge_certificate(chain)
+            info = dataclasses.replace(info, peer_chain=tuple(chain), verdict=verdict)
         return core.tls_established(info, self.runtime.clock.monotonic())
 
     def _write(self, data: bytes) -> None:

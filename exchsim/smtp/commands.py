@@ -17,7 +17,7 @@ from exchsim.policy.permissions import Identity, IdentityKind, Right, mask_to_ri
 from exchsim.policy.rates import rate_keys
 from exchsim.policy.replies import Reply
 from exchsim.policy.verbs import Greeting, Phase, bdat_arguments, xexch50_arguments
-from exchsim.smtp import auth, wire
+from exchsim.smtp import auth, certauth, wire
 from exchsim.smtp.message import AcceptedMessage, ProxiedClient
 
 if TYPE_CHECKING:
@@ -55,6 +55,7 @@ def _hello(s: SessionCore, arg: str | None, greeting: Greeting) -> None:
     s.greeting = greeting
     s.end_transaction()
     s.phase = Phase.READY
+    certauth.hello_after_tls(s)
     if greeting is Greeting.HELO:
         s.reply(replies.helo(s.fqdn, s.peer.ip))
     else:
@@ -168,6 +169,8 @@ def mail(s: SessionCore, arg: str | None) -> None:
     parsed = rules.parse_mail(arg)
     if isinstance(parsed, Reply):
         s.protocol_error(parsed)
+        return
+    if certauth.mail(s, parsed):
         return
     decision = rules.check_mail(s.facts(), parsed)
     if decision.accepted:

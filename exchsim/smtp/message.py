@@ -17,6 +17,7 @@ from exchsim.policy import rules, schannel
 from exchsim.policy.headers import tls_names
 from exchsim.policy.permissions import Identity, Rights
 from exchsim.policy.replies import Reply
+from exchsim.tls.validation import ChainVerdict
 
 SENDING_CERTIFICATE = ("Sending certificate Subject Issuer name Serial number Thumbprint "
                        "Not before Not after Subject alternate names")
@@ -54,6 +55,7 @@ class TlsInfo:
     peer_chain: tuple[bytes, ...] = ()  # every certificate the client presented, leaf first, DER
     group: str | None = None  # the (EC)DHE group, OpenSSL's name ("x25519")
     local_certificate: LocalCertificate | None = None  # what this server presented
+    verdict: ChainVerdict | None = None  # the runtime's judgement of peer_chain (STARTTLS)
 
     def names(self) -> tuple[str, str] | None:
         """(protocol, cipher) in Exchange's spelling, for Received headers."""

@@ -34,14 +34,17 @@ import ipaddress
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from exchsim.config.capabilities import Capability
 from exchsim.config.model import AuthMechanism, Mailbox, ReceiveConnector
 from exchsim.config.model import TransportRole as Role
 from exchsim.config.syntax import format_endpoint, format_timespan
 from exchsim.policy import ehlo, replies, rules
 from exchsim.policy.dialect import Dialect
+from exchsim.policy.domainsecure import capability_rights
 from exchsim.policy.permissions import (
     ANONYMOUS,
     EXTERNALLY_SECURED,
+    PARTNER_RIGHTS,
     Identity,
     IdentityKind,
     Rights,
@@ -50,7 +53,7 @@ from exchsim.policy.permissions import (
 )
 from exchsim.policy.replies import Reply
 from exchsim.policy.verbs import VERBS, Greeting, Phase, Standing, bdat_arguments, check
-from exchsim.smtp import commands
+from exchsim.smtp import certauth, commands
 from exchsim.smtp.actions import (
     Action,
     Close,
@@ -124,6 +127,8 @@ class SessionCore:
         self.rights: Rights = frozenset()
         self.mailbox: Mailbox | None = None
         self.proxied: ProxiedClient | None = None
+        self.capabilities: frozenset[Capability] = frozenset()  # TlsDomainCapabilities granted
+        self.capabilities_decided = False
         self.txn: Transaction | None = None
         self.messages = 0
         self.protocol_errors = 0
@@ -190,6 +195,8 @@ class SessionCore:
         self.tls = info
         for data, context in info.log_lines():
             self.info(data, context)
+        certauth.tls_established(self)
+        self.capabilities, self.capabilities_decided = frozenset(), False
         if self.untrusted_server_certificate():
             self.info("", "Inbound Exchange authentication failed: the client certificate "
                           "presented in X-ANONYMOUSTLS is not a published server certificate")
@@ -413,9 +420,10 @@ class SessionCore:
         self.mailbox = mailbox
         if rights is None:
             netbios = self.runtime.lab.organization.netbios
+            base = PARTNER_RIGHTS if identity.kind is IdentityKind.PARTNER else frozenset()
             rights = self.runtime.acl(self.connector).rights_for(
-                principals(identity, netbios, mailbox))
-        self.rights = rights
+                principals(identity, netbios, mailbox), base)
+        self.rights = rights | capability_rights(self.capabilities)
         if log:
             self.info(permission_tokens(rights), "Set Session Permissions")
 

@@ -18,7 +18,7 @@ not locked out); the session and the Domain Security checks judge it afterwards.
 profile (versions, cipher suites, groups, options) is Windows Server 2016/2019's, from
 :mod:`exchsim.tls.schannel`. TLS 1.2 (so ``tls-unique`` is defined), no renegotiation.
 
-Session resumption (exchange.md §4.7), as a Schannel server does it: a session-id cache in
+Session resumption (exchange.md §4.10), as a Schannel server does it: a session-id cache in
 each context (OpenSSL's internal cache, bounded at its default 20,480 sessions, near Schannel's
 MaximumCacheSize of 20,000, the oldest dropped first), sessions kept for Schannel's
 ServerCacheTime (10 hours), no session tickets, and a session id context (derived from the
@@ -55,7 +55,7 @@ __all__ = ["JudgedSSLObject", "JudgedServerContext"]
 
 T = TypeVar("T")
 _BIO_CHUNK = 64 * 1024
-SERVER_CACHE_TIME = 10 * 3600  # seconds: Schannel's ServerCacheTime default (exchange.md §4.7)
+SERVER_CACHE_TIME = 10 * 3600  # seconds: Schannel's ServerCacheTime default (exchange.md §4.10)
 
 
 def _accept_any(conn: SSL.Connection, cert: crypto.X509, errnum: int, depth: int,

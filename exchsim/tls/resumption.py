@@ -3,7 +3,7 @@
 A Windows TLS client keeps, per server it talked to, the session of its last full handshake
 and offers it on the next connection (an abbreviated handshake: no certificate, no key
 exchange); the cache entry expires after ``ClientCacheTime``, 10 hours by default
-(exchange.md §4.7). :class:`ClientSessionCache` does the same for exchsim's hop client
+(exchange.md §4.10). :class:`ClientSessionCache` does the same for exchsim's hop client
 (Front End -> hub, hub -> Mailbox Transport Delivery, hub -> hub), one entry per destination
 (next-hop address and port).
 
@@ -19,7 +19,7 @@ side). The ``SSLObject`` and the session therefore always belong to that one rea
 again with the server's certificate: about 0.17 ms of CPU here, which the saving of a resumed
 handshake more than pays for; README, Benchmark.)
 
-What is cached (exchsim's rules, exchange.md §4.7):
+What is cached (exchsim's rules, exchange.md §4.10):
 
 - Session ids, not tickets: exchsim's servers issue no tickets (judged.py), as Schannel
   servers resume by session id.
@@ -58,7 +58,7 @@ __all__ = [
     "server_hello_has_ems",
 ]
 
-CLIENT_CACHE_TIME = 10 * 3600.0  # seconds: Schannel's ClientCacheTime default (exchange.md §4.7)
+CLIENT_CACHE_TIME = 10 * 3600.0  # seconds: Schannel's ClientCacheTime default (exchange.md §4.10)
 MAX_DESTINATIONS = 1024  # exchsim's bound; a hub has a few next hops per server of the lab
 
 _HANDSHAKE = 22  # TLS ContentType handshake (RFC 5246 §6.2.1)

@@ -1,4 +1,4 @@
-"""TLS session resumption on the hops, through a real lab (exchange.md §4.7).
+"""TLS session resumption on the hops, through a real lab (exchange.md §4.10).
 
 Full and resumed handshakes on the same hop with EXCHANGEAUTH and mail over both; a client
 cache that outlives its server (restart) falls back to a full handshake; a tls-unique that is

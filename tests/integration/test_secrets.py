@@ -75,8 +75,8 @@ async def test_everything_the_lab_writes_is_private(lab: RunningLab) -> None:
         for name in dirs + files:
             path = Path(root) / name
             mode = stat.S_IMODE(path.lstat().st_mode)
-            if path.suffix == ".crt":
-                continue  # a server's certificate is public by design (exchsim/tls/pki.py)
+            if path.suffix in (".crt", ".crl"):
+                continue  # certificates and CRLs are public by design (tls/pki.py, tls/labca.py)
             if mode & 0o077:
                 loose.append(f"{path.relative_to(lab.data)} {oct(mode)}")
     assert loose == []

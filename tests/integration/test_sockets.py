@@ -161,7 +161,7 @@ async def test_clients_closing_without_quit_leave_no_socket(lab: LabProcess, kin
         await clean_session(port)
     ok, fds, states = await settled(lab.pid, fd_count(lab.pid), SETTLE)
     assert ok, ("the server did not settle after one clean session per listener", fds, states)
-    assert states == Counter({"LISTEN": 7}), states  # six listeners and the internet sink
+    assert states == Counter({"LISTEN": 8}), states  # six listeners, the internet sink, the CRL server
 
     async def one_listener(port: int) -> None:
         for _ in range(CONNECTIONS):
@@ -178,5 +178,5 @@ async def test_clients_closing_without_quit_leave_no_socket(lab: LabProcess, kin
         f"more than before ({fds} -> {count}: {dict(fd_kinds(lab.pid))}) and these TCP sockets: "
         f"{dict(states)}"
     )
-    assert states == Counter({"LISTEN": 7}), states
+    assert states == Counter({"LISTEN": 8}), states
     assert lab.proc.returncode is None, lab.lines

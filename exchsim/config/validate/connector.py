@@ -17,6 +17,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from exchsim.config.capabilities import duplicate_domains
 from exchsim.config.issues import IssueLog, Subject, label, place, show
 from exchsim.config.model import (
     AuthMechanism,
@@ -183,6 +184,16 @@ class _Rules:
                          "DomainSecureEnabled true is not allowed with AuthMechanism "
                          "ExternalAuthoritative (exchange.md §3.4: DomainSecureEnabled forbids "
                          "ExternalAuthoritative)", ("AuthMechanism",))
+
+        for domain in duplicate_domains(c.tls_domain_capabilities):
+            self.add("TlsDomainCapabilities", self.value("TlsDomainCapabilities"),
+                     f"{domain} is named twice: one entry per domain, with all its "
+                     "capabilities after the colon (exchange.md §4.4)")
+        if c.exchsim_require_client_certificate and A.TLS not in auth:
+            self.add("ExchsimRequireClientCertificate",
+                     self.value("ExchsimRequireClientCertificate"),
+                     f"a client certificate cannot be required with AuthMechanism {auth_text}: "
+                     "it needs Tls (exchange.md §4.9)", ("AuthMechanism",))
 
     def fqdn(self) -> None:
         c, server = self.c, self.server

@@ -5,7 +5,7 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Sequence
 
-from exchsim.config.issues import IssueLog, place, show
+from exchsim.config.issues import IssueLog, Place, place, show
 from exchsim.config.model import LabSettings, Server
 from exchsim.config.prose import validate
 
@@ -28,7 +28,32 @@ def validate_lab(raw: object, servers: Sequence[tuple[int, Server]], log: IssueL
                     f"{show(sink.address)} is not allowed: it is the Address of "
                     f"Servers[{i}] ({server.name}); the internet sink needs its own",
                     order=order)
+    _validate_crl_server(settings, servers, log, order)
     return settings
+
+
+def _validate_crl_server(settings: LabSettings, servers: Sequence[tuple[int, Server]],
+                         log: IssueLog, order: Place) -> None:
+    """The CRL server listens on loopback, on an address of its own (not a server's), and not
+    on the internet sink's address and port."""
+    crl = settings.crl_server
+    ip = ipaddress.ip_address(crl.address)  # the type checked it
+    key = "Lab.CrlServer.Address"
+    if not ip.is_loopback:
+        log.add(key, crl.address, f"{show(crl.address)} is not allowed: the lab serves its "
+                "CRLs on loopback only (127.0.0.0/8 or ::1)", order=order)
+        return
+    for i, server in servers:
+        if _same(server.address, ip):
+            log.add(key, crl.address,
+                    f"{show(crl.address)} is not allowed: it is the Address of "
+                    f"Servers[{i}] ({server.name}); the CRL server needs its own", order=order)
+            return
+    sink = settings.internet_sink
+    if _same(sink.address, ip) and sink.port == crl.port:
+        log.add("Lab.CrlServer.Port", crl.port,
+                f"{crl.port} is not allowed: the internet sink listens on "
+                f"{sink.address}:{sink.port}", order=order)
 
 
 def _same(address: str, ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:

@@ -796,6 +796,30 @@ def test_message_expiration_timeout() -> None:
     assert issue.key_path == "Lab.MessageExpirationTimeout"
 
 
+def test_crl_server_and_retrieval_timeout() -> None:
+    lab = load(config())
+    assert (lab.lab.crl_server.address, lab.lab.crl_server.port) == ("127.0.10.251", 80)
+    assert lab.lab.crl_retrieval_timeout == datetime.timedelta(seconds=10)
+    lab = load(config() + "Lab: {CrlServer: {Address: '::1', Port: 8080}, "
+               "CrlRetrievalTimeout: '00:00:03'}\n")
+    assert (lab.lab.crl_server.address, lab.lab.crl_server.port) == ("::1", 8080)
+    assert lab.lab.crl_retrieval_timeout == datetime.timedelta(seconds=3)
+    issue = one_issue(config() + "Lab: {CrlServer: {Address: 192.0.2.1}}\n")
+    assert issue.key_path == "Lab.CrlServer.Address"
+    assert "loopback only" in issue.message
+    issue = one_issue(config() + "Lab: {CrlServer: {Address: 127.0.10.1}}\n")
+    assert issue.key_path == "Lab.CrlServer.Address"
+    assert "Servers[0] (EX01)" in issue.message
+    issue = one_issue(config() + "Lab: {InternetSink: {Address: 127.0.10.250, Port: 80}, "
+                      "CrlServer: {Address: 127.0.10.250}}\n")
+    assert issue.key_path == "Lab.CrlServer.Port"
+    assert "the internet sink listens on 127.0.10.250:80" in issue.message
+    issue = one_issue(config() + "Lab: {CrlServer: {Port: 0}}\n")
+    assert issue.key_path == "Lab.CrlServer.Port"
+    issue = one_issue(config() + "Lab: {CrlRetrievalTimeout: '00:10:00'}\n")
+    assert issue.key_path == "Lab.CrlRetrievalTimeout"
+
+
 # --- many mistakes at once, did you mean, file-level problems -----------------------------------
 
 

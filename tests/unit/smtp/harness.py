@@ -8,6 +8,7 @@ server sent.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 from collections import Counter
 from collections.abc import Iterable, Mapping
@@ -188,8 +189,7 @@ class Transcript:
                     self.closed = True
                 elif isinstance(action, StartTls):
                     follow = self.core.tls_established(
-                        TlsInfo(self.tls.protocol, self.tls.cipher, action.anonymous,
-                                self.tls.peer_der, self.tls.tls_unique), self.now)
+                        dataclasses.replace(self.tls, anonymous=action.anonymous), self.now)
                 elif isinstance(action, Deliver):
                     self.delivered.append(action.message)
                     follow = self.core.delivered(self.answer, self.now)
