@@ -69,6 +69,7 @@ class JudgedServer:
     context: JudgedServerContext
     port: int = 0
     seen: list[tuple[bool, bytes | None]] = field(default_factory=list)
+    peers: list[tuple[bytes | None, tuple[bytes, ...]]] = field(default_factory=list)
 
 
 @contextlib.asynccontextmanager
@@ -80,6 +81,7 @@ async def judged_server(context: JudgedServerContext,
         try:
             obj: JudgedSSLObject = writer.get_extra_info("ssl_object")
             state.seen.append((obj.session_reused, obj.get_channel_binding("tls-unique")))
+            state.peers.append((obj.getpeercert(binary_form=True), obj.peer_chain_der()))
             writer.write(b"ok\n")
             await asyncio.wait_for(reader.read(), TIMEOUT)
         except (OSError, ssl.SSLError, TimeoutError):
@@ -148,6 +150,10 @@ async def test_full_then_resumed_with_tls_unique_equal_on_both_sides(lab_pki: La
     assert len({first.client_unique, second.client_unique, third.client_unique}) == 3
     assert (context.full_handshakes, context.resumed_handshakes) == (1, 2)
     assert (cache.full_handshakes, cache.resumed_handshakes) == (1, 2)
+    # A resumed session still shows the client certificate of the handshake that made it,
+    # so it is judged the same (exchange.md §4.1, §4.2).
+    client_der = lab_pki.ex01.load_der()
+    assert server.peers == [(client_der, (client_der,))] * 3
 
 
 async def test_on_a_resumed_handshake_tls_unique_is_the_servers_finished(
