@@ -15,7 +15,6 @@ import datetime
 import ipaddress
 import logging
 import os
-import ssl
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -45,10 +44,12 @@ from exchsim.tls.crlhttp import CrlServer
 from exchsim.tls.judged import JudgedServerContext
 from exchsim.tls.labca import LabCa, PkiError, crl_base_url, crl_dir, ensure_lab_ca
 from exchsim.tls.pki import CertificateFiles, ensure_server_certificate, select_certificate
+from exchsim.tls.resumption import ClientSessionCache
 from exchsim.tls.revocation import CertificateJudge
 from exchsim.tls.schannel import LegacyProtocols
 from exchsim.tls.validation import ChainVerdict
 from exchsim.transport.frontend import FrontendProxy, HubEndpoint
+from exchsim.transport.hopclient import HopTls
 from exchsim.transport.hub import DeliveryAgent, Endpoint, HubReceiver
 from exchsim.transport.mailbox import MailboxDeliveryReceiver
 from exchsim.transport.queue import MessageQueue
@@ -110,7 +111,9 @@ class ServerNode:
             data_dir / "pki", clock,
             timeout=lab.lab.crl_retrieval_timeout.total_seconds(),
             offline=lab.lab.when_revocation_offline)
-        self._anon_client = client_context_anonymous_tls(self.certificate)
+        # Hops resume TLS sessions per next hop, as Schannel's client cache (tls/resumption.py).
+        self._anon_client = ClientSessionCache(
+            client_context_anonymous_tls(self.certificate), clock.monotonic)
         self.receive_log = ProtocolLog(
             data_dir / "logs" / server.name / "ProtocolLog" / "SmtpReceive",
             "SmtpReceive",
@@ -182,7 +185,7 @@ class ServerNode:
     async def judge_certificate(self, chain: Sequence[bytes]) -> ChainVerdict:
         return await self.judge.judge(chain)
 
-    def client_tls_context(self) -> ssl.SSLContext | None:
+    def client_tls_context(self) -> HopTls | None:
         return self._anon_client
 
     def session_log(self, connector: ReceiveConnector, session_id: str, local: str,

@@ -16,13 +16,29 @@ Every listener uses it, for STARTTLS too: the certificate is requested, never re
 the handshake completes whatever certificate comes (an Internet sender presenting a bad one is
 not locked out); the session and the Domain Security checks judge it afterwards. The TLS
 profile (versions, cipher suites, groups, options) is Windows Server 2016/2019's, from
-:mod:`exchsim.tls.schannel`. TLS 1.2 (so ``tls-unique`` is defined), no renegotiation, and
-no session resumption (each handshake is a full one, so ``tls-unique`` is the client's Finished
-message, as Python's ``ssl`` computes it on the client side).
+:mod:`exchsim.tls.schannel`. TLS 1.2 (so ``tls-unique`` is defined), no renegotiation.
+
+Session resumption (exchange.md §4.10), as a Schannel server does it: a session-id cache in
+each context (OpenSSL's internal cache, bounded at its default 20,480 sessions, near Schannel's
+MaximumCacheSize of 20,000, the oldest dropped first), sessions kept for Schannel's
+ServerCacheTime (10 hours), no session tickets, and a session id context (derived from the
+certificate unless given); a session is only resumed by the context that made it (each
+context has its own cache). The peer's certificate and chain are part of the session, so a
+resumed session is judged on the certificate of the handshake that made it. A session whose
+handshake did not negotiate the Extended Master Secret (RFC 7627) is never resumed: OpenSSL
+itself refuses to resume a session with EMS without it, and to resume a session without EMS
+for a client that offers it; a session made without EMS by a client without EMS is marked
+unresumable after its handshake (see ``_refuse_resumption``).
+
+``tls-unique`` (RFC 5929 §3.1) is the first Finished message of the latest handshake: the
+client's on a full handshake, the server's own on a resumed one (the server sends its Finished
+first there). :meth:`JudgedSSLObject.get_channel_binding` takes the one that applies, as
+Python's ``ssl`` does on both sides.
 """
 
 from __future__ import annotations
 
+import hashlib
 import ssl
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -39,6 +55,7 @@ __all__ = ["JudgedSSLObject", "JudgedServerContext"]
 
 T = TypeVar("T")
 _BIO_CHUNK = 64 * 1024
+SERVER_CACHE_TIME = 10 * 3600  # seconds: Schannel's ServerCacheTime default (exchange.md §4.10)
 
 
 def _accept_any(conn: SSL.Connection, cert: crypto.X509, errnum: int, depth: int,
@@ -56,28 +73,37 @@ class JudgedServerContext(ssl.SSLContext):
 
     _judged: SSL.Context
 
-    def __new__(cls, cert: CertificateFiles,
-                legacy: LegacyProtocols | None = None) -> JudgedServerContext:
+    def __new__(cls, cert: CertificateFiles, legacy: LegacyProtocols | None = None, *,
+                session_id_context: bytes | None = None) -> JudgedServerContext:
         return super().__new__(cls, ssl.PROTOCOL_TLS_SERVER)
 
-    def __init__(self, cert: CertificateFiles, legacy: LegacyProtocols | None = None) -> None:
+    def __init__(self, cert: CertificateFiles, legacy: LegacyProtocols | None = None, *,
+                 session_id_context: bytes | None = None) -> None:
         self.certificate = cert
         ctx = SSL.Context(SSL.TLS_SERVER_METHOD)
         apply_server_profile(ctx, legacy)  # versions, suites, DH, options (tls/schannel.py)
         ctx.set_options(SSL.OP_NO_RENEGOTIATION | SSL.OP_NO_TICKET)
-        ctx.set_session_cache_mode(SSL.SESS_CACHE_OFF)
+        # Session-id resumption (module docstring): at most 32 bytes of id context.
+        ctx.set_session_cache_mode(SSL.SESS_CACHE_SERVER)
+        ctx.set_session_id(hashlib.sha256(
+            session_id_context if session_id_context is not None
+            else b"exchsim judged " + cert.load_der()).digest())
+        ctx.set_timeout(SERVER_CACHE_TIME)
         ctx.use_certificate_chain_file(str(cert.cert_path))
         ctx.use_privatekey_file(str(cert.key_path))
         ctx.check_privatekey()
         ctx.set_verify(SSL.VERIFY_PEER, _accept_any)
         self._judged = ctx
+        # Handshakes completed, for tests and the benchmark.
+        self.full_handshakes = 0
+        self.resumed_handshakes = 0
 
     def wrap_bio(self, incoming: ssl.MemoryBIO, outgoing: ssl.MemoryBIO,  # type: ignore[override]
                  server_side: bool = False, server_hostname: str | bytes | None = None,
                  session: ssl.SSLSession | None = None) -> JudgedSSLObject:
         if not server_side:
             raise ValueError("JudgedServerContext is for the server side only")
-        return JudgedSSLObject(self._judged, incoming, outgoing)
+        return JudgedSSLObject(self._judged, incoming, outgoing, self)
 
     def wrap_socket(self, *args: Any, **kwargs: Any) -> ssl.SSLSocket:
         raise NotImplementedError("JudgedServerContext only wraps memory BIOs (asyncio)")
@@ -90,12 +116,14 @@ class JudgedSSLObject:
     server_hostname = None
 
     def __init__(self, ctx: SSL.Context, incoming: ssl.MemoryBIO,
-                 outgoing: ssl.MemoryBIO) -> None:
+                 outgoing: ssl.MemoryBIO, owner: JudgedServerContext | None = None) -> None:
         self._conn = SSL.Connection(ctx, None)
         self._conn.set_accept_state()
         self._incoming = incoming
         self._outgoing = outgoing
         self._eof_passed = False
+        self._owner = owner
+        self._reused = False
 
     # -- moving bytes between asyncio's memory BIOs and OpenSSL's ------------------------------
 
@@ -135,6 +163,20 @@ class JudgedSSLObject:
 
     def do_handshake(self) -> None:
         self._call(self._conn.do_handshake)
+        ssl_ptr = self._conn._ssl  # pyOpenSSL's SSL*, for what pyOpenSSL does not wrap
+        self._reused = bool(_lib.SSL_session_reused(ssl_ptr))
+        if not self._reused and _lib.SSL_get_extms_support(ssl_ptr) != 1:
+            _refuse_resumption(ssl_ptr)
+        if self._owner is not None:
+            if self._reused:
+                self._owner.resumed_handshakes += 1
+            else:
+                self._owner.full_handshakes += 1
+
+    @property
+    def session_reused(self) -> bool:
+        """Whether the handshake resumed a cached session (as ``ssl.SSLObject``)."""
+        return self._reused
 
     def read(self, size: int = 1024, buffer: bytearray | memoryview | None = None) -> Any:
         try:
@@ -201,6 +243,22 @@ class JudgedSSLObject:
     def get_channel_binding(self, cb_type: str = "tls-unique") -> bytes | None:
         if cb_type != "tls-unique":
             raise ValueError(f"{cb_type!r} channel binding type not implemented")
-        # A full handshake on the server side: tls-unique is the client's Finished message.
-        finished: bytes | None = self._conn.get_peer_finished()
+        # RFC 5929 §3.1: the first Finished of the latest handshake. On a full handshake the
+        # client sends the first (the peer's here); on a resumed one the server does (ours).
+        finished: bytes | None = (self._conn.get_finished() if self._reused
+                                  else self._conn.get_peer_finished())
         return finished
+
+
+def _refuse_resumption(ssl_ptr: Any) -> None:
+    """Make the session of a handshake without the Extended Master Secret unresumable.
+
+    cryptography's binding offers neither ``SSL_CTX_remove_session`` nor a session's id
+    context setter. OpenSSL resumes a cached session only for a handshake of the session's
+    own protocol version (``ssl_get_prev_session``: otherwise a cache miss, a full handshake),
+    so the cached session is given a version no handshake here can have (SSL 3.0: the context
+    speaks TLS 1.2 only). The connection that made it is unaffected: its version is its own.
+    """
+    session = _lib.SSL_get_session(ssl_ptr)
+    if session != _ffi.NULL:
+        _lib.SSL_SESSION_set_protocol_version(session, _lib.SSL3_VERSION)

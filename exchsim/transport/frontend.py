@@ -32,7 +32,6 @@ arrive (the same Internet Message-ID, transport/mailbox.py).
 from __future__ import annotations
 
 import logging
-import ssl
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -44,7 +43,7 @@ from exchsim.policy.permissions import Identity, IdentityKind, Rights, rights_to
 from exchsim.policy.replies import Reply
 from exchsim.smtp import wire
 from exchsim.smtp.message import AcceptedMessage, MessageContext
-from exchsim.transport.hopclient import HopClient, HopError
+from exchsim.transport.hopclient import HopClient, HopError, HopTls
 from exchsim.transport.received import received_for
 
 log = logging.getLogger(__name__)
@@ -74,7 +73,7 @@ class FrontendProxy:
         self,
         server: Server,
         clock: Clock,
-        tls_context: Callable[[], ssl.SSLContext | None],
+        tls_context: Callable[[], HopTls | None],
         default_hub: HubEndpoint,
         client_proxy: HubEndpoint,
         *,

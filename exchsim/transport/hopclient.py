@@ -34,6 +34,10 @@ from dataclasses import dataclass
 
 from exchsim.policy.replies import Reply
 from exchsim.tls.directtrust import make_exchangeauth_blob
+from exchsim.tls.resumption import ClientSessionCache
+
+HopTls = ssl.SSLContext | ClientSessionCache
+"""What a hop's TLS is made with: a client context, or a session cache around one."""
 
 MAX_REPLY_LINE = 4096  # bytes in one reply line, CRLF included (RFC 5321's 512, eight times)
 MAX_REPLY_LINES = 100  # lines in one multi-line reply (an EHLO answer has about 20)
@@ -105,19 +109,33 @@ class HopClient:
         port: int,
         *,
         helo: str,
-        tls_context: ssl.SSLContext,
+        tls_context: HopTls,
         timeout: float = 30.0,
         source: str | None = None,
     ) -> HopClient:
+        """A hop session ready for the hop's own command (module docstring).
+
+        With a :class:`ClientSessionCache` the handshake offers the session cached for
+        ``host:port`` (TLS session resumption, tls/resumption.py); the session is kept once
+        EXCHANGEAUTH succeeded and dropped if the hop fails after its handshake.
+        """
+        sessions: ClientSessionCache | None = None
+        context: ssl.SSLContext
+        if isinstance(tls_context, ClientSessionCache):
+            sessions, context = tls_context, tls_context.context_for(host, port)
+        else:
+            context = tls_context
         client = await cls.open(host, port, timeout=timeout, source=source)
         writer = client.writer
+        handshake_done = False
         try:
             await client._expect(await client.read_reply(), 220)
             await client.ehlo(helo)
             if "X-ANONYMOUSTLS" not in client.extensions:
                 raise HopError(f"{host}:{port} does not offer X-ANONYMOUSTLS")
             await client._expect(await client.command("X-ANONYMOUSTLS"), 220)
-            await writer.start_tls(tls_context, ssl_handshake_timeout=timeout)
+            await writer.start_tls(context, ssl_handshake_timeout=timeout)
+            handshake_done = True
             await client.ehlo(helo)
             ssl_object = writer.get_extra_info("ssl_object")
             unique = ssl_object.get_channel_binding("tls-unique") if ssl_object else None
@@ -126,9 +144,19 @@ class HopClient:
             blob = make_exchangeauth_blob(helo, unique)
             await client._expect(await client.command(f"X-EXPS EXCHANGEAUTH SHA256 {blob}"), 235)
         except BaseException:
+            if sessions is not None and handshake_done:
+                sessions.forget(host, port)
             client.abort()
             raise
+        if sessions is not None:
+            sessions.remember(host, port, ssl_object)
         return client
+
+    @property
+    def session_reused(self) -> bool:
+        """Whether this hop's TLS session was resumed (an abbreviated handshake)."""
+        ssl_object = self.writer.get_extra_info("ssl_object")
+        return bool(ssl_object is not None and ssl_object.session_reused)
 
     async def read_reply(self) -> Reply:
         """One whole reply, or HopError (and the client broken, its connection closed)."""

@@ -38,7 +38,6 @@ import contextlib
 import datetime
 import logging
 import re
-import ssl
 import traceback
 import uuid
 from collections import defaultdict, deque
@@ -61,6 +60,7 @@ from exchsim.policy.headers import (
 )
 from exchsim.policy.replies import Reply, queued
 from exchsim.smtp.message import AcceptedMessage
+from exchsim.transport.hopclient import HopTls
 from exchsim.transport.ndr import build_ndr, ndr_message_id
 from exchsim.transport.nexthop import Endpoint, NextHops
 from exchsim.transport.outcome import (
@@ -214,7 +214,7 @@ class DeliveryAgent:
         server: Server,
         clock: Clock,
         queue: MessageQueue,
-        tls_context: Callable[[], ssl.SSLContext | None],
+        tls_context: Callable[[], HopTls | None],
         mailbox_delivery: Mapping[str, Endpoint],
         internet: Endpoint,
         retry: datetime.timedelta,

@@ -11,7 +11,6 @@ errors, OSError, TimeoutError).
 from __future__ import annotations
 
 import contextlib
-import ssl
 from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -20,7 +19,7 @@ import aiosmtplib
 
 from exchsim.config.model import Server
 from exchsim.policy.replies import Reply
-from exchsim.transport.hopclient import HopClient, HopError, parse_reply
+from exchsim.transport.hopclient import HopClient, HopError, HopTls, parse_reply
 from exchsim.transport.outcome import Unreachable, Unsendable, summary
 from exchsim.transport.queue import QueuedMessage
 
@@ -36,7 +35,7 @@ class Endpoint:
 class NextHops:
     """The connections of one hub's delivery agent to its next hops."""
 
-    def __init__(self, server: Server, tls_context: Callable[[], ssl.SSLContext | None],
+    def __init__(self, server: Server, tls_context: Callable[[], HopTls | None],
                  mailbox_delivery: Mapping[str, Endpoint], internet: Endpoint) -> None:
         self.server = server
         self.tls_context = tls_context
