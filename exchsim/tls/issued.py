@@ -31,7 +31,6 @@ from exchsim.tls.labca import (
     LabCa,
     PkiError,
     _publish,
-    atomic_write,
     cert_pem,
     issued_index_path,
     key_pem,
@@ -41,7 +40,7 @@ from exchsim.tls.labca import (
     validity_for,
     write_json,
 )
-from exchsim.tls.pki import CertificateFiles, format_dn, load_certificate_files
+from exchsim.tls.pki import CertificateFiles, atomic_write, format_dn, load_certificate_files
 
 __all__ = ["IssuedRecord", "issue_certificate", "issued_records", "revoke", "write_out"]
 

@@ -38,8 +38,6 @@ import contextlib
 import datetime
 import fcntl
 import json
-import os
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,6 +49,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPrivateKeyTypes
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from exchsim.tls.pki import atomic_write
 
 KEY_FILE_MODE = 0o600
 CERT_FILE_MODE = 0o644
@@ -79,24 +79,6 @@ class PkiError(Exception):
 
 
 # --- files ------------------------------------------------------------------------------
-
-
-def atomic_write(path: Path, data: bytes, mode: int) -> None:
-    """Write ``path`` whole or not at all: temporary file in the same directory, fsync, rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    tmp = Path(tmp_name)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            os.fchmod(fh.fileno(), mode)
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise
 
 
 def write_json(path: Path, value: Any) -> None:

@@ -184,7 +184,9 @@ def _reusable(
     return files
 
 
-def _atomic_write(path: Path, data: bytes, mode: int) -> None:
+def atomic_write(path: Path, data: bytes, mode: int) -> None:
+    """Write ``path`` whole or not at all: temporary file in the same directory, fsync, rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     tmp = Path(tmp_name)
     try:
@@ -238,8 +240,8 @@ def ensure_server_certificate(
         serialization.PrivateFormat.PKCS8,
         serialization.NoEncryption(),
     )
-    _atomic_write(key_path, key_pem, KEY_FILE_MODE)
-    _atomic_write(cert_path, cert.public_bytes(serialization.Encoding.PEM), CERT_FILE_MODE)
+    atomic_write(key_path, key_pem, KEY_FILE_MODE)
+    atomic_write(cert_path, cert.public_bytes(serialization.Encoding.PEM), CERT_FILE_MODE)
     return _describe(cert, cert_path, key_path)
 
 
