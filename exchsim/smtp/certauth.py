@@ -39,7 +39,7 @@ def tls_established(s: SessionCore) -> None:
         return
     leaf = tls.peer_chain[0] if tls.peer_chain else tls.peer_der
     if leaf is not None:
-        s.info(describe(leaf), REMOTE_CERTIFICATE)
+        s.info(" " + describe(leaf), REMOTE_CERTIFICATE)  # leading space: as Sending certificate
 
 
 def hello_after_tls(s: SessionCore) -> None:

@@ -37,10 +37,12 @@ class LocalCertificate:
     key_bits: int  # the RSA key's size (the key exchange strength of TLS_RSA_* suites)
 
     def log_line(self) -> tuple[str, str]:
-        """The ``Sending certificate`` information line: (data, context)."""
+        """The ``Sending certificate`` information line: (data, context). Exchange starts the
+        data with a space (`` CN=...``; parsers of its logs find TLS sessions by it,
+        exchange.md §12.7)."""
         def when(t: datetime.datetime) -> str:
             return t.astimezone(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S.000Z")
-        data = (f"{self.subject} {self.issuer} {self.serial} {self.thumbprint} "
+        data = (f" {self.subject} {self.issuer} {self.serial} {self.thumbprint} "
                 f"{when(self.not_before)} {when(self.not_after)} {';'.join(self.dns_names)}")
         return data, SENDING_CERTIFICATE
 

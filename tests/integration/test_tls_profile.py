@@ -210,7 +210,7 @@ async def test_a_sender_with_an_untrusted_client_certificate_still_sends_mail(
     assert unfolded.count("(version=TLS1_2, cipher=TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384)") >= 3
     log = lab.protocol_log()
     assert re.search(
-        r",\*,CN=EX01 CN=EX01 [0-9A-F]{32} [0-9A-F]{40} \d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.000Z "
+        r",\*, CN=EX01 CN=EX01 [0-9A-F]{32} [0-9A-F]{40} \d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.000Z "
         r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.000Z EX01;ex01\.contoso\.com,Sending certificate "
         r"Subject Issuer name Serial number Thumbprint Not before Not after Subject alternate "
         r"names\r\n", log)
