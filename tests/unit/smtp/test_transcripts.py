@@ -353,7 +353,7 @@ def test_auth_login_is_a_state_of_the_core() -> None:
     assert t.say("YWxpY2VAY29udG9zby5jb20=") == "334 UGFzc3dvcmQ6\r\n"
     assert t.say("d3Jvbmc=") == "535 5.7.3 Authentication unsuccessful\r\n"
     assert t.tarpits == [3.0]
-    # The log shows the challenges redacted and none of the client's AUTH lines (§1.7).
+    # The log shows the challenges redacted and none of the client's AUTH lines (exchange.md §1.7).
     events = rt.logs[-1].events
     auth = [e for e in events[events.index(("<", "AUTH LOGIN", "")):] if e[0] in "<>"]
     assert auth == [("<", "AUTH LOGIN", ""), (">", "334 <authentication response>", ""),
