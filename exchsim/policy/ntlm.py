@@ -35,6 +35,7 @@ __all__ = [
     "accepts_ntlmv1",
     "build_challenge",
     "challenge_flags",
+    "filetime",
     "identity_of",
     "negotiate_flags",
 ]
