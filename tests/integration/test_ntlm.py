@@ -24,9 +24,10 @@ from tests.integration.conftest import (
 )
 
 HOST = "127.0.10.1"
-# nmap's smtp-ntlm-info NEGOTIATE flags (and System.Net.Mail's): UNICODE, OEM, REQUEST_TARGET,
-# NTLM, ALWAYS_SIGN, EXTENDED_SESSIONSECURITY, 128, 56.
-NMAP_FLAGS = 0xA2088207
+# System.Net.Mail's NEGOTIATE flags: UNICODE, OEM, REQUEST_TARGET, NTLM, ALWAYS_SIGN,
+# EXTENDED_SESSIONSECURITY, VERSION, 128, 56. Exchange answered them with 0xa2898205.
+NET_MAIL_FLAGS = 0xA2088207
+NMAP_FLAGS = 0xA0088207  # smtp-ntlm-info's: the same without VERSION
 
 
 def lab_yaml(server: str = "", level: int | None = None) -> str:
@@ -41,7 +42,7 @@ def lab_yaml(server: str = "", level: int | None = None) -> str:
     return text
 
 
-async def challenge_of(port: int, flags: int = NMAP_FLAGS) -> bytes:
+async def challenge_of(port: int, flags: int = NET_MAIL_FLAGS) -> bytes:
     client = await RawClient.connect(HOST, port)
     try:
         await client.reply()
@@ -75,7 +76,10 @@ async def test_the_challenge_names_the_organization_and_the_windows_build(tmp_pa
             version = challenge.version
             assert (version.major, version.minor, version.build, version.revision) == (
                 10, 0, 17763, 15)  # Windows Server 2019, Exchange 2019's default
-        # A client that asks for signing, sealing and key exchange (pyspnego's NEGOTIATE).
+        # nmap does not ask for VERSION; Windows sends it all the same.
+        challenge = Challenge.unpack(await challenge_of(lab.port(25), NMAP_FLAGS))
+        assert challenge.flags == 0xA2898205 and challenge.version.build == 17763
+        # A client that asks for signing, sealing and key exchange (Windows 10's NEGOTIATE).
         challenge = Challenge.unpack(await challenge_of(lab.port(587), 0xE2088297))
         assert challenge.flags == 0xE2898215
     finally:

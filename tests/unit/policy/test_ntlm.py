@@ -50,7 +50,7 @@ def test_the_challenge_is_byte_for_byte_the_one_a_windows_exchange_server_sent()
 
 
 @pytest.mark.parametrize(("requested", "answered", "domain"), [
-    (0xA2088207, 0xA2898205, True),   # System.Net.Mail / nmap -> Exchange (SMTP), MailKit tests
+    (0xA2088207, 0xA2898205, True),   # System.Net.Mail -> Exchange (SMTP), MailKit's tests
     (0xE2088297, 0xE2898215, True),   # Windows 10 -> Windows Server 2022 DC (LDAP), Microsoft
     (0x00088207, 0x028A8205, False),  # a minimal client -> Windows Server 2012 R2 in a workgroup
 ])
