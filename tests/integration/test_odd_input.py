@@ -5,9 +5,12 @@ coming one after the other, each after its own delay."""
 from __future__ import annotations
 
 import asyncio
+import re
 import smtplib
 import time
 from pathlib import Path
+
+import pytest
 
 from tests.integration.conftest import (
     FAST,
@@ -108,5 +111,38 @@ async def test_tarpitted_pipelined_replies_come_each_after_its_own_delay(tmp_pat
             ["<", "RCPT TO:<y@fabrikam.example>"], ["*", "Tarpit for '0.00:00:01'"],
             [">", RELAY], ["<", "RCPT TO:<alice@contoso.com>"], ["<", "RSET"],
             [">", RELAY], [">", "250 2.1.5 Recipient OK"], [">", "250 2.0.0 Resetting"]]
+    finally:
+        await lab.daemon.stop()
+
+
+DATE = (r"(MON|TUE|WED|THU|FRI|SAT|SUN), \d{1,2} (JAN|FEB|MAR|APR|MAY|JUN|JUL|AUG|SEP|OCT|NOV|DEC)"
+        r" \d{4} \d\d:\d\d:\d\d [+-]\d{4}")
+
+
+def _greeting(port: int) -> tuple[int, bytes]:
+    client = smtplib.SMTP(timeout=10)
+    try:
+        return client.connect(HOST, port)
+    finally:
+        client.close()
+
+
+@pytest.mark.parametrize(("version", "capitals"), [("15.2", True), ("15.1", False)])
+async def test_port_475_greets_as_the_2019_delivery_listener(tmp_path: Path, version: str,
+                                                             capitals: bool) -> None:
+    text = FAST_LAB_YAML.replace('Version: "15.2"', f'Version: "{version}"')
+    assert f'Version: "{version}"' in text
+    lab = await start_lab(with_connectors(text, FAST), tmp_path / "data")
+    try:
+        code, front = await asyncio.to_thread(_greeting, lab.port(25))
+        code475, delivery = await asyncio.to_thread(_greeting, lab.port(475))
+        assert code == code475 == 220
+        assert re.fullmatch(r"ex01\.contoso\.com Microsoft ESMTP MAIL Service ready at .+",
+                            front.decode())
+        if capitals:  # exchange.md §1.1.1: the whole text in capitals, the host name as it is
+            assert re.fullmatch(r"ex01\.contoso\.com MICROSOFT ESMTP MAIL SERVICE READY AT "
+                                + DATE, delivery.decode()), delivery
+        else:
+            assert delivery.split(b" at ")[0] == front.split(b" at ")[0]
     finally:
         await lab.daemon.stop()
