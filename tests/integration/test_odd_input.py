@@ -1,6 +1,7 @@
 """Odd input over real sockets, answered as exchange.md §1.8.1 says: what an unknown verb's
 reply quotes, a lone LF inside a command line, and the tarpitted replies of a pipelined group
-coming one after the other, each after its own delay."""
+coming one after the other, each after its own delay; and the greeting of port 475
+(exchange.md §1.1.1)."""
 
 from __future__ import annotations
 
