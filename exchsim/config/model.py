@@ -60,6 +60,7 @@ from exchsim.config.syntax import (
     parse_timespan,
     smtp_address,
 )
+from exchsim.config.windows import DEFAULT_LM_COMPATIBILITY_LEVEL, DEFAULT_OS, WindowsServer
 
 MB = 1024 * 1024
 MAX_INT32 = 2_147_483_647
@@ -414,6 +415,10 @@ class Server(ExchangeObject):
     )
     version: Literal["15.0", "15.1", "15.2"] = Field(alias="Version", default="15.2")
     build: str | None = Field(alias="Build", default=None)
+    # The Windows Server it runs on (NTLM's Version field, exchange.md §1.7.1); None: the
+    # default of its Version. validate/servers.py checks the pair against Exchange's matrix.
+    operating_system: Annotated[WindowsServer, _enum_ci(WindowsServer)] | None = Field(
+        alias="OperatingSystem", default=None)
     # Set-TransportService (and -FrontendTransportService, -MailboxTransportService) of this
     # server, exchange.md §6.1: exchsim keeps one receive protocol log per server, so one set.
     receive_protocol_log_max_file_size: ByteLimit = Field(
@@ -426,6 +431,10 @@ class Server(ExchangeObject):
     # off, as Microsoft's Exchange TLS guidance has them; TLS 1.2 is always on.
     tls10_server_enabled: Bool = Field(alias="Tls10ServerEnabled", default=False)
     tls11_server_enabled: Bool = Field(alias="Tls11ServerEnabled", default=False)
+
+    @property
+    def windows(self) -> WindowsServer:
+        return self.operating_system or DEFAULT_OS[self.version]
 
     @property
     def version_string(self) -> str:
@@ -504,6 +513,9 @@ class Organization(ExchangeObject):
     )
     mailboxes: tuple[Mailbox, ...] = Field(alias="Mailboxes", default=())
     netbios_name: str | None = Field(alias="NetBIOSName", default=None)
+    # The domain controllers' LAN Manager authentication level (exchange.md §1.7.1).
+    lm_compatibility_level: int = Field(alias="LmCompatibilityLevel", ge=0, le=5,
+                                        default=DEFAULT_LM_COMPATIBILITY_LEVEL)
 
     @property
     def default_domain(self) -> str:
