@@ -144,6 +144,7 @@ class SessionCore:
         self._remaining = 0  # bytes of the chunk / blob still to come
         self._after_bytes: Callable[[], None] | None = None
         self._out: list[bytes] = []
+        self._out_log: list[str] = []  # the protocol log's lines for the replies in _out
         self._actions: list[Action] = []
         self._admitted = False
         self._after_auth = False  # lines since the last AUTH are no commands so far
@@ -241,6 +242,7 @@ class SessionCore:
         if self.mode is Mode.CLOSED:
             return []
         self._out.clear()
+        self._out_log.clear()
         self._actions.clear()
         self.reply(replies.LOCAL_ERROR, tarpit=False)
         return self._done()
@@ -290,7 +292,7 @@ class SessionCore:
             if then is not None:
                 then()
             return True
-        end = buf.find(b"\n")
+        end = buf.find(b"\r\n")  # a lone LF is part of the line (exchange.md §1.8.1)
         if end < 0:
             limit = MAX_AUTH_LINE if mode is Mode.AUTH else self._command_limit()
             if len(buf) > limit + 2:
@@ -298,13 +300,13 @@ class SessionCore:
                     self.received(bytes(buf[:200]).decode("ascii", "replace"))
                 self.reply(replies.COMMAND_TOO_LONG)
             return False
-        line = bytes(buf[: end + 1])
-        del buf[: end + 1]
+        line = bytes(buf[:end])
+        del buf[: end + 2]
         if mode is Mode.AUTH:  # the client's AUTH lines are not logged (exchange.md §1.7)
             self.mode = Mode.COMMAND
             auth, self.auth = self.auth, None
             assert auth is not None
-            auth(self, line.rstrip(b"\r\n").decode("ascii", "replace").strip())
+            auth(self, line.decode("ascii", "replace").strip())
         else:
             self._command(line)
         return True
@@ -313,8 +315,8 @@ class SessionCore:
         assert self.connector is not None
         return MAX_COMMAND_LINE_LONG if self.connector.long_addresses_enabled else MAX_COMMAND_LINE
 
-    def _command(self, raw: bytes) -> None:
-        line = raw.rstrip(b"\r\n")
+    def _command(self, line: bytes) -> None:
+        """One command line, without its CRLF."""
         if len(line) > self._command_limit():
             self.received(line[:200].decode("ascii", "replace"))
             self.reply(replies.COMMAND_TOO_LONG)
@@ -367,11 +369,13 @@ class SessionCore:
         enhanced = connector.enhanced_status_codes_enabled if connector else True
         text = reply.render(enhanced)
         if self.plog is not None:
+            # Logged when it goes out (``_flush``): a pipelined group is logged as read, then
+            # its replies (exchange.md §12.7).
             unlogged = self._unlogged
             if reply.code == 334:  # an AUTH challenge is logged redacted (exchange.md §1.7)
-                self.plog.sent(AUTH_CHALLENGE_LOGGED)
+                self._out_log.append(AUTH_CHALLENGE_LOGGED)
             else:
-                self.plog.sent(text.replace(unlogged, REDACTED) if unlogged else text)
+                self._out_log.append(text.replace(unlogged, REDACTED) if unlogged else text)
         self._out.append(text.encode("utf-8", "surrogateescape") + b"\r\n")
         if reply.close:
             self._close("Local")
@@ -558,6 +562,11 @@ class SessionCore:
         return replies.banner(self.fqdn, self.runtime.clock.local(), uppercase=modern)
 
     def _flush(self) -> None:
+        if self._out_log:
+            if self.plog is not None:
+                for text in self._out_log:
+                    self.plog.sent(text)
+            self._out_log = []
         if self._out:
             out = self._out
             self._actions.append(Send(out[0] if len(out) == 1 else b"".join(out)))
