@@ -189,8 +189,9 @@ class ProtocolLog:
 
     _n = 1
 
-    def write(self, fields: list[str]) -> None:
-        now = self.clock()
+    def write(self, fields: list[str], when: datetime.datetime | None = None) -> None:
+        """One line, stamped ``when`` (a moment the caller read from this log's clock) or now."""
+        now = self.clock() if when is None else when
         line = ",".join([self._stamp(now), *(csv_field(f) for f in fields)]) + "\r\n"
         if line.isascii():
             size = len(line)
@@ -245,13 +246,16 @@ class ProtocolLogSession:
         self.remote_endpoint = remote_endpoint
         self.sequence = 0
 
-    def _event(self, event: str, data: str = "", context: str = "") -> None:
+    def _event(self, event: str, data: str = "", context: str = "",
+               when: datetime.datetime | None = None) -> None:
         self.log.write([self.connector_id, self.session_id, str(self.sequence),
-                        self.local_endpoint, self.remote_endpoint, event, data, context])
+                        self.local_endpoint, self.remote_endpoint, event, data, context], when)
         self.sequence += 1
 
-    def connect(self) -> None:
-        self._event("+")
+    def connect(self, when: datetime.datetime | None = None) -> None:
+        """The ``+`` line, stamped ``when`` (the session's start, which the ``receiving
+        message`` lines repeat) or now."""
+        self._event("+", when=when)
 
     def sent(self, line: str) -> None:
         self._event(">", flatten_reply(line))

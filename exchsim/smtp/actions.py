@@ -6,6 +6,7 @@ The actions are what :class:`exchsim.smtp.protocol.SessionCore` asks the I/O ada
 
 from __future__ import annotations
 
+import datetime
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -55,7 +56,7 @@ Action = Send | Tarpit | StartTls | Deliver | Receive | Close
 class SessionLog(Protocol):
     """The protocol log of one session (exchsim.logs.protocol.ProtocolLogSession)."""
 
-    def connect(self) -> None: ...
+    def connect(self, when: datetime.datetime | None = None) -> None: ...
     def sent(self, line: str) -> None: ...
     def received(self, line: str) -> None: ...
     def received_redacted(self, placeholder: str = ...) -> None: ...

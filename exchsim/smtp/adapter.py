@@ -98,6 +98,7 @@ class ExchangeSession(AioSMTP):
         self.transport: asyncio.BaseTransport | None = None
         self.runtime = runtime
         self.core = SessionCore(runtime)
+        self._lost_context: str | None = None  # how the transport said the connection ended
 
     async def _handle_client(self) -> None:
         self.runtime.track(self, True)
@@ -117,6 +118,8 @@ class ExchangeSession(AioSMTP):
                     self._write(action.data)
         finally:
             self._timer.close()
+            if context == "Remote" and self._lost_context is not None:
+                context = self._lost_context
             self.core.connection_lost(context)
             self.close_transport()
             self.runtime.track(self, False)
@@ -220,6 +223,15 @@ class ExchangeSession(AioSMTP):
         transport = self.transport
         if transport is not None and not transport.is_closing():
             self._writer.write(data)
+
+    def connection_lost(self, error: Exception | None) -> None:
+        """The protocol log's disconnect context (exchange.md §6.1): a reset is
+        ``Remote(ConnectionReset)``, another socket error ``Remote(SocketError)``."""
+        if isinstance(error, ConnectionResetError):
+            self._lost_context = "Remote(ConnectionReset)"
+        elif isinstance(error, OSError):
+            self._lost_context = "Remote(SocketError)"
+        super().connection_lost(error)
 
     def close_transport(self) -> None:
         transport = self.transport

@@ -8,6 +8,7 @@ X-EXPS are in ``auth.py``.
 
 from __future__ import annotations
 
+import datetime
 import ipaddress
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING
@@ -184,9 +185,17 @@ def mail(s: SessionCore, arg: str | None) -> None:
                 return
             window.record(keys, s.now)
         s.begin_transaction(parsed)
-        start = s.runtime.clock.utc().strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
-        s.info(f"{s.session_id};{start};{s.messages}", "receiving message")
+        s.info(receiving_message(s), "receiving message")
     s.reply(decision.reply)
+
+
+def receiving_message(s: SessionCore) -> str:
+    """The data of the ``receiving message`` line (exchange.md §12.7): the session id, the
+    session's start (UTC, the time of its ``+`` line) and this message's number in the
+    session, ``08DC42C8FF236A1F;2024-03-13T09:01:18.723Z;1``."""
+    assert s.started is not None  # set at connect
+    start = s.started.astimezone(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+    return f"{s.session_id};{start};{s.messages}"
 
 
 def rcpt(s: SessionCore, arg: str | None) -> None:

@@ -82,6 +82,7 @@ MAX_COMMAND_LINE_LONG = 8000  # with LongAddressesEnabled
 MAX_AUTH_LINE = 32768  # an AUTH continuation (an NTLM token) may be longer than a command
 _SENT_AT_ONCE = frozenset({220, 334, 354})  # the client waits for these before it sends more
 REDACTED = "<authentication information>"  # what the protocol log shows for credentials
+AUTH_CHALLENGE_LOGGED = "334 <authentication response>"  # every 334 reply, in the log
 
 
 class Mode(enum.Enum):
@@ -120,6 +121,7 @@ class SessionCore:
         self.helo_name = ""
         self.connector: ReceiveConnector | None = None
         self.session_id = ""
+        self.started: datetime.datetime | None = None  # wall clock (UTC) at connect
         self.local = Endpoint("", 0)
         self.peer = Endpoint("", 0)
         self.tls: TlsInfo | None = None
@@ -158,6 +160,7 @@ class SessionCore:
         self.local = Endpoint(local_ip, local_port)
         self.peer = Endpoint(peer_ip, peer_port)
         self.session_id = self.runtime.next_session_id()
+        self.started = self.runtime.clock.utc()
         connector = self.runtime.index.select(
             ipaddress.ip_address(local_ip), local_port, ipaddress.ip_address(peer_ip)).connector
         self.connector = connector
@@ -167,7 +170,7 @@ class SessionCore:
                 format_endpoint(local_ip, listening_port or local_port),
                 format_endpoint(peer_ip, peer_port))
         if self.plog is not None:
-            self.plog.connect()
+            self.plog.connect(self.started)  # the `+` line's time is the session's start
         if connector is None:
             self.reply(replies.SERVICE_NOT_AVAILABLE)
             return self._done()
@@ -293,18 +296,13 @@ class SessionCore:
         if end < 0:
             limit = MAX_AUTH_LINE if mode is Mode.AUTH else self._command_limit()
             if len(buf) > limit + 2:
-                if mode is Mode.AUTH:
-                    if self.plog is not None:
-                        self.plog.received_redacted()  # never a credential in the log
-                else:
+                if mode is not Mode.AUTH:  # an AUTH line is never logged (exchange.md §1.7)
                     self.received(bytes(buf[:200]).decode("ascii", "replace"))
                 self.reply(replies.COMMAND_TOO_LONG)
             return False
         line = bytes(buf[:end])
         del buf[: end + 2]
-        if mode is Mode.AUTH:
-            if self.plog is not None:
-                self.plog.received_redacted()
+        if mode is Mode.AUTH:  # the client's AUTH lines are not logged (exchange.md §1.7)
             self.mode = Mode.COMMAND
             auth, self.auth = self.auth, None
             assert auth is not None
@@ -374,7 +372,10 @@ class SessionCore:
             # Logged when it goes out (``_flush``): a pipelined group is logged as read, then
             # its replies (exchange.md §12.7).
             unlogged = self._unlogged
-            self._out_log.append(text.replace(unlogged, REDACTED) if unlogged else text)
+            if reply.code == 334:  # an AUTH challenge is logged redacted (exchange.md §1.7)
+                self._out_log.append(AUTH_CHALLENGE_LOGGED)
+            else:
+                self._out_log.append(text.replace(unlogged, REDACTED) if unlogged else text)
         self._out.append(text.encode("utf-8", "surrogateescape") + b"\r\n")
         if reply.close:
             self._close("Local")

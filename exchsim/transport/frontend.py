@@ -32,6 +32,7 @@ arrive (the same Internet Message-ID, transport/mailbox.py).
 from __future__ import annotations
 
 import logging
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -49,6 +50,13 @@ from exchsim.transport.received import received_for
 log = logging.getLogger(__name__)
 
 CLIENT_SUBMISSION_PORT = 587
+
+
+def proxy_destinations_line(correlation_id: uuid.UUID) -> str:
+    """The context of the Front End's line when it has chosen where a message goes
+    (exchange.md §6.1, §12.7); the id is a new GUID per message (exchsim's choice)."""
+    return ("Proxy destination(s) obtained from OnProxyInboundMessage event. "
+            f"Correlation Id:{correlation_id}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +100,7 @@ class FrontendProxy:
         parsed = parse_message(message.data)
         received = received_for(self.server, self.clock, message, "Frontend Transport")
         stamped = parsed.prepend(received).to_bytes()
+        context.log("", proxy_destinations_line(uuid.uuid4()))
         for attempt in range(2):
             try:
                 hop = await self._hop(context)
@@ -101,7 +110,6 @@ class FrontendProxy:
                 result = await hop.send_message(
                     message.mail_from, params, message.recipients, stamped, partial=False
                 )
-                context.log("", f"Proxy destination(s) obtained; hub replied {result.reply.code}")
                 return result.reply
             except HopError as exc:
                 self.session_closed(context.session_id)

@@ -118,6 +118,7 @@ class HubReceiver:
         if not message_id:
             message_id = f"<{uuid.uuid4()}@{self.server.fqdn}>"
             extra.append(make_field("Message-ID", message_id))
+        message.context.log("", f"receiving message with InternetMessageId {message_id}")
         network_id = out.first(NETWORK_MESSAGE_ID)
         if network_id is None:
             network_id = str(uuid.uuid4())

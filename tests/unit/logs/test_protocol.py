@@ -60,6 +60,21 @@ def test_header_and_lines(tmp_path: Path) -> None:
     assert lines[11].endswith(",6,127.0.10.1:25,127.0.0.1:62136,-,,Remote")
 
 
+def test_the_connect_line_can_carry_the_sessions_start(tmp_path: Path) -> None:
+    # The `+` line's time is the session start the `receiving message` data repeats
+    # (exchange.md §12.7): the caller passes the moment it read.
+    clock = FakeClock()
+    log = ProtocolLog(tmp_path, "SmtpReceive", clock)
+    s = log.session("A", "1", "l:1", "r:1")
+    started = clock.now - datetime.timedelta(milliseconds=2)
+    s.connect(started)
+    s.disconnect()
+    log.close()
+    [lines] = read(tmp_path).values()
+    assert lines[5].startswith("2024-03-13T09:01:18.721Z,A,1,0,l:1,r:1,+,,")
+    assert lines[6].startswith("2024-03-13T09:01:18.723Z,A,1,1,l:1,r:1,-,,")
+
+
 def test_interleaved_sessions_number_their_own_lines(tmp_path: Path) -> None:
     log = ProtocolLog(tmp_path, "SmtpSend", FakeClock())
     a = log.session("A", "1", "l:1", "r:1")

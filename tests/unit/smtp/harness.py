@@ -71,7 +71,7 @@ class FixedClock(Clock):
 class RecordingLog:
     events: list[tuple[str, str, str]] = field(default_factory=list)
 
-    def connect(self) -> None:
+    def connect(self, when: datetime.datetime | None = None) -> None:
         self.events.append(("+", "", ""))
 
     def sent(self, line: str) -> None:
