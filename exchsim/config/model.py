@@ -30,7 +30,7 @@ import datetime
 import enum
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer
 
@@ -60,6 +60,8 @@ from exchsim.config.syntax import (
     parse_timespan,
     smtp_address,
 )
+from exchsim.config.versions import ExchangeVersion, parse_version
+from exchsim.config.zones import check_time_zone, zone_of
 
 MB = 1024 * 1024
 MAX_INT32 = 2_147_483_647
@@ -412,8 +414,14 @@ class Server(ExchangeObject):
     address: Annotated[str, Shape(is_ip_address, "an IP address like 127.0.10.1")] = Field(
         alias="Address"
     )
-    version: Literal["15.0", "15.1", "15.2"] = Field(alias="Version", default="15.2")
-    build: str | None = Field(alias="Build", default=None)
+    # Version: a major version, a release (2019 CU15) or a build (config/versions.py).
+    exchange_version: Annotated[
+        ExchangeVersion, BeforeValidator(parse_version), PlainSerializer(str)
+    ] = Field(alias="Version", default_factory=lambda: parse_version("15.2"))
+    # The server's time zone, for the dates it writes (banner, Received, NDRs): an IANA name
+    # (Europe/Zurich), UTC or Local (the host's). exchsim's setting (exchange.md §12.1).
+    time_zone: Annotated[str, AfterValidator(check_time_zone)] = Field(
+        alias="TimeZone", default="UTC")
     # Set-TransportService (and -FrontendTransportService, -MailboxTransportService) of this
     # server, exchange.md §6.1: exchsim keeps one receive protocol log per server, so one set.
     receive_protocol_log_max_file_size: ByteLimit = Field(
@@ -428,11 +436,19 @@ class Server(ExchangeObject):
     tls11_server_enabled: Bool = Field(alias="Tls11ServerEnabled", default=False)
 
     @property
+    def version(self) -> str:
+        """``15.0`` | ``15.1`` | ``15.2``, what the dialect depends on (policy/dialect.py)."""
+        return self.exchange_version.major
+
+    @property
     def version_string(self) -> str:
-        """The id in Received headers: ``15.2.1118.7`` style (exchange.md §5.4)."""
-        if self.build:
-            return self.build
-        return {"15.0": "15.0.1497.2", "15.1": "15.1.2507.6", "15.2": "15.2.1118.7"}[self.version]
+        """The id in Received headers: ``15.2.1748.10`` style (exchange.md §12.1)."""
+        return self.exchange_version.build
+
+    @property
+    def zone(self) -> datetime.tzinfo | None:
+        """The time zone of the dates this server writes; None: the host's."""
+        return zone_of(self.time_zone)
 
 
 class AcceptedDomain(ExchangeObject):
