@@ -1,5 +1,5 @@
-"""The header block of a delivered message, hop by hop, as Exchange writes it (exchange.md §12.1,
-§12.2): golden texts over the running lab, with real clients (smtplib, swaks).
+"""The header block of a delivered message, hop by hop, as Exchange writes it (exchange.md §12.1
+and exchange.md §12.2): golden texts over the running lab, with real clients (smtplib, swaks).
 
 A golden file holds the delivered header block one field a line (unfolded), with dates, GUIDs
 and the latency masked; how each Received line is folded is checked on its own (at spaces,
