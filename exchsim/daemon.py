@@ -21,8 +21,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import spnego
-
 from exchsim import allocator
 from exchsim.clock import SYSTEM_CLOCK, Clock
 from exchsim.config.model import Lab, Mailbox, ProtocolLoggingLevel, ReceiveConnector, Server
@@ -30,10 +28,12 @@ from exchsim.config.model import TransportRole as Role
 from exchsim.config.vocabulary import logon_table
 from exchsim.logs.protocol import ProtocolLog, ProtocolLogSession, new_session_id
 from exchsim.policy.connectors import ConnectorIndex
+from exchsim.policy.ntlm import identity_of
 from exchsim.policy.permissions import ConnectorAcl, connector_acl
 from exchsim.policy.rates import MessageRateWindow
 from exchsim.smtp.adapter import ExchangeSession
 from exchsim.smtp.message import MessageHandler
+from exchsim.smtp.ntlm import WindowsNtlmAcceptor
 from exchsim.smtp.sink import SinkHandler, sink_factory
 from exchsim.tls.certstore import smtp_certificates, store_path
 from exchsim.tls.contexts import (
@@ -131,6 +131,7 @@ class ServerNode:
         self._session_counter = 0
         self._started = clock.utc()
         self._logins = logon_table(lab.organization)
+        self._ntlm_identity = identity_of(server, lab.organization)
 
     # --- ServerRuntime ---------------------------------------------------------------------
 
@@ -202,7 +203,8 @@ class ServerNode:
         return self._logins.get(login.strip().lower())
 
     def ntlm_acceptor(self) -> Any:
-        return spnego.server(protocol="ntlm")
+        return WindowsNtlmAcceptor(self._ntlm_identity,
+                                   self.lab.organization.lm_compatibility_level, self.clock.utc())
 
     def message_handler(self, role: Role) -> MessageHandler:
         return self.handlers[role]

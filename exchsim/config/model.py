@@ -60,8 +60,9 @@ from exchsim.config.syntax import (
     parse_timespan,
     smtp_address,
 )
-from exchsim.config.versions import ExchangeVersion, parse_version
-from exchsim.config.zones import check_time_zone, zone_of
+from exchsim.config.versions import DEFAULT_VERSION, VersionValue
+from exchsim.config.windows import DEFAULT_LM_COMPATIBILITY_LEVEL, DEFAULT_OS, WindowsServer
+from exchsim.config.zones import TimeZoneName, zone_of
 
 MB = 1024 * 1024
 MAX_INT32 = 2_147_483_647
@@ -414,14 +415,13 @@ class Server(ExchangeObject):
     address: Annotated[str, Shape(is_ip_address, "an IP address like 127.0.10.1")] = Field(
         alias="Address"
     )
-    # Version: a major version, a release (2019 CU15) or a build (config/versions.py).
-    exchange_version: Annotated[
-        ExchangeVersion, BeforeValidator(parse_version), PlainSerializer(str)
-    ] = Field(alias="Version", default_factory=lambda: parse_version("15.2"))
-    # The server's time zone, for the dates it writes (banner, Received, NDRs): an IANA name
-    # (Europe/Zurich), UTC or Local (the host's). exchsim's setting (exchange.md §12.1).
-    time_zone: Annotated[str, AfterValidator(check_time_zone)] = Field(
-        alias="TimeZone", default="UTC")
+    # Version and TimeZone: config/versions.py, config/zones.py (exchange.md §12.1).
+    exchange_version: VersionValue = Field(alias="Version", default=DEFAULT_VERSION)
+    time_zone: TimeZoneName = Field(alias="TimeZone", default="UTC")
+    # The Windows Server it runs on (NTLM's Version field, exchange.md §1.7.1); None: the
+    # default of its Version. validate/servers.py checks the pair against Exchange's matrix.
+    operating_system: Annotated[WindowsServer, _enum_ci(WindowsServer)] | None = Field(
+        alias="OperatingSystem", default=None)
     # Set-TransportService (and -FrontendTransportService, -MailboxTransportService) of this
     # server, exchange.md §6.1: exchsim keeps one receive protocol log per server, so one set.
     receive_protocol_log_max_file_size: ByteLimit = Field(
@@ -436,18 +436,15 @@ class Server(ExchangeObject):
     tls11_server_enabled: Bool = Field(alias="Tls11ServerEnabled", default=False)
 
     @property
-    def version(self) -> str:
-        """``15.0`` | ``15.1`` | ``15.2``, what the dialect depends on (policy/dialect.py)."""
+    def version(self) -> str:  # 15.0 | 15.1 | 15.2, what the dialect depends on
         return self.exchange_version.major
 
     @property
-    def version_string(self) -> str:
-        """The id in Received headers: ``15.2.1748.10`` style (exchange.md §12.1)."""
-        return self.exchange_version.build
+    def windows(self) -> WindowsServer:
+        return self.operating_system or DEFAULT_OS[self.version]
 
     @property
-    def zone(self) -> datetime.tzinfo | None:
-        """The time zone of the dates this server writes; None: the host's."""
+    def zone(self) -> datetime.tzinfo | None:  # the zone of its dates; None: the host's
         return zone_of(self.time_zone)
 
 
@@ -520,6 +517,9 @@ class Organization(ExchangeObject):
     )
     mailboxes: tuple[Mailbox, ...] = Field(alias="Mailboxes", default=())
     netbios_name: str | None = Field(alias="NetBIOSName", default=None)
+    # The domain controllers' LAN Manager authentication level (exchange.md §1.7.1).
+    lm_compatibility_level: int = Field(alias="LmCompatibilityLevel", ge=0, le=5,
+                                        default=DEFAULT_LM_COMPATIBILITY_LEVEL)
 
     @property
     def default_domain(self) -> str:

@@ -19,8 +19,12 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import Annotated
 
-__all__ = ["DEFAULT_RELEASE", "RELEASES", "ExchangeVersion", "parse_version"]
+from pydantic import BeforeValidator, PlainSerializer
+
+__all__ = ["DEFAULT_RELEASE", "DEFAULT_VERSION", "RELEASES", "ExchangeVersion", "VersionValue",
+           "parse_version"]
 
 _CUS_2013 = {
     "RTM": "516.32", "CU1": "620.29", "CU2": "712.24", "CU3": "775.38", "SP1": "847.32",
@@ -117,3 +121,8 @@ def parse_version(value: object) -> ExchangeVersion:
 def _numbers(build: str) -> tuple[int, int, int, int]:
     a, b, c, d = (int(part) for part in build.split("."))
     return a, b, c, d
+
+
+#: The config field's type: parsed by :func:`parse_version`, written back as given.
+VersionValue = Annotated[ExchangeVersion, BeforeValidator(parse_version), PlainSerializer(str)]
+DEFAULT_VERSION = parse_version("15.2")

@@ -11,8 +11,11 @@ from __future__ import annotations
 import datetime
 import functools
 import zoneinfo
+from typing import Annotated
 
-__all__ = ["check_time_zone", "zone_of"]
+from pydantic import AfterValidator
+
+__all__ = ["TimeZoneName", "check_time_zone", "zone_of"]
 
 ALLOWED = "UTC, Local (the host's zone) or an IANA time zone name like Europe/Zurich"
 
@@ -40,3 +43,7 @@ def zone_of(value: str) -> datetime.tzinfo | None:
 @functools.cache
 def _zone(name: str) -> zoneinfo.ZoneInfo:
     return zoneinfo.ZoneInfo(name)
+
+
+#: The config field's type: a name :func:`check_time_zone` accepts.
+TimeZoneName = Annotated[str, AfterValidator(check_time_zone)]

@@ -13,6 +13,7 @@ from collections.abc import Mapping, MutableMapping
 from exchsim.config.issues import IssueLog, label, place, show
 from exchsim.config.model import Server, misshapen
 from exchsim.config.prose import validate
+from exchsim.config.windows import SUPPORTED_OS
 
 __all__ = ["validate_server", "validate_servers"]
 
@@ -67,6 +68,13 @@ def validate_server(
                 "Unlimited" if file_size is None else file_size,
                 "ReceiveProtocolLogMaxFileSize must not be larger than "
                 "ReceiveProtocolLogMaxDirectorySize (exchange.md §6.1)", order=order)
+        ok = False
+    supported = SUPPORTED_OS[server.version]
+    if server.windows not in supported:
+        log.add(f"{path}.OperatingSystem", server.windows.value,
+                f"{show(server.windows.value)} is not allowed with Version {server.version}: "
+                f"expected {' or '.join(show(os.value) for os in supported)} (Exchange's "
+                "supportability matrix, exchange.md §1.7.1)", order=order)
         ok = False
     if addresses is not None and "Address" not in bad:
         key = str(ipaddress.ip_address(server.address))

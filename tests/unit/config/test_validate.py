@@ -204,3 +204,24 @@ def test_bad_flags_are_reported_in_file_order_and_never_crash() -> None:
     spec = {**RELAY, "AuthMechanism": ["Zeta", "Tls", "Alpha", ["Tls"]]}
     validate_connector(spec, EX01, log, index=0)
     assert [i.value for i in log.items] == ["Zeta", "Alpha", ["Tls"]]
+
+
+def test_the_operating_system_must_run_the_servers_exchange_version() -> None:
+    log = IssueLog("f")
+    base = {"Name": "EX01", "Role": "Mailbox", "Fqdn": "ex01.contoso.com",
+            "Address": "127.0.10.1"}
+    assert validate_server({**base, "Version": "15.2", "OperatingSystem": "Windows Server 2016"},
+                           0, log) is None
+    assert validate_server({**base, "Version": "15.1", "OperatingSystem": "Windows 2016"},
+                           1, log) is None
+    ok = validate_server({**base, "Version": "15.1", "OperatingSystem": "windows server 2016"},
+                         2, log)
+    assert ok is not None and ok.windows.build == (10, 0, 14393)
+    assert [(i.key_path, i.message) for i in log.items] == [
+        ("Servers[0] (EX01).OperatingSystem",
+         "'Windows Server 2016' is not allowed with Version 15.2: expected 'Windows Server 2019'"
+         " or 'Windows Server 2022' (Exchange's supportability matrix, exchange.md §1.7.1)"),
+        ("Servers[1] (EX01).OperatingSystem",
+         "'Windows 2016' is not allowed: expected one of Windows Server 2012 R2, Windows Server "
+         "2016, Windows Server 2019, Windows Server 2022"),
+    ]

@@ -46,8 +46,8 @@ def test_release_table_has_every_cu() -> None:
 def test_version_in_a_config_file() -> None:
     lab = load(config(servers=EX01.replace("127.0.10.1}", "127.0.10.1, Version: 2016 CU22}")))
     server = lab.server("EX01")
-    assert server.version == "15.1" and server.version_string == "15.1.2375.7"
-    assert load(config()).server("EX01").version_string == "15.2.1748.10"
+    assert server.version == "15.1" and server.exchange_version.build == "15.1.2375.7"
+    assert load(config()).server("EX01").exchange_version.build == "15.2.1748.10"
 
 
 def test_bad_version_in_a_config_file_names_file_key_value_and_what_is_allowed() -> None:
