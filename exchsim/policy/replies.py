@@ -12,7 +12,9 @@ Decisions on the unconfirmed items of exchange.md §9 (each used below):
   (``500 5.3.3``).
 - Relay denial: ``550 5.7.1 Unable to relay`` for 15.0, ``550 5.7.54 SMTP; Unable to relay
   recipient in non-accepted domain`` for 15.1 and 15.2 (both observed).
-- Unknown verb: 15.2 appends `` '<VERB>'`` (observed on 2019); 15.0/15.1 do not.
+- Unknown verb: 15.2 appends `` '<VERB>'`` (observed on 2019); 15.0/15.1 do not. A verb that
+  is not printable ASCII is quoted as ``'unknown'`` (seen only on Exchange Online,
+  exchange.md §1.8.1).
 - Proxy failure when the hub cannot be reached: ``PRX4`` (the one seen live, exchange.md §2.5).
 - The Message-ID echoed in the end-of-data reply (exchange.md §1.8, §2.5) comes from the
   client's header, which may be as long as MaxHeaderSize allows. The sources show only short
@@ -240,10 +242,20 @@ def ehlo(fqdn: str, client_ip: str, keywords: list[str]) -> Reply:
     return Reply(250, None, "\n".join([f"{fqdn} Hello [{client_ip}]", *keywords]))
 
 
+UNKNOWN_VERB = "unknown"  # quoted for a verb that is not printable ASCII (exchange.md §1.8.1)
+
+
 def unrecognized(verb: str, dialect: Dialect) -> Reply:
-    """``500 5.3.3 Unrecognized command`` (15.2 appends the verb in quotes, exchange.md §1.8)."""
+    """``500 5.3.3 Unrecognized command`` (15.2 appends the verb in quotes, exchange.md §1.8).
+
+    The verb is quoted only when it is printable ASCII (``!`` to ``~``); an empty verb, or one
+    with a control character, a byte of binary or a non-ASCII letter, is quoted as
+    ``'unknown'``, as Exchange Online does (exchange.md §1.8.1). The client's bytes are never
+    echoed: a lone LF among them would otherwise split the reply.
+    """
     if dialect.unrecognized_names_verb:
-        return Reply(500, "5.3.3", f"Unrecognized command '{verb}'")
+        shown = verb if verb and all("!" <= c <= "~" for c in verb) else UNKNOWN_VERB
+        return Reply(500, "5.3.3", f"Unrecognized command '{shown}'")
     return Reply(500, "5.3.3", "Unrecognized command")
 
 

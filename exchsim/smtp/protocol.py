@@ -142,6 +142,7 @@ class SessionCore:
         self._remaining = 0  # bytes of the chunk / blob still to come
         self._after_bytes: Callable[[], None] | None = None
         self._out: list[bytes] = []
+        self._out_log: list[str] = []  # the protocol log's lines for the replies in _out
         self._actions: list[Action] = []
         self._admitted = False
         self._after_auth = False  # lines since the last AUTH are no commands so far
@@ -238,6 +239,7 @@ class SessionCore:
         if self.mode is Mode.CLOSED:
             return []
         self._out.clear()
+        self._out_log.clear()
         self._actions.clear()
         self.reply(replies.LOCAL_ERROR, tarpit=False)
         return self._done()
@@ -287,7 +289,7 @@ class SessionCore:
             if then is not None:
                 then()
             return True
-        end = buf.find(b"\n")
+        end = buf.find(b"\r\n")  # a lone LF is part of the line (exchange.md §1.8.1)
         if end < 0:
             limit = MAX_AUTH_LINE if mode is Mode.AUTH else self._command_limit()
             if len(buf) > limit + 2:
@@ -298,15 +300,15 @@ class SessionCore:
                     self.received(bytes(buf[:200]).decode("ascii", "replace"))
                 self.reply(replies.COMMAND_TOO_LONG)
             return False
-        line = bytes(buf[: end + 1])
-        del buf[: end + 1]
+        line = bytes(buf[:end])
+        del buf[: end + 2]
         if mode is Mode.AUTH:
             if self.plog is not None:
                 self.plog.received_redacted()
             self.mode = Mode.COMMAND
             auth, self.auth = self.auth, None
             assert auth is not None
-            auth(self, line.rstrip(b"\r\n").decode("ascii", "replace").strip())
+            auth(self, line.decode("ascii", "replace").strip())
         else:
             self._command(line)
         return True
@@ -315,8 +317,8 @@ class SessionCore:
         assert self.connector is not None
         return MAX_COMMAND_LINE_LONG if self.connector.long_addresses_enabled else MAX_COMMAND_LINE
 
-    def _command(self, raw: bytes) -> None:
-        line = raw.rstrip(b"\r\n")
+    def _command(self, line: bytes) -> None:
+        """One command line, without its CRLF."""
         if len(line) > self._command_limit():
             self.received(line[:200].decode("ascii", "replace"))
             self.reply(replies.COMMAND_TOO_LONG)
@@ -369,8 +371,10 @@ class SessionCore:
         enhanced = connector.enhanced_status_codes_enabled if connector else True
         text = reply.render(enhanced)
         if self.plog is not None:
+            # Logged when it goes out (``_flush``): a pipelined group is logged as read, then
+            # its replies (exchange.md §12.7).
             unlogged = self._unlogged
-            self.plog.sent(text.replace(unlogged, REDACTED) if unlogged else text)
+            self._out_log.append(text.replace(unlogged, REDACTED) if unlogged else text)
         self._out.append(text.encode("utf-8", "surrogateescape") + b"\r\n")
         if reply.close:
             self._close("Local")
@@ -558,6 +562,11 @@ class SessionCore:
                               uppercase=modern)
 
     def _flush(self) -> None:
+        if self._out_log:
+            if self.plog is not None:
+                for text in self._out_log:
+                    self.plog.sent(text)
+            self._out_log = []
         if self._out:
             out = self._out
             self._actions.append(Send(out[0] if len(out) == 1 else b"".join(out)))

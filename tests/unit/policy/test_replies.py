@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from exchsim.policy.dialect import Dialect
-from exchsim.policy.replies import ECHOED_ID_MAX, echoed_id, queued
+from exchsim.policy.replies import ECHOED_ID_MAX, echoed_id, queued, unrecognized
 
 DIALECT = Dialect.of("15.2.1118.7")
 
@@ -32,3 +32,13 @@ def test_an_id_of_exactly_the_bound_is_not_cut() -> None:
 
 def test_control_characters_are_not_echoed() -> None:
     assert echoed_id("<a\x00b\x1bc\x7f@x>") == "<a?b?c?@x>"
+
+
+def test_an_unknown_verb_is_quoted_only_on_15_2_and_only_when_printable() -> None:
+    modern, older = Dialect.of("15.2"), Dialect.of("15.1")
+    assert unrecognized("FOO", modern).render() == "500 5.3.3 Unrecognized command 'FOO'"
+    for verb in ("", "QUIT\n!", "NO\x00OP", "ÉHLO", "A B", "\udcfc"):
+        reply = unrecognized(verb, modern)
+        assert reply.render() == "500 5.3.3 Unrecognized command 'unknown'"
+        assert reply.lines() == [reply.render()]  # one line: nothing of the client's echoed
+    assert unrecognized("QUIT\n!", older).render() == "500 5.3.3 Unrecognized command"

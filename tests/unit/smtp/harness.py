@@ -172,6 +172,7 @@ class Transcript:
         self.output = bytearray()
         self.kinds: list[str] = []  # the actions' class names, in order (Send and Receive too)
         self.tarpits: list[float] = []
+        self.sends: list[bytes] = []  # each Send's bytes (one write each)
         self.closed = False
         self.receive: Receive | None = None  # the last read the core asked for
         self._take(self.core.connect("127.0.10.1", port, peer, 40000, self.now))
@@ -183,6 +184,7 @@ class Transcript:
                 self.kinds.append(type(action).__name__)
                 if isinstance(action, Send):
                     self.output += action.data
+                    self.sends.append(action.data)
                 elif isinstance(action, Tarpit):
                     self.tarpits.append(action.seconds)
                 elif isinstance(action, Close):

@@ -397,3 +397,65 @@ def test_connection_limit_refuses_before_the_banner() -> None:
     second.core.connection_lost()
     first.core.connection_lost()
     assert sum(rt.admitted.values()) == 0
+
+
+# Odd input (exchange.md §1.8.1): what an unknown verb's reply quotes, and a lone LF.
+ODD_VERBS = [
+    (b"FOO bar", "500 5.3.3 Unrecognized command 'FOO'"),  # printable: the verb, not the line
+    (b"", "500 5.3.3 Unrecognized command 'unknown'"),  # an empty line
+    (b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03", "500 5.3.3 Unrecognized command 'unknown'"),
+    ("ÉHLO c".encode(), "500 5.3.3 Unrecognized command 'unknown'"),  # not ASCII
+    (b"NO\x00OP", "500 5.3.3 Unrecognized command 'unknown'"),  # a NUL
+]
+
+
+@pytest.mark.parametrize(("line", "reply"), ODD_VERBS)
+@pytest.mark.parametrize("feeding", ["whole", "bytes"])
+def test_an_unknown_verb_is_quoted_only_when_printable(runtime: Runtime, line: bytes,
+                                                       reply: str, feeding: str) -> None:
+    t = Transcript(runtime, 25)
+    assert t.feed(line + b"\r\n", piece=1 if feeding == "bytes" else 0) == reply + "\r\n"
+    # The protocol log keeps what came; the reply never echoes the client's bytes.
+    assert ("<", line.decode("utf-8", "surrogateescape"), "") in runtime.logs[-1].events
+
+
+def test_a_lone_lf_does_not_end_a_command_line(runtime: Runtime) -> None:
+    t = Transcript(runtime, 25)
+    # Exchange Online answered this line (a PROXY v2 header's tail, then EHLO) once, after
+    # the tarpit, and did not quit (exchange.md §1.8.1).
+    line = b"QUIT\n!\x11\x00\x0c\xac\x12\x00\x01\xac\x12\x00\x08\xd4p\x00\x19EHLO [192.0.2.1]\r\n"
+    assert t.feed(line) == "500 5.3.3 Unrecognized command 'unknown'\r\n"
+    assert not t.closed and t.tarpits == [5.0]
+    # LF-only line endings: nothing is a command until a CRLF comes.
+    assert t.feed(b"EHLO c\nNOOP\n") == ""
+    assert t.feed(b"\r\n") == "501 5.5.4 Invalid domain name\r\n"
+    t.say("EHLO c")
+    assert t.feed(b"MAIL FROM:<a@fabrikam.example>\nRCPT TO:<alice@contoso.com>\r\n") == (
+        "501 5.5.4 Unrecognized parameter\r\n")
+    assert t.core.txn is None  # no transaction was opened by the smuggled line
+    assert t.say("NOOP") == "250 2.0.0 OK\r\n"
+
+
+def test_tarpitted_replies_of_a_pipelined_group_come_each_after_its_own_delay(
+        runtime: Runtime) -> None:
+    t = Transcript(runtime, 25)
+    t.say("EHLO c")
+    start, first = len(t.kinds), len(t.sends)
+    t.say("MAIL FROM:<a@fabrikam.example>", "RCPT TO:<x@fabrikam.example>",
+          "RCPT TO:<y@fabrikam.example>", "RCPT TO:<alice@contoso.com>")
+    # The 250 is not held for the first 550's delay; each 550 waits its own TarpitInterval;
+    # the 250 after the last 550 goes with it.
+    assert t.kinds[start:] == ["Send", "Tarpit", "Send", "Tarpit", "Send", "Receive"]
+    relay = b"550 5.7.54 SMTP; Unable to relay recipient in non-accepted domain\r\n"
+    assert t.sends[first:] == [b"250 2.1.0 Sender OK\r\n", relay, relay + b"250 2.1.5 Recipient OK\r\n"]
+    # The protocol log: the group as read, each reply when it goes out (exchange.md §12.7).
+    events = [(e, d) for e, d, _ in runtime.logs[-1].events[-11:]]
+    assert events == [
+        ("<", "MAIL FROM:<a@fabrikam.example>"), ("*", events[1][1]),
+        ("<", "RCPT TO:<x@fabrikam.example>"), ("*", "Tarpit for '0.00:00:05'"),
+        (">", "250 2.1.0 Sender OK"),
+        ("<", "RCPT TO:<y@fabrikam.example>"), ("*", "Tarpit for '0.00:00:05'"),
+        (">", relay.decode().rstrip()),
+        ("<", "RCPT TO:<alice@contoso.com>"),
+        (">", relay.decode().rstrip()), (">", "250 2.1.5 Recipient OK"),
+    ]
