@@ -14,7 +14,10 @@ class Clock:
     def utc(self) -> datetime.datetime:
         return datetime.datetime.now(datetime.UTC)
 
-    def local(self) -> datetime.datetime:
+    def local(self, zone: datetime.tzinfo | None = None) -> datetime.datetime:
+        """The time in ``zone`` (a server's TimeZone); None: the host's zone."""
+        if zone is not None:
+            return datetime.datetime.now(zone)
         return datetime.datetime.now().astimezone()
 
     def monotonic(self) -> float:

@@ -30,7 +30,7 @@ import datetime
 import enum
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer
 
@@ -60,7 +60,9 @@ from exchsim.config.syntax import (
     parse_timespan,
     smtp_address,
 )
+from exchsim.config.versions import DEFAULT_VERSION, VersionValue
 from exchsim.config.windows import DEFAULT_LM_COMPATIBILITY_LEVEL, DEFAULT_OS, WindowsServer
+from exchsim.config.zones import TimeZoneName, zone_of
 
 MB = 1024 * 1024
 MAX_INT32 = 2_147_483_647
@@ -413,8 +415,9 @@ class Server(ExchangeObject):
     address: Annotated[str, Shape(is_ip_address, "an IP address like 127.0.10.1")] = Field(
         alias="Address"
     )
-    version: Literal["15.0", "15.1", "15.2"] = Field(alias="Version", default="15.2")
-    build: str | None = Field(alias="Build", default=None)
+    # Version and TimeZone: config/versions.py, config/zones.py (exchange.md §12.1).
+    exchange_version: VersionValue = Field(alias="Version", default=DEFAULT_VERSION)
+    time_zone: TimeZoneName = Field(alias="TimeZone", default="UTC")
     # The Windows Server it runs on (NTLM's Version field, exchange.md §1.7.1); None: the
     # default of its Version. validate/servers.py checks the pair against Exchange's matrix.
     operating_system: Annotated[WindowsServer, _enum_ci(WindowsServer)] | None = Field(
@@ -433,15 +436,16 @@ class Server(ExchangeObject):
     tls11_server_enabled: Bool = Field(alias="Tls11ServerEnabled", default=False)
 
     @property
+    def version(self) -> str:  # 15.0 | 15.1 | 15.2, what the dialect depends on
+        return self.exchange_version.major
+
+    @property
     def windows(self) -> WindowsServer:
         return self.operating_system or DEFAULT_OS[self.version]
 
     @property
-    def version_string(self) -> str:
-        """The id in Received headers: ``15.2.1118.7`` style (exchange.md §5.4)."""
-        if self.build:
-            return self.build
-        return {"15.0": "15.0.1497.2", "15.1": "15.1.2507.6", "15.2": "15.2.1118.7"}[self.version]
+    def zone(self) -> datetime.tzinfo | None:  # the zone of its dates; None: the host's
+        return zone_of(self.time_zone)
 
 
 class AcceptedDomain(ExchangeObject):

@@ -28,6 +28,9 @@ class Dialect:
     modern_mailbox_delivery: bool
     # SMTPUTF8 is on by default from 15.2 on (exchange.md §9.13).
     smtputf8_by_default: bool
+    # 2013 writes ``with Microsoft SMTP Server (TLS)`` in Received lines, later ones
+    # ``(version=TLS1_2, cipher=...)`` (exchange.md §12.1).
+    received_tls_2013: bool = False
 
     @staticmethod
     def of(version: str) -> Dialect:
@@ -44,4 +47,5 @@ def _dialect(version: str) -> Dialect:
         session_permissions_at_connect=version == "15.0",
         modern_mailbox_delivery=version == "15.2",
         smtputf8_by_default=version == "15.2",
+        received_tls_2013=version == "15.0",
     )

@@ -43,6 +43,10 @@ from exchsim.policy.permissions import Right, Rights
 ORG_PREFIX = b"x-ms-exchange-organization-"
 FOREST_PREFIX = b"x-ms-exchange-forest-"
 NETWORK_MESSAGE_ID = "X-MS-Exchange-Organization-Network-Message-Id"
+AV_STAMP = "X-MS-Exchange-Organization-AVStamp-Enterprise"
+SCL = "X-MS-Exchange-Organization-SCL"
+END_TO_END_LATENCY = "X-MS-Exchange-Transport-EndToEndLatency"
+BCC_FOLDERING = "X-MS-Exchange-Processed-By-BccFoldering"
 # One field: its name (RFC 5322 ftext), WSP before the colon (obsolete syntax, kept apart to be
 # dropped), the rest of the line, then its continuation lines. No bare CR or LF anywhere.
 _FIELD = re.compile(rb"([!-9;-~]+)([ \t]*):[^\r\n]*(?:\r\n|\Z)(?:[ \t][^\r\n]*(?:\r\n|\Z))*")
@@ -192,19 +196,31 @@ def stamp_authentication(
     server_fqdn: str,
     auth_domain: str | None = None,
 ) -> Message:
-    """Re-evaluate the authentication headers (exchange.md §5.2).
+    """Re-evaluate the authentication headers (exchange.md §5.2), appended at the end.
 
     A message from a session that may send organization headers and already carries AuthAs
     is left as it is (it came from another Exchange server). Otherwise the auth headers are
     removed and stamped anew; an anonymous message keeps its earlier AuthSource when it is
     still there and already said Anonymous.
     """
+    stripped, stamped = _authentication(message, rights, auth_as, mechanism, server_fqdn,
+                                        auth_domain)
+    if stamped is None:
+        return message
+    return Message((*stripped.fields, *stamped), stripped.body, stripped.has_separator)
+
+
+def _authentication(
+    message: Message, rights: Rights, auth_as: str, mechanism: str, source: str,
+    auth_domain: str | None,
+) -> tuple[Message, list[Field] | None]:
+    """(the message without the auth headers it may not keep, the auth headers to add);
+    None to add: the message keeps those it came with (from an Exchange server)."""
     already = message.first("X-MS-Exchange-Organization-AuthAs")
     if already is not None and Right.ACCEPT_HEADERS_ORGANIZATION in rights:
-        return message
-    source = server_fqdn
+        return message, None
     if auth_as == "Anonymous" and already == "Anonymous":
-        source = message.first("X-MS-Exchange-Organization-AuthSource") or server_fqdn
+        source = message.first("X-MS-Exchange-Organization-AuthSource") or source
     stripped = message.without(AUTH_HEADERS)
     stamped = [
         make_field("X-MS-Exchange-Organization-AuthSource", source),
@@ -218,39 +234,136 @@ def stamp_authentication(
         # The Domain Secured mark of mail from a Domain Security partner (exchange.md §4.2).
         stripped = stripped.without((CLASSIFICATION.lower().encode(),))
         stamped.append(make_field(CLASSIFICATION, PARTNER_CLASSIFICATION))
-    return Message((*stripped.fields, *stamped), stripped.body, stripped.has_separator)
+    return stripped, stamped
+
+
+@dataclass(frozen=True, slots=True)
+class Arrival:
+    """What the hub stamps on a message it accepts (exchange.md §12.2)."""
+
+    sender: str  # the envelope sender, "" for the null sender
+    network_message_id: str  # used when the message carries none
+    message_id: str | None  # a Message-ID to add (the message has none), else None
+    auth_as: str
+    mechanism: str
+    auth_source: str  # the FQDN of the server that took the message from the client
+    auth_domain: str | None
+    bypass_anti_spam: bool  # the client held ms-Exch-Bypass-Anti-Spam: SCL -1
+
+
+def stamp_arrival(message: Message, rights: Rights, arrival: Arrival) -> Message:
+    """The hub's headers after the message's own, in the order of exchange.md §12.2.
+
+    ``[Message-ID]``, ``Return-Path: <sender>`` (any Return-Path the message had is removed),
+    ``X-MS-Exchange-Organization-Network-Message-Id``, then for an anonymous message
+    ``AVStamp-Enterprise: 1.0``, ``[SCL: -1]``, ``AuthSource``, ``AuthAs``, and for any other
+    the authentication headers first, then AVStamp and SCL. Organization headers a trusted
+    session brought (``rights`` with Accept-Headers-Organization) are kept, not stamped twice.
+    """
+    base = message.without((b"return-path",))
+    base, auth = _authentication(base, rights, arrival.auth_as, arrival.mechanism,
+                                 arrival.auth_source, arrival.auth_domain)
+    head: list[Field] = []
+    if arrival.message_id is not None:
+        head.append(make_field("Message-ID", arrival.message_id))
+    head.append(make_field("Return-Path", arrival.sender or "<>"))
+    if base.first(NETWORK_MESSAGE_ID) is None:
+        head.append(make_field(NETWORK_MESSAGE_ID, arrival.network_message_id))
+    scan: list[Field] = []
+    if base.first(AV_STAMP) is None:
+        scan.append(make_field(AV_STAMP, "1.0"))
+    if arrival.bypass_anti_spam and base.first(SCL) is None:
+        scan.append(make_field(SCL, "-1"))
+    auth = auth or []
+    tail = [*scan, *auth] if arrival.auth_as == "Anonymous" else [*auth, *scan]
+    return Message((*base.fields, *head, *tail), base.body, base.has_separator)
+
+
+_TICKS_AT_UNIX_EPOCH = 621_355_968_000_000_000  # .NET DateTime ticks (100 ns) at 1970-01-01
+_UNIX_EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.UTC)
+
+
+def network_message_id(now: datetime.datetime, random: bytes) -> str:
+    """An ``X-MS-Exchange-Organization-Network-Message-Id`` as Exchange makes them: a GUID
+    whose last 12 hex digits are the top 48 bits of the .NET ticks of ``now`` (UTC), the rest
+    random with the version digit 4 (exchange.md §12.2). ``random``: 16 random bytes."""
+    micros = (now - _UNIX_EPOCH) // datetime.timedelta(microseconds=1)
+    stamp = ((_TICKS_AT_UNIX_EPOCH + micros * 10) >> 16) & (2**48 - 1)
+    head = random.hex()
+    return f"{head[:8]}-{head[8:12]}-4{head[13:16]}-{head[16:20]}-{stamp:012x}"
+
+
+def network_message_time(value: str) -> datetime.datetime | None:
+    """When a Network-Message-Id of :func:`network_message_id`'s form was made (UTC, to 6.6
+    ms), or None if ``value`` is not a GUID."""
+    if not _GUID.fullmatch(value.strip()):
+        return None
+    ticks = int(value.strip()[-12:], 16) << 16
+    micros = (ticks - _TICKS_AT_UNIX_EPOCH) // 10
+    return _UNIX_EPOCH + datetime.timedelta(microseconds=micros)
+
+
+_GUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
+
+
+def end_to_end_latency(seconds: float) -> str:
+    """``hh:mm:ss.fffffff``, a .NET TimeSpan's text (exchange.md §12.2)."""
+    ticks = max(0, round(seconds * 10_000_000))
+    whole, fraction = divmod(ticks, 10_000_000)
+    minutes, secs = divmod(whole, 60)
+    hours, minutes = divmod(minutes, 60)
+    if hours >= 24:
+        days, hours = divmod(hours, 24)
+        return f"{days}.{hours:02d}:{minutes:02d}:{secs:02d}.{fraction:07d}"
+    return f"{hours:02d}:{minutes:02d}:{secs:02d}.{fraction:07d}"
 
 
 def received_field(
     *,
-    helo: str,
-    client_ip: str,
-    server_fqdn: str,
-    server_ip: str,
-    version_id: str,
+    from_name: str,
+    from_ip: str,
+    by_name: str,
+    by_ip: str,
+    build: str,
     now: datetime.datetime,
     tls: tuple[str, str] | None = None,
+    tls_2013: bool = False,
     via: str | None = None,
 ) -> Field:
-    """``Received: from <helo> (<ip>) by <fqdn> (<ip>) with Microsoft SMTP Server ...``.
+    """``Received: from <name> (<ip>) by <name> (<ip>) with Microsoft SMTP Server ...``.
 
-    The format of exchange.md §5.4.
-
-    ``tls`` is (protocol, cipher) in Exchange's spelling, e.g. ("TLS1_2",
-    "TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384"); ``via`` adds `` via Frontend Transport``.
+    The format of exchange.md §12.1: ``tls`` is (protocol, cipher) in Exchange's spelling,
+    e.g. ("TLS1_2", "TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384"), written
+    ``(version=TLS1_2, cipher=...)``, or ``(TLS)`` by 2013 (``tls_2013``); ``via`` adds
+    `` via Frontend Transport``. An IPv6 address is bracketed. The field is folded as Exchange
+    folds it: at spaces, each line as long as it can be within 78 characters.
     """
     from exchsim.policy.replies import rfc2822_date
 
-    client = f"[{client_ip}]" if ":" in client_ip else client_ip
-    server = f"[{server_ip}]" if ":" in server_ip else server_ip
-    tls_part = f" (version={tls[0]}, cipher={tls[1]})" if tls else ""
+    sender = f"[{from_ip}]" if ":" in from_ip else from_ip
+    server = f"[{by_ip}]" if ":" in by_ip else by_ip
+    tls_part = ""
+    if tls:
+        tls_part = " (TLS)" if tls_2013 else f" (version={tls[0]}, cipher={tls[1]})"
     via_part = f" via {via}" if via else ""
-    value = (
-        f"from {helo or client} ({client}) by {server_fqdn} ({server})"
-        f"\r\n with Microsoft SMTP Server{tls_part} id {version_id}{via_part};"
-        f"\r\n {rfc2822_date(now)}"
-    )
-    return make_field("Received", value)
+    value = (f"from {from_name or sender} ({sender}) by {by_name} ({server}) with Microsoft SMTP"
+             f" Server{tls_part} id {build}{via_part}; {rfc2822_date(now)}")
+    return Field(b"Received", fold("Received", value).encode())
+
+
+def fold(name: str, value: str, width: int = 78) -> str:
+    """``name: value`` CRLF, folded at spaces into lines of at most ``width`` characters
+    where the words allow (a longer word stands alone on its line), as Exchange folds the
+    Received lines it writes (exchange.md §12.1)."""
+    lines: list[str] = []
+    line = f"{name}:"
+    for word in value.split(" "):
+        if len(line) + 1 + len(word) > width and line != f"{name}:":
+            lines.append(line)
+            line = ""
+        line += " " + word
+    lines.append(line)
+    return "\r\n".join(lines) + "\r\n"
 
 
 def tls_names(protocol: str | None, cipher: str | None) -> tuple[str, str] | None:

@@ -559,7 +559,8 @@ class SessionCore:
             return replies.custom_banner(self.connector.banner)
         modern = (self.connector.transport_role is Role.MAILBOX_DELIVERY
                   and self.dialect.modern_mailbox_delivery)
-        return replies.banner(self.fqdn, self.runtime.clock.local(), uppercase=modern)
+        return replies.banner(self.fqdn, self.runtime.clock.local(self.server.zone),
+                              uppercase=modern)
 
     def _flush(self) -> None:
         if self._out_log:

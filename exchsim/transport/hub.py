@@ -51,13 +51,14 @@ from exchsim.policy import replies, rules
 from exchsim.policy.dialect import Dialect
 from exchsim.policy.headers import (
     NETWORK_MESSAGE_ID,
-    Message,
+    Arrival,
     firewall,
-    make_field,
+    network_message_id,
     parse_message,
     sender_addresses,
-    stamp_authentication,
+    stamp_arrival,
 )
+from exchsim.policy.permissions import Right
 from exchsim.policy.replies import Reply, queued
 from exchsim.smtp.message import AcceptedMessage
 from exchsim.transport.hopclient import HopTls
@@ -105,26 +106,29 @@ class HubReceiver:
             return refusal.reply
         auth_null = message.mail_params.get("AUTH") == "<>"
         out = firewall(parsed, facts.rights)
-        out = stamp_authentication(
-            out,
-            rights=facts.rights,
-            auth_as=rules.auth_as(facts, auth_null),
-            mechanism=facts.identity.mechanism,
-            server_fqdn=self.server.fqdn,
-            auth_domain=facts.identity.name or None,
-        )
+        # The server that took the message from the client: the Front End that proxied it
+        # (its hop EHLO is its FQDN), else this one (exchange.md §12.2).
+        origin = message.context.helo if message.context.proxied else self.server.fqdn
         message_id = out.first("Message-ID")
-        extra = []
+        generated = None
         if not message_id:
-            message_id = f"<{uuid.uuid4()}@{self.server.fqdn}>"
-            extra.append(make_field("Message-ID", message_id))
+            message_id = generated = f"<{uuid.uuid4()}@{origin}>"
         message.context.log("", f"receiving message with InternetMessageId {message_id}")
         network_id = out.first(NETWORK_MESSAGE_ID)
         if network_id is None:
-            network_id = str(uuid.uuid4())
-            extra.append(make_field(NETWORK_MESSAGE_ID, network_id))
+            network_id = network_message_id(self.clock.utc(), uuid.uuid4().bytes)
+        out = stamp_arrival(out, facts.rights, Arrival(
+            sender=message.mail_from,
+            network_message_id=network_id,
+            message_id=generated,
+            auth_as=rules.auth_as(facts, auth_null),
+            mechanism=facts.identity.mechanism,
+            auth_source=origin,
+            auth_domain=facts.identity.name or None,
+            bypass_anti_spam=Right.BYPASS_ANTI_SPAM in facts.rights,
+        ))
         received = received_for(self.server, self.clock, message)
-        data = Message((received, *out.fields, *extra), out.body, out.has_separator).to_bytes()
+        data = out.prepend(received).to_bytes()
         too_big = rules.over_organization_limits(
             facts, message.mail_from, message.recipients, len(message.data))
         recipients = [r for r in message.recipients if r not in too_big]
@@ -160,7 +164,7 @@ class HubReceiver:
             message_id=message_id, postmaster=postmaster_of(org), sender=sender,
             recipients=recipients,
             reasons=dict.fromkeys(recipients, reason), original=original,
-            reporting_mta=self.server.fqdn, now=self.clock.local(),
+            reporting_mta=self.server.fqdn, now=self.clock.local(self.server.zone),
         )
         item = await self.queue.enqueue(
             message_id=message_id, sender="", recipients=[sender],
@@ -516,7 +520,7 @@ class DeliveryAgent:
             reasons={r: (reasons.get(r) or replies.RECIPIENT_NOT_FOUND).render() for r in rcpts},
             original=item.data,
             reporting_mta=self.server.fqdn,
-            now=self.clock.local(),
+            now=self.clock.local(self.server.zone),
         )
         self.submit(await self._write(self.queue.enqueue(
             message_id=message_id,

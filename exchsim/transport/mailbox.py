@@ -30,6 +30,7 @@ are written as one batch on one worker thread, sharing the fsync of each ``new/`
 
 from __future__ import annotations
 
+import datetime
 import hashlib
 import logging
 from pathlib import Path
@@ -38,7 +39,16 @@ from exchsim.clock import Clock
 from exchsim.config.model import Server
 from exchsim.policy import replies
 from exchsim.policy.dialect import Dialect
-from exchsim.policy.headers import NETWORK_MESSAGE_ID, parse_message
+from exchsim.policy.headers import (
+    BCC_FOLDERING,
+    END_TO_END_LATENCY,
+    NETWORK_MESSAGE_ID,
+    Message,
+    end_to_end_latency,
+    make_field,
+    network_message_time,
+    parse_message,
+)
 from exchsim.policy.replies import Reply
 from exchsim.smtp.message import AcceptedMessage
 from exchsim.transport.groupcommit import GroupCommit
@@ -46,7 +56,9 @@ from exchsim.transport.maildir import MaildirStore, MessageFiles, unique_token
 from exchsim.transport.received import received_for
 
 log = logging.getLogger(__name__)
-
+# The queue keeps a message at most MessageExpirationTimeout (2 days by default): a
+# Network-Message-Id older than this is not one of this organization's.
+_PLAUSIBLE = datetime.timedelta(days=30)
 
 
 class MailboxDeliveryReceiver:
@@ -65,7 +77,7 @@ class MailboxDeliveryReceiver:
         internet_id = parsed.first("Message-ID")
         key = f"message-id:{internet_id}" if internet_id else f"network-id:{network_id}"
         received = received_for(self.server, self.clock, message, "Mailbox Transport")
-        stamped = parsed.prepend(received).to_bytes()
+        stamped = self._delivered(parsed, message).prepend(received).to_bytes()
         duplicates = await self._writer.submit(tuple(
             (rcpt, stamped, unique_token(key, rcpt)) for rcpt in message.recipients))
         message_id = internet_id or f"<{network_id}@{self.server.fqdn}>"
@@ -76,6 +88,22 @@ class MailboxDeliveryReceiver:
             message_id, 0, self.server.fqdn, size=len(message.data),
             seconds=message.received_seconds, dialect=Dialect.of(self.server.version),
         )
+
+    def _delivered(self, parsed: Message, message: AcceptedMessage) -> Message:
+        """The last X-MS headers, as mailbox delivery adds them (exchange.md §12.2): the time
+        since the organization accepted the message (the time in its Network-Message-Id;
+        this session's own time when it has none of that form, or one implausibly far off)
+        and this server's build."""
+        now = self.clock.utc()
+        arrived = network_message_time(parsed.first(NETWORK_MESSAGE_ID) or "")
+        seconds = message.received_seconds
+        if arrived is not None and datetime.timedelta(0) <= now - arrived <= _PLAUSIBLE:
+            seconds = (now - arrived).total_seconds()
+        latency = make_field(END_TO_END_LATENCY, end_to_end_latency(seconds))
+        folding = make_field(BCC_FOLDERING, self.server.exchange_version.long_build)
+        kept = parsed.without((END_TO_END_LATENCY.lower().encode(),
+                               BCC_FOLDERING.lower().encode()))
+        return Message((*kept.fields, latency, folding), kept.body, kept.has_separator)
 
     def session_closed(self, session_id: str) -> None:
         pass  # nothing is kept per session

@@ -20,7 +20,10 @@ def ndr_message_id(original: str, recipients: Sequence[str], fqdn: str) -> str:
     (DUPLICATEDELIVER, transport/mailbox.py, smtp/sink.py). A UUID (version 5) of the
     original and the recipients."""
     key = "|".join([original, *sorted(r.lower() for r in recipients)])
-    return f"<{uuid.uuid5(_NDR_NAMESPACE, key)}@{fqdn}>"
+    # Written as a random GUID is (version 4), the form of Exchange's generated Message-IDs,
+    # ``<guid@server FQDN>`` (exchange.md §12.6).
+    guid = uuid.UUID(bytes=uuid.uuid5(_NDR_NAMESPACE, key).bytes, version=4)
+    return f"<{guid}@{fqdn}>"
 
 
 def build_ndr(

@@ -14,9 +14,11 @@ import pytest
 from tests.integration.conftest import RawClient, RunningLab
 
 HOST = "127.0.10.1"
-STAMPED = {  # what the hub itself writes for an anonymous message (exchange.md §5.2, §5.3)
+STAMPED = {  # what the hub and mailbox delivery write for an anonymous message (exchange.md §12.2)
     "x-ms-exchange-organization-authsource", "x-ms-exchange-organization-authas",
     "x-ms-exchange-organization-network-message-id",
+    "x-ms-exchange-organization-avstamp-enterprise",
+    "x-ms-exchange-transport-endtoendlatency", "x-ms-exchange-processed-by-bccfoldering",
 }
 SPOOFS = [
     # The example: WSP before the colon, then well-formed organization headers.

@@ -73,10 +73,12 @@ async def test_anonymous_mail_lands_in_alices_maildir(lab: RunningLab) -> None:
     assert msg["X-MS-Exchange-Organization-SCL"] is None
     assert msg.get_all("X-MS-Exchange-Organization-AuthAs") == ["Anonymous"]
     assert msg["X-MS-Exchange-Organization-AuthSource"] == "ex01.contoso.com"
-    received = msg.get_all("Received")
+    received = [re.sub(r"\r?\n\s+", " ", r) for r in msg.get_all("Received")]
     assert len(received) == 4  # mailbox delivery, hub, front end, and the client's own
     assert "via Mailbox Transport" in received[0]
-    assert "via" not in received[1] and "from client.example (127.0.0.1)" in received[1]
+    # The hub names the Front End server, not the client (exchange.md §12.1).
+    assert "via" not in received[1]
+    assert "from ex01.contoso.com (127.0.10.1) by ex01.contoso.com (127.0.10.1)" in received[1]
     assert "via Frontend Transport" in received[2]
     assert "from client.example (127.0.0.1) by ex01.contoso.com (127.0.10.1)" in received[2]
     assert received[3].startswith("from outside.example")

@@ -60,8 +60,8 @@ class FixedClock(Clock):
     def utc(self) -> datetime.datetime:
         return NOW
 
-    def local(self) -> datetime.datetime:
-        return NOW
+    def local(self, zone: datetime.tzinfo | None = None) -> datetime.datetime:
+        return NOW if zone is None else NOW.astimezone(zone)
 
     def monotonic(self) -> float:
         raise AssertionError("the core must be given the time, not read it")

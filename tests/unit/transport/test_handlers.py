@@ -83,13 +83,15 @@ async def test_frontend_proxies_with_the_session_context_and_keeps_one_hop(
                          runtime=runtime)
         reply = await frontend(first)
         assert reply.code == 250 and reply.enhanced == "2.6.0"
-        # The hub learned the original client from XPROXYFROM, not the Front End's address.
+        # The hub's Received line names the Front End server that proxied the message; the
+        # client (which XPROXYFROM named) is only on the Front End's (exchange.md §12.1).
         await lab.wait_for(lambda: len(lab.mailbox("alice@contoso.com")) == 1)
         received = parse_message(lab.mailbox("alice@contoso.com")[0]).values("Received")
         hub_line = next(r for r in received if "via" not in r)
-        assert hub_line.startswith("from client.example (127.0.0.77) by ex01.contoso.com")
-        assert any("via Frontend Transport" in r and "client.example (127.0.0.77)" in r
-                   for r in received)
+        assert hub_line.startswith("from ex01.contoso.com (127.0.10.1) by ex01.contoso.com")
+        assert [r for r in received if "client.example" in r] == [
+            r for r in received if "via Frontend Transport" in r]
+        assert "from client.example (127.0.0.77) by ex01.contoso.com" in received[-1]
         # A second message of the same session goes over the same hub session.
         hop = frontend._hops[first.context.session_id].client
         again = AcceptedMessage(
