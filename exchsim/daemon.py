@@ -23,8 +23,14 @@ from typing import Any
 
 from exchsim import allocator
 from exchsim.clock import SYSTEM_CLOCK, Clock
-from exchsim.config.model import Lab, Mailbox, ProtocolLoggingLevel, ReceiveConnector, Server
-from exchsim.config.model import TransportRole as Role
+from exchsim.config.model import (
+    Lab,
+    Mailbox,
+    ProtocolLoggingLevel,
+    ReceiveConnector,
+    Server,
+    TransportRole as Role,
+)
 from exchsim.config.vocabulary import logon_table
 from exchsim.logs.protocol import ProtocolLog, ProtocolLogSession, new_session_id
 from exchsim.policy.connectors import ConnectorIndex

@@ -17,8 +17,10 @@ from exchsim.config.model import (
     ReceiveConnector,
     Server,
 )
-from exchsim.config.vocabulary import domain_of as domain_of
-from exchsim.config.vocabulary import match_accepted_domain as match_accepted_domain
+from exchsim.config.vocabulary import (
+    domain_of as domain_of,
+    match_accepted_domain as match_accepted_domain,
+)
 from exchsim.policy import replies
 from exchsim.policy.dialect import Dialect
 from exchsim.policy.permissions import Identity, IdentityKind, Right, Rights

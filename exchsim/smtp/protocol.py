@@ -35,8 +35,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from exchsim.config.capabilities import Capability
-from exchsim.config.model import AuthMechanism, Mailbox, ReceiveConnector
-from exchsim.config.model import TransportRole as Role
+from exchsim.config.model import AuthMechanism, Mailbox, ReceiveConnector, TransportRole as Role
 from exchsim.config.syntax import format_endpoint, format_timespan
 from exchsim.policy import ehlo, replies, rules
 from exchsim.policy.dialect import Dialect

@@ -45,8 +45,7 @@ from typing import Any, TypeVar
 
 from cryptography.hazmat.primitives.serialization import Encoding
 from OpenSSL import SSL, crypto
-from OpenSSL._util import ffi as _ffi
-from OpenSSL._util import lib as _lib
+from OpenSSL._util import ffi as _ffi, lib as _lib
 
 from exchsim.tls.pki import CertificateFiles
 from exchsim.tls.schannel import LegacyProtocols, apply_server_profile

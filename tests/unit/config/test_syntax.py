@@ -6,8 +6,7 @@ import datetime
 import ipaddress
 
 import pytest
-from hypothesis import given
-from hypothesis import strategies as st
+from hypothesis import given, strategies as st
 
 from exchsim.config.syntax import (
     MAX_TIMESPAN,

@@ -5,8 +5,7 @@ from __future__ import annotations
 import ipaddress
 import random
 
-from hypothesis import given, settings
-from hypothesis import strategies as st
+from hypothesis import given, settings, strategies as st
 
 from exchsim.config.model import ReceiveConnector
 from exchsim.policy.connectors import ConnectorIndex

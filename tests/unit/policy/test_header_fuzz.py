@@ -15,8 +15,7 @@ import email.errors
 import email.policy
 from email.policy import Policy
 
-from hypothesis import given, settings
-from hypothesis import strategies as st
+from hypothesis import given, settings, strategies as st
 
 from exchsim.config.model import PermissionGroup
 from exchsim.policy.headers import FOREST_PREFIX, ORG_PREFIX, firewall, parse_message

@@ -10,13 +10,11 @@ from exchsim.policy.permissions import (
     ANONYMOUS,
     EXTERNALLY_SECURED,
     Identity,
+    Identity as Id,
     IdentityKind,
     Right,
     connector_acl,
     principals,
-)
-from exchsim.policy.permissions import (
-    Identity as Id,
 )
 from tests.factories import connector, defaults, organization, server
 

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from hypothesis import given
-from hypothesis import strategies as st
+from hypothesis import given, strategies as st
 
 from exchsim.policy.verbs import bdat_arguments as parse_bdat
 from exchsim.smtp.wire import (
