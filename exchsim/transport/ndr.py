@@ -207,6 +207,7 @@ def build_dsn(
     if envelope.headers_only:
         attached = b"Content-Type: text/rfc822-headers\r\n\r\n" + header_block
     else:
+        # The original whole; the hub's stamping gave it its Return-Path (exchange.md §12.2).
         attached = b"Content-Type: message/rfc822\r\n\r\n" + original
         if not original.endswith(b"\r\n"):
             attached += b"\r\n"

@@ -7,6 +7,7 @@ import asyncio
 import email
 import email.message
 import email.policy
+import re
 import smtplib
 
 from tests.integration.conftest import RunningLab, swaks
@@ -94,6 +95,7 @@ def _check_structure(ndr: email.message.Message, sender: str) -> email.message.M
         ("Diagnostic-Code", "smtp;550 5.1.1 RESOLVER.ADR.RecipNotFound; not found")]
     [attached] = original.get_payload()
     assert attached["Message-ID"] == "<figures-1@example.test>"
+    assert attached.get_all("Return-Path") == [sender]  # the hub's (exchange.md §12.2)
     assert attached.get_payload() == "the figures\r\n"
     return attached
 
@@ -135,3 +137,35 @@ async def test_relayed_mail_leaves_without_org_headers_and_alices_copy_keeps_the
     assert relayed.get_all("Received")
     assert kept["X-MS-Exchange-Organization-AuthAs"] == "Internal"
     assert kept["X-MS-Exchange-Organization-Network-Message-Id"]
+
+
+def _internal_id(port: int, sender: str, rcpts: list[str]) -> int:
+    """Send one message; the InternalId the hub gave it (its 250 reply, exchange.md §12.6)."""
+    with smtplib.SMTP(HOST, port, local_hostname="client.example", timeout=15) as client:
+        client.ehlo()
+        assert client.mail(sender)[0] == 250
+        for rcpt in rcpts:
+            assert client.rcpt(rcpt)[0] == 250
+        code, text = client.data(b"Subject: from nobody\r\n\r\nbody\r\n")
+        assert code == 250, text
+        match = re.search(rb"InternalId=(\d+)", text)
+        assert match is not None, text
+        return int(match.group(1))
+
+
+async def test_the_null_sender_gets_no_ndr(lab: RunningLab) -> None:
+    first = await asyncio.to_thread(_internal_id, lab.port(25), "",
+                                    ["nobody@contoso.com", "alice@contoso.com"])
+    await lab.wait_for(lambda: len(lab.mailbox("alice@contoso.com")) == 1)
+    queue = lab.daemon.queues["EX01"]
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 10
+    while await queue.pending_count():  # both recipients settled: alice's and the failed one
+        assert loop.time() < deadline
+        await asyncio.sleep(0.05)
+    # No NDR was queued in between: the next message gets the next InternalId.
+    second = await asyncio.to_thread(_internal_id, lab.port(25), "x@fabrikam.example",
+                                     ["alice@contoso.com"])
+    assert second == first + 1
+    await lab.wait_for(lambda: len(lab.mailbox("alice@contoso.com")) == 2)
+    assert not (lab.data / "internet").exists() or not any((lab.data / "internet").iterdir())
