@@ -66,7 +66,7 @@ from exchsim.policy.permissions import Right
 from exchsim.policy.replies import Reply, queued
 from exchsim.smtp.message import AcceptedMessage
 from exchsim.transport.hopclient import HopTls
-from exchsim.transport.ndr import Envelope, build_ndr, ndr_message_id
+from exchsim.transport.ndr import Envelope, build_ndr, envelope_of, ndr_message_id
 from exchsim.transport.nexthop import Endpoint, NextHops
 from exchsim.transport.outcome import (
     Kind,
@@ -156,7 +156,7 @@ class HubReceiver:
             self.deliver(item)
         if too_big and message.mail_from:
             ndr = await self._size_ndr(facts.org, message.mail_from, too_big, data, network_id,
-                                       _envelope(metadata, self.clock.utc()))
+                                       envelope_of(metadata, self.clock.utc()))
             item = item or ndr
         return queued(
             message_id,
@@ -221,11 +221,6 @@ def ndr_original(org: Organization, sender: str, original: bytes) -> bytes:
     inside = _route(org, sender).kind == "mailbox"
     return send_firewall(original, exchange_of_organization=inside)
 
-
-def _envelope(metadata: Mapping[str, str], arrival: datetime.datetime) -> Envelope:
-    return Envelope(received_from=metadata.get("received_from") or None, arrival=arrival,
-                    envid=metadata.get("envid"),
-                    headers_only=(metadata.get("ret") or "").upper() == "HDRS")
 
 
 @dataclass
@@ -554,7 +549,7 @@ class DeliveryAgent:
             original=ndr_original(self.lab.organization, item.sender, item.data),
             reporting_mta=self.server.fqdn,
             now=self.clock.local(self.server.zone),
-            envelope=_envelope(item.metadata, item.received_at),
+            envelope=envelope_of(item.metadata, item.received_at),
         )
         self.submit(await self._write(self.queue.enqueue(
             message_id=message_id,

@@ -38,7 +38,8 @@ from enum import Enum
 
 from exchsim.policy.headers import parse_message
 
-__all__ = ["DsnKind", "Envelope", "build_dsn", "build_ndr", "explanation", "ndr_message_id"]
+__all__ = ["DsnKind", "Envelope", "build_dsn", "build_ndr", "envelope_of", "explanation",
+           "ndr_message_id"]
 
 _NDR_NAMESPACE = uuid.UUID("5b0c6d4e-3f0a-4c53-9d2e-6e4dc1a7f3b1")  # ndr_message_id's
 
@@ -116,6 +117,13 @@ class Envelope:
     envid: str | None = None  # MAIL FROM ENVID=
     headers_only: bool = False  # MAIL FROM RET=HDRS
     original_recipients: Mapping[str, str] | None = None  # RCPT TO ORCPT= (without "rfc822;")
+
+
+def envelope_of(metadata: Mapping[str, str], arrival: datetime.datetime) -> Envelope:
+    """The Envelope from what the hub keeps with a queued message (transport/hub.py)."""
+    return Envelope(received_from=metadata.get("received_from") or None, arrival=arrival,
+                    envid=metadata.get("envid"),
+                    headers_only=(metadata.get("ret") or "").upper() == "HDRS")
 
 
 def _one_line(text: str) -> str:
