@@ -28,7 +28,7 @@ from exchsim import pkicli
 from exchsim.clock import SYSTEM_CLOCK
 from exchsim.config.load import ConfigError, load_config
 from exchsim.config.model import Lab
-from exchsim.config.report import format_connectors, format_issues
+from exchsim.config.report import format_connectors, format_issues, format_send_connectors
 from exchsim.daemon import LabDaemon
 from exchsim.logs.repeats import RepeatFilter, install
 from exchsim.transport.queue import QueueUnavailableError
@@ -199,6 +199,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.command == "check":
         print(format_connectors(lab))
+        if lab.send_connectors:
+            print()
+            print(format_send_connectors(lab))
         return 0
     if args.command == "serve":
         unknown = unknown_server_message(lab, args.server, args.config)

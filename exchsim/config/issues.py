@@ -52,6 +52,8 @@ TOP_LEVEL_KEYS: tuple[str, ...] = (
     "ReceiveConnectors",
     "ADPermissions",
     "Lab",
+    "SendConnectors",
+    "Dns",
 )
 
 #: Something that can fail validation: an object kind and its name, and optionally a key.
@@ -65,6 +67,7 @@ FILE_WIDE: Place = (-1, 0)
 _LABEL_KEYS = {
     "Servers": "Name",
     "ReceiveConnectors": "Name",
+    "SendConnectors": "Name",
     "ADPermissions": "Identity",
     "AcceptedDomains": "DomainName",
     "Mailboxes": "PrimarySmtpAddress",

@@ -1,14 +1,16 @@
 """Load a lab config: YAML -> raw mappings -> connectors resolved -> validated ``Lab``.
 
-The file has five top-level keys, in Exchange's spelling: ``Organization``, ``Servers``,
-``ReceiveConnectors``, ``ADPermissions`` and (optional) ``Lab``. Loading runs, in order:
+The file has these top-level keys, in Exchange's spelling: ``Organization``, ``Servers``,
+``ReceiveConnectors``, ``ADPermissions`` and (optional) ``Lab``, ``SendConnectors`` and ``Dns``
+(the lab's resolver). Loading runs, in order:
 
 1. ``yamlfile.parse_yaml``: the text as plain data;
 2. ``validate.validate_servers`` and ``validate.validate_organization``;
 3. ``resolve.resolve_connectors``: setup's connectors per server plus the file's overrides and
    new connectors (a pure function);
 4. ``validate.validate_connector`` on each, then ``validate.check_conflicts`` between them;
-5. ``validate.validate_permissions`` and ``validate.validate_lab``.
+5. ``validate.validate_permissions`` and ``validate.validate_lab``;
+6. ``validate_dns`` and ``validate_send_connectors`` (``validate/sendconnector.py``).
 
 Every problem of the whole file is collected as an ``Issue`` (file, key path, value, what is
 allowed, a did-you-mean suggestion) in one ``IssueLog`` and raised together in one
@@ -44,6 +46,7 @@ from exchsim.config.validate import (
     validate_permissions,
     validate_servers,
 )
+from exchsim.config.validate.sendconnector import validate_dns, validate_send_connectors
 from exchsim.config.vocabulary import EXTENDED_RIGHTS
 from exchsim.config.yamlfile import parse_yaml
 
@@ -126,8 +129,11 @@ def load_config_text(text: str, source: str = "<memory>") -> Lab:
         data.get("ADPermissions"), identities.values(), mailboxes, netbios, log
     )
     settings = validate_lab(data.get("Lab"), servers, log)
+    dns = validate_dns(data.get("Dns"), log)
+    send_connectors = validate_send_connectors(data.get("SendConnectors"), valid_servers, dns,
+                                               log)
 
-    if log.items or organization is None or settings is None:
+    if log.items or organization is None or settings is None or dns is None:
         raise ConfigError(log.in_file_order())
     return Lab(
         organization=organization,
@@ -135,5 +141,7 @@ def load_config_text(text: str, source: str = "<memory>") -> Lab:
         receive_connectors=tuple(connector for connector, _ in connectors),
         ad_permissions=tuple(permissions),
         lab=settings,
+        send_connectors=tuple(send_connectors),
+        dns=dns,
         source=source,
     )

@@ -10,7 +10,8 @@ declaration order, sizes as ``36 MB (37,748,736 bytes)``, timespans as ``00:05:0
 from __future__ import annotations
 
 from exchsim.config.issues import ConfigError
-from exchsim.config.model import Lab, ReceiveConnector
+from exchsim.config.model import Lab, ReceiveConnector, ServerRole
+from exchsim.config.sendconnector import SendConnector
 
 
 def _text(value: object) -> str:
@@ -50,6 +51,32 @@ def format_connectors(lab: Lab) -> str:
         for c in lab.receive_connectors
     ]
     return "\n\n".join(blocks)
+
+
+def send_connector_lines(
+    connector: SendConnector, mailbox_servers: tuple[str, ...]
+) -> list[tuple[str, str]]:
+    """(key, value) pairs of one send connector in Get-SendConnector | Format-List's order
+    (the parameters sorted by name, Identity among them). Effective values: DNSRoutingEnabled
+    (true when the file gave no SmartHosts and did not say), SourceTransportServers (every
+    Mailbox server when the file named none); AuthenticationCredential prints as PowerShell
+    prints a PSCredential, never the password; an empty TlsAuthLevel or Fqdn prints empty;
+    Usage (a template of New-SendConnector, not a stored property) is not printed."""
+    dumped = connector.model_dump(mode="json", by_alias=True)
+    dumped["DNSRoutingEnabled"] = connector.uses_dns
+    dumped["SourceTransportServers"] = list(
+        connector.source_transport_servers or mailbox_servers)
+    if connector.authentication_credential is not None:
+        dumped["AuthenticationCredential"] = "System.Management.Automation.PSCredential"
+    dumped["Identity"] = connector.identity
+    del dumped["Usage"]  # New-SendConnector's template switch, not a property Get- shows
+    return [(key, _text(dumped[key])) for key in sorted(dumped, key=str.lower)]
+
+
+def format_send_connectors(lab: Lab) -> str:
+    """Every send connector of the lab, like ``Get-SendConnector | Format-List``."""
+    mailbox = tuple(s.name for s in lab.servers if s.role is ServerRole.MAILBOX)
+    return "\n\n".join(_block(send_connector_lines(c, mailbox)) for c in lab.send_connectors)
 
 
 def format_issues(err: ConfigError) -> str:

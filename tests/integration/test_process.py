@@ -62,6 +62,36 @@ async def test_check_prints_every_connector() -> None:
     assert "MaxMessageSize" in out and "37,748,736 bytes" in out
 
 
+async def test_check_prints_send_connectors_like_get_sendconnector() -> None:
+    code, out, err = await run("check", "--config", "configs/examples/send-connectors.yaml")
+    assert code == 0, err
+    assert "EX01\\Default Frontend EX01" in out  # the receive connectors first
+    blocks = [b for b in out.split("\n\n") if "AddressSpaces" in b]
+    assert [re.search(r"^Identity +: (.*)$", b, re.M).group(1) for b in blocks] == [  # type: ignore[union-attr]
+        "To Internet", "To Partner", "Via Smarthost"]
+    assert "AddressSpaces               : {SMTP:*.fabrikam.example;5}" in blocks[2]
+    assert "SmartHosts                  : {smarthost.lab.example}" in blocks[2]
+    assert "TlsAuthLevel                : DomainValidation" in blocks[1]
+    assert "Relay-P@ss1" not in out
+
+
+async def test_check_of_a_bad_send_connector_exits_2_naming_file_key_value(
+    tmp_path: Path,
+) -> None:
+    text = LAB_YAML + """
+SendConnectors:
+  - {Name: Out, AddressSpaces: ["*"], IgnoreSTARTTLS: true, RequireTLS: true}
+"""
+    path = tmp_path / "bad-send.yaml"
+    path.write_text(text, encoding="utf-8")
+    code, out, err = await run("check", "--config", str(path))
+    assert code == 2, (out, err)
+    assert out == ""
+    assert f"exchsim: {path}: 1 problem" in err
+    assert (f"{path}: SendConnectors[0] (Out).RequireTLS: true is not allowed with IgnoreSTARTTLS "
+            "true: a connector that ignores STARTTLS cannot require TLS (exchange.md §4.3)") in err
+
+
 class Lab:
     def __init__(self, config: Path, data: Path, offset: int) -> None:
         self.config, self.data, self.offset = config, data, offset
