@@ -187,6 +187,22 @@ def firewall(message: Message, rights: Rights) -> Message:
                    message.has_separator)
 
 
+def send_firewall(data: bytes, *, exchange_of_organization: bool) -> bytes:
+    """The header firewall on the way out (exchange.md §5.1, §12.5): a next hop that is not an
+    Exchange server of the organization lacks ms-Exch-Send-Headers-Organization and -Forest, so
+    every X-MS-Exchange-Organization-* and X-MS-Exchange-Forest-* field of the header block is
+    removed; Received and Resent-* stay (ms-Exch-Send-Headers-Routing is granted to everyone).
+    The body, and the header blocks of messages attached in it, are not touched."""
+    if exchange_of_organization:
+        return data
+    message = parse_message(data)
+    kept = tuple(f for f in message.fields
+                 if not (f.key.startswith(ORG_PREFIX) or f.key.startswith(FOREST_PREFIX)))
+    if len(kept) == len(message.fields):
+        return data
+    return Message(kept, message.body, message.has_separator).to_bytes()
+
+
 def stamp_authentication(
     message: Message,
     *,

@@ -10,12 +10,15 @@ deferred message falls due and when more than it keeps in memory are waiting), w
 up to 8 messages at once over idle hop sessions it keeps open, and sorts each recipient:
 - a mailbox of the organization -> Mailbox Transport Delivery (475) of the mailbox's server,
   over a hop session (X-ANONYMOUSTLS, EXCHANGEAUTH, XSESSIONPARAMS, BDAT);
-- another address in an Authoritative accepted domain -> an NDR (RFC 3464) from postmaster of
-  the default domain: ``550 5.1.1 RESOLVER.ADR.RecipNotFound; not found`` (exchange.md §8.1),
+- another address in an Authoritative accepted domain -> an NDR as Exchange writes it
+  (exchange.md §12.6) from postmaster of the default domain:
+  ``550 5.1.1 RESOLVER.ADR.RecipNotFound; not found`` (exchange.md §8.1), whose attached
+  original has no organization header when it goes outside (exchange.md §12.5), and
   whose Message-ID is derived from the original and the recipients (transport/ndr.py),
   so an NDR made twice across a crash is recognised downstream as one message;
 - anything else (InternalRelay / ExternalRelay domains, relayed mail) -> the lab's internet
-  sink over plain SMTP (send connectors come with the multi-server roadmap item).
+  sink over plain SMTP, without organization and forest headers (exchange.md §12.5) (send
+  connectors come with the multi-server roadmap item).
 Every failure is classified (transport/outcome.py, exchange.md §8.4) per group of recipients,
 so one bad recipient never holds up the others:
 - permanent (5xx, an address that cannot be sent) -> an NDR to the sender, none for ``<>``;
@@ -55,6 +58,7 @@ from exchsim.policy.headers import (
     firewall,
     network_message_id,
     parse_message,
+    send_firewall,
     sender_addresses,
     stamp_arrival,
 )
@@ -62,7 +66,7 @@ from exchsim.policy.permissions import Right
 from exchsim.policy.replies import Reply, queued
 from exchsim.smtp.message import AcceptedMessage
 from exchsim.transport.hopclient import HopTls
-from exchsim.transport.ndr import build_ndr, ndr_message_id
+from exchsim.transport.ndr import Envelope, build_ndr, envelope_of, ndr_message_id
 from exchsim.transport.nexthop import Endpoint, NextHops
 from exchsim.transport.outcome import (
     Kind,
@@ -133,18 +137,26 @@ class HubReceiver:
             facts, message.mail_from, message.recipients, len(message.data))
         recipients = [r for r in message.recipients if r not in too_big]
         item = None
+        # What an NDR or DSN for it says of its arrival (transport/ndr.py, exchange.md §12.6).
+        metadata = {"network_message_id": network_id, "client_ip": message.client_ip,
+                    "received_from": message.context.helo or ""}
+        for param, key in (("ENVID", "envid"), ("RET", "ret")):
+            value = message.mail_params.get(param)
+            if value:
+                metadata[key] = value
         if recipients:
             item = await self.queue.enqueue(
                 message_id=message_id,
                 sender=message.mail_from,
                 recipients=recipients,
                 data=data,
-                metadata={"network_message_id": network_id, "client_ip": message.client_ip},
+                metadata=metadata,
                 now=self.clock.utc(),
             )
             self.deliver(item)
         if too_big and message.mail_from:
-            ndr = await self._size_ndr(facts.org, message.mail_from, too_big, data, network_id)
+            ndr = await self._size_ndr(facts.org, message.mail_from, too_big, data, network_id,
+                                       envelope_of(metadata, self.clock.utc()))
             item = item or ndr
         return queued(
             message_id,
@@ -156,15 +168,18 @@ class HubReceiver:
         )
 
     async def _size_ndr(self, org: Organization, sender: str, recipients: Sequence[str],
-                        original: bytes, network_id: str) -> QueuedMessage:
+                        original: bytes, network_id: str,
+                        envelope: Envelope) -> QueuedMessage:
         """The NDR for recipients the organization's size limits refused (exchange.md §8.3)."""
         reason = replies.RECIPIENT_SIZE_LIMIT.render()
         message_id = ndr_message_id(network_id, recipients, self.server.fqdn)
         data = build_ndr(
             message_id=message_id, postmaster=postmaster_of(org), sender=sender,
             recipients=recipients,
-            reasons=dict.fromkeys(recipients, reason), original=original,
+            reasons=dict.fromkeys(recipients, reason),
+            original=ndr_original(org, sender, original),
             reporting_mta=self.server.fqdn, now=self.clock.local(self.server.zone),
+            envelope=envelope,
         )
         item = await self.queue.enqueue(
             message_id=message_id, sender="", recipients=[sender],
@@ -184,15 +199,28 @@ class Route:
 
 
 def categorize(lab: Lab, recipient: str) -> Route:
+    return _route(lab.organization, recipient)
+
+
+def _route(org: Organization, recipient: str) -> Route:
     address = recipient.lower()
-    for mailbox in lab.organization.mailboxes:
+    for mailbox in org.mailboxes:
         if address in mailbox.addresses:
             return Route("mailbox", mailbox.server)
-    domain = rules.match_accepted_domain(lab.organization.accepted_domains,
-                                         rules.domain_of(address))
+    domain = rules.match_accepted_domain(org.accepted_domains, rules.domain_of(address))
     if domain is not None and domain.domain_type is DomainType.AUTHORITATIVE:
         return Route("ndr")
     return Route("internet")
+
+
+def ndr_original(org: Organization, sender: str, original: bytes) -> bytes:
+    """The original as an NDR to ``sender`` attaches it: without organization and forest
+    headers when the NDR leaves the organization (exchange.md §12.5, S6-06/07); whole when it
+    goes to a mailbox of the organization, as every hop inside keeps them
+    (exchange.md §5.1)."""
+    inside = _route(org, sender).kind == "mailbox"
+    return send_firewall(original, exchange_of_organization=inside)
+
 
 
 @dataclass
@@ -518,9 +546,10 @@ class DeliveryAgent:
             sender=item.sender,
             recipients=rcpts,
             reasons={r: (reasons.get(r) or replies.RECIPIENT_NOT_FOUND).render() for r in rcpts},
-            original=item.data,
+            original=ndr_original(self.lab.organization, item.sender, item.data),
             reporting_mta=self.server.fqdn,
             now=self.clock.local(self.server.zone),
+            envelope=envelope_of(item.metadata, item.received_at),
         )
         self.submit(await self._write(self.queue.enqueue(
             message_id=message_id,

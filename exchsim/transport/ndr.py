@@ -1,13 +1,45 @@
-"""The hub's non-delivery reports: RFC 3464 with the original headers (exchange.md §8.1, §12.6)."""
+"""Delivery status notifications as Exchange writes them (exchange.md §8.1, §12.6).
+
+An NDR (and a delay or success DSN, built the same way) is ``multipart/report;
+report-type=delivery-status`` with three parts, in this order (exchange.md §12.6, S6-06):
+
+1. ``multipart/alternative; differences=Content-Type``: the text for people, ``text/plain``
+   and ``text/html``, in Exchange's layout: "Delivery has failed to these recipients or
+   groups:", each recipient with the explanation for its reason, eight blank lines,
+   "Diagnostic information for administrators:", "Generating server: <fqdn>", each recipient
+   with ``Remote Server returned '<reply>'``, then "Original message headers:" and the header
+   block of the original;
+2. ``message/delivery-status`` (RFC 3464): ``Reporting-MTA: dns;<fqdn>``,
+   ``Received-From-MTA: dns;<EHLO of the client that handed the message in>``, ``Arrival-Date``
+   (UTC), then per recipient ``Original-Recipient``, ``Final-Recipient``, ``Action``,
+   ``Status``, ``Diagnostic-Code: smtp;<reply>``;
+3. the original as ``message/rfc822`` (``text/rfc822-headers`` for a DSN asked with RET=HDRS).
+
+The header block is S6-06's, in its order: MIME-Version, From (the postmaster, no display
+name), To, Date, Content-Type, X-MS-Exchange-Message-Is-Ndr (empty), Content-Language,
+Message-ID, In-Reply-To and References (the original's Message-ID), Subject
+(``Undeliverable: <original subject>``), Auto-Submitted: auto-replied. Boundaries are bare GUIDs.
+
+What the samples show and what exchsim chose (exchange.md §12.6 has the list): the explanation
+for an unknown recipient is S7's (2016 CU23), for an expired message S6-05's; the texts for a
+size limit and for other failures, the HTML part's markup, the delay and success wording and
+their subjects are exchsim's choice, in the same style. Content-Language is en-US.
+"""
 
 from __future__ import annotations
 
 import datetime
 import email.utils
+import html
 import uuid
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from enum import Enum
 
-__all__ = ["build_ndr", "ndr_message_id"]
+from exchsim.policy.headers import parse_message
+
+__all__ = ["DsnKind", "Envelope", "build_dsn", "build_ndr", "envelope_of", "explanation",
+           "ndr_message_id"]
 
 _NDR_NAMESPACE = uuid.UUID("5b0c6d4e-3f0a-4c53-9d2e-6e4dc1a7f3b1")  # ndr_message_id's
 
@@ -26,6 +58,191 @@ def ndr_message_id(original: str, recipients: Sequence[str], fqdn: str) -> str:
     return f"<{guid}@{fqdn}>"
 
 
+class DsnKind(Enum):
+    """What the report says: (opening line, Subject prefix, Action)."""
+
+    FAILED = ("Delivery has failed to these recipients or groups:", "Undeliverable: ", "failed")
+    DELAYED = ("Delivery is delayed to these recipients or groups:", "Delivery delayed: ",
+               "delayed")
+    DELIVERED = ("Delivery to these recipients or groups is complete:", "Delivered: ",
+                 "delivered")
+
+
+# The explanation per reason, by enhanced status code (exchange.md §12.6).
+_NOT_FOUND = ("The email address you entered couldn't be found. Please check the recipient's "
+              "email address and try to resend the message. If the problem continues, please "
+              "contact your email admin.")  # S7, 2016 CU23
+_EXPIRED = ("The server has tried to deliver this message, without success, and has stopped "
+            "trying. Please try sending this message again. If the problem continues, contact "
+            "your helpdesk.")  # S6-05, 2013 CU12
+_TOO_LARGE = ("Your message is too big to be delivered to this recipient. Try sending a smaller "
+              "message, or removing attachments, and try to resend the message. If the problem "
+              "continues, please contact your email admin.")  # exchsim's choice
+_OTHER = ("Your message couldn't be delivered to this recipient. Please try to resend the "
+          "message. If the problem continues, please contact your email admin.")  # exchsim's
+_DELAYED = ("The server hasn't been able to deliver this message yet. It will keep trying; "
+            "you don't need to do anything.")  # exchsim's choice
+_DELIVERED = "Your message has been delivered to this recipient."  # exchsim's choice
+
+
+def explanation(kind: DsnKind, status: str) -> str:
+    """The sentence for people under each recipient, for the reply's enhanced status code."""
+    if kind is DsnKind.DELAYED:
+        return _DELAYED
+    if kind is DsnKind.DELIVERED:
+        return _DELIVERED
+    if status in ("5.1.1", "5.1.10"):
+        return _NOT_FOUND
+    if status.startswith(("4.4.", "5.4.7")):
+        return _EXPIRED
+    if status in ("5.2.3", "5.3.4"):
+        return _TOO_LARGE
+    return _OTHER
+
+
+def _status(reply: str, kind: DsnKind) -> str:
+    """The enhanced status code of a reply text (``550 5.1.1 ...`` -> ``5.1.1``)."""
+    parts = reply.split(" ", 2)
+    if len(parts) >= 2 and parts[1][:1].isdigit() and parts[1].count(".") == 2:
+        return parts[1]
+    return {DsnKind.FAILED: "5.0.0", DsnKind.DELAYED: "4.0.0", DsnKind.DELIVERED: "2.0.0"}[kind]
+
+
+@dataclass(frozen=True, slots=True)
+class Envelope:
+    """What the queue knows of the original: its arrival and the DSN parameters."""
+
+    received_from: str | None = None  # the EHLO name of the client that handed it in
+    arrival: datetime.datetime | None = None  # UTC
+    envid: str | None = None  # MAIL FROM ENVID=
+    headers_only: bool = False  # MAIL FROM RET=HDRS
+    original_recipients: Mapping[str, str] | None = None  # RCPT TO ORCPT= (without "rfc822;")
+
+
+def envelope_of(metadata: Mapping[str, str], arrival: datetime.datetime) -> Envelope:
+    """The Envelope from what the hub keeps with a queued message (transport/hub.py)."""
+    return Envelope(received_from=metadata.get("received_from") or None, arrival=arrival,
+                    envid=metadata.get("envid"),
+                    headers_only=(metadata.get("ret") or "").upper() == "HDRS")
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+def build_dsn(
+    kind: DsnKind,
+    *,
+    message_id: str,
+    postmaster: str,
+    sender: str,
+    recipients: Sequence[str],
+    reasons: Mapping[str, str],
+    original: bytes,
+    reporting_mta: str,
+    now: datetime.datetime,
+    envelope: Envelope = Envelope(),
+) -> bytes:
+    """A delivery status notification in Exchange's structure (the module docstring)."""
+    parsed = parse_message(original)
+    header_block = b"".join(f.raw for f in parsed.fields)
+    subject = _one_line(parsed.first("Subject") or "")
+    original_id = _one_line(parsed.first("Message-ID") or "")
+    opening, prefix, action = kind.value
+    report = uuid.uuid4()
+    alternative = uuid.uuid4()
+    replies = {r: _one_line(reasons[r]) for r in recipients}
+    statuses = {r: _status(replies[r], kind) for r in recipients}
+
+    head = [
+        "MIME-Version: 1.0",
+        f"From: <{postmaster}>",
+        f"To: <{sender}>",
+        f"Date: {email.utils.format_datetime(now)}",
+        f'Content-Type: multipart/report; report-type=delivery-status;\r\n\tboundary="{report}"',
+    ]
+    if kind is DsnKind.FAILED:
+        head.append("X-MS-Exchange-Message-Is-Ndr:")
+    head += ["Content-Language: en-US", f"Message-ID: {message_id}"]
+    if original_id:
+        head += [f"In-Reply-To: {original_id}", f"References: {original_id}"]
+    head += [f"Subject: {prefix}{subject}".rstrip(), "Auto-Submitted: auto-replied"]
+
+    text = [opening, ""]
+    for r in recipients:
+        text += [f"{r}<mailto:{r}>", explanation(kind, statuses[r])]
+    text += [""] * 8 + ["Diagnostic information for administrators:", "",
+                        f"Generating server: {reporting_mta}", ""]
+    for r in recipients:
+        text += [r, f"Remote Server returned '{replies[r]}'", ""]
+    text += ["Original message headers:", ""]
+    plain = "\r\n".join(text).encode("utf-8") + b"\r\n" + header_block
+
+    e = html.escape
+    markup = ["<html><head><meta http-equiv=\"Content-Type\" content=\"text/html; "
+              "charset=utf-8\"></head><body>", f"<p><b>{e(opening)}</b></p>"]
+    for r in recipients:
+        markup += [f'<p><a href="mailto:{e(r)}">{e(r)}</a><br>',
+                   f"{e(explanation(kind, statuses[r]))}</p>"]
+    markup += ["<p><b>Diagnostic information for administrators:</b></p>",
+               f"<p>Generating server: {e(reporting_mta)}</p>"]
+    for r in recipients:
+        markup.append(f"<p>{e(r)}<br>Remote Server returned '{e(replies[r])}'</p>")
+    markup += ["<p>Original message headers:</p>", "<pre>"]
+    html_part = ("\r\n".join(markup).encode("utf-8") + b"\r\n"
+                 + html.escape(header_block.decode("utf-8", "replace"), quote=False)
+                 .encode("utf-8") + b"</pre>\r\n</body></html>\r\n")
+
+    status = ["Reporting-MTA: dns;" + reporting_mta]
+    if envelope.envid:
+        status.insert(0, f"Original-Envelope-Id: {envelope.envid}")
+    if envelope.received_from:
+        status.append(f"Received-From-MTA: dns;{envelope.received_from}")
+    if envelope.arrival is not None:
+        status.append("Arrival-Date: " + email.utils.format_datetime(
+            envelope.arrival.astimezone(datetime.UTC)).replace("-0000", "+0000"))
+    status.append("")
+    orcpt = envelope.original_recipients or {}
+    for r in recipients:
+        status += [f"Original-Recipient: rfc822;{orcpt.get(r, r)}",
+                   f"Final-Recipient: rfc822;{r}",
+                   f"Action: {action}",
+                   f"Status: {statuses[r]}"]
+        if kind is not DsnKind.DELIVERED:
+            status.append(f"Diagnostic-Code: smtp;{replies[r]}")
+        status.append("")
+
+    if envelope.headers_only:
+        attached = b"Content-Type: text/rfc822-headers\r\n\r\n" + header_block
+    else:
+        # The original whole; the hub's stamping gave it its Return-Path (exchange.md §12.2).
+        attached = b"Content-Type: message/rfc822\r\n\r\n" + original
+        if not original.endswith(b"\r\n"):
+            attached += b"\r\n"
+
+    crlf = b"\r\n"
+    out_b = (crlf.join(line.encode("utf-8") for line in head) + crlf + crlf
+             + f"--{report}\r\nContent-Type: multipart/alternative; "
+               f"differences=Content-Type;".encode())
+    parts = [
+        out_b,
+        f'\r\n\tboundary="{alternative}"\r\n\r\n'.encode(),
+        f"--{alternative}\r\nContent-Type: text/plain; charset=\"utf-8\"\r\n"
+        f"Content-Transfer-Encoding: 8bit\r\n\r\n".encode(),
+        plain,
+        f"\r\n--{alternative}\r\nContent-Type: text/html; charset=\"utf-8\"\r\n"
+        f"Content-Transfer-Encoding: 8bit\r\n\r\n".encode(),
+        html_part,
+        f"\r\n--{alternative}--\r\n\r\n--{report}\r\n"
+        f"Content-Type: message/delivery-status\r\n\r\n".encode(),
+        crlf.join(line.encode("utf-8") for line in status),
+        f"\r\n--{report}\r\n".encode(),
+        attached,
+        f"\r\n--{report}--\r\n".encode(),
+    ]
+    return b"".join(parts)
+
+
 def build_ndr(
     *,
     message_id: str,
@@ -36,43 +253,9 @@ def build_ndr(
     original: bytes,
     reporting_mta: str,
     now: datetime.datetime,
+    envelope: Envelope = Envelope(),
 ) -> bytes:
-    """A delivery status notification (RFC 3464) with the original headers attached."""
-    boundary = f"exchsim-{uuid.uuid4().hex}"
-    headers_end = original.find(b"\r\n\r\n")
-    original_headers = original[: headers_end + 2] if headers_end >= 0 else original
-    lines = [
-        f"From: Microsoft Outlook <{postmaster}>",
-        f"To: <{sender}>",
-        "Subject: Undeliverable:",
-        f"Date: {email.utils.format_datetime(now)}",
-        f"Message-ID: {message_id}",
-        "MIME-Version: 1.0",
-        f'Content-Type: multipart/report; report-type=delivery-status; boundary="{boundary}"',
-        "Auto-Submitted: auto-replied",
-        "",
-        f"--{boundary}",
-        "Content-Type: text/plain; charset=us-ascii",
-        "",
-        "Delivery has failed to these recipients or groups:",
-        "",
-        *[f"{r}: {reasons[r]}" for r in recipients],
-        "",
-        f"--{boundary}",
-        "Content-Type: message/delivery-status",
-        "",
-        f"Reporting-MTA: dns;{reporting_mta}",
-        "",
-    ]
-    for r in recipients:
-        code = reasons[r].split(" ")[1] if " " in reasons[r] else "5.0.0"
-        lines += [
-            f"Final-Recipient: rfc822;{r}",
-            "Action: failed",
-            f"Status: {code}",
-            f"Diagnostic-Code: smtp;{reasons[r]}",
-            "",
-        ]
-    lines += [f"--{boundary}", "Content-Type: text/rfc822-headers", ""]
-    body = "\r\n".join(lines).encode() + b"\r\n" + original_headers
-    return body + f"\r\n--{boundary}--\r\n".encode()
+    """A non-delivery report (``Undeliverable: <subject>``) for ``recipients``."""
+    return build_dsn(DsnKind.FAILED, message_id=message_id, postmaster=postmaster,
+                     sender=sender, recipients=recipients, reasons=reasons, original=original,
+                     reporting_mta=reporting_mta, now=now, envelope=envelope)

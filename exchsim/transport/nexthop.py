@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import aiosmtplib
 
 from exchsim.config.model import Server
+from exchsim.policy.headers import send_firewall
 from exchsim.policy.replies import Reply
 from exchsim.transport.hopclient import HopClient, HopError, HopTls, parse_reply
 from exchsim.transport.outcome import Unreachable, Unsendable, summary
@@ -115,7 +116,9 @@ class NextHops:
             except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
                 raise Unreachable(f"{sink.host}:{sink.port}: {summary(exc)}") from exc
             try:
-                errors, _ = await smtp.sendmail(item.sender, rcpts, item.data,
+                # Not an Exchange server of the organization (exchange.md §12.5).
+                data = send_firewall(item.data, exchange_of_organization=False)
+                errors, _ = await smtp.sendmail(item.sender, rcpts, data,
                                                 mail_options=options)
             except aiosmtplib.SMTPRecipientsRefused as exc:
                 return [(e.recipient, parse_reply(e.code, [" ".join(e.message.split())]))

@@ -44,10 +44,11 @@ async def test_most_specific_match(tmp_path: Path) -> None:
         await lab.daemon.stop()
 
 
-def send(port: int, source: str, sender: str, rcpt: str, body: str) -> dict[str, object]:
+def send(port: int, source: str, sender: str, rcpt: str | list[str],
+         body: str) -> dict[str, object]:
     with smtplib.SMTP(HOST, port, source_address=(source, 0), timeout=15) as client:
         client.ehlo("app.example")
-        return client.sendmail(sender, [rcpt], body)  # type: ignore[return-value]
+        return client.sendmail(sender, rcpt, body)  # type: ignore[return-value]
 
 
 async def test_relay_recipes(tmp_path: Path) -> None:
@@ -56,24 +57,33 @@ async def test_relay_recipes(tmp_path: Path) -> None:
     try:
         big = "Subject: big\r\n\r\n" + ("x" * 998 + "\r\n") * 1200  # ~1.2 MB, over 1MB limits
         # Recipe 1: ExternalAuthoritative + ExchangeServers, from 127.0.21.75 only.
+        # The copy to bob shows the stamping; the relayed one leaves without organization
+        # headers (exchange.md §12.5).
         refused = await asyncio.to_thread(send, lab.port(25), "127.0.21.75", "app@fabrikam.example",
-                                          "ext1@fabrikam.example", big)
+                                          ["ext1@fabrikam.example", "bob@contoso.com"], big)
         assert refused == {}
-        await lab.wait_for(lambda: len(lab.internet("ext1@fabrikam.example")) == 1)
+        await lab.wait_for(lambda: len(lab.internet("ext1@fabrikam.example")) == 1
+                           and len(lab.mailbox("bob@contoso.com")) == 1)
         relayed = email.message_from_bytes(lab.internet("ext1@fabrikam.example")[0])
-        assert relayed["X-MS-Exchange-Organization-AuthAs"] == "Internal"
-        assert relayed["X-MS-Exchange-Organization-AuthMechanism"] == "10"
+        assert relayed["X-MS-Exchange-Organization-AuthAs"] is None
+        stamped = email.message_from_bytes(lab.mailbox("bob@contoso.com")[0])
+        assert stamped["X-MS-Exchange-Organization-AuthAs"] == "Internal"
+        assert stamped["X-MS-Exchange-Organization-AuthMechanism"] == "10"
         # The next address is not on the connector: Default Frontend, anonymous, no relay.
         rc, out = await swaks("--server", f"{HOST}:{lab.port(25)}", "--local-interface",
                               "127.0.21.76", "--to", "ext1@fabrikam.example", "--quit-after", "RCPT")
         assert "550 5.7.54 SMTP; Unable to relay recipient in non-accepted domain" in out
         # Recipe 2: AnonymousUsers + Accept-Any-Recipient relays, the size limit still applies.
         refused = await asyncio.to_thread(send, lab.port(25), "127.0.22.9", "app@fabrikam.example",
-                                          "ext2@fabrikam.example", "Subject: small\r\n\r\nhi\r\n")
+                                          ["ext2@fabrikam.example", "alice@contoso.com"],
+                                          "Subject: small\r\n\r\nhi\r\n")
         assert refused == {}
-        await lab.wait_for(lambda: len(lab.internet("ext2@fabrikam.example")) == 1)
+        await lab.wait_for(lambda: len(lab.internet("ext2@fabrikam.example")) == 1
+                           and len(lab.mailbox("alice@contoso.com")) == 1)
         relayed = email.message_from_bytes(lab.internet("ext2@fabrikam.example")[0])
-        assert relayed["X-MS-Exchange-Organization-AuthAs"] == "Anonymous"
+        assert relayed["X-MS-Exchange-Organization-AuthAs"] is None
+        stamped = email.message_from_bytes(lab.mailbox("alice@contoso.com")[0])
+        assert stamped["X-MS-Exchange-Organization-AuthAs"] == "Anonymous"
         try:
             await asyncio.to_thread(send, lab.port(25), "127.0.22.9", "app@fabrikam.example",
                                     "ext3@fabrikam.example", big)
