@@ -29,6 +29,7 @@ server's build).
 from __future__ import annotations
 
 import datetime
+import logging
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -41,6 +42,7 @@ from exchsim.policy.headers import NETWORK_MESSAGE_ID, parse_message
 from exchsim.policy.permissions import IdentityKind
 from exchsim.smtp.message import AcceptedMessage
 
+_log = logging.getLogger(__name__)
 TRACKING_FIELDS = (
     "date-time,client-ip,client-hostname,server-ip,server-hostname,source-context,"
     "connector-id,source,event-id,internal-message-id,message-id,network-message-id,"
@@ -185,7 +187,10 @@ class MessageTracking:
             event.directionality = event.directionality or facts.directionality
             if self.subjects:
                 event.message_subject = event.message_subject or facts.subject
-        log.write(event.row(self.server.exchange_version.long_build))
+        try:
+            log.write(event.row(self.server.exchange_version.long_build))
+        except (OSError, ValueError) as exc:  # a log that cannot be written never stops mail
+            _log.warning("%s: message tracking log not written (%s)", self.server.name, exc)
 
     def close(self) -> None:
         for log in (self.hub, self.delivery):

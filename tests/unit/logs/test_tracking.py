@@ -155,3 +155,18 @@ def test_search_filters_like_the_cmdlet_and_prints_its_table(tmp_path: Path) -> 
     listing = format_list(everything[:1])
     assert "MessageId               : <m0@fabrikam.example>" in listing
     assert "SchemaVersion           : 15.02.1748.010" in listing
+
+
+def test_a_log_that_cannot_be_written_does_not_raise(tmp_path: Path) -> None:
+    import shutil
+
+    clock = FakeClock()
+    directory = tmp_path / "MessageTracking"
+    tracking = _tracking(directory, clock)
+    tracking.defer(_item(1), {"alice@contoso.com": "451 4.4.0 down"})
+    tracking.close()
+    shutil.rmtree(directory)
+    directory.write_text("a file where the directory should be")
+    clock.now += datetime.timedelta(hours=1)  # the next line opens a new file, and cannot
+    tracking.defer(_item(2), {"alice@contoso.com": "451 4.4.0 down"})  # no exception
+    tracking.close()
