@@ -33,6 +33,7 @@ from exchsim.config.model import (
 )
 from exchsim.config.vocabulary import logon_table
 from exchsim.logs.protocol import ProtocolLog, ProtocolLogSession, new_session_id
+from exchsim.logs.tracking import MessageTracking
 from exchsim.policy.connectors import ConnectorIndex
 from exchsim.policy.ntlm import identity_of
 from exchsim.policy.permissions import ConnectorAcl, connector_acl
@@ -128,6 +129,13 @@ class ServerNode:
             max_directory_size=server.receive_protocol_log_max_directory_size,
             max_age=server.receive_protocol_log_max_age,
         )
+        self.tracking = (MessageTracking.open(
+            server, data_dir / "logs" / server.name / "MessageTracking", clock.utc,
+            max_file_size=server.message_tracking_log_max_file_size,
+            max_directory_size=server.message_tracking_log_max_directory_size,
+            max_age=server.message_tracking_log_max_age,
+            subjects=server.message_tracking_log_subject_logging_enabled,
+        ) if server.message_tracking_log_enabled else MessageTracking.disabled(server))
         self.handlers: dict[Role, MessageHandler] = {}
         self.frontend: FrontendProxy | None = None
         self.sessions: set[ExchangeSession] = set()
@@ -385,6 +393,7 @@ class LabDaemon:
                     self.lab.lab.internet_sink.port + self.port_offset,
                 ),
                 retry=self.lab.lab.retry_interval,
+                tracking=node.tracking,
             )
             self.agents[server.name] = agent
             node.frontend = FrontendProxy(
@@ -394,10 +403,10 @@ class LabDaemon:
             )
             node.handlers = {
                 Role.FRONTEND: node.frontend,
-                Role.HUB: HubReceiver(server, self.clock, queue, agent.submit),
-                Role.EDGE: HubReceiver(server, self.clock, queue, agent.submit),
+                Role.HUB: HubReceiver(server, self.clock, queue, agent.submit, node.tracking),
+                Role.EDGE: HubReceiver(server, self.clock, queue, agent.submit, node.tracking),
                 Role.MAILBOX_DELIVERY: MailboxDeliveryReceiver(
-                    server, self.clock, self.data_dir / "mailboxes"),
+                    server, self.clock, self.data_dir / "mailboxes", node.tracking),
             }
             self.nodes[server.name] = node
             for host, port in node.endpoints():
@@ -519,6 +528,7 @@ class LabDaemon:
             if isinstance(delivery, MailboxDeliveryReceiver):
                 await delivery.close()
             node.receive_log.close()
+            node.tracking.close()
             await node.judge.close()
         if self.sink is not None:
             await self.sink.close()

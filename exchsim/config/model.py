@@ -224,6 +224,16 @@ class Server(ExchangeObject):
         alias="ReceiveProtocolLogMaxDirectorySize", default=250 * MB)
     receive_protocol_log_max_age: TimeSpan = Field(
         alias="ReceiveProtocolLogMaxAge", default=datetime.timedelta(days=30))
+    # Set-TransportService's message tracking settings (exchange.md §6.2), with their defaults.
+    message_tracking_log_enabled: Bool = Field(alias="MessageTrackingLogEnabled", default=True)
+    message_tracking_log_max_file_size: ByteLimit = Field(
+        alias="MessageTrackingLogMaxFileSize", default=10 * MB)
+    message_tracking_log_max_directory_size: ByteLimit = Field(
+        alias="MessageTrackingLogMaxDirectorySize", default=1000 * MB)
+    message_tracking_log_max_age: TimeSpan = Field(
+        alias="MessageTrackingLogMaxAge", default=datetime.timedelta(days=30))
+    message_tracking_log_subject_logging_enabled: Bool = Field(
+        alias="MessageTrackingLogSubjectLoggingEnabled", default=True)
     # The server's SCHANNEL\Protocols\TLS 1.0|1.1\Server "Enabled" values (exchange.md §4.6):
     # off, as Microsoft's Exchange TLS guidance has them; TLS 1.2 is always on.
     tls10_server_enabled: Bool = Field(alias="Tls10ServerEnabled", default=False)

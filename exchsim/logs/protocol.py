@@ -47,7 +47,7 @@ FIELDS = (
 MAX_FILE_SIZE = 10 * 1024 * 1024
 MAX_DIRECTORY_SIZE = 250 * 1024 * 1024
 MAX_AGE = datetime.timedelta(days=30)
-_NAME = re.compile(r"(?P<prefix>RECV|SEND)(?P<hour>[0-9]{10})-(?P<n>[0-9]+)\.LOG")
+_NAME = re.compile(r"(?P<prefix>[A-Z]+?)(?P<hour>[0-9]{10})-(?P<n>[0-9]+)\.LOG")
 
 def _end_of_hour(hour: str) -> datetime.datetime:
     """The end of the hour a file is named for (``2024031309`` → 10:00 UTC)."""
@@ -82,6 +82,9 @@ def new_session_id(counter: int, start: datetime.datetime) -> str:
 
 
 class ProtocolLog:
+    fields = FIELDS
+    version = "15.0.0.0"
+
     def __init__(
         self,
         directory: Path,
@@ -113,6 +116,11 @@ class ProtocolLog:
     def prefix(self) -> str:
         return "RECV" if self.kind == "SmtpReceive" else "SEND"
 
+    @property
+    def log_type(self) -> str:
+        return "SMTP Receive Protocol Log" if self.kind == "SmtpReceive" else (
+            "SMTP Send Protocol Log")
+
     def session(
         self, connector_id: str, session_id: str, local_endpoint: str, remote_endpoint: str
     ) -> ProtocolLogSession:
@@ -138,11 +146,10 @@ class ProtocolLog:
         handle = open(path, "a", encoding="utf-8", newline="")  # noqa: SIM115
         self._size = path.stat().st_size if not fresh else 0
         if fresh:
-            log_type = "SMTP Receive Protocol Log" if self.kind == "SmtpReceive" else (
-                "SMTP Send Protocol Log")
             header = (
-                "#Software: Microsoft Exchange Server\r\n#Version: 15.0.0.0\r\n"
-                f"#Log-type: {log_type}\r\n#Date: {_iso(now)}\r\n#Fields: {FIELDS}\r\n"
+                f"#Software: Microsoft Exchange Server\r\n#Version: {self.version}\r\n"
+                f"#Log-type: {self.log_type}\r\n#Date: {_iso(now)}\r\n"
+                f"#Fields: {self.fields}\r\n"
             )
             handle.write(header)
             handle.flush()

@@ -50,6 +50,7 @@ from typing import TypeVar
 
 from exchsim.clock import Clock
 from exchsim.config.model import DomainType, Lab, Organization, Server
+from exchsim.logs.tracking import MessageTracking
 from exchsim.policy import replies, rules
 from exchsim.policy.dialect import Dialect
 from exchsim.policy.headers import (
@@ -91,8 +92,10 @@ class HubReceiver:
     """The MessageHandler of HubTransport connectors."""
 
     def __init__(self, server: Server, clock: Clock, queue: MessageQueue,
-                 deliver: Callable[[QueuedMessage], None]) -> None:
+                 deliver: Callable[[QueuedMessage], None],
+                 tracking: MessageTracking | None = None) -> None:
         self.server = server
+        self.tracking = tracking or MessageTracking.disabled(server)
         self.clock = clock
         self.queue = queue
         self.deliver = deliver  # hands the committed message to the delivery agent
@@ -154,6 +157,7 @@ class HubReceiver:
                 now=self.clock.utc(),
             )
             self.deliver(item)
+        self.tracking.receive(message, item)
         if too_big and message.mail_from:
             ndr = await self._size_ndr(facts.org, message.mail_from, too_big, data, network_id,
                                        envelope_of(metadata, self.clock.utc()))
@@ -185,6 +189,7 @@ class HubReceiver:
             message_id=message_id, sender="", recipients=[sender],
             data=data, metadata={"ndr_for": "size"}, now=self.clock.utc(),
         )
+        self.tracking.dsn(item, recipients, None)
         self.deliver(item)
         return item
 
@@ -253,8 +258,10 @@ class DeliveryAgent:
         retry: datetime.timedelta,
         concurrency: int = 8,
         expiration: datetime.timedelta | None = None,
+        tracking: MessageTracking | None = None,
     ) -> None:
         self.lab = lab
+        self.tracking = tracking or MessageTracking.disabled(server)
         self.server = server
         self.clock = clock
         self.queue = queue
@@ -396,6 +403,7 @@ class DeliveryAgent:
             if result.retry_at is not None and (retry_at is None or result.retry_at < retry_at):
                 retry_at = result.retry_at
         if failed:  # one NDR for every recipient that failed in this attempt
+            self.tracking.fail(item, failed)
             await self._bounce(item, failed)
             await self._write(self.queue.complete(item.internal_id, list(failed)))
         first = next(iter(deferred.values()), "")
@@ -404,6 +412,7 @@ class DeliveryAgent:
             await self._write(self.queue.defer(item.internal_id, list(deferred),
                                                next_attempt_at=retry_at, reason=first,
                                                reasons=deferred))
+            self.tracking.defer(item, deferred)
             self._later(retry_at)
         if failed or deferred:
             # One line per attempt; a message that only waited for a destination known to be
@@ -464,6 +473,7 @@ class DeliveryAgent:
             else:
                 temporary.append(rcpt)
         result.done = [r for r in sendable if r not in result.failed and r not in temporary]
+        self.tracking.send(item, result.done, *self.hops.described(route.server))
         if temporary:
             reasons = dict(refused)
             self._settle_deferred(item, result, temporary, Kind.TRANSIENT,
@@ -519,6 +529,7 @@ class DeliveryAgent:
         except Exception as failure:
             raise _QueueFailure(summary(failure)) from failure
         if poisoned:
+            self.tracking.poison(item, summary(exc))
             log.error("delivery of %s %s crashed again (%s); moved to the Poison queue, it is "
                       "not retried until resumed", item.internal_id, _printable(item.message_id),
                       summary(exc), exc_info=exc if trace else None)
@@ -551,14 +562,16 @@ class DeliveryAgent:
             now=self.clock.local(self.server.zone),
             envelope=envelope_of(item.metadata, item.received_at),
         )
-        self.submit(await self._write(self.queue.enqueue(
+        ndr = await self._write(self.queue.enqueue(
             message_id=message_id,
             sender="",
             recipients=[item.sender],
             data=data,
             metadata={"ndr_for": str(item.internal_id)},
             now=self.clock.utc(),
-        )))
+        ))
+        self.tracking.dsn(ndr, rcpts, item)
+        self.submit(ndr)
 
 
 def _first_reply(failed: Mapping[str, Reply]) -> str:

@@ -37,6 +37,7 @@ from pathlib import Path
 
 from exchsim.clock import Clock
 from exchsim.config.model import Server
+from exchsim.logs.tracking import MessageTracking
 from exchsim.policy import replies
 from exchsim.policy.dialect import Dialect
 from exchsim.policy.headers import (
@@ -64,8 +65,10 @@ _PLAUSIBLE = datetime.timedelta(days=30)
 class MailboxDeliveryReceiver:
     """The MessageHandler of the MailboxDelivery connector."""
 
-    def __init__(self, server: Server, clock: Clock, root: Path) -> None:
+    def __init__(self, server: Server, clock: Clock, root: Path,
+                 tracking: MessageTracking | None = None) -> None:
         self.server = server
+        self.tracking = tracking or MessageTracking.disabled(server)
         self.clock = clock
         self._store = MaildirStore(root)
         self._writer: GroupCommit[MessageFiles, list[str]] = GroupCommit(
@@ -81,6 +84,7 @@ class MailboxDeliveryReceiver:
         duplicates = await self._writer.submit(tuple(
             (rcpt, stamped, unique_token(key, rcpt)) for rcpt in message.recipients))
         message_id = internet_id or f"<{network_id}@{self.server.fqdn}>"
+        self.tracking.deliver(message, stamped, message_id, duplicates)
         for rcpt in duplicates:
             log.info("DUPLICATEDELIVER %s to %s: already in the mailbox, dropped",
                      replies.echoed_id(message_id), rcpt)

@@ -51,6 +51,15 @@ class NextHops:
                 hop.abort()
         self._idle.clear()
 
+    def described(self, server: str | None) -> tuple[str, str, str]:
+        """(host, address, connector) of a next hop, as the tracking log's SEND names it: a
+        mailbox server's Mailbox Transport Delivery through the implicit intra-organization
+        connector (exchange.md §8.2), or the lab's internet sink (``server`` None)."""
+        if server is None:
+            return self.internet.host, self.internet.host, "Internet"
+        endpoint = self.mailbox_delivery[server.lower()]
+        return server, endpoint.host, "Intra-Organization SMTP Send Connector"
+
     async def to_mailbox(self, server: str, item: QueuedMessage,
                           rcpts: list[str]) -> list[tuple[str, Reply]]:
         endpoint = self.mailbox_delivery[server.lower()]

@@ -61,14 +61,17 @@ def validate_server(
         log.add(f"{path}.{key}", value, f"{show(value)} is not allowed: expected {shape.expected}",
                 order=order)
         bad.append(key)
-    file_size = server.receive_protocol_log_max_file_size
-    directory_size = server.receive_protocol_log_max_directory_size
-    if directory_size is not None and (file_size is None or file_size > directory_size):
-        log.add(f"{path}.ReceiveProtocolLogMaxFileSize",
-                "Unlimited" if file_size is None else file_size,
-                "ReceiveProtocolLogMaxFileSize must not be larger than "
-                "ReceiveProtocolLogMaxDirectorySize (exchange.md §6.1)", order=order)
-        ok = False
+    for name, file_size, directory_size, section in (
+            ("ReceiveProtocolLog", server.receive_protocol_log_max_file_size,
+             server.receive_protocol_log_max_directory_size, "6.1"),
+            ("MessageTrackingLog", server.message_tracking_log_max_file_size,
+             server.message_tracking_log_max_directory_size, "6.2")):
+        if directory_size is not None and (file_size is None or file_size > directory_size):
+            log.add(f"{path}.{name}MaxFileSize",
+                    "Unlimited" if file_size is None else file_size,
+                    f"{name}MaxFileSize must not be larger than "
+                    f"{name}MaxDirectorySize (exchange.md §{section})", order=order)
+            ok = False
     supported = SUPPORTED_OS[server.version]
     if server.windows not in supported:
         log.add(f"{path}.OperatingSystem", server.windows.value,

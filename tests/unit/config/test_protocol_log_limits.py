@@ -46,3 +46,23 @@ def test_a_file_size_above_the_directory_size_is_refused(fields: str) -> None:
     [issue] = info.value.issues
     assert "Servers[0] (EX01).ReceiveProtocolLogMaxFileSize" in str(issue)
     assert "must not be larger than ReceiveProtocolLogMaxDirectorySize" in str(issue)
+
+
+def test_message_tracking_limits_are_exchanges_and_checked_alike() -> None:
+    """The message tracking log's limits (Set-TransportService, exchange.md §6.2)."""
+    server = load_config_text(with_server_fields(
+        'MessageTrackingLogMaxFileSize: 1MB, MessageTrackingLogMaxAge: "2.00:00:00", '
+        'MessageTrackingLogEnabled: false, MessageTrackingLogSubjectLoggingEnabled: false'),
+        "lab.yaml").servers[0]
+    assert server.message_tracking_log_max_file_size == MB
+    assert server.message_tracking_log_max_directory_size == 1000 * MB
+    assert server.message_tracking_log_max_age == datetime.timedelta(days=2)
+    assert not server.message_tracking_log_enabled
+    assert not server.message_tracking_log_subject_logging_enabled
+    with pytest.raises(ConfigError) as info:
+        load_config_text(with_server_fields(
+            "MessageTrackingLogMaxFileSize: 20MB, MessageTrackingLogMaxDirectorySize: 10MB"),
+            "lab.yaml")
+    [issue] = info.value.issues
+    assert "Servers[0] (EX01).MessageTrackingLogMaxFileSize" in str(issue)
+    assert "must not be larger than MessageTrackingLogMaxDirectorySize" in str(issue)
