@@ -15,6 +15,12 @@ nextUpdate (a CRL without nextUpdate is not cached); callers that want the same 
 time share one request, each within its own bound. Any failure (timeout, refused connection,
 HTTP status other than 200, a body that is not a CRL) raises :class:`CrlFetchError` with a
 one-line reason; what to do then is the caller's setting.
+
+The fetcher connects to **loopback only** (an address literal in 127.0.0.0/8 or ``::1``, or
+``localhost``): the URLs come from certificates that clients present, and the lab never opens a
+connection (or a DNS lookup) outside the machine. Any other host is refused at once, without a
+connection, as a CRL that cannot be had (so a real-world certificate presented by an ordinary
+sender costs no wait).
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime
+import ipaddress
 import logging
 import re
 from collections import OrderedDict
@@ -100,6 +107,22 @@ def distribution_points(cert: x509.Certificate) -> tuple[str, ...]:
     return tuple(urls)
 
 
+def is_loopback_url(url: str) -> bool:
+    """Whether ``url``'s host is loopback: 127.0.0.0/8, ``::1`` or ``localhost`` (no lookup)."""
+    try:
+        host = urlsplit(url).hostname
+    except ValueError:
+        return False
+    if host is None:
+        return False
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 class CrlFetchError(Exception):
     """A CRL that could not be had; ``reason`` is one line (``timed out after 10 s``, ...)."""
 
@@ -165,6 +188,9 @@ class CrlFetcher:
             return hit
         if urlsplit(url).scheme.lower() not in ("http", "https"):
             raise CrlFetchError(url, "not an HTTP URL")
+        if not is_loopback_url(url):
+            raise CrlFetchError(url, "not a loopback address (the lab fetches CRLs from loopback "
+                                     "only)")
         bound = self.timeout if timeout is None else timeout
         download = self._inflight.get(url)
         if download is None:  # callers that want the same CRL at once share one request

@@ -15,7 +15,13 @@ import pytest
 from cryptography import x509
 
 from exchsim.clock import Clock
-from exchsim.tls.crlhttp import CrlFetcher, CrlFetchError, CrlServer, distribution_points
+from exchsim.tls.crlhttp import (
+    CrlFetcher,
+    CrlFetchError,
+    CrlServer,
+    distribution_points,
+    is_loopback_url,
+)
 from exchsim.tls.issued import issue_certificate, revoke
 from exchsim.tls.labca import CRL_VALIDITY, LabCa, crl_base_url, ensure_lab_ca
 
@@ -166,3 +172,30 @@ async def test_refused_and_not_a_crl() -> None:
     finally:
         server.close()
         await server.wait_closed()
+
+
+@pytest.mark.parametrize("url", [
+    "http://192.0.2.1/x.crl",
+    "http://198.51.100.7:8080/x.crl",
+    "http://crl.example.com/x.crl",
+    "https://[2001:db8::1]/x.crl",
+    "http://127.0.0.1.example.com/x.crl",
+])
+async def test_the_fetcher_never_leaves_loopback(url: str) -> None:
+    async with CrlFetcher(Clock(), timeout=30) as fetcher:
+        started = time.monotonic()
+        with pytest.raises(CrlFetchError, match="not a loopback address"):
+            await fetcher.fetch(url)
+        assert time.monotonic() - started < 1.0  # refused at once: no connection, no lookup
+
+
+@pytest.mark.parametrize(("url", "loopback"), [
+    ("http://127.0.10.251:10080/crl/issuing.crl", True),
+    ("http://127.255.255.254/x.crl", True),
+    ("http://[::1]:80/x.crl", True),
+    ("http://LOCALHOST/x.crl", True),
+    ("http://128.0.0.1/x.crl", False),
+    ("http:///x.crl", False),
+])
+def test_is_loopback_url(url: str, loopback: bool) -> None:
+    assert is_loopback_url(url) is loopback
