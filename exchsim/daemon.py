@@ -55,9 +55,10 @@ from exchsim.tls.resumption import ClientSessionCache
 from exchsim.tls.revocation import CertificateJudge
 from exchsim.tls.schannel import LegacyProtocols
 from exchsim.tls.validation import ChainVerdict
+from exchsim.transport.delivery import DeliveryAgent, Endpoint
 from exchsim.transport.frontend import FrontendProxy, HubEndpoint
 from exchsim.transport.hopclient import HopTls
-from exchsim.transport.hub import DeliveryAgent, Endpoint, HubReceiver
+from exchsim.transport.hub import HubReceiver
 from exchsim.transport.mailbox import MailboxDeliveryReceiver
 from exchsim.transport.queue import MessageQueue
 from exchsim.transport.restart import GaveUp, RestartPolicy, keep_running

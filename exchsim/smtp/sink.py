@@ -19,7 +19,7 @@ the same as Mailbox Transport Delivery's: a hash of (Message-ID as written, reci
 lower-cased) in the Maildir file name (transport/maildir.py). Choices where the sources are
 silent: a message without a Message-ID is always stored (an MTA on the internet has nothing
 else to recognise it by); the NDRs of the hubs carry a Message-ID derived from the message
-they report on, so an NDR sent again is recognised too (transport/hub.py). A dropped copy is
+they report on, so an NDR sent again is recognised too (transport/delivery.py). A dropped copy is
 logged at INFO as ``DUPLICATEDELIVER``.
 
 The files of messages that arrive together are written as one batch on one worker thread,

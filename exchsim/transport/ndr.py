@@ -120,7 +120,7 @@ class Envelope:
 
 
 def envelope_of(metadata: Mapping[str, str], arrival: datetime.datetime) -> Envelope:
-    """The Envelope from what the hub keeps with a queued message (transport/hub.py)."""
+    """The Envelope from what the hub keeps with a queued message (transport/delivery.py)."""
     return Envelope(received_from=metadata.get("received_from") or None, arrival=arrival,
                     envid=metadata.get("envid"),
                     headers_only=(metadata.get("ret") or "").upper() == "HDRS")

@@ -1,6 +1,6 @@
 """What a failed delivery attempt means, and when the next one is (exchange.md §8.4).
 
-The hub's delivery agent (transport/hub.py) sorts every failure into one of four kinds:
+The hub's delivery agent (transport/delivery.py) sorts every failure into one of four kinds:
 
 - **permanent**: the next hop answered 5xx (to MAIL, to a recipient, to the data), or the
   address cannot be put on an SMTP command line at all (the client library refuses it with

@@ -15,7 +15,7 @@ import pytest
 from exchsim.clock import SYSTEM_CLOCK
 from exchsim.config.load import load_config_text
 from exchsim.smtp.sink import SinkHandler, sink_factory
-from exchsim.transport.hub import DeliveryAgent, Endpoint
+from exchsim.transport.delivery import DeliveryAgent, Endpoint
 from exchsim.transport.queue import MessageQueue
 from tests.integration.conftest import LAB_YAML
 

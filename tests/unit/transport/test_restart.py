@@ -12,7 +12,7 @@ import pytest
 
 from exchsim.clock import SYSTEM_CLOCK
 from exchsim.config.load import load_config_text
-from exchsim.transport.hub import DeliveryAgent, Endpoint
+from exchsim.transport.delivery import DeliveryAgent, Endpoint
 from exchsim.transport.queue import MessageQueue
 from exchsim.transport.restart import GaveUp, RestartPolicy, keep_running
 from tests.integration.conftest import LAB_YAML

@@ -1,0 +1,428 @@
+"""The hub's delivery agent: take due messages from the queue, route and deliver them
+(exchange.md §7, §8).
+
+Delivering: the receiver hands each committed message to the delivery agent in memory (the
+queue is the truth: the agent also scans it at start, every half RetryInterval, when the next
+deferred message falls due and when more than it keeps in memory are waiting), which delivers
+up to 8 messages at once over idle hop sessions it keeps open, and sorts each recipient:
+- a mailbox of the organization -> Mailbox Transport Delivery (475) of the mailbox's server,
+  over a hop session (X-ANONYMOUSTLS, EXCHANGEAUTH, XSESSIONPARAMS, BDAT);
+- another address in an Authoritative accepted domain -> an NDR as Exchange writes it
+  (exchange.md §12.6) from postmaster of the default domain:
+  ``550 5.1.1 RESOLVER.ADR.RecipNotFound; not found`` (exchange.md §8.1), whose attached
+  original has no organization header when it goes outside (exchange.md §12.5), and
+  whose Message-ID is derived from the original and the recipients (transport/ndr.py),
+  so an NDR made twice across a crash is recognised downstream as one message;
+- anything else (InternalRelay / ExternalRelay domains, relayed mail) -> the lab's internet
+  sink over plain SMTP, without organization and forest headers (exchange.md §12.5) (send
+  connectors come with the multi-server roadmap item).
+Every failure is classified (transport/outcome.py, exchange.md §8.4) per group of recipients,
+so one bad recipient never holds up the others:
+- permanent (5xx, an address that cannot be sent) -> an NDR to the sender, none for ``<>``;
+- transient (4xx, a broken transaction) -> retried after RetryInterval, doubled per attempt, up
+  to 15 minutes; unreachable (connect, TLS, EXCHANGEAUTH) -> the destination is retried every
+  RetryInterval, and messages for a destination known to be down wait for that retry;
+- either, past MessageExpirationTimeout (2 days) -> an NDR ``550 4.4.7 QUEUE.Expired``;
+- a crash (an unexpected exception in exchsim's own code for this message) -> retried once,
+  then the Poison queue (transport/queue.py), never retried automatically.
+Logging: one INFO line per attempt that did not deliver everything; a WARNING when a
+destination becomes unreachable and when it is back; a crash is an ERROR line, with its
+traceback the first time that code location fails (not on every retry or message).
+A failure to write the queue itself stops the agent, which restart.py restarts with a backoff.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime
+import logging
+import re
+import traceback
+from collections import defaultdict, deque
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TypeVar
+
+from exchsim.clock import Clock
+from exchsim.config.model import Lab, Server
+from exchsim.logs.tracking import MessageTracking
+from exchsim.policy import replies, rules
+from exchsim.policy.replies import Reply
+from exchsim.transport.hopclient import HopTls
+from exchsim.transport.hub import Route, categorize, ndr_original, postmaster_of
+from exchsim.transport.ndr import build_ndr, envelope_of, ndr_message_id
+from exchsim.transport.nexthop import Endpoint, NextHops
+from exchsim.transport.outcome import (
+    Kind,
+    classify,
+    retry_delay,
+    summary,
+)
+from exchsim.transport.queue import MessageQueue, QueuedMessage
+
+__all__ = ["DeliveryAgent", "Endpoint"]
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+_MAX_READY = 1000  # messages handed over in memory, waiting for a delivery slot
+_MIN_SCAN_GAP = 0.1  # seconds: scans woken by a deferral falling due are at least this apart
+
+
+@dataclass
+class _Attempt:
+    """What one attempt at one group of recipients came to."""
+
+    done: list[str] = field(default_factory=list)
+    failed: dict[str, Reply] = field(default_factory=dict)  # permanent: NDR or drop
+    deferred: dict[str, str] = field(default_factory=dict)  # recipient -> reason
+    retry_at: datetime.datetime | None = None
+    held: bool = False  # deferred without trying: the destination is known to be down
+
+
+class _QueueFailure(Exception):
+    """A write to the queue failed: not the message's fault; the agent stops (restart.py)."""
+
+
+class DeliveryAgent:
+    """Takes due messages from one hub's queue and delivers them."""
+
+    def __init__(
+        self,
+        lab: Lab,
+        server: Server,
+        clock: Clock,
+        queue: MessageQueue,
+        tls_context: Callable[[], HopTls | None],
+        mailbox_delivery: Mapping[str, Endpoint],
+        internet: Endpoint,
+        retry: datetime.timedelta,
+        concurrency: int = 8,
+        expiration: datetime.timedelta | None = None,
+        tracking: MessageTracking | None = None,
+    ) -> None:
+        self.lab = lab
+        self.tracking = tracking or MessageTracking.disabled(server)
+        self.server = server
+        self.clock = clock
+        self.queue = queue
+        self.hops = NextHops(server, tls_context, mailbox_delivery, internet)
+        self.retry = retry
+        self.expiration = expiration or lab.lab.message_expiration_timeout
+        self.concurrency = concurrency
+        self._wake = asyncio.Event()
+        self._ready: deque[QueuedMessage] = deque()
+        self._scan_requested = True
+        self._inflight: set[int] = set()
+        self._down: dict[str, tuple[datetime.datetime, str]] = {}  # destination -> retry, why
+        self._earliest: datetime.datetime | None = None  # the soonest deferral made in memory
+        self._traced: set[tuple[str, str, int]] = set()  # crash sites logged with a traceback
+        self._fatal: BaseException | None = None
+        self._started = False
+
+    def submit(self, item: QueuedMessage) -> None:
+        """A message just committed to the queue: deliver it without reading it back.
+
+        The queue stays the truth: a message not handed over here (the list is full, or the
+        process restarted) is found by the next scan of the queue.
+        """
+        if len(self._ready) < _MAX_READY:
+            self._ready.append(item)
+        else:
+            self._scan_requested = True
+        self._wake.set()
+
+    async def run(self) -> None:
+        """Deliver what is handed over, and scan the queue at start, after a full list, every
+        half RetryInterval and when a deferral it made falls due (the earliest next attempt
+        first, at most a page of _MAX_READY messages a scan: transport/queue.py)."""
+        loop = asyncio.get_running_loop()
+        sem = asyncio.Semaphore(self.concurrency)
+        tasks: set[asyncio.Task[None]] = set()
+        period = self.retry.total_seconds() / 2 or 1.0
+        next_scan = loop.time()
+        self._fatal = None
+        if not self._started:
+            self._started = True
+            poisoned = await self.queue.poison_count()
+            if poisoned:
+                log.warning("%s: %d message(s) in the Poison queue, not retried until resumed",
+                            self.server.name, poisoned)
+        try:
+            while True:
+                self._wake.clear()
+                if self._fatal is not None:
+                    raise self._fatal
+                now = self.clock.utc()
+                if self._earliest is not None and self._earliest <= now:
+                    self._earliest = None
+                    next_scan = loop.time()
+                if (self._scan_requested and not self._ready) or loop.time() >= next_scan:
+                    self._scan_requested = False
+                    next_scan = loop.time() + period
+                    queued = {item.internal_id for item in self._ready}
+                    found = await self.queue.due(now, limit=_MAX_READY,
+                                                 exclude=frozenset(self._inflight | queued))
+                    if len(found) >= _MAX_READY:
+                        self._scan_requested = True  # a full page: more may be due
+                    # Handed over while the scan ran: keep one copy.
+                    queued = {item.internal_id for item in self._ready}
+                    self._ready.extend(i for i in found if i.internal_id not in queued)
+                    # The next deferred message falls due then (also after a restart), but
+                    # scans that wake for it come at most every _MIN_SCAN_GAP seconds.
+                    due = await self.queue.next_due(now)
+                    if due is not None:
+                        due = max(due, now + datetime.timedelta(seconds=_MIN_SCAN_GAP))
+                        self._earliest = due if self._earliest is None else min(
+                            self._earliest, due)
+                while self._ready and self._fatal is None:
+                    item = self._ready.popleft()
+                    if item.internal_id in self._inflight:
+                        continue
+                    self._inflight.add(item.internal_id)
+                    await sem.acquire()
+                    task = loop.create_task(self._deliver(item, sem))
+                    tasks.add(task)
+                    task.add_done_callback(tasks.discard)
+                if not self._scan_requested and self._fatal is None:
+                    wait = next_scan - loop.time()
+                    if self._earliest is not None:
+                        wait = min(wait, (self._earliest - self.clock.utc()).total_seconds())
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._wake.wait(), max(wait, 0.0))
+        finally:
+            for task in tasks:
+                task.cancel()
+            self.hops.close()
+
+    async def _deliver(self, item: QueuedMessage, sem: asyncio.Semaphore) -> None:
+        try:
+            try:
+                await self._attempt(item)
+            except _QueueFailure:
+                raise
+            except Exception as exc:  # a crash in exchsim's own code for this message
+                await self._crashed(item, exc)
+        except _QueueFailure as failure:
+            self._fatal = failure.__cause__ or failure
+            self._wake.set()
+        finally:
+            self._inflight.discard(item.internal_id)
+            sem.release()
+
+    async def _write(self, operation: Awaitable[T]) -> T:
+        try:
+            return await operation
+        except Exception as exc:
+            raise _QueueFailure(summary(exc)) from exc
+
+    def _later(self, when: datetime.datetime) -> None:
+        """A deferral made here: scan again when it falls due."""
+        when = max(when, self.clock.utc() + datetime.timedelta(seconds=_MIN_SCAN_GAP))
+        if self._earliest is None or when < self._earliest:
+            self._earliest = when
+            self._wake.set()
+
+    async def _attempt(self, item: QueuedMessage) -> None:
+        """One attempt at every pending recipient; each group settles on its own."""
+        groups: dict[Route, list[str]] = defaultdict(list)
+        for rcpt in item.recipients:
+            groups[categorize(self.lab, rcpt)].append(rcpt)
+        deferred: dict[str, str] = {}
+        retry_at: datetime.datetime | None = None
+        failed: dict[str, Reply] = {}
+        delivered = 0
+        tried = False
+        for route, rcpts in groups.items():
+            result = await self._attempt_group(item, route, rcpts)
+            tried = tried or not result.held
+            if result.done:  # settled at once: a later group's crash cannot deliver them twice
+                await self._write(self.queue.complete(item.internal_id, result.done))
+            delivered += len(result.done)
+            failed.update(result.failed)
+            deferred.update(result.deferred)
+            if result.retry_at is not None and (retry_at is None or result.retry_at < retry_at):
+                retry_at = result.retry_at
+        if failed:  # one NDR for every recipient that failed in this attempt
+            self.tracking.fail(item, failed)
+            await self._bounce(item, failed)
+            await self._write(self.queue.complete(item.internal_id, list(failed)))
+        first = next(iter(deferred.values()), "")
+        if deferred:
+            assert retry_at is not None
+            await self._write(self.queue.defer(item.internal_id, list(deferred),
+                                               next_attempt_at=retry_at, reason=first,
+                                               reasons=deferred))
+            self.tracking.defer(item, deferred)
+            self._later(retry_at)
+        if failed or deferred:
+            # One line per attempt; a message that only waited for a destination known to be
+            # down (its WARNING said so once) is not an attempt.
+            log.log(logging.INFO if tried else logging.DEBUG,
+                    "delivery of %s %s: %d delivered, %d failed%s%s, %d deferred%s",
+                    item.internal_id, _printable(item.message_id), delivered, len(failed),
+                    _first_reply(failed),
+                    "" if not failed else " (NDR sent)" if item.sender else
+                    " (null sender: no NDR, dropped)", len(deferred),
+                    f" until {retry_at:%H:%M:%S} ({_printable(first, 300)})"
+                    if deferred and retry_at is not None else "")
+
+    async def _attempt_group(self, item: QueuedMessage, route: Route,
+                             rcpts: list[str]) -> _Attempt:
+        if route.kind == "ndr":
+            return _Attempt(failed=dict.fromkeys(rcpts, replies.RECIPIENT_NOT_FOUND))
+        now = self.clock.utc()
+        result = _Attempt()
+        if item.sender and not rules.valid_address(item.sender):
+            result.failed = dict.fromkeys(rcpts, replies.UNSENDABLE_ADDRESS)
+            return result
+        result.failed = {r: replies.UNSENDABLE_ADDRESS for r in rcpts
+                         if not rules.valid_address(r)}
+        sendable = [r for r in rcpts if r not in result.failed]
+        if not sendable:
+            return result
+        destination = f"mailbox {route.server}" if route.kind == "mailbox" else "internet"
+        held = self._down.get(destination)
+        if held is not None and held[0] > now:  # known to be down: wait for its retry
+            result.held = not result.failed
+            return self._settle_deferred(item, result, sendable, Kind.UNREACHABLE,
+                                         held[1], held[0])
+        try:
+            if route.kind == "mailbox":
+                assert route.server is not None
+                refused = await self.hops.to_mailbox(route.server, item, sendable)
+            else:
+                refused = await self.hops.to_internet(item, sendable)
+        except Exception as exc:
+            failure = classify(exc)
+            if failure is None:
+                raise
+            if failure.kind is Kind.UNREACHABLE:
+                return self._unreachable(item, result, sendable, destination, failure.reason)
+            self._reachable(destination)
+            if failure.kind is Kind.PERMANENT:
+                assert failure.reply is not None
+                result.failed.update((r, failure.reply) for r in sendable)
+                return result
+            return self._settle_deferred(item, result, sendable, Kind.TRANSIENT,
+                                         failure.reason)
+        self._reachable(destination)
+        temporary: list[str] = []
+        for rcpt, reply in refused:
+            if reply.code >= 500:
+                result.failed[rcpt] = reply
+            else:
+                temporary.append(rcpt)
+        result.done = [r for r in sendable if r not in result.failed and r not in temporary]
+        self.tracking.send(item, result.done, *self.hops.described(route.server))
+        if temporary:
+            reasons = dict(refused)
+            self._settle_deferred(item, result, temporary, Kind.TRANSIENT,
+                                  reasons[temporary[0]].render().split("\r\n")[0])
+        return result
+
+    def _settle_deferred(self, item: QueuedMessage, result: _Attempt, rcpts: list[str],
+                         kind: Kind, reason: str,
+                         when: datetime.datetime | None = None) -> _Attempt:
+        """Defer ``rcpts`` to their next attempt, or fail them once the message expired."""
+        now = self.clock.utc()
+        if now - item.received_at >= self.expiration:
+            result.failed.update((r, replies.MESSAGE_EXPIRED) for r in rcpts)
+            log.warning("message %s %s expired after %s in the queue (the last failure: %s)",
+                        item.internal_id, _printable(item.message_id),
+                        now - item.received_at, _printable(reason, 300))
+            return result
+        when = when or now + retry_delay(self.retry, kind, item.attempts)
+        result.deferred.update((r, reason) for r in rcpts)
+        result.retry_at = when if result.retry_at is None else min(result.retry_at, when)
+        return result
+
+    def _unreachable(self, item: QueuedMessage, result: _Attempt, rcpts: list[str],
+                     destination: str, reason: str) -> _Attempt:
+        when = self.clock.utc() + self.retry
+        if destination not in self._down:
+            log.warning("%s cannot reach %s (%s); retrying every %s", self.server.name,
+                        destination, reason, self.retry)
+        self._down[destination] = (when, reason)
+        return self._settle_deferred(item, result, rcpts, Kind.UNREACHABLE, reason, when)
+
+    def _reachable(self, destination: str) -> None:
+        if self._down.pop(destination, None) is not None:
+            log.warning("%s reaches %s again", self.server.name, destination)
+
+    async def _crashed(self, item: QueuedMessage, exc: Exception) -> None:
+        """An unexpected exception for this message: retry once, then the Poison queue."""
+        now = self.clock.utc()
+        frames = traceback.extract_tb(exc.__traceback__)
+        site = (type(exc).__name__, frames[-1].filename if frames else "",
+                (frames[-1].lineno or 0) if frames else 0)
+        trace = site not in self._traced and len(self._traced) < 100
+        if trace:
+            self._traced.add(site)
+        retry_at = now + self.retry
+        try:
+            poisoned = await self.queue.record_crash(item.internal_id, reason=summary(exc),
+                                                     now=now, retry_at=retry_at)
+        except KeyError:  # it crashed after its last recipient was settled: nothing to retry
+            log.error("delivery of %s %s crashed after it was done (%s)", item.internal_id,
+                      _printable(item.message_id), summary(exc), exc_info=exc if trace else None)
+            return
+        except Exception as failure:
+            raise _QueueFailure(summary(failure)) from failure
+        if poisoned:
+            self.tracking.poison(item, summary(exc))
+            log.error("delivery of %s %s crashed again (%s); moved to the Poison queue, it is "
+                      "not retried until resumed", item.internal_id, _printable(item.message_id),
+                      summary(exc), exc_info=exc if trace else None)
+        else:
+            log.error("delivery of %s %s crashed (%s); retrying once at %s", item.internal_id,
+                      _printable(item.message_id), summary(exc), f"{retry_at:%H:%M:%S}",
+                      exc_info=exc if trace else None)
+            self._later(retry_at)
+
+    async def _bounce(self, item: QueuedMessage, failed: Mapping[str, Reply]) -> None:
+        """NDR the failed recipients to the sender; for the null sender, drop them."""
+        if not item.sender:
+            return  # the null sender gets no NDR (the attempt's log line says "dropped")
+        await self._ndr(item, list(failed), list(failed.items()))
+
+    async def _ndr(self, item: QueuedMessage, rcpts: Sequence[str],
+                   refused: Sequence[tuple[str, Reply]] = ()) -> None:
+        postmaster = postmaster_of(self.lab.organization)
+        reasons = dict(refused)
+        original = item.metadata.get("network_message_id") or f"internal-id:{item.internal_id}"
+        message_id = ndr_message_id(original, rcpts, self.server.fqdn)
+        data = build_ndr(
+            message_id=message_id,
+            postmaster=postmaster,
+            sender=item.sender,
+            recipients=rcpts,
+            reasons={r: (reasons.get(r) or replies.RECIPIENT_NOT_FOUND).render() for r in rcpts},
+            original=ndr_original(self.lab.organization, item.sender, item.data),
+            reporting_mta=self.server.fqdn,
+            now=self.clock.local(self.server.zone),
+            envelope=envelope_of(item.metadata, item.received_at),
+        )
+        ndr = await self._write(self.queue.enqueue(
+            message_id=message_id,
+            sender="",
+            recipients=[item.sender],
+            data=data,
+            metadata={"ndr_for": str(item.internal_id)},
+            now=self.clock.utc(),
+        ))
+        self.tracking.dsn(ndr, rcpts, item)
+        self.submit(ndr)
+
+
+def _first_reply(failed: Mapping[str, Reply]) -> str:
+    if not failed:
+        return ""
+    return f" ({_printable(next(iter(failed.values())).render(), 200)})"
+
+
+def _printable(text: str, limit: int = 100) -> str:
+    """One log line's worth of ``text``: control characters (CR, LF, NUL ...) shown as '?'."""
+    return _CONTROL.sub("?", text[:limit])
