@@ -28,7 +28,9 @@ def lab_text(send_connectors: str | None, dns: str = "", extra_servers: str = ""
             'Version: "15.2"}',
             '  - {Name: EX01, Role: Mailbox, Fqdn: ex01.contoso.com, Address: 127.0.10.1, '
             'Version: "15.2"}\n' + extra_servers.rstrip("\n"))
-    if send_connectors is not None:
+    if send_connectors is not None and send_connectors.strip() == "[]":
+        text += "\nSendConnectors: []\n"
+    elif send_connectors is not None:
         text += "\nSendConnectors:\n" + send_connectors.strip("\n") + "\n"
     if dns:
         text += "\nDns:\n" + dns.strip("\n") + "\n"
