@@ -12,7 +12,9 @@ picks for the recipient's domain on this server, as a :class:`~exchsim.policy.ne
 - a connector of other servers only: ``SmtpRelayToConnectorSourceServers``, NextHopDomain the
   connector's name (lower case); the message is relayed to one of its source servers over the
   intra-organization hop, where it is routed again;
-- no connector: ``Unreachable``, with :data:`UNREACHABLE_REASON`.
+- no connector: ``Unreachable``, with :data:`UNREACHABLE_REASON`; but when connectors match the
+  domain and only their MaxMessageSize keeps the message out, an NDR with
+  ``550 5.3.4 ROUTING.SizeLimit`` (``too_big``; exchange.md §8.2).
 
 Destinations (:func:`destinations`): the smart hosts in order (a name through ``Dns.A``, or an
 ``[address]``), or the recipient domain's MX records by preference, each host through its
@@ -78,6 +80,9 @@ class OutboundRoute:
     next_hop: NextHop
     connector: str | None = None
     relay_servers: tuple[str, ...] = ()
+    too_big: bool = False
+    """No connector because every one that matches the domain is smaller than the message: an
+    NDR (``replies.ROUTING_SIZE_LIMIT``), not the Unreachable queue."""
 
 
 def mailbox_next_hop(server: str) -> NextHop:
@@ -96,7 +101,10 @@ def route_external(lab: Lab, server: str, domain: str, size: int | None) -> Outb
     mailbox_servers = [s.name for s in lab.servers if s.role is ServerRole.MAILBOX]
     chosen = select_send_connector(lab.send_connectors, domain, server, mailbox_servers, size)
     if chosen is None:
-        return OutboundRoute(NextHop(DeliveryType.UNREACHABLE, UNREACHABLE_REASON.lower()))
+        too_big = size is not None and select_send_connector(
+            lab.send_connectors, domain, server, mailbox_servers, None) is not None
+        return OutboundRoute(NextHop(DeliveryType.UNREACHABLE, UNREACHABLE_REASON.lower()),
+                             too_big=too_big)
     connector = chosen.connector
     if not chosen.local:
         others = tuple(s for s in source_servers(connector, mailbox_servers)

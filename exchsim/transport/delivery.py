@@ -287,6 +287,8 @@ class DeliveryAgent:
                              rcpts: list[str]) -> _Attempt:
         if route.kind == "ndr":
             return _Attempt(failed=dict.fromkeys(rcpts, replies.RECIPIENT_NOT_FOUND))
+        if route.kind == "toobig":
+            return _Attempt(failed=dict.fromkeys(rcpts, replies.ROUTING_SIZE_LIMIT))
         now = self.clock.utc()
         result = _Attempt()
         if item.sender and not rules.valid_address(item.sender):
