@@ -189,3 +189,48 @@ async def test_a_connector_of_ex02_gets_mail_from_ex01_through_ex02(harness: Har
     text = got.data.decode()
     assert "by ex02.contoso.com" in text  # EX02's hub took it from EX01 (a Received line)
     assert "X-MS-Exchange-Organization-" not in text  # stripped on the way out
+
+
+async def test_basic_auth_require_tls_authenticates_inside_tls(harness: Harness) -> None:
+    connector = smart_host_connector(
+        SmartHostAuthMechanism="BasicAuthRequireTLS",
+        AuthenticationCredential='{UserName: relay, Password: "Relay-P@ss1"}')
+    lab = await harness.lab(lab_text(connector, DNS))
+    smarthost = await harness.mta(SMARTHOST, lab.port(25), credentials=("relay", "Relay-P@ss1"))
+    await submit(lab.port(587), "user@fabrikam.example")
+    # No STARTTLS offered: the credentials are never sent in clear.
+    await deferred_with(lab, lambda e: "STARTTLS was not offered" in e)
+    assert smarthost.messages == []
+    await smarthost.restart(certificate=harness.certificate(lab, "smarthost.lab.example"))
+    await wait(lab, lambda: len(smarthost.messages) == 1)
+    got = smarthost.messages[0]
+    assert got.tls and got.auth is not None and got.auth.login == b"relay"
+
+
+async def test_a_silent_smart_host_times_out_and_the_next_one_takes_it(
+        harness: Harness) -> None:
+    connector = """
+  - Name: Via Smarthosts
+    AddressSpaces: ["*"]
+    SmartHosts: ["[127.0.10.71]", smarthost.lab.example]
+    ConnectionInactivityTimeOut: "00:00:01"
+"""
+    lab = await harness.lab(lab_text(connector, DNS))
+    accepted: list[asyncio.StreamWriter] = []
+
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        accepted.append(writer)  # never greets
+
+    server = await asyncio.start_server(silent, "127.0.10.71", lab.port(25))
+    try:
+        smarthost = await harness.mta(SMARTHOST, lab.port(25))
+        started = asyncio.get_running_loop().time()
+        await submit(lab.port(587), "user@fabrikam.example")
+        await wait(lab, lambda: len(smarthost.messages) == 1)
+        assert accepted, "the first smart host was not tried"
+        assert asyncio.get_running_loop().time() - started < 8
+    finally:
+        server.close()
+        for writer in accepted:
+            writer.close()
+        await server.wait_closed()
