@@ -129,10 +129,6 @@ class Destination:
     address: str
     port: int
 
-    def describe(self) -> str:
-        where = f"{self.address}:{self.port}"
-        return where if self.host is None else f"{self.host}[{where}]"
-
 
 def destinations(connector: SendConnector, domain: str,
                  dns: DnsMap) -> tuple[list[Destination], str | None]:

@@ -240,7 +240,8 @@ class SmtpSender:
             required = tls_required(connector, domain_secure)
             offered = smtp.supports_extension("starttls")
             if use_tls and offered and not connector.ignore_starttls:
-                await self._starttls(smtp, connector, domain, destination, domain_secure, log)
+                await self._starttls(smtp, connector, domain, destination, where,
+                                     domain_secure, log)
                 secured = True
                 await self._hello(smtp, connector, helo_name, log)
             elif required:
@@ -283,8 +284,8 @@ class SmtpSender:
         log.received(_text(response))
 
     async def _starttls(self, smtp: aiosmtplib.SMTP, connector: SendConnector, domain: str,
-                        destination: Destination, domain_secure: bool, log: SendLog) -> None:
-        where = destination.describe()
+                        destination: Destination, where: str, domain_secure: bool,
+                        log: SendLog) -> None:
         cert = self.context.certificate(connector)
         if cert is None and connector.tls_certificate_name:
             raise _HostFailed("454 4.7.5 The certificate specified in TlsCertificateName of "
