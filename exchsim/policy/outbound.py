@@ -12,7 +12,8 @@ picks for the recipient's domain on this server, as a :class:`~exchsim.policy.ne
 - a connector of other servers only: ``SmtpRelayToConnectorSourceServers``, NextHopDomain the
   connector's name (lower case); the message is relayed to one of its source servers over the
   intra-organization hop, where it is routed again;
-- no connector: ``Unreachable``, with :data:`UNREACHABLE_REASON`; but when connectors match the
+- no connector: ``Unreachable`` (NextHopDomain ``unreachable domain``), with
+  :data:`UNREACHABLE_REASON`; but when connectors match the
   domain and only their MaxMessageSize keeps the message out, an NDR with
   ``550 5.3.4 ROUTING.SizeLimit`` (``too_big``; exchange.md §8.2).
 
@@ -34,6 +35,7 @@ chain must be trusted and name the recipient's domain whatever TlsAuthLevel says
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -49,6 +51,7 @@ from exchsim.policy.sendrouting import select_send_connector, source_servers
 from exchsim.tls.validation import ChainStatus, matches_domain
 
 __all__ = [
+    "UNREACHABLE_DOMAIN",
     "UNREACHABLE_REASON",
     "Destination",
     "OutboundRoute",
@@ -59,6 +62,9 @@ __all__ = [
     "route_external",
     "tls_required",
 ]
+
+UNREACHABLE_DOMAIN = "Unreachable Domain"
+"""Get-Queue's NextHopDomain of the Unreachable queue."""
 
 UNREACHABLE_REASON = "A matching connector cannot be found to route the external recipient"
 """The last error of a message in the Unreachable queue (Microsoft's Exchange 2007 troubleshooting
@@ -86,9 +92,11 @@ class OutboundRoute:
 
 
 def mailbox_next_hop(server: str) -> NextHop:
-    """The next hop of a mailbox on ``server``: its Mailbox Transport Delivery (exchsim has no
-    mailbox databases; the server's name, lower case, stands for its database)."""
-    return NextHop(DeliveryType.SMTP_DELIVERY_TO_MAILBOX, server.lower())
+    """The next hop of a mailbox on ``server``: its Mailbox Transport Delivery, NextHopDomain
+    the server's mailbox database as setup names one (``Mailbox Database`` and ten digits, here
+    a checksum of the server name, so that it never changes)."""
+    database = f"Mailbox Database {zlib.crc32(server.upper().encode()) % 10**10:010d}"
+    return NextHop(DeliveryType.SMTP_DELIVERY_TO_MAILBOX, database.lower())
 
 
 def _smart_host_domain(connector: SendConnector) -> str:
@@ -103,7 +111,7 @@ def route_external(lab: Lab, server: str, domain: str, size: int | None) -> Outb
     if chosen is None:
         too_big = size is not None and select_send_connector(
             lab.send_connectors, domain, server, mailbox_servers, None) is not None
-        return OutboundRoute(NextHop(DeliveryType.UNREACHABLE, UNREACHABLE_REASON.lower()),
+        return OutboundRoute(NextHop(DeliveryType.UNREACHABLE, UNREACHABLE_DOMAIN.lower()),
                              too_big=too_big)
     connector = chosen.connector
     if not chosen.local:

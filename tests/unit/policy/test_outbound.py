@@ -12,7 +12,6 @@ from exchsim.config.model import Lab
 from exchsim.config.sendconnector import DnsMap, SendConnector
 from exchsim.policy.nexthop import DeliveryType
 from exchsim.policy.outbound import (
-    UNREACHABLE_REASON,
     Destination,
     destinations,
     judge_remote_certificate,
@@ -64,7 +63,7 @@ def test_no_connector_is_unreachable() -> None:
     found = route_external(lab([]), "EX01", "fabrikam.example", 10)
     assert found.connector is None
     assert found.next_hop.delivery_type is DeliveryType.UNREACHABLE
-    assert found.next_hop.domain == UNREACHABLE_REASON.lower()
+    assert found.next_hop.domain == "unreachable domain"
 
 
 def test_mx_by_preference_with_record_ports_and_the_connector_port() -> None:
@@ -121,3 +120,21 @@ def test_certificate_judgement_per_tls_auth_level() -> None:
                                     domain_secure=True) is None
     assert judge_remote_certificate(sc(), "partner.example", valid, ("other.example",),
                                     domain_secure=True) is not None
+
+
+def test_every_route_but_an_ndr_carries_its_next_hop() -> None:
+    from exchsim.transport.hub import categorize
+
+    the_lab = load_config_text(yaml.safe_dump(dict(
+        BASE, Organization=dict(BASE["Organization"], Mailboxes=[
+            {"PrimarySmtpAddress": "alice@contoso.com", "Server": "EX02"}]),
+        SendConnectors=[{"Name": "Out", "AddressSpaces": ["*"]}]), sort_keys=False), "t.yaml")
+    mailbox = categorize(the_lab, "Alice@contoso.com", "EX01", 10)
+    assert mailbox.kind == "mailbox" and mailbox.server == "EX02"
+    assert mailbox.next_hop is not None
+    assert mailbox.next_hop.delivery_type is DeliveryType.SMTP_DELIVERY_TO_MAILBOX
+    assert mailbox.next_hop.domain.startswith("mailbox database ")
+    assert categorize(the_lab, "nobody@contoso.com", "EX01", 10).next_hop is None
+    out = categorize(the_lab, "x@fabrikam.example", "EX01", 10)
+    assert (out.kind, out.connector) == ("connector", "Out")
+    assert out.next_hop is not None and out.next_hop.domain == "fabrikam.example"
