@@ -112,6 +112,7 @@ class DeliveryAgent:
         tracking: MessageTracking | None = None,
         sender: SmtpSender | None = None,
         hub_transport: Mapping[str, Endpoint] | None = None,
+        frontend: Endpoint | None = None,
     ) -> None:
         self.lab = lab
         self.tracking = tracking or MessageTracking.disabled(server)
@@ -122,7 +123,7 @@ class DeliveryAgent:
         # trust stores, and without the lab's port offset.
         sender = sender or SmtpSender(SendContext(server=server, dns=lab.dns, port_offset=0))
         self.hops = NextHops(server, tls_context, mailbox_delivery, internet, sender=sender,
-                             hub_transport=hub_transport)
+                             hub_transport=hub_transport, frontend=frontend)
         self.retry = retry
         self.expiration = expiration or lab.lab.message_expiration_timeout
         self.concurrency = concurrency
@@ -321,7 +322,9 @@ class DeliveryAgent:
                 described = (host, address, "Intra-Organization SMTP Send Connector")
             else:
                 connector = self._connector(route.connector)
-                refused, host, address = await self.hops.to_connector(
+                send = (self.hops.via_frontend if connector.frontend_proxy_enabled
+                        else self.hops.to_connector)
+                refused, host, address = await send(
                     connector, rules.domain_of(sendable[0].lower()), item, sendable)
                 described = (host, address, connector.name)
         except Exception as exc:

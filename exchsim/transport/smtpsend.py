@@ -7,7 +7,10 @@ Entry point (stable; branches that build on it call only this)::
                                     judge=..., protocol_log=...))
     result = await sender.send(connector, domain, mail_from, recipients, data,
                                domain_secure=False)
-    # result.refused: [(recipient, Reply)]; result.host / result.address: who took it
+    # result.refused: [(recipient, Reply)]; result.host / result.address: who took it;
+    # result.reply: the remote's reply to the data
+    # sender.send_to(connector, domain, destinations, ...): the same, hosts already resolved
+    # (the Front End's outbound proxy, XPROXYTO)
 
 What it does, in order:
 
@@ -143,6 +146,7 @@ class SendResult:
     refused: list[tuple[str, Reply]]
     host: str  # the host name that took the message (its address for an [address] smart host)
     address: str
+    reply: Reply | None = None  # the remote's reply to the data (None: every RCPT refused)
 
 
 class _HostFailed(Exception):
@@ -188,6 +192,15 @@ class SmtpSender:
         hosts, missing = destinations(connector, domain, self.context.dns)
         if not hosts:
             raise Unreachable(dns_failure(missing or domain))
+        return await self.send_to(connector, domain, hosts, mail_from, recipients, data,
+                                  domain_secure=domain_secure)
+
+    async def send_to(self, connector: SendConnector, domain: str,
+                      hosts: Sequence[Destination], mail_from: str,
+                      recipients: Sequence[str], data: bytes, *,
+                      domain_secure: bool = False) -> SendResult:
+        """:meth:`send` to destinations already resolved (the Front End's outbound proxy: the
+        hub resolved them and named them in XPROXYTO)."""
         # Not an Exchange server of the organization (exchange.md §12.5).
         data = send_firewall(data, exchange_of_organization=False)
         first: str | None = None
@@ -251,12 +264,12 @@ class SmtpSender:
                     f"{why} by {where}, and send connector '{connector.name}' requires TLS "
                     "(SmtpSendTLSRequiredFailed)")
             await self._authenticate(smtp, connector, where, secured, log)
-            result = await self._transaction(smtp, mail_from, recipients, data, log)
+            result, final = await self._transaction(smtp, mail_from, recipients, data, log)
             with contextlib.suppress(aiosmtplib.SMTPException, OSError, TimeoutError):
                 log.sent("QUIT")
                 log.received(_text(await smtp.quit()))
             return SendResult(result, destination.host or destination.address,
-                              destination.address)
+                              destination.address, final)
         except _HostFailed as failed:
             log.info(str(failed))
             raise
@@ -354,7 +367,7 @@ class SmtpSender:
 
     async def _transaction(self, smtp: aiosmtplib.SMTP, mail_from: str,
                            recipients: Sequence[str], data: bytes,
-                           log: SendLog) -> list[tuple[str, Reply]]:
+                           log: SendLog) -> tuple[list[tuple[str, Reply]], Reply | None]:
         utf8 = not (mail_from.isascii() and all(r.isascii() for r in recipients))
         options = [f"SIZE={len(data)}"] if smtp.supports_extension("size") else []
         encoding = "ascii"
@@ -383,11 +396,11 @@ class SmtpSender:
             with contextlib.suppress(aiosmtplib.SMTPException):
                 log.sent("RSET")
                 log.received(_text(await smtp.rset()))
-            return refused
+            return refused, None
         log.sent("DATA")
         response = await smtp.data(data)
         log.received(_text(response))
-        return refused
+        return refused, parse_reply(response.code, [" ".join(response.message.split())])
 
 
 def _local_port(smtp: aiosmtplib.SMTP) -> int:

@@ -234,3 +234,52 @@ async def test_a_silent_smart_host_times_out_and_the_next_one_takes_it(
         for writer in accepted:
             writer.close()
         await server.wait_closed()
+
+
+PROXY_LOGGED = ('  - {Name: Outbound Proxy Frontend EX01, Server: EX01, TarpitInterval: "00:00:00", '
+                "ProtocolLoggingLevel: Verbose}")
+
+
+def with_proxy_log(text: str) -> str:
+    return text.replace(
+        '  - {Name: Outbound Proxy Frontend EX01, Server: EX01, TarpitInterval: "00:00:00"}',
+        PROXY_LOGGED)
+
+
+async def test_frontend_proxy_enabled_goes_out_through_outbound_proxy_frontend(
+        harness: Harness) -> None:
+    connector = """
+  - Name: To Partner
+    AddressSpaces: ["partner.example"]
+    FrontendProxyEnabled: true
+"""
+    dns = DNS + """
+  MX:
+    partner.example:
+      - {Preference: 10, NameExchange: mx1.partner.example, Address: 127.0.10.61}
+"""
+    lab = await harness.lab(with_proxy_log(lab_text(connector, dns)))
+    mx = await harness.mta("127.0.10.61", lab.port(25))
+    await submit(lab.port(587), "bob@partner.example", "through the front end")
+    await submit(lab.port(587), "carol@partner.example, dave@partner.example", "two")
+    await wait(lab, lambda: len(mx.messages) == 3)
+    assert sorted(r for m in mx.messages for r in m.rcpt_tos) == [
+        "bob@partner.example", "carol@partner.example", "dave@partner.example"]
+    assert all("X-MS-Exchange-Organization-" not in m.data.decode() for m in mx.messages)
+    log = lab.protocol_log()
+    assert "Outbound Proxy Frontend EX01" in log
+    assert "XPROXYTO DESTINATIONS=mx1.partner.example[127.0.10.61]:25" in log
+    assert "250 XProxyTo accepted" in log
+
+
+async def test_frontend_proxy_keeps_require_tls(harness: Harness) -> None:
+    connector = smart_host_connector(FrontendProxyEnabled="true", RequireTLS="true")
+    lab = await harness.lab(lab_text(connector, DNS))
+    smarthost = await harness.mta(SMARTHOST, lab.port(25))
+    await submit(lab.port(587), "user@fabrikam.example")
+    message = await deferred_with(lab, lambda e: "STARTTLS was not offered" in e)
+    assert "Outbound proxy failed" in (message.last_error or "")
+    assert smarthost.messages == []
+    await smarthost.restart(certificate=harness.certificate(lab, "smarthost.lab.example"))
+    await wait(lab, lambda: len(smarthost.messages) == 1)
+    assert smarthost.messages[0].tls

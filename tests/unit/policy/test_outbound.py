@@ -9,13 +9,15 @@ import yaml
 
 from exchsim.config.load import load_config_text
 from exchsim.config.model import Lab
-from exchsim.config.sendconnector import DnsMap, SendConnector
+from exchsim.config.sendconnector import DnsMap, SendConnector, TlsAuthLevel
 from exchsim.policy.nexthop import DeliveryType
 from exchsim.policy.outbound import (
     Destination,
     destinations,
     judge_remote_certificate,
+    parse_xproxyto,
     route_external,
+    xproxyto_command,
 )
 from exchsim.tls.validation import ChainStatus
 
@@ -138,3 +140,32 @@ def test_every_route_but_an_ndr_carries_its_next_hop() -> None:
     out = categorize(the_lab, "x@fabrikam.example", "EX01", 10)
     assert (out.kind, out.connector) == ("connector", "Out")
     assert out.next_hop is not None and out.next_hop.domain == "fabrikam.example"
+
+
+def test_xproxyto_carries_the_destinations_and_the_connector_settings() -> None:
+    from exchsim.smtp.wire import parse_keyword_args
+
+    connector = sc(Name="To Partner", RequireTLS=True, TlsAuthLevel="DomainValidation",
+                   TlsDomain="mail.partner.example", Fqdn="out.contoso.com", ForceHELO=True,
+                   TlsCertificateName="<I>CN=Lab CA<S>CN=ex01.contoso.com")
+    hosts = [Destination("mx1.partner.example", "127.0.10.61", 25),
+             Destination(None, "127.0.10.70", 2525)]
+    line = xproxyto_command(connector, "partner.example", hosts, "abc")
+    assert line.startswith("XPROXYTO DESTINATIONS=mx1.partner.example[127.0.10.61]:25,"
+                           "[127.0.10.70]:2525 PORT=25 NEXTHOPDOMAIN=partner.example ")
+    assert line.endswith(" LAST=True") and " " not in line.split("CERTSUBJECT=")[1].split()[0]
+    parsed = parse_xproxyto(parse_keyword_args(line.partition(" ")[2]))
+    assert parsed is not None
+    assert parsed.destinations == tuple(hosts) and parsed.domain == "partner.example"
+    rebuilt = parsed.as_connector()
+    assert (rebuilt.name, rebuilt.require_tls, rebuilt.tls_auth_level, rebuilt.tls_domain,
+            rebuilt.fqdn, rebuilt.force_helo, rebuilt.tls_certificate_name) == (
+        "To Partner", True, TlsAuthLevel.DOMAIN_VALIDATION, "mail.partner.example",
+        "out.contoso.com", True, "<I>CN=Lab CA<S>CN=ex01.contoso.com")
+
+
+def test_xproxyto_refuses_what_it_cannot_use() -> None:
+    for bad in ({}, {"DESTINATIONS": "mx.example:25"}, {"DESTINATIONS": "[10.0.0.1]:25"},
+                {"DESTINATIONS": "[127.0.0.1]:0"},
+                {"DESTINATIONS": "[127.0.0.1]:25", "TLSAUTHLEVEL": "Whatever"}):
+        assert parse_xproxyto(bad) is None, bad
