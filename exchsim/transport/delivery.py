@@ -40,7 +40,7 @@ import logging
 import re
 import traceback
 from collections import defaultdict, deque
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TypeVar
 
@@ -50,9 +50,9 @@ from exchsim.logs.tracking import MessageTracking
 from exchsim.policy import replies, rules
 from exchsim.policy.replies import Reply
 from exchsim.transport.hopclient import HopTls
-from exchsim.transport.hub import Route, categorize, ndr_original, postmaster_of
-from exchsim.transport.ndr import build_ndr, envelope_of, ndr_message_id
+from exchsim.transport.hub import Route, categorize
 from exchsim.transport.nexthop import Endpoint, NextHops
+from exchsim.transport.notify import Notifier
 from exchsim.transport.outcome import (
     Kind,
     classify,
@@ -110,7 +110,10 @@ class DeliveryAgent:
         self.queue = queue
         self.hops = NextHops(server, tls_context, mailbox_delivery, internet)
         self.retry = retry
-        self.expiration = expiration or lab.lab.message_expiration_timeout
+        self.expiration = (expiration or server.message_expiration_timeout
+                           or lab.lab.message_expiration_timeout)
+        self.notify = Notifier(lab.organization, server, clock, queue, self.tracking,
+                               self.submit, expiration=self.expiration, write=self._write)
         self.concurrency = concurrency
         self._wake = asyncio.Event()
         self._ready: deque[QueuedMessage] = deque()
@@ -240,6 +243,7 @@ class DeliveryAgent:
             tried = tried or not result.held
             if result.done:  # settled at once: a later group's crash cannot deliver them twice
                 await self._write(self.queue.complete(item.internal_id, result.done))
+                await self.notify.delivered(item, result.done, relayed=route.kind != "mailbox")
             delivered += len(result.done)
             failed.update(result.failed)
             deferred.update(result.deferred)
@@ -257,6 +261,7 @@ class DeliveryAgent:
                                                reasons=deferred))
             self.tracking.defer(item, deferred)
             self._later(retry_at)
+            await self.notify.delayed(item, list(deferred))
         if failed or deferred:
             # One line per attempt; a message that only waited for a destination known to be
             # down (its WARNING said so once) is not an attempt.
@@ -383,38 +388,9 @@ class DeliveryAgent:
             self._later(retry_at)
 
     async def _bounce(self, item: QueuedMessage, failed: Mapping[str, Reply]) -> None:
-        """NDR the failed recipients to the sender; for the null sender, drop them."""
-        if not item.sender:
-            return  # the null sender gets no NDR (the attempt's log line says "dropped")
-        await self._ndr(item, list(failed), list(failed.items()))
-
-    async def _ndr(self, item: QueuedMessage, rcpts: Sequence[str],
-                   refused: Sequence[tuple[str, Reply]] = ()) -> None:
-        postmaster = postmaster_of(self.lab.organization)
-        reasons = dict(refused)
-        original = item.metadata.get("network_message_id") or f"internal-id:{item.internal_id}"
-        message_id = ndr_message_id(original, rcpts, self.server.fqdn)
-        data = build_ndr(
-            message_id=message_id,
-            postmaster=postmaster,
-            sender=item.sender,
-            recipients=rcpts,
-            reasons={r: (reasons.get(r) or replies.RECIPIENT_NOT_FOUND).render() for r in rcpts},
-            original=ndr_original(self.lab.organization, item.sender, item.data),
-            reporting_mta=self.server.fqdn,
-            now=self.clock.local(self.server.zone),
-            envelope=envelope_of(item.metadata, item.received_at),
-        )
-        ndr = await self._write(self.queue.enqueue(
-            message_id=message_id,
-            sender="",
-            recipients=[item.sender],
-            data=data,
-            metadata={"ndr_for": str(item.internal_id)},
-            now=self.clock.utc(),
-        ))
-        self.tracking.dsn(ndr, rcpts, item)
-        self.submit(ndr)
+        """NDR the failed recipients to the sender as they asked (transport/notify.py); for
+        the null sender, drop them."""
+        await self.notify.failed(item, failed)
 
 
 def _first_reply(failed: Mapping[str, Reply]) -> str:
