@@ -125,7 +125,7 @@ def is_report(content_type: str | None, ndr_header: bool) -> bool:
     by another."""
     if ndr_header:
         return True
-    value = (content_type or "").lower().replace(" ", "")
+    value = "".join((content_type or "").lower().split()).replace('"', "")
     return value.startswith("multipart/report") and "report-type=delivery-status" in value
 
 
