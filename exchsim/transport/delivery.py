@@ -18,11 +18,14 @@ up to 8 messages at once over idle hop sessions it keeps open, and sorts each re
   connectors come with the multi-server roadmap item).
 Every failure is classified (transport/outcome.py, exchange.md §8.4) per group of recipients,
 so one bad recipient never holds up the others:
-- permanent (5xx, an address that cannot be sent) -> an NDR to the sender, none for ``<>``;
+- permanent (5xx, an address that cannot be sent) -> an NDR to the sender, none for ``<>``
+  or a recipient that said NOTIFY=NEVER (transport/notify.py sends every report: NDRs, the
+  delay DSN after the server's DelayNotificationTimeout, success and relay DSNs);
 - transient (4xx, a broken transaction) -> retried after RetryInterval, doubled per attempt, up
   to 15 minutes; unreachable (connect, TLS, EXCHANGEAUTH) -> the destination is retried every
   RetryInterval, and messages for a destination known to be down wait for that retry;
-- either, past MessageExpirationTimeout (2 days) -> an NDR ``550 4.4.7 QUEUE.Expired``;
+- either, past MessageExpirationTimeout (the server's, else the lab's: 2 days) -> an NDR
+  ``550 4.4.7 QUEUE.Expired``;
 - a crash (an unexpected exception in exchsim's own code for this message) -> retried once,
   then the Poison queue (transport/queue.py), never retried automatically.
 Logging: one INFO line per attempt that did not deliver everything; a WARNING when a

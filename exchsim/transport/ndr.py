@@ -22,8 +22,12 @@ Message-ID, In-Reply-To and References (the original's Message-ID), Subject
 
 What the samples show and what exchsim chose (exchange.md §12.6 has the list): the explanation
 for an unknown recipient is S7's (2016 CU23), for an expired message S6-05's; the texts for a
-size limit and for other failures, the HTML part's markup, the delay and success wording and
-their subjects are exchsim's choice, in the same style. Content-Language is en-US.
+size limit and for other failures and the HTML part's markup are exchsim's choice, in the same
+style. Content-Language is en-US. Delay, success ("Delivered") and relay ("Relayed") reports
+(:class:`DsnKind`) list their recipients without an explanation each, then the original's
+subject and, for a delay, S19's two sentences with the time left until expiry
+(:func:`time_left`); they carry no X-MS-Exchange-Message-Is-Ndr, and success and relay reports
+no Diagnostic-Code. Who gets which is policy/dsn.py's, sending them transport/notify.py's.
 """
 
 from __future__ import annotations

@@ -107,9 +107,12 @@ class Notifier:
 
     def _wanting(self, item: QueuedMessage, rcpts: Sequence[str] | Mapping[str, object],
                  what: Notify) -> list[str]:
-        if not item.sender or _is_report(item.data):
-            return []  # nothing to the null sender; nothing answers a report
-        return dsn.recipients_wanting(dsn.decode(item.metadata), list(rcpts), what)
+        if not item.sender:
+            return []  # nothing to the null sender
+        wanting = dsn.recipients_wanting(dsn.decode(item.metadata), list(rcpts), what)
+        if wanting and _is_report(item.data):
+            return []  # nothing answers a report
+        return wanting
 
     async def _send(self, kind: DsnKind, item: QueuedMessage, rcpts: Sequence[str],
                     reasons: Mapping[str, str],
