@@ -95,10 +95,14 @@ class Notifier:
             dsn.DELAY_SENT_KEY: ";".join(sorted(already | set(rcpts)))}))
 
     async def delivered(self, item: QueuedMessage, rcpts: Sequence[str], *,
-                        relayed: bool) -> None:
+                        relayed: bool, passed_on: bool = False) -> None:
         """A success DSN for recipients that asked NOTIFY=SUCCESS: "Delivered" when Mailbox
         Transport Delivery took the message, "Relayed" when it left for a next hop that does
-        not carry the request on."""
+        not carry the request on. ``passed_on``: the next hop offered DSN and got the
+        recipients' NOTIFY and ORCPT (and RET, ENVID): reporting is then its business, and
+        this hub sends nothing (RFC 3461 §6.2.1(a)); the lab's internet sink offers no DSN."""
+        if passed_on:
+            return
         wanting = self._wanting(item, rcpts, Notify.SUCCESS)
         if wanting:
             ok = replies.RECIPIENT_OK.render()
