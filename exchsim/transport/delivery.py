@@ -241,6 +241,7 @@ class DeliveryAgent:
         failed: dict[str, Reply] = {}
         delivered = 0
         tried = False
+        ndr_sent = False
         for route, rcpts in groups.items():
             result = await self._attempt_group(item, route, rcpts)
             tried = tried or not result.held
@@ -254,7 +255,7 @@ class DeliveryAgent:
                 retry_at = result.retry_at
         if failed:  # one NDR for every recipient that failed in this attempt
             self.tracking.fail(item, failed)
-            await self._bounce(item, failed)
+            ndr_sent = await self._bounce(item, failed)
             await self._write(self.queue.complete(item.internal_id, list(failed)))
         first = next(iter(deferred.values()), "")
         if deferred:
@@ -272,8 +273,9 @@ class DeliveryAgent:
                     "delivery of %s %s: %d delivered, %d failed%s%s, %d deferred%s",
                     item.internal_id, _printable(item.message_id), delivered, len(failed),
                     _first_reply(failed),
-                    "" if not failed else " (NDR sent)" if item.sender else
-                    " (null sender: no NDR, dropped)", len(deferred),
+                    "" if not failed else " (NDR sent)" if ndr_sent else
+                    " (null sender: no NDR, dropped)" if not item.sender else
+                    " (no NDR: NOTIFY)", len(deferred),
                     f" until {retry_at:%H:%M:%S} ({_printable(first, 300)})"
                     if deferred and retry_at is not None else "")
 
@@ -390,10 +392,10 @@ class DeliveryAgent:
                       exc_info=exc if trace else None)
             self._later(retry_at)
 
-    async def _bounce(self, item: QueuedMessage, failed: Mapping[str, Reply]) -> None:
+    async def _bounce(self, item: QueuedMessage, failed: Mapping[str, Reply]) -> bool:
         """NDR the failed recipients to the sender as they asked (transport/notify.py); for
-        the null sender, drop them."""
-        await self.notify.failed(item, failed)
+        the null sender, drop them. Whether an NDR was queued."""
+        return await self.notify.failed(item, failed) is not None
 
 
 def _first_reply(failed: Mapping[str, Reply]) -> str:
