@@ -236,6 +236,15 @@ class Server(ExchangeObject):
         alias="MessageTrackingLogSubjectLoggingEnabled", default=True)
     # The server's SCHANNEL\Protocols\TLS 1.0|1.1\Server "Enabled" values (exchange.md §4.6):
     # off, as Microsoft's Exchange TLS guidance has them; TLS 1.2 is always on.
+    # Set-TransportService's notification and expiry timers (exchange.md §8.4): a delay DSN
+    # once a message waited DelayNotificationTimeout (4 h, 1 s to 30 days); expiry after
+    # MessageExpirationTimeout (unset: the lab-wide Lab.MessageExpirationTimeout, 2 days).
+    delay_notification_timeout: TimeSpan = Field(
+        alias="DelayNotificationTimeout", default=datetime.timedelta(hours=4),
+        ge=datetime.timedelta(seconds=1), le=datetime.timedelta(days=30))
+    message_expiration_timeout: TimeSpan | None = Field(
+        alias="MessageExpirationTimeout", default=None,
+        ge=datetime.timedelta(seconds=5), le=datetime.timedelta(days=90))
     tls10_server_enabled: Bool = Field(alias="Tls10ServerEnabled", default=False)
     tls11_server_enabled: Bool = Field(alias="Tls11ServerEnabled", default=False)
 
@@ -280,6 +289,10 @@ class TransportConfig(ExchangeObject):
     external_postmaster_address: str | None = Field(
         alias="ExternalPostmasterAddress", default=None
     )
+    # Whether delay DSNs are made for senders inside / outside the organization
+    # (exchange.md §12.6; policy/dsn.py).
+    internal_delay_dsn_enabled: Bool = Field(alias="InternalDelayDsnEnabled", default=True)
+    external_delay_dsn_enabled: Bool = Field(alias="ExternalDelayDsnEnabled", default=True)
 
 
 class Mailbox(ExchangeObject):

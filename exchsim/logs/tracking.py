@@ -237,7 +237,9 @@ class MessageTracking:
         self._write(self.hub, Event(
             "FAIL", source, message_id=item.message_id, sender_address=item.sender,
             recipients=list(failed), recipient_status=statuses,
-            server_hostname=self.server.name, internal_message_id=str(item.internal_id),
+            server_hostname=self.server.name,
+            # 0: refused before it was queued (the organization's size limits)
+            internal_message_id=str(item.internal_id) if item.internal_id else "",
         ), MessageFacts.of(item.data, item.message_id))
 
     def dsn(self, ndr: Queued, about: Iterable[str], original: Queued | None) -> None:

@@ -18,11 +18,14 @@ up to 8 messages at once over idle hop sessions it keeps open, and sorts each re
   connectors come with the multi-server roadmap item).
 Every failure is classified (transport/outcome.py, exchange.md §8.4) per group of recipients,
 so one bad recipient never holds up the others:
-- permanent (5xx, an address that cannot be sent) -> an NDR to the sender, none for ``<>``;
+- permanent (5xx, an address that cannot be sent) -> an NDR to the sender, none for ``<>``
+  or a recipient that said NOTIFY=NEVER (transport/notify.py sends every report: NDRs, the
+  delay DSN after the server's DelayNotificationTimeout, success and relay DSNs);
 - transient (4xx, a broken transaction) -> retried after RetryInterval, doubled per attempt, up
   to 15 minutes; unreachable (connect, TLS, EXCHANGEAUTH) -> the destination is retried every
   RetryInterval, and messages for a destination known to be down wait for that retry;
-- either, past MessageExpirationTimeout (2 days) -> an NDR ``550 4.4.7 QUEUE.Expired``;
+- either, past MessageExpirationTimeout (the server's, else the lab's: 2 days) -> an NDR
+  ``550 4.4.7 QUEUE.Expired``;
 - a crash (an unexpected exception in exchsim's own code for this message) -> retried once,
   then the Poison queue (transport/queue.py), never retried automatically.
 Logging: one INFO line per attempt that did not deliver everything; a WARNING when a
@@ -40,7 +43,7 @@ import logging
 import re
 import traceback
 from collections import defaultdict, deque
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TypeVar
 
@@ -50,9 +53,9 @@ from exchsim.logs.tracking import MessageTracking
 from exchsim.policy import replies, rules
 from exchsim.policy.replies import Reply
 from exchsim.transport.hopclient import HopTls
-from exchsim.transport.hub import Route, categorize, ndr_original, postmaster_of
-from exchsim.transport.ndr import build_ndr, envelope_of, ndr_message_id
+from exchsim.transport.hub import Route, categorize
 from exchsim.transport.nexthop import Endpoint, NextHops
+from exchsim.transport.notify import Notifier
 from exchsim.transport.outcome import (
     Kind,
     classify,
@@ -110,7 +113,10 @@ class DeliveryAgent:
         self.queue = queue
         self.hops = NextHops(server, tls_context, mailbox_delivery, internet)
         self.retry = retry
-        self.expiration = expiration or lab.lab.message_expiration_timeout
+        self.expiration = (expiration or server.message_expiration_timeout
+                           or lab.lab.message_expiration_timeout)
+        self.notify = Notifier(lab.organization, server, clock, queue, self.tracking,
+                               self.submit, expiration=self.expiration, write=self._write)
         self.concurrency = concurrency
         self._wake = asyncio.Event()
         self._ready: deque[QueuedMessage] = deque()
@@ -235,11 +241,13 @@ class DeliveryAgent:
         failed: dict[str, Reply] = {}
         delivered = 0
         tried = False
+        ndr_sent = False
         for route, rcpts in groups.items():
             result = await self._attempt_group(item, route, rcpts)
             tried = tried or not result.held
             if result.done:  # settled at once: a later group's crash cannot deliver them twice
                 await self._write(self.queue.complete(item.internal_id, result.done))
+                await self.notify.delivered(item, result.done, relayed=route.kind != "mailbox")
             delivered += len(result.done)
             failed.update(result.failed)
             deferred.update(result.deferred)
@@ -247,7 +255,7 @@ class DeliveryAgent:
                 retry_at = result.retry_at
         if failed:  # one NDR for every recipient that failed in this attempt
             self.tracking.fail(item, failed)
-            await self._bounce(item, failed)
+            ndr_sent = await self._bounce(item, failed)
             await self._write(self.queue.complete(item.internal_id, list(failed)))
         first = next(iter(deferred.values()), "")
         if deferred:
@@ -257,6 +265,7 @@ class DeliveryAgent:
                                                reasons=deferred))
             self.tracking.defer(item, deferred)
             self._later(retry_at)
+            await self.notify.delayed(item, list(deferred))
         if failed or deferred:
             # One line per attempt; a message that only waited for a destination known to be
             # down (its WARNING said so once) is not an attempt.
@@ -264,8 +273,9 @@ class DeliveryAgent:
                     "delivery of %s %s: %d delivered, %d failed%s%s, %d deferred%s",
                     item.internal_id, _printable(item.message_id), delivered, len(failed),
                     _first_reply(failed),
-                    "" if not failed else " (NDR sent)" if item.sender else
-                    " (null sender: no NDR, dropped)", len(deferred),
+                    "" if not failed else " (NDR sent)" if ndr_sent else
+                    " (null sender: no NDR, dropped)" if not item.sender else
+                    " (no NDR: NOTIFY)", len(deferred),
                     f" until {retry_at:%H:%M:%S} ({_printable(first, 300)})"
                     if deferred and retry_at is not None else "")
 
@@ -382,39 +392,10 @@ class DeliveryAgent:
                       exc_info=exc if trace else None)
             self._later(retry_at)
 
-    async def _bounce(self, item: QueuedMessage, failed: Mapping[str, Reply]) -> None:
-        """NDR the failed recipients to the sender; for the null sender, drop them."""
-        if not item.sender:
-            return  # the null sender gets no NDR (the attempt's log line says "dropped")
-        await self._ndr(item, list(failed), list(failed.items()))
-
-    async def _ndr(self, item: QueuedMessage, rcpts: Sequence[str],
-                   refused: Sequence[tuple[str, Reply]] = ()) -> None:
-        postmaster = postmaster_of(self.lab.organization)
-        reasons = dict(refused)
-        original = item.metadata.get("network_message_id") or f"internal-id:{item.internal_id}"
-        message_id = ndr_message_id(original, rcpts, self.server.fqdn)
-        data = build_ndr(
-            message_id=message_id,
-            postmaster=postmaster,
-            sender=item.sender,
-            recipients=rcpts,
-            reasons={r: (reasons.get(r) or replies.RECIPIENT_NOT_FOUND).render() for r in rcpts},
-            original=ndr_original(self.lab.organization, item.sender, item.data),
-            reporting_mta=self.server.fqdn,
-            now=self.clock.local(self.server.zone),
-            envelope=envelope_of(item.metadata, item.received_at),
-        )
-        ndr = await self._write(self.queue.enqueue(
-            message_id=message_id,
-            sender="",
-            recipients=[item.sender],
-            data=data,
-            metadata={"ndr_for": str(item.internal_id)},
-            now=self.clock.utc(),
-        ))
-        self.tracking.dsn(ndr, rcpts, item)
-        self.submit(ndr)
+    async def _bounce(self, item: QueuedMessage, failed: Mapping[str, Reply]) -> bool:
+        """NDR the failed recipients to the sender as they asked (transport/notify.py); for
+        the null sender, drop them. Whether an NDR was queued."""
+        return await self.notify.failed(item, failed) is not None
 
 
 def _first_reply(failed: Mapping[str, Reply]) -> str:

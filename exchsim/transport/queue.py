@@ -383,6 +383,21 @@ class MessageQueue:
 
         await self._submit(run, size=0, is_enqueue=False)
 
+    async def note(self, internal_id: int, facts: Mapping[str, str]) -> None:
+        """Add ``facts`` to the message's metadata (a delay DSN sent, transport/notify.py).
+        Raises :class:`KeyError` if the message is not queued."""
+        added = dict(facts)
+
+        def run(conn: sqlite3.Connection) -> None:
+            _require(conn, internal_id)
+            row = conn.execute("SELECT metadata FROM messages WHERE internal_id = ?",
+                               (internal_id,)).fetchone()
+            merged = {**json.loads(row[0]), **added}
+            conn.execute("UPDATE messages SET metadata = ? WHERE internal_id = ?",
+                         (json.dumps(merged, ensure_ascii=False, sort_keys=True), internal_id))
+
+        await self._submit(run, size=0, is_enqueue=False)
+
     async def _submit(self, run: Callable[[sqlite3.Connection], T], *, size: int,
                       is_enqueue: bool) -> T:
         self._check_open()
