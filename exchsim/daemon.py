@@ -38,6 +38,7 @@ from exchsim.policy.connectors import ConnectorIndex
 from exchsim.policy.ntlm import identity_of
 from exchsim.policy.permissions import ConnectorAcl, connector_acl
 from exchsim.policy.rates import MessageRateWindow
+from exchsim.policy.retry import RetrySchedule
 from exchsim.smtp.adapter import ExchangeSession
 from exchsim.smtp.message import MessageHandler
 from exchsim.smtp.ntlm import WindowsNtlmAcceptor
@@ -395,6 +396,7 @@ class LabDaemon:
                 ),
                 retry=self.lab.lab.retry_interval,
                 tracking=node.tracking,
+                schedule=RetrySchedule.of(server, self.lab.lab.retry_interval),
             )
             self.agents[server.name] = agent
             node.frontend = FrontendProxy(
