@@ -212,7 +212,7 @@ class DeliveryAgent:
                             self._earliest, due)
                 while self._ready and self._fatal is None:
                     item = self._ready.popleft()
-                    if item.internal_id in self._inflight:
+                    if item.internal_id in self._inflight or item.internal_id in self.state.held:
                         continue
                     self._inflight.add(item.internal_id)
                     await sem.acquire()

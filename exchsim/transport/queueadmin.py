@@ -224,7 +224,7 @@ def _views(lab: Lab, server: Server, rows: list[Row], state: QueueState,
             mstatus = ("Suspended" if row.suspended or row.poisoned else
                        "Active" if busy(internal_id) else
                        "Retry" if status == "Retry" or (
-                           not live and row.attempts and row.next_attempt_at > now) else
+                           row.attempts and row.next_attempt_at > now) else
                        "Ready")
             messages.append({
                 "Identity": f"{name}\\{key}\\{internal_id}", "FromAddress": row.sender or "<>",
@@ -326,10 +326,14 @@ class QueueAdmin:
         if row.poisoned:
             raise AdminError(f"message {internal_id} is in the Poison queue, where it is "
                              "suspended already")
-        await self._idle(internal_id)
-        await self.queue.write(lambda conn: conn.execute(
-            "UPDATE messages SET suspended = 1 WHERE internal_id = ?", (internal_id,)))
-        self.agent.forget(internal_id)
+        self.agent.state.held.add(internal_id)  # from now on, no attempt takes it
+        try:
+            await self._idle(internal_id)
+            await self.queue.write(lambda conn: conn.execute(
+                "UPDATE messages SET suspended = 1 WHERE internal_id = ?", (internal_id,)))
+            self.agent.forget(internal_id)
+        finally:
+            self.agent.state.held.discard(internal_id)
         return f"message {internal_id} suspended"
 
     async def resume(self, identity: str) -> str:
@@ -349,6 +353,13 @@ class QueueAdmin:
     async def remove(self, identity: str, ndr: bool) -> str:
         _, queue, internal_id = parse_identity(identity)
         await self._row(internal_id)
+        self.agent.state.held.add(internal_id)
+        try:
+            return await self._remove(internal_id, queue, ndr)
+        finally:
+            self.agent.state.held.discard(internal_id)
+
+    async def _remove(self, internal_id: int, queue: str | None, ndr: bool) -> str:
         await self._idle(internal_id)
         views = await self.views()
         if queue is None:

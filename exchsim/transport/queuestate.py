@@ -28,7 +28,12 @@ from exchsim.config.model import Lab
 from exchsim.policy.nexthop import DeliveryType, NextHop
 from exchsim.transport.hub import Route
 
-__all__ = ["HopFailure", "QueueState", "database_name", "destination_of", "next_hop_of"]
+__all__ = ["NO_MATCHING_CONNECTOR", "HopFailure", "QueueState", "database_name", "destination_of",
+           "next_hop_of"]
+
+NO_MATCHING_CONNECTOR = "A matching connector cannot be found to route the external recipient"
+"""The LastError of a message in the Unreachable queue (Exchange's documented example,
+exchange.md §8.5): the reason to give when no send connector matches."""
 
 
 def database_name(server: str) -> str:
@@ -74,8 +79,8 @@ class QueueState:
     """InternalId -> pending recipient -> (next hop, destination) of its last routing."""
     down: dict[str, HopFailure] = field(default_factory=dict)
     """Destination -> why and until when it is in Retry."""
-    delivered: dict[NextHop, datetime.datetime] = field(default_factory=dict)
-    """When each next hop last took a message (a queue that did is Ready, not gone)."""
+    held: set[int] = field(default_factory=set)
+    """Messages an admin is suspending or removing: never handed to a delivery attempt."""
     _numbers: dict[NextHop, int] = field(default_factory=dict)
 
     def route(self, internal_id: int, recipients: dict[str, tuple[NextHop, str]]) -> None:

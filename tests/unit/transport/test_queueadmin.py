@@ -19,7 +19,7 @@ from exchsim.transport.hub import Route
 from exchsim.transport.queue import MessageQueue
 from exchsim.transport.queueadmin import AdminError, QueueAdmin, offline_views, parse_identity
 from exchsim.transport.queuecontrol import ControlServer
-from exchsim.transport.queuestate import database_name, next_hop_of
+from exchsim.transport.queuestate import NO_MATCHING_CONNECTOR, database_name, next_hop_of
 from tests.integration.conftest import LAB_YAML
 
 T0 = datetime.datetime(2026, 11, 29, 8, 0, tzinfo=datetime.UTC)
@@ -173,5 +173,41 @@ async def test_the_control_channel_answers_every_request(tmp_path: Path) -> None
                              b'"identity": "EX01\\\\3\\\\7"}', "no message 7")):
             answer = await server.answer(line)
             assert answer["ok"] is False and error in answer["error"], (line, answer)
+    finally:
+        await queue.close()
+
+
+async def test_a_recipient_routed_to_no_connector_is_in_the_unreachable_queue(
+        tmp_path: Path) -> None:
+    clock = FakeClock()
+    queue = await MessageQueue.open(tmp_path / "EX01.sqlite")
+    try:
+        agent = agent_for(queue, clock)
+        admin = QueueAdmin(agent.lab, agent.server, queue, agent)
+        internal_id = await put(queue, "nowhere", "user@fabrikam.example", "alice@contoso.com")
+        # What routing through send connectors records when none matches (send10's seam).
+        await queue.defer(internal_id, ["user@fabrikam.example"], next_attempt_at=T0 + MINUTE,
+                          reason=NO_MATCHING_CONNECTOR)
+        agent.state.route(internal_id, {
+            "user@fabrikam.example": (NextHop(DeliveryType.UNREACHABLE, "unreachable domain"),
+                                      "unreachable"),
+            "alice@contoso.com": (next_hop_of(agent.lab, Route("mailbox", "EX01"),
+                                              "alice@contoso.com"), "mailbox EX01")})
+        queues = {q["Identity"]: q for q in await admin.get_queues()}
+        assert queues["EX01\\Unreachable"]["DeliveryType"] == "Unreachable"
+        assert queues["EX01\\Unreachable"]["NextHopDomain"] == "Unreachable Domain"
+        assert queues["EX01\\Unreachable"]["MessageCount"] == 1
+        messages = {m["Queue"]: m for m in await admin.get_messages()}
+        assert messages["EX01\\Unreachable"]["Recipients"] == ["user@fabrikam.example"]
+        assert messages["EX01\\Unreachable"]["LastError"] == NO_MATCHING_CONNECTOR
+        assert messages["EX01\\Unreachable"]["Status"] == "Retry"
+        # Both copies of the message carry the same integer, in their own queues.
+        assert {m["Identity"].rsplit("\\", 1)[1] for m in messages.values()} == {
+            str(internal_id)}
+        with pytest.raises(AdminError, match="--resubmit"):
+            await admin.retry("EX01\\Unreachable", resubmit=False)
+        assert "1 message(s)" in await admin.retry("Unreachable", resubmit=True)
+        assert internal_id not in agent.state.routed  # routed again at the next attempt
+        assert [m.internal_id for m in await queue.due(T0)] == [internal_id]
     finally:
         await queue.close()
