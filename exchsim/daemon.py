@@ -424,7 +424,7 @@ class LabDaemon:
                 self.listeners.append(Listener(server.name, host, port))
             self._spawn(keep_running(f"delivery {server.name}", agent.run,
                                      self.restart_policy), f"delivery {server.name}")
-        self.control = ControlServer(control_path(self.data_dir), {
+        self.control = ControlServer(control_path(self.data_dir, self.only), {
             name: QueueAdmin(self.lab, self.lab.server(name), self.queues[name], agent)
             for name, agent in self.agents.items()})
         await self.control.start()

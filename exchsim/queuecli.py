@@ -2,7 +2,8 @@
 Suspend-Message, Resume-Message and Remove-Message (exchange.md §8.5).
 
 On a running lab every subcommand goes to the daemon over its control socket
-(``DATA/queue/control.sock``, transport/queuecontrol.py): the daemon owns the queue file and
+(``DATA/queue/control.sock``, or ``DATA/queue/<server>.sock`` for ``exchsim serve``;
+transport/queuecontrol.py): the daemon owns the queue file and
 acts at once, without a restart. When no lab answers there, ``get`` and ``messages`` read the
 queue file itself, read-only, and say so; the actions need the running lab.
 
@@ -26,7 +27,7 @@ from exchsim.config.load import ConfigError, load_config
 from exchsim.config.model import Lab, Server
 from exchsim.config.report import format_issues
 from exchsim.transport.queueadmin import offline_views
-from exchsim.transport.queuecontrol import control_path, request
+from exchsim.transport.queuecontrol import control_paths, request
 from exchsim.transport.queuefile import QueueUnavailableError
 
 DEFAULT_CONFIG = "configs/lab.yaml"
@@ -131,13 +132,21 @@ def run(args: argparse.Namespace) -> int:
         req.update(command="remove-message", identity=args.identity, ndr=args.ndr)
     else:
         req.update(command=f"{args.action}-message", identity=args.identity)
-    path = control_path(data)
-    try:
-        answer = request(path, req)
-    except (OSError, ValueError) as exc:
+    answer: dict[str, Any] | None = None
+    problem = ""
+    paths = control_paths(data, server.name)
+    for path in paths:
+        try:
+            answer = request(path, req)
+        except (OSError, ValueError) as exc:
+            problem = f"no answer on {path}: {exc}"
+            continue
+        if answer.get("ok") or not str(answer.get("error", "")).startswith("no server"):
+            break
+    if answer is None:
         if args.action not in ("get", "messages"):
-            print(f"exchsim queue: the lab is not running (no answer on {path}: {exc}); "
-                  f"'{args.action}' needs the running lab", file=sys.stderr)
+            print(f"exchsim queue: the lab is not running ({problem}); '{args.action}' "
+                  "needs the running lab", file=sys.stderr)
             return 1
         return _offline(lab, server, data, args)
     if not answer.get("ok"):

@@ -2,7 +2,9 @@
 
 The daemon owns each queue file (one thread, leases in memory), so the command line never
 writes a queue file itself: it asks the daemon. The channel is a Unix domain socket,
-``DATA/queue/control.sock``, never a TCP port: made with owner-only permissions (0600, in the
+``DATA/queue/control.sock`` for ``exchsim lab`` (``DATA/queue/<server>.sock`` for ``exchsim
+serve --server <server>``, so that servers run as separate processes on one data directory
+each have theirs), never a TCP port: made with owner-only permissions (0600, in the
 daemon's private umask), it is reachable by the lab's own user only. One connection carries
 one request and one response, each one line of JSON:
 
@@ -31,7 +33,8 @@ from typing import Any
 
 from exchsim.transport.queueadmin import AdminError, QueueAdmin
 
-__all__ = ["MAX_REQUEST", "READ_TIMEOUT", "ControlServer", "control_path", "request"]
+__all__ = ["MAX_REQUEST", "READ_TIMEOUT", "ControlServer", "control_path", "control_paths",
+           "request"]
 
 log = logging.getLogger(__name__)
 
@@ -41,8 +44,14 @@ MAX_RESPONSE = 64 * 1024 * 1024  # what a client reads at most
 SOCKET_NAME = "control.sock"
 
 
-def control_path(data_dir: Path) -> Path:
-    return data_dir / "queue" / SOCKET_NAME
+def control_path(data_dir: Path, only: str | None = None) -> Path:
+    """The socket of a daemon running every server (``only`` None) or one of them."""
+    return data_dir / "queue" / (SOCKET_NAME if only is None else f"{only.upper()}.sock")
+
+
+def control_paths(data_dir: Path, server: str) -> list[Path]:
+    """Where a running daemon serving ``server`` listens, in the order to try."""
+    return [control_path(data_dir, server), control_path(data_dir)]
 
 
 class ControlServer:

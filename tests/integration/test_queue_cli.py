@@ -102,6 +102,14 @@ async def test_a_stuck_message_is_shown_retried_suspended_resumed_and_removed(
     assert any(line.split()[:3] == [queue, "SmtpDeliveryToMailbox", "Retry"]
                for line in table.splitlines())
 
+    code, listing, err = await exchsim_queue(running, config, "--format", "list", "messages",
+                                             "--queue", queue)
+    assert code == 0, err
+    assert f"Identity          : {first['Identity']}" in listing
+    assert "LastError         : " in listing and "Subject           : first" in listing
+    code, _, err = await exchsim_queue(running, config, "--server", "EX99", "get")
+    assert code == 2 and "no server named 'EX99'" in err
+
     # Suspended: not delivered even when the destination is back and the queue retried.
     code, out, err = await exchsim_queue(running, config, "suspend", first["Identity"])
     assert code == 0, err

@@ -18,7 +18,7 @@ from exchsim.transport.delivery import DeliveryAgent, Endpoint
 from exchsim.transport.hub import Route
 from exchsim.transport.queue import MessageQueue
 from exchsim.transport.queueadmin import AdminError, QueueAdmin, offline_views, parse_identity
-from exchsim.transport.queuecontrol import ControlServer
+from exchsim.transport.queuecontrol import ControlServer, control_path, control_paths
 from exchsim.transport.queuestate import NO_MATCHING_CONNECTOR, database_name, next_hop_of
 from tests.integration.conftest import LAB_YAML
 
@@ -211,3 +211,10 @@ async def test_a_recipient_routed_to_no_connector_is_in_the_unreachable_queue(
         assert [m.internal_id for m in await queue.due(T0)] == [internal_id]
     finally:
         await queue.close()
+
+
+def test_a_lab_and_a_single_server_have_their_own_sockets(tmp_path: Path) -> None:
+    assert control_path(tmp_path) == tmp_path / "queue" / "control.sock"
+    assert control_path(tmp_path, "ex02") == tmp_path / "queue" / "EX02.sock"
+    assert control_paths(tmp_path, "EX02") == [tmp_path / "queue" / "EX02.sock",
+                                               tmp_path / "queue" / "control.sock"]
