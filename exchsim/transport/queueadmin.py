@@ -25,10 +25,12 @@ acted on when that attempt ends.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime
-import email.parser
-import email.policy
+import email.errors
+import email.header
 import json
+import re
 import sqlite3
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -56,6 +58,7 @@ _PERSISTENT = {SUBMISSION: (DeliveryType.UNDEFINED, "Submission"),
                POISON: (DeliveryType.UNDEFINED, "Poison Message")}
 
 Record = dict[str, Any]
+_SUBJECT = re.compile(rb"^subject:[ \t]*(.*(?:\r?\n[ \t].*)*)", re.IGNORECASE | re.MULTILINE)
 
 
 class AdminError(Exception):
@@ -126,12 +129,17 @@ def read_rows(conn: sqlite3.Connection, ids: Iterable[int] | None = None,
 
 
 def _subject(headers: bytes) -> str:
-    head = headers.split(b"\r\n\r\n", 1)[0]
-    parsed = email.parser.BytesHeaderParser(policy=email.policy.default).parsebytes(head)
-    try:
-        return " ".join(str(parsed.get("Subject", "")).split())
-    except (ValueError, TypeError, IndexError):
+    """The Subject, unfolded and with encoded words decoded (a view of thousands of messages
+    reads only this header, not the whole header block)."""
+    found = _SUBJECT.search(headers.split(b"\r\n\r\n", 1)[0])
+    if found is None:
         return ""
+    text = " ".join(found.group(1).decode("utf-8", "replace").split())
+    if "=?" in text:
+        with contextlib.suppress(ValueError, LookupError, email.errors.HeaderParseError):
+            text = " ".join(str(email.header.make_header(
+                email.header.decode_header(text))).split())
+    return text
 
 
 def parse_identity(text: str) -> tuple[str | None, str | None, int]:
@@ -342,6 +350,9 @@ class QueueAdmin:
         now = self.agent.clock.utc()
         if row.poisoned:
             await self.queue.resume_poisoned(internal_id, now)
+            item = await self.queue.get(internal_id)
+            if item is not None:  # POISONMESSAGE: also when a message leaves the Poison queue
+                self.agent.tracking.poison(item, "resumed by an administrator")
         else:
             moment = (now - _EPOCH) // datetime.timedelta(microseconds=1)
             await self.queue.write(lambda conn: conn.execute(

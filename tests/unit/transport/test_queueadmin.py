@@ -218,3 +218,40 @@ def test_a_lab_and_a_single_server_have_their_own_sockets(tmp_path: Path) -> Non
     assert control_path(tmp_path, "ex02") == tmp_path / "queue" / "EX02.sock"
     assert control_paths(tmp_path, "EX02") == [tmp_path / "queue" / "EX02.sock",
                                                tmp_path / "queue" / "control.sock"]
+
+
+async def test_the_poison_queue_is_shown_and_resumed_from(tmp_path: Path) -> None:
+    clock = FakeClock()
+    queue = await MessageQueue.open(tmp_path / "EX01.sqlite")
+    try:
+        agent = agent_for(queue, clock)
+        admin = QueueAdmin(agent.lab, agent.server, queue, agent)
+        internal_id = await put(queue, "poisoned")
+        for _ in range(2):
+            await queue.record_crash(internal_id, reason="RuntimeError: x", now=T0, retry_at=T0)
+        queues = {q["Identity"]: q for q in await admin.get_queues()}
+        assert queues["EX01\\Poison"]["NextHopDomain"] == "Poison Message"
+        assert queues["EX01\\Poison"]["MessageCount"] == 1
+        [message] = await admin.get_messages("EX01\\Poison")
+        assert message["Status"] == "Suspended"  # every poison message is suspended
+        with pytest.raises(AdminError, match="Poison queue"):
+            await admin.suspend(message["Identity"])
+        with pytest.raises(AdminError, match="one by one"):
+            await admin.retry("Poison", resubmit=False)
+        await admin.resume(message["Identity"])
+        assert await queue.poison_count() == 0
+        assert [m.internal_id for m in await queue.due(T0)] == [internal_id]
+        assert "EX01\\Poison" not in {q["Identity"] for q in await admin.get_queues()}
+    finally:
+        await queue.close()
+
+
+@pytest.mark.parametrize(("headers", "subject"), [
+    (b"From: a\r\nSubject: hello\r\n  world\r\nTo: b\r\n\r\nSubject: body", "hello world"),
+    (b"subject: =?utf-8?q?caf=C3=A9?= au lait\r\n\r\n", "caf\u00e9 au lait"),
+    (b"X-Subject: not this\r\n\r\n", ""),
+    (b"Subject: =?bogus?q?x?=\r\n\r\n", "=?bogus?q?x?="),
+])
+def test_the_subject_a_view_shows(headers: bytes, subject: str) -> None:
+    from exchsim.transport.queueadmin import _subject
+    assert _subject(headers) == subject
