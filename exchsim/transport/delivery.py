@@ -169,8 +169,9 @@ class DeliveryAgent:
 
     async def run(self) -> None:
         """Deliver what is handed over, and scan the queue at start, after a full list, every
-        half RetryInterval and when a deferral it made falls due (the earliest next attempt
-        first, at most a page of _MAX_READY messages a scan: transport/queue.py)."""
+        half of the schedule's shortest wait and when a deferral it made falls due (the
+        earliest next attempt first, at most a page of _MAX_READY messages a scan:
+        transport/queue.py)."""
         loop = asyncio.get_running_loop()
         sem = asyncio.Semaphore(self.concurrency)
         tasks: set[asyncio.Task[None]] = set()

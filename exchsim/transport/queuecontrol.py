@@ -138,6 +138,9 @@ class ControlServer:
             return _error(str(exc))
         except (TypeError, ValueError) as exc:
             return _error(f"bad arguments: {exc}")
+        except Exception as exc:  # the daemon goes on; the admin learns what failed
+            log.exception("queue control command %s failed", command)
+            return _error(f"{command} failed: {type(exc).__name__}: {exc}")
 
 
 def _error(text: str) -> dict[str, Any]:
