@@ -89,6 +89,7 @@ from exchsim.config.windows import DEFAULT_LM_COMPATIBILITY_LEVEL, DEFAULT_OS, W
 from exchsim.config.zones import TimeZoneName, zone_of
 
 _CONNECTION_SPAN = Bounds(datetime.timedelta(seconds=1), datetime.timedelta(days=1))
+_SECOND = datetime.timedelta(seconds=1)
 _SERVER_FQDN = (
     "a host name like ex01.contoso.com (letters, digits, hyphens, dot-separated); "
     "ExchangeServer authentication and the banner use it (exchange.md §3.4)"
@@ -247,6 +248,19 @@ class Server(ExchangeObject):
         ge=datetime.timedelta(seconds=5), le=datetime.timedelta(days=90))
     tls10_server_enabled: Bool = Field(alias="Tls10ServerEnabled", default=False)
     tls11_server_enabled: Bool = Field(alias="Tls11ServerEnabled", default=False)
+    # Set-TransportService's retry schedule (exchange.md §8.5), Exchange's defaults and ranges;
+    # a value not given here is capped at Lab.RetryInterval (policy/retry.py).
+    transient_failure_retry_count: int = Field(
+        alias="TransientFailureRetryCount", default=6, ge=0, le=15)
+    transient_failure_retry_interval: TimeSpan = Field(
+        alias="TransientFailureRetryInterval", default=datetime.timedelta(minutes=5),
+        ge=_SECOND, le=datetime.timedelta(hours=12))
+    outbound_connection_failure_retry_interval: TimeSpan = Field(
+        alias="OutboundConnectionFailureRetryInterval", default=datetime.timedelta(minutes=10),
+        ge=_SECOND, le=datetime.timedelta(days=20))
+    message_retry_interval: TimeSpan = Field(
+        alias="MessageRetryInterval", default=datetime.timedelta(minutes=15),
+        ge=_SECOND, le=datetime.timedelta(days=1))
 
     @property
     def version(self) -> str:  # 15.0 | 15.1 | 15.2, what the dialect depends on
@@ -389,7 +403,8 @@ class LabSettings(ExchangeObject):
     retry_interval: TimeSpan = Field(
         alias="RetryInterval", default=datetime.timedelta(seconds=10)
     )
-    """The hub's retry interval after a temporary delivery failure (exchange.md §8.4)."""
+    """The lab's time scale for delivery retries: every interval of a server's retry schedule
+    that its config does not set is at most this long (exchange.md §8.5, policy/retry.py)."""
     message_expiration_timeout: TimeSpan = Field(
         alias="MessageExpirationTimeout", default=datetime.timedelta(days=2),
         ge=datetime.timedelta(seconds=5), le=datetime.timedelta(days=90))

@@ -228,12 +228,13 @@ class MessageTracking:
             internal_message_id=str(item.internal_id),
         ), MessageFacts.of(item.data, item.message_id))
 
-    def fail(self, item: Queued, failed: Mapping[str, object]) -> None:
-        """FAIL: delivery to these recipients failed for good (recipient -> its reply)."""
+    def fail(self, item: Queued, failed: Mapping[str, object], source: str = "") -> None:
+        """FAIL: delivery to these recipients failed for good (recipient -> its reply);
+        ``source`` ADMIN when an admin removed them (Remove-Message, exchange.md §8.5)."""
         if self.hub is None or not failed:
             return
         statuses = [_status(reply) for reply in failed.values()]
-        source = "ROUTING" if any("RESOLVER." in s for s in statuses) else "SMTP"
+        source = source or ("ROUTING" if any("RESOLVER." in s for s in statuses) else "SMTP")
         self._write(self.hub, Event(
             "FAIL", source, message_id=item.message_id, sender_address=item.sender,
             recipients=list(failed), recipient_status=statuses,

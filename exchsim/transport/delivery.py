@@ -21,9 +21,11 @@ so one bad recipient never holds up the others:
 - permanent (5xx, an address that cannot be sent) -> an NDR to the sender, none for ``<>``
   or a recipient that said NOTIFY=NEVER (transport/notify.py sends every report: NDRs, the
   delay DSN after the server's DelayNotificationTimeout, success and relay DSNs);
-- transient (4xx, a broken transaction) -> retried after RetryInterval, doubled per attempt, up
-  to 15 minutes; unreachable (connect, TLS, EXCHANGEAUTH) -> the destination is retried every
-  RetryInterval, and messages for a destination known to be down wait for that retry;
+- transient (4xx, a broken transaction) -> retried after MessageRetryInterval; unreachable
+  (connect, TLS, EXCHANGEAUTH) -> the destination is retried after TransientFailureRetryInterval
+  TransientFailureRetryCount times, then every OutboundConnectionFailureRetryInterval
+  (policy/retry.py, exchange.md §8.5), and messages for a destination known to be down wait for
+  that retry;
 - either, past MessageExpirationTimeout (the server's, else the lab's: 2 days) -> an NDR
   ``550 4.4.7 QUEUE.Expired``;
 - a crash (an unexpected exception in exchsim's own code for this message) -> retried once,
@@ -43,7 +45,7 @@ import logging
 import re
 import traceback
 from collections import defaultdict, deque
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TypeVar
 
@@ -52,17 +54,14 @@ from exchsim.config.model import Lab, Server
 from exchsim.logs.tracking import MessageTracking
 from exchsim.policy import replies, rules
 from exchsim.policy.replies import Reply
+from exchsim.policy.retry import RetrySchedule
 from exchsim.transport.hopclient import HopTls
 from exchsim.transport.hub import Route, categorize
 from exchsim.transport.nexthop import Endpoint, NextHops
 from exchsim.transport.notify import Notifier
-from exchsim.transport.outcome import (
-    Kind,
-    classify,
-    retry_delay,
-    summary,
-)
+from exchsim.transport.outcome import Kind, classify, summary
 from exchsim.transport.queue import MessageQueue, QueuedMessage
+from exchsim.transport.queuestate import QueueState, destination_of, next_hop_of
 
 __all__ = ["DeliveryAgent", "Endpoint"]
 
@@ -105,6 +104,7 @@ class DeliveryAgent:
         concurrency: int = 8,
         expiration: datetime.timedelta | None = None,
         tracking: MessageTracking | None = None,
+        schedule: RetrySchedule | None = None,
     ) -> None:
         self.lab = lab
         self.tracking = tracking or MessageTracking.disabled(server)
@@ -113,6 +113,8 @@ class DeliveryAgent:
         self.queue = queue
         self.hops = NextHops(server, tls_context, mailbox_delivery, internet)
         self.retry = retry
+        self.schedule = schedule or RetrySchedule.fixed(retry)
+        self.state = QueueState()  # what Get-Queue / Get-Message read (transport/queueadmin.py)
         self.expiration = (expiration or server.message_expiration_timeout
                            or lab.lab.message_expiration_timeout)
         self.notify = Notifier(lab.organization, server, clock, queue, self.tracking,
@@ -122,7 +124,6 @@ class DeliveryAgent:
         self._ready: deque[QueuedMessage] = deque()
         self._scan_requested = True
         self._inflight: set[int] = set()
-        self._down: dict[str, tuple[datetime.datetime, str]] = {}  # destination -> retry, why
         self._earliest: datetime.datetime | None = None  # the soonest deferral made in memory
         self._traced: set[tuple[str, str, int]] = set()  # crash sites logged with a traceback
         self._fatal: BaseException | None = None
@@ -140,14 +141,47 @@ class DeliveryAgent:
             self._scan_requested = True
         self._wake.set()
 
+    # --- the admin's actions (transport/queueadmin.py) ---------------------------------------
+
+    def busy(self, internal_id: int) -> bool:
+        """Whether the message is being delivered now (Get-Message's Active)."""
+        return internal_id in self._inflight
+
+    def forget(self, internal_id: int) -> None:
+        """The message was suspended or removed: drop it if it waits in memory."""
+        if any(i.internal_id == internal_id for i in self._ready):
+            self._ready = deque(i for i in self._ready if i.internal_id != internal_id)
+
+    def retry_now(self, destinations: Sequence[str] = ()) -> None:
+        """Retry-Queue: try these destinations at once, and look at the queue now."""
+        now = self.clock.utc()
+        for destination in destinations:
+            held = self.state.down.get(destination)
+            if held is not None:
+                held.next = now
+        self._earliest = None
+        self._scan_requested = True
+        self._wake.set()
+
+    async def remove(self, item: QueuedMessage, rcpts: Sequence[str], ndr: bool) -> None:
+        """Remove-Message: these recipients are done, with an NDR to the sender or without
+        (``-WithNDR``); the tracking log says FAIL with source ADMIN."""
+        failed = dict.fromkeys(rcpts, replies.QUEUE_ADMIN_REMOVED)
+        self.tracking.fail(item, failed, source="ADMIN")
+        if ndr:
+            await self.notify.failed(item, failed)
+        await self.queue.complete(item.internal_id, list(rcpts))
+        self.state.settled(item.internal_id, list(rcpts))
+
     async def run(self) -> None:
         """Deliver what is handed over, and scan the queue at start, after a full list, every
-        half RetryInterval and when a deferral it made falls due (the earliest next attempt
-        first, at most a page of _MAX_READY messages a scan: transport/queue.py)."""
+        half of the schedule's shortest wait and when a deferral it made falls due (the
+        earliest next attempt first, at most a page of _MAX_READY messages a scan:
+        transport/queue.py)."""
         loop = asyncio.get_running_loop()
         sem = asyncio.Semaphore(self.concurrency)
         tasks: set[asyncio.Task[None]] = set()
-        period = self.retry.total_seconds() / 2 or 1.0
+        period = self.schedule.shortest.total_seconds() / 2 or 1.0
         next_scan = loop.time()
         self._fatal = None
         if not self._started:
@@ -185,7 +219,7 @@ class DeliveryAgent:
                             self._earliest, due)
                 while self._ready and self._fatal is None:
                     item = self._ready.popleft()
-                    if item.internal_id in self._inflight:
+                    if item.internal_id in self._inflight or item.internal_id in self.state.held:
                         continue
                     self._inflight.add(item.internal_id)
                     await sem.acquire()
@@ -247,6 +281,7 @@ class DeliveryAgent:
             tried = tried or not result.held
             if result.done:  # settled at once: a later group's crash cannot deliver them twice
                 await self._write(self.queue.complete(item.internal_id, result.done))
+                self.state.settled(item.internal_id, result.done)
                 await self.notify.delivered(item, result.done, relayed=route.kind != "mailbox")
             delivered += len(result.done)
             failed.update(result.failed)
@@ -257,6 +292,7 @@ class DeliveryAgent:
             self.tracking.fail(item, failed)
             ndr_sent = await self._bounce(item, failed)
             await self._write(self.queue.complete(item.internal_id, list(failed)))
+            self.state.settled(item.internal_id, list(failed))
         first = next(iter(deferred.values()), "")
         if deferred:
             assert retry_at is not None
@@ -293,12 +329,15 @@ class DeliveryAgent:
         sendable = [r for r in rcpts if r not in result.failed]
         if not sendable:
             return result
-        destination = f"mailbox {route.server}" if route.kind == "mailbox" else "internet"
-        held = self._down.get(destination)
-        if held is not None and held[0] > now:  # known to be down: wait for its retry
+        destination = destination_of(route)
+        self.state.route(item.internal_id, {
+            r: (hop, destination) for r in sendable
+            if (hop := next_hop_of(self.lab, route, r)) is not None})
+        held = self.state.down.get(destination)
+        if held is not None and held.next > now:  # known to be down: wait for its retry
             result.held = not result.failed
             return self._settle_deferred(item, result, sendable, Kind.UNREACHABLE,
-                                         held[1], held[0])
+                                         held.reason, held.next)
         try:
             if route.kind == "mailbox":
                 assert route.server is not None
@@ -344,22 +383,24 @@ class DeliveryAgent:
                         item.internal_id, _printable(item.message_id),
                         now - item.received_at, _printable(reason, 300))
             return result
-        when = when or now + retry_delay(self.retry, kind, item.attempts)
+        when = when or now + self.schedule.message_retry()
         result.deferred.update((r, reason) for r in rcpts)
         result.retry_at = when if result.retry_at is None else min(result.retry_at, when)
         return result
 
     def _unreachable(self, item: QueuedMessage, result: _Attempt, rcpts: list[str],
                      destination: str, reason: str) -> _Attempt:
-        when = self.clock.utc() + self.retry
-        if destination not in self._down:
-            log.warning("%s cannot reach %s (%s); retrying every %s", self.server.name,
-                        destination, reason, self.retry)
-        self._down[destination] = (when, reason)
+        now = self.clock.utc()
+        failures = self.state.failures(destination) + 1
+        when = now + self.schedule.connection_retry(failures)
+        if failures == 1:
+            log.warning("%s cannot reach %s (%s); retrying at %s", self.server.name,
+                        destination, reason, f"{when:%H:%M:%S}")
+        self.state.failed(destination, reason, now, when)
         return self._settle_deferred(item, result, rcpts, Kind.UNREACHABLE, reason, when)
 
     def _reachable(self, destination: str) -> None:
-        if self._down.pop(destination, None) is not None:
+        if self.state.reached(destination):
             log.warning("%s reaches %s again", self.server.name, destination)
 
     async def _crashed(self, item: QueuedMessage, exc: Exception) -> None:
@@ -371,7 +412,7 @@ class DeliveryAgent:
         trace = site not in self._traced and len(self._traced) < 100
         if trace:
             self._traced.add(site)
-        retry_at = now + self.retry
+        retry_at = now + self.schedule.message_retry()
         try:
             poisoned = await self.queue.record_crash(item.internal_id, reason=summary(exc),
                                                      now=now, retry_at=retry_at)

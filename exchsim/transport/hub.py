@@ -94,7 +94,8 @@ class HubReceiver:
         item = None
         # What an NDR or DSN for it says of its arrival (transport/ndr.py, exchange.md §12.6).
         metadata = {"network_message_id": network_id, "client_ip": message.client_ip,
-                    "received_from": message.context.helo or ""}
+                    "received_from": message.context.helo or "",
+                    "source": f"SMTP:{message.context.connector.name}"}  # MessageSourceName
         for param, key in (("ENVID", "envid"), ("RET", "ret")):
             value = message.mail_params.get(param)
             if value:

@@ -29,7 +29,10 @@ After a restart nothing is leased and every pending message is due again.
 
 The file itself -- schema, the integrity check at every open, what happens to a damaged file
 (moved aside, never deleted; what can be read is salvaged into a new queue) -- is
-:mod:`exchsim.transport.queuefile`. Only these two modules import :mod:`sqlite3`.
+:mod:`exchsim.transport.queuefile`; what Get-Queue, Get-Message and the admin's actions read and
+change is :mod:`exchsim.transport.queueadmin`, through :meth:`MessageQueue.read` and
+:meth:`MessageQueue.write`. Only these three modules import :mod:`sqlite3`. A suspended message
+(``messages.suspended``, schema version 3) is never due until it is resumed.
 """
 
 from __future__ import annotations
@@ -436,7 +439,15 @@ class MessageQueue:
                               if ok and op.is_enqueue)
         return outcomes
 
+    async def write(self, run: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``run`` in the group commit, on the queue's thread (transport/queueadmin.py)."""
+        return await self._submit(run, size=0, is_enqueue=False)
+
     # --- reads ------------------------------------------------------------------------------
+
+    async def read(self, run: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``run`` on the queue's thread, outside any write (transport/queueadmin.py)."""
+        return await self._read(run)
 
     async def _read(self, run: Callable[[sqlite3.Connection], T]) -> T:
         self._check_open()
@@ -457,7 +468,7 @@ class MessageQueue:
 
         def run(conn: sqlite3.Connection) -> list[QueuedMessage]:
             rows = conn.execute(
-                f"SELECT {_COLUMNS} FROM messages m WHERE next_attempt_at <= ? "
+                f"SELECT {_COLUMNS} FROM messages m WHERE next_attempt_at <= ? AND suspended = 0 "
                 "AND EXISTS (SELECT 1 FROM recipients r WHERE r.internal_id = m.internal_id) "
                 "ORDER BY next_attempt_at, internal_id LIMIT ?",
                 (moment, limit + len(skip)),
@@ -474,7 +485,7 @@ class MessageQueue:
         def run(conn: sqlite3.Connection) -> int | None:
             value: int | None = conn.execute(
                 "SELECT MIN(next_attempt_at) FROM messages WHERE next_attempt_at > ? "
-                "AND next_attempt_at < ?", (moment, _NEVER)).fetchone()[0]
+                "AND next_attempt_at < ? AND suspended = 0", (moment, _NEVER)).fetchone()[0]
             return value
 
         found = await self._read(run)
