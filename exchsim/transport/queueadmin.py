@@ -43,14 +43,13 @@ from exchsim.policy.nexthop import DeliveryType, NextHop
 from exchsim.transport.delivery import DeliveryAgent
 from exchsim.transport.hub import categorize
 from exchsim.transport.queue import MessageQueue
-from exchsim.transport.queuefile import open_read_only
+from exchsim.transport.queuefile import from_micros, open_read_only, to_micros
 from exchsim.transport.queuestate import HopFailure, QueueState, destination_of, next_hop_of
 
 __all__ = ["MAX_MESSAGES", "AdminError", "QueueAdmin", "offline_views", "parse_identity"]
 
 MAX_MESSAGES = 5000  # messages one view reads (Get-Message's ResultSize is 1000 by default)
 _BUSY_WAIT = 30.0  # seconds an action waits for the attempt under way to end
-_EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.UTC)
 _NEVER = datetime.datetime(9999, 1, 1, tzinfo=datetime.UTC)
 SUBMISSION, UNREACHABLE, POISON = "Submission", "Unreachable", "Poison"
 _PERSISTENT = {SUBMISSION: (DeliveryType.UNDEFINED, "Submission"),
@@ -85,7 +84,7 @@ class Row:
 
 
 def _when(micros: int) -> datetime.datetime:
-    return min(_EPOCH + datetime.timedelta(microseconds=micros), _NEVER)
+    return min(from_micros(micros), _NEVER)
 
 
 def read_rows(conn: sqlite3.Connection, ids: Iterable[int] | None = None,
@@ -354,7 +353,7 @@ class QueueAdmin:
             if item is not None:  # POISONMESSAGE: also when a message leaves the Poison queue
                 self.agent.tracking.poison(item, "resumed by an administrator")
         else:
-            moment = (now - _EPOCH) // datetime.timedelta(microseconds=1)
+            moment = to_micros(now)
             await self.queue.write(lambda conn: conn.execute(
                 "UPDATE messages SET suspended = 0, next_attempt_at = min(next_attempt_at, ?) "
                 "WHERE internal_id = ?", (moment, internal_id)))
@@ -405,7 +404,7 @@ class QueueAdmin:
                              "(exchsim queue resume)")
         ids = list(views.members[key])
         now = self.agent.clock.utc()
-        moment = (now - _EPOCH) // datetime.timedelta(microseconds=1)
+        moment = to_micros(now)
 
         def run(conn: sqlite3.Connection) -> None:
             conn.executemany("UPDATE messages SET next_attempt_at = min(next_attempt_at, ?) "

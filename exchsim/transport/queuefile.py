@@ -48,8 +48,35 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["COLUMNS", "SCHEMA_VERSION", "QueueUnavailableError", "Recovery", "open_queue_file",
-           "open_read_only"]
+__all__ = [
+    "COLUMNS",
+    "EPOCH",
+    "NEVER",
+    "SCHEMA_VERSION",
+    "QueueUnavailableError",
+    "Recovery",
+    "from_micros",
+    "open_queue_file",
+    "open_read_only",
+    "to_micros",
+]
+
+EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.UTC)
+"""Times are stored as microseconds since this instant."""
+_MICROSECOND = datetime.timedelta(microseconds=1)
+NEVER = (datetime.datetime(9999, 12, 31, tzinfo=datetime.UTC) - EPOCH) // _MICROSECOND
+"""next_attempt_at of a poisoned message: never due (and still a valid datetime when loaded)."""
+
+
+def to_micros(moment: datetime.datetime) -> int:
+    """An aware datetime as the file stores it."""
+    if moment.tzinfo is None or moment.utcoffset() is None:
+        raise ValueError(f"an aware datetime is required, got naive {moment!r}")
+    return (moment - EPOCH) // _MICROSECOND
+
+
+def from_micros(value: int) -> datetime.datetime:
+    return EPOCH + datetime.timedelta(microseconds=value)
 
 log = logging.getLogger(__name__)
 
