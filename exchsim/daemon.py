@@ -39,6 +39,7 @@ from exchsim.policy.connectors import ConnectorIndex
 from exchsim.policy.ntlm import identity_of
 from exchsim.policy.permissions import ConnectorAcl, connector_acl
 from exchsim.policy.rates import MessageRateWindow
+from exchsim.policy.retry import RetrySchedule
 from exchsim.smtp.adapter import ExchangeSession
 from exchsim.smtp.message import MessageHandler
 from exchsim.smtp.ntlm import WindowsNtlmAcceptor
@@ -62,6 +63,8 @@ from exchsim.transport.hopclient import HopTls
 from exchsim.transport.hub import HubReceiver
 from exchsim.transport.mailbox import MailboxDeliveryReceiver
 from exchsim.transport.queue import MessageQueue
+from exchsim.transport.queueadmin import QueueAdmin
+from exchsim.transport.queuecontrol import ControlServer, control_path
 from exchsim.transport.restart import GaveUp, RestartPolicy, keep_running
 from exchsim.transport.smtpsend import SendContext, SmtpSender
 
@@ -359,6 +362,7 @@ class LabDaemon:
         self.restart_policy = RestartPolicy()  # for the delivery agents (transport/restart.py)
         self.failure: str | None = None  # why a task the daemon needs has stopped
         self.failed = asyncio.Event()
+        self.control: ControlServer | None = None  # exchsim queue (transport/queuecontrol.py)
 
     def servers_to_run(self) -> list[Server]:
         if self.only is None:
@@ -411,6 +415,7 @@ class LabDaemon:
                 ),
                 retry=self.lab.lab.retry_interval,
                 tracking=node.tracking,
+                schedule=RetrySchedule.of(server, self.lab.lab.retry_interval),
                 # Send connectors: their ports get the lab's offset too (transport/smtpsend.py).
                 sender=SmtpSender(send_context),
                 hub_transport={
@@ -443,6 +448,10 @@ class LabDaemon:
                 self.listeners.append(Listener(server.name, host, port))
             self._spawn(keep_running(f"delivery {server.name}", agent.run,
                                      self.restart_policy), f"delivery {server.name}")
+        self.control = ControlServer(control_path(self.data_dir, self.only), {
+            name: QueueAdmin(self.lab, self.lab.server(name), self.queues[name], agent)
+            for name, agent in self.agents.items()})
+        await self.control.start()
         self._spawn(self._trim_memory(), "memory trim")
         self._spawn(self._watch_certificate_store(pki, certificates, store_seen),
                     "certificate store")
@@ -529,6 +538,9 @@ class LabDaemon:
             self.failed.set()  # the CLI stops the process with a non-zero exit status
 
     async def stop(self) -> None:
+        if self.control is not None:
+            await self.control.stop()
+            self.control = None
         if self.crl_server is not None:
             await self.crl_server.stop()
             self.crl_server = None
