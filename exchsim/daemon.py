@@ -31,6 +31,7 @@ from exchsim.config.model import (
     Server,
     TransportRole as Role,
 )
+from exchsim.config.sendconnector import SendConnector
 from exchsim.config.vocabulary import logon_table
 from exchsim.logs.protocol import ProtocolLog, ProtocolLogSession, new_session_id
 from exchsim.logs.tracking import MessageTracking
@@ -65,12 +66,14 @@ from exchsim.transport.queue import MessageQueue
 from exchsim.transport.queueadmin import QueueAdmin
 from exchsim.transport.queuecontrol import ControlServer, control_path
 from exchsim.transport.restart import GaveUp, RestartPolicy, keep_running
+from exchsim.transport.smtpsend import SendContext, SmtpSender
 
 log = logging.getLogger(__name__)
 
 PORT_HUB_DEFAULT = 2525
 PORT_CLIENT_PROXY = 465
 PORT_MAILBOX_DELIVERY = 475
+PORT_OUTBOUND_PROXY = 717
 PRIVATE_UMASK = 0o077
 TRIM_INTERVAL = 5.0  # seconds between returns of freed memory to the system
 STORE_POLL = 1.0  # seconds between looks at DATA/pki/store.json (certificates enabled live)
@@ -191,6 +194,16 @@ class ServerNode:
                    if t > now]
         self._starttls[connector.identity] = (context, min(changes, default=None))
         return context
+
+    def send_certificate(self, connector: SendConnector) -> CertificateFiles | None:
+        """The client certificate of a send connector's STARTTLS (transport/smtpsend.py): the
+        one its TlsCertificateName names (None if there is none), else an SMTP certificate for
+        its FQDN (the server's), else the server's own."""
+        chosen = select_certificate(self.smtp_certificates, connector.fqdn or self.server.fqdn,
+                                    connector.tls_certificate_name, now=self.clock.utc())
+        if chosen is None and not connector.tls_certificate_name:
+            return self.certificate
+        return chosen
 
     def anonymous_tls_context(self) -> JudgedServerContext | None:
         return self._anon_server
@@ -386,6 +399,9 @@ class LabDaemon:
             )
             queue = await MessageQueue.open(self.data_dir / "queue" / f"{server.name}.sqlite",
                                             clock=self.clock)
+            send_context = SendContext(
+                server=server, dns=self.lab.dns, port_offset=self.port_offset,
+                certificate=node.send_certificate, judge=node.judge_certificate)
             self.queues[server.name] = queue
             agent = DeliveryAgent(
                 self.lab, server, self.clock, queue, node.client_tls_context,
@@ -400,12 +416,20 @@ class LabDaemon:
                 retry=self.lab.lab.retry_interval,
                 tracking=node.tracking,
                 schedule=RetrySchedule.of(server, self.lab.lab.retry_interval),
+                # Send connectors: their ports get the lab's offset too (transport/smtpsend.py).
+                sender=SmtpSender(send_context),
+                hub_transport={
+                    s.name.lower(): Endpoint(s.address, PORT_HUB_DEFAULT + self.port_offset)
+                    for s in self.lab.servers
+                },
+                frontend=Endpoint(server.address, PORT_OUTBOUND_PROXY + self.port_offset),
             )
             self.agents[server.name] = agent
             node.frontend = FrontendProxy(
                 server, self.clock, node.client_tls_context,
                 default_hub=HubEndpoint(server.address, PORT_HUB_DEFAULT + self.port_offset),
                 client_proxy=HubEndpoint(server.address, PORT_CLIENT_PROXY + self.port_offset),
+                sender=SmtpSender(send_context),  # Outbound Proxy Frontend's client (XPROXYTO)
             )
             node.handlers = {
                 Role.FRONTEND: node.frontend,

@@ -25,7 +25,7 @@ import zlib
 from dataclasses import dataclass, field
 
 from exchsim.config.model import Lab
-from exchsim.policy.nexthop import DeliveryType, NextHop
+from exchsim.policy.nexthop import NextHop
 from exchsim.transport.hub import Route
 
 __all__ = ["NO_MATCHING_CONNECTOR", "HopFailure", "QueueState", "database_name", "destination_of",
@@ -44,20 +44,20 @@ def database_name(server: str) -> str:
 
 def next_hop_of(lab: Lab, route: Route, recipient: str) -> NextHop | None:
     """The next hop of a recipient the hub routed to ``route`` (None: no queue; the recipient
-    fails at once, e.g. an unknown address in an Authoritative domain)."""
-    if route.kind == "mailbox" and route.server is not None:
-        return NextHop(DeliveryType.SMTP_DELIVERY_TO_MAILBOX,
-                       database_name(route.server).lower())
-    if route.kind == "internet":
-        domain = recipient.rpartition("@")[2].lower()
-        return NextHop(DeliveryType.DNS_CONNECTOR_DELIVERY, domain, "Internet")
-    return None
+    fails at once, e.g. an unknown address in an Authoritative domain): the routing's own
+    (transport/hub.categorize, policy/outbound.py)."""
+    return route.next_hop
 
 
 def destination_of(route: Route) -> str:
     """The agent's name of where ``route`` goes (one connection target: a mailbox server's
-    Mailbox Transport Delivery, or the internet sink)."""
-    return f"mailbox {route.server}" if route.kind == "mailbox" else "internet"
+    Mailbox Transport Delivery, a send connector's next hop, the source servers of another
+    server's connector)."""
+    if route.kind == "mailbox":
+        return f"mailbox {route.server}"
+    if route.next_hop is None or route.kind == "unreachable":
+        return "unreachable"
+    return f"{route.next_hop.domain} (send connector {route.connector})"
 
 
 @dataclass

@@ -15,7 +15,7 @@ from exchsim.config.model import Lab
 from exchsim.policy.nexthop import DeliveryType, NextHop
 from exchsim.policy.retry import RetrySchedule
 from exchsim.transport.delivery import DeliveryAgent, Endpoint
-from exchsim.transport.hub import Route
+from exchsim.transport.hub import Route, categorize
 from exchsim.transport.queue import MessageQueue
 from exchsim.transport.queueadmin import AdminError, QueueAdmin, offline_views, parse_identity
 from exchsim.transport.queuecontrol import ControlServer, control_path, control_paths
@@ -68,13 +68,16 @@ async def put(queue: MessageQueue, subject: str, *rcpts: str) -> int:
 
 def test_next_hops_of_the_agents_destinations() -> None:
     config = lab()
-    assert next_hop_of(config, Route("mailbox", "EX01"), "alice@contoso.com") == NextHop(
+    assert next_hop_of(config, categorize(config, "alice@contoso.com"),
+                       "alice@contoso.com") == NextHop(
         DeliveryType.SMTP_DELIVERY_TO_MAILBOX, database_name("EX01").lower())
     assert database_name("EX01") == database_name("ex01")
     assert database_name("EX01").startswith("Mailbox Database ")
     assert len(database_name("EX01").rsplit(" ", 1)[1]) == 10
-    assert next_hop_of(config, Route("internet"), "u@Fabrikam.Example") == NextHop(
-        DeliveryType.DNS_CONNECTOR_DELIVERY, "fabrikam.example", "Internet")
+    # lab.yaml's send connector To Internet, with the internet sink as its smart host.
+    assert next_hop_of(config, categorize(config, "u@Fabrikam.Example"),
+                       "u@Fabrikam.Example") == NextHop(
+        DeliveryType.SMART_HOST_CONNECTOR_DELIVERY, "[127.0.10.250]", "To Internet")
     assert next_hop_of(config, Route("ndr"), "nobody@contoso.com") is None
 
 
@@ -191,8 +194,8 @@ async def test_a_recipient_routed_to_no_connector_is_in_the_unreachable_queue(
         agent.state.route(internal_id, {
             "user@fabrikam.example": (NextHop(DeliveryType.UNREACHABLE, "unreachable domain"),
                                       "unreachable"),
-            "alice@contoso.com": (next_hop_of(agent.lab, Route("mailbox", "EX01"),
-                                              "alice@contoso.com"), "mailbox EX01")})
+            "alice@contoso.com": (categorize(agent.lab, "alice@contoso.com").next_hop,
+                                  "mailbox EX01")})
         queues = {q["Identity"]: q for q in await admin.get_queues()}
         assert queues["EX01\\Unreachable"]["DeliveryType"] == "Unreachable"
         assert queues["EX01\\Unreachable"]["NextHopDomain"] == "Unreachable Domain"
