@@ -33,13 +33,14 @@ from exchsim.config.model import (
 )
 from exchsim.config.vocabulary import logon_table
 from exchsim.logs.protocol import ProtocolLog, ProtocolLogSession, new_session_id
+from exchsim.logs.sendlog import SendProtocolLog
 from exchsim.logs.tracking import MessageTracking
 from exchsim.policy.connectors import ConnectorIndex
 from exchsim.policy.ntlm import identity_of
 from exchsim.policy.permissions import ConnectorAcl, connector_acl
 from exchsim.policy.rates import MessageRateWindow
 from exchsim.smtp.adapter import ExchangeSession
-from exchsim.smtp.message import MessageHandler
+from exchsim.smtp.message import LocalCertificate, MessageHandler
 from exchsim.smtp.ntlm import WindowsNtlmAcceptor
 from exchsim.smtp.sink import SinkHandler, sink_factory
 from exchsim.tls.certstore import smtp_certificates, store_path
@@ -130,6 +131,16 @@ class ServerNode:
             max_directory_size=server.receive_protocol_log_max_directory_size,
             max_age=server.receive_protocol_log_max_age,
         )
+        # The client side of every hop this server makes (logs/sendlog.py, exchange.md §6.1).
+        cert = self.certificate
+        self.send_log = SendProtocolLog(
+            ProtocolLog(data_dir / "logs" / server.name / "ProtocolLog" / "SmtpSend", "SmtpSend",
+                        clock.utc, max_file_size=server.send_protocol_log_max_file_size,
+                        max_directory_size=server.send_protocol_log_max_directory_size,
+                        max_age=server.send_protocol_log_max_age),
+            self.next_session_id,
+            LocalCertificate(cert.subject, cert.issuer, cert.serial, cert.thumbprint,
+                             cert.not_before, cert.not_after, cert.dns_names, cert.key_bits))
         self.tracking = (MessageTracking.open(
             server, data_dir / "logs" / server.name / "MessageTracking", clock.utc,
             max_file_size=server.message_tracking_log_max_file_size,
@@ -397,10 +408,12 @@ class LabDaemon:
                 tracking=node.tracking,
             )
             self.agents[server.name] = agent
+            agent.hops.send_log = node.send_log
             node.frontend = FrontendProxy(
                 server, self.clock, node.client_tls_context,
                 default_hub=HubEndpoint(server.address, PORT_HUB_DEFAULT + self.port_offset),
                 client_proxy=HubEndpoint(server.address, PORT_CLIENT_PROXY + self.port_offset),
+                send_log=node.send_log,
             )
             node.handlers = {
                 Role.FRONTEND: node.frontend,
@@ -529,6 +542,7 @@ class LabDaemon:
             if isinstance(delivery, MailboxDeliveryReceiver):
                 await delivery.close()
             node.receive_log.close()
+            node.send_log.close()
             node.tracking.close()
             await node.judge.close()
         if self.sink is not None:

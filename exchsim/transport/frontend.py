@@ -27,6 +27,12 @@ comes within the hop's timeout, the reply cannot be read), so the client gets
 message twice while the client was told it failed. The client's own retry after that 451 is
 the only copy that can follow, and Mailbox Transport Delivery drops it if the first one did
 arrive (the same Internet Message-ID, transport/mailbox.py).
+
+Each hop session is written to the server's send protocol log under the implicit
+``Intra-Organization SMTP Send Connector`` when the Front End's
+IntraOrgConnectorProtocolLoggingLevel (Set-FrontendTransportService, Verbose by default) says
+so (exchange.md §6.1). The Front End keeps no queue, so its ``sending message`` line names
+RecordId 0 (exchsim's choice) and the Message-ID the client's message carries (empty if none).
 """
 
 from __future__ import annotations
@@ -38,6 +44,7 @@ from dataclasses import dataclass
 
 from exchsim.clock import Clock
 from exchsim.config.model import Server
+from exchsim.logs.sendlog import INTRA_ORG_CONNECTOR, SendProtocolLog
 from exchsim.policy import replies
 from exchsim.policy.headers import parse_message
 from exchsim.policy.permissions import Identity, IdentityKind, Rights, rights_to_mask
@@ -86,6 +93,7 @@ class FrontendProxy:
         client_proxy: HubEndpoint,
         *,
         hop_timeout: float = 30.0,
+        send_log: SendProtocolLog | None = None,
     ) -> None:
         self.server = server
         self.clock = clock
@@ -93,6 +101,7 @@ class FrontendProxy:
         self.default_hub = default_hub
         self.client_proxy = client_proxy
         self.hop_timeout = hop_timeout  # seconds for each hub reply
+        self.send_log = send_log
         self._hops: dict[str, _Hop] = {}  # by client session id
 
     async def __call__(self, message: AcceptedMessage) -> Reply:
@@ -105,6 +114,7 @@ class FrontendProxy:
             try:
                 hop = await self._hop(context)
                 params = _mail_params(message)
+                hop.log_message(0, (parsed.first("Message-ID") or "").strip())
                 # All or none: the client already has a 250 for every recipient, so one the
                 # hub refuses must fail the message visibly rather than vanish.
                 result = await hop.send_message(
@@ -132,9 +142,14 @@ class FrontendProxy:
             raise HopError("no internal transport certificate")
         submission = context.local.port == CLIENT_SUBMISSION_PORT
         target = self.client_proxy if submission else self.default_hub
+        log = None
+        if self.send_log is not None:
+            service = self.server.frontend_transport_service
+            log = self.send_log.session(INTRA_ORG_CONNECTOR, target.host, target.port,
+                                        service.intra_org_connector_protocol_logging_level)
         hop = await HopClient.connect(
             target.host, target.port, helo=self.server.fqdn, tls_context=tls,
-            timeout=self.hop_timeout, source=self.server.address,
+            timeout=self.hop_timeout, source=self.server.address, log=log,
         )
         try:
             if submission and context.identity.kind is IdentityKind.USER:

@@ -6,6 +6,15 @@ reply; what went wrong otherwise is raised for transport/outcome.py to classify:
 could not be reached or the session set up (:class:`Unreachable`), the SMTP client refuses an
 address of the message (:class:`Unsendable`), or the transaction failed (HopError, aiosmtplib's
 errors, OSError, TimeoutError).
+
+Both kinds of session are written to the server's send protocol log (``send_log``, set by the
+daemon; exchange.md §6.1): the hops to Mailbox Transport Delivery under the implicit
+``Intra-Organization SMTP Send Connector`` when the server's IntraOrgConnectorProtocolLoggingLevel
+(Set-TransportService, None by default) is Verbose, each message with its RecordId (the queue's
+InternalId) and InternetMessageId; the internet sink's sessions under ``Internet``, the name the
+tracking log gives that next hop. The sink stands in for a send connector the lab does not
+configure, so until delivery goes through send connectors the same server setting switches it
+(exchsim's choice).
 """
 
 from __future__ import annotations
@@ -18,11 +27,13 @@ from dataclasses import dataclass
 import aiosmtplib
 
 from exchsim.config.model import Server
+from exchsim.logs.sendlog import INTRA_ORG_CONNECTOR, SendLogSession, SendProtocolLog
 from exchsim.policy.headers import send_firewall
 from exchsim.policy.replies import Reply
 from exchsim.transport.hopclient import HopClient, HopError, HopTls, parse_reply
 from exchsim.transport.outcome import Unreachable, Unsendable, summary
 from exchsim.transport.queue import QueuedMessage
+from exchsim.transport.smtplog import watch
 
 __all__ = ["Endpoint", "NextHops"]
 
@@ -43,6 +54,13 @@ class NextHops:
         self.mailbox_delivery = mailbox_delivery
         self.internet = internet
         self._idle: dict[str, list[HopClient]] = defaultdict(list)
+        self.send_log: SendProtocolLog | None = None
+
+    def _log(self, connector: str, endpoint: Endpoint) -> SendLogSession | None:
+        if self.send_log is None:
+            return None
+        return self.send_log.session(connector, endpoint.host, endpoint.port,
+                                     self.server.intra_org_connector_protocol_logging_level)
 
     def close(self) -> None:
         """Drop every idle hop session."""
@@ -58,7 +76,7 @@ class NextHops:
         if server is None:
             return self.internet.host, self.internet.host, "Internet"
         endpoint = self.mailbox_delivery[server.lower()]
-        return server, endpoint.host, "Intra-Organization SMTP Send Connector"
+        return server, endpoint.host, INTRA_ORG_CONNECTOR
 
     async def to_mailbox(self, server: str, item: QueuedMessage,
                           rcpts: list[str]) -> list[tuple[str, Reply]]:
@@ -68,6 +86,7 @@ class NextHops:
             params = f"SIZE={len(item.data)}"
             if _needs_smtputf8(item.sender, rcpts):
                 params += " SMTPUTF8"
+            hop.log_message(item.internal_id, item.message_id)
             result = await hop.send_message(item.sender, params, rcpts, item.data)
         except BaseException:
             hop.abort()
@@ -94,7 +113,8 @@ class NextHops:
             raise Unreachable("no internal transport certificate")
         try:
             hop = await HopClient.connect(endpoint.host, endpoint.port, helo=self.server.fqdn,
-                                          tls_context=context, source=self.server.address)
+                                          tls_context=context, source=self.server.address,
+                                          log=self._log(INTRA_ORG_CONNECTOR, endpoint))
         except (HopError, OSError, TimeoutError) as exc:
             raise Unreachable(f"{endpoint.host}:{endpoint.port}: {exc}") from exc
         try:
@@ -119,12 +139,20 @@ class NextHops:
                                local_hostname=self.server.fqdn,
                                source_address=(self.server.address, 0),
                                start_tls=False, use_tls=False, timeout=30)
+        log = self._log("Internet", sink)
         try:
+            if log is not None:
+                log.attempting()
             try:
-                await smtp.connect()
+                banner = await smtp.connect()
             except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
                 raise Unreachable(f"{sink.host}:{sink.port}: {summary(exc)}") from exc
+            if log is not None:
+                watch(smtp, log, banner)
             try:
+                if log is not None:  # the line comes after the EHLO, before MAIL
+                    await smtp.ehlo()
+                    log.sending_message(item.internal_id, item.message_id)
                 # Not an Exchange server of the organization (exchange.md §12.5).
                 data = send_firewall(item.data, exchange_of_organization=False)
                 errors, _ = await smtp.sendmail(item.sender, rcpts, data,
@@ -136,7 +164,11 @@ class NextHops:
                 raise Unsendable(str(exc)) from exc
             with contextlib.suppress(aiosmtplib.SMTPException, OSError, TimeoutError):
                 await smtp.quit()
+                if log is not None:
+                    log.disconnect("Remote")  # the server ends the session after QUIT
         finally:
+            if log is not None:
+                log.disconnect("Local")  # unless already written
             smtp.close()
         return [(r, parse_reply(code, [" ".join(text.split())]))
                 for r, (code, text) in errors.items()]
