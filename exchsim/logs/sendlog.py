@@ -36,6 +36,7 @@ import datetime
 from collections.abc import Callable
 
 from exchsim.config.enums import ProtocolLoggingLevel
+from exchsim.config.syntax import format_endpoint as endpoint
 from exchsim.logs.protocol import ProtocolLog, ProtocolLogSession, flatten_reply
 from exchsim.policy import schannel
 from exchsim.smtp.message import LocalCertificate
@@ -66,6 +67,9 @@ def redact_command(line: str) -> tuple[str, bool]:
         words = words[1:]
     shown = f"{verb} {mechanism}"
     return (f"{shown} {REDACTED}" if len(words) > 1 else shown), True
+
+__all__ = ["INTRA_ORG_CONNECTOR", "SendLogSession", "SendProtocolLog", "endpoint",
+           "redact_command"]
 
 
 class SendLogSession(ProtocolLogSession):
@@ -159,7 +163,3 @@ class SendProtocolLog:
     def close(self) -> None:
         self.log.close()
 
-
-def endpoint(host: str, port: int) -> str:
-    """``ip:port``, an IPv6 address in brackets."""
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
