@@ -31,6 +31,7 @@ from exchsim.config.model import (
     Server,
     TransportRole as Role,
 )
+from exchsim.config.sendconnector import SendConnector
 from exchsim.config.vocabulary import logon_table
 from exchsim.logs.protocol import ProtocolLog, ProtocolLogSession, new_session_id
 from exchsim.logs.sendlog import SendProtocolLog
@@ -63,6 +64,8 @@ from exchsim.transport.hub import HubReceiver
 from exchsim.transport.mailbox import MailboxDeliveryReceiver
 from exchsim.transport.queue import MessageQueue
 from exchsim.transport.restart import GaveUp, RestartPolicy, keep_running
+from exchsim.transport.smtplog import ConnectorLog
+from exchsim.transport.smtpsend import SendContext, SmtpSender
 
 log = logging.getLogger(__name__)
 
@@ -199,6 +202,25 @@ class ServerNode:
                    if t > now]
         self._starttls[connector.identity] = (context, min(changes, default=None))
         return context
+
+    def send_certificate(self, connector: SendConnector) -> CertificateFiles | None:
+        """The client certificate of a send connector's STARTTLS (transport/smtpsend.py): the
+        one its TlsCertificateName names (None if there is none), else an SMTP certificate for
+        its FQDN (the server's), else the server's own."""
+        chosen = select_certificate(self.smtp_certificates, connector.fqdn or self.server.fqdn,
+                                    connector.tls_certificate_name, now=self.clock.utc())
+        if chosen is None and not connector.tls_certificate_name:
+            return self.certificate
+        return chosen
+
+    def connector_log(self, connector: SendConnector, where: str) -> ConnectorLog | None:
+        """A send connector session's protocol log (transport/smtpsend.py): under the
+        connector's name, when its ProtocolLoggingLevel is Verbose. ``where`` ends with the
+        ``[address:port]`` connected to."""
+        address, _, port = where.rpartition("[")[2].rstrip("]").rpartition(":")
+        session = self.send_log.session(connector.name, address.strip("[]"), int(port or 0),
+                                        connector.protocol_logging_level)
+        return ConnectorLog(session) if session is not None else None
 
     def anonymous_tls_context(self) -> JudgedServerContext | None:
         return self._anon_server
@@ -406,6 +428,15 @@ class LabDaemon:
                 ),
                 retry=self.lab.lab.retry_interval,
                 tracking=node.tracking,
+                # Send connectors: their ports get the lab's offset too (transport/smtpsend.py).
+                sender=SmtpSender(SendContext(
+                    server=server, dns=self.lab.dns, port_offset=self.port_offset,
+                    certificate=node.send_certificate, judge=node.judge_certificate,
+                    protocol_log=node.connector_log)),
+                hub_transport={
+                    s.name.lower(): Endpoint(s.address, PORT_HUB_DEFAULT + self.port_offset)
+                    for s in self.lab.servers
+                },
             )
             self.agents[server.name] = agent
             agent.hops.send_log = node.send_log

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from exchsim.config.implied import implied_internet_connector
 from exchsim.config.issues import (
     TOP_LEVEL_KEYS,
     ConfigError,
@@ -132,6 +133,10 @@ def load_config_text(text: str, source: str = "<memory>") -> Lab:
     dns = validate_dns(data.get("Dns"), log)
     send_connectors = validate_send_connectors(data.get("SendConnectors"), valid_servers, dns,
                                                log)
+    if "SendConnectors" not in data and settings is not None:
+        # No SendConnectors key: exchsim's implied connector to the internet sink (implied.py).
+        sink = settings.internet_sink
+        send_connectors = [implied_internet_connector(str(sink.address), sink.port)]
 
     if log.items or organization is None or settings is None or dns is None:
         raise ConfigError(log.in_file_order())

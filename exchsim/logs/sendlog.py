@@ -39,7 +39,7 @@ from exchsim.config.enums import ProtocolLoggingLevel
 from exchsim.config.syntax import format_endpoint as endpoint
 from exchsim.logs.protocol import ProtocolLog, ProtocolLogSession, flatten_reply
 from exchsim.policy import schannel
-from exchsim.smtp.message import LocalCertificate
+from exchsim.smtp.message import SENDING_CERTIFICATE, LocalCertificate
 from exchsim.tls.validation import describe
 
 INTRA_ORG_CONNECTOR = "Intra-Organization SMTP Send Connector"
@@ -117,11 +117,15 @@ class SendLogSession(ProtocolLogSession):
         self._event("<", text)
 
     def tls_established(self, protocol: str | None, cipher: str | None, group: str | None,
-                        peer_der: bytes | None, *, presented: bool) -> None:
-        """The handshake's lines: the certificate this server presented (``presented``), the
-        remote certificate, the negotiated protocol and algorithms as Schannel names them."""
+                        peer_der: bytes | None, *, presented: bool,
+                        local_der: bytes | None = None) -> None:
+        """The handshake's lines: the certificate this server presented (``local_der``, or
+        with ``presented`` the server's own), the remote certificate, the negotiated protocol
+        and algorithms as Schannel names them."""
         cert = self.local_certificate
-        if presented and cert is not None:
+        if local_der:
+            self.info(" " + describe(local_der), SENDING_CERTIFICATE)
+        elif presented and cert is not None:
             self.info(*cert.log_line())
         if peer_der:
             self.info(" " + describe(peer_der), REMOTE_CERTIFICATE)

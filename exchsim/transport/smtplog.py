@@ -28,6 +28,8 @@ import aiosmtplib
 
 from exchsim.logs.sendlog import SendLogSession, endpoint
 
+__all__ = ["ConnectorLog", "log_tls", "render", "watch"]
+
 
 def render(response: aiosmtplib.SMTPResponse) -> str:
     """A response as its wire lines, LF-joined (``250-a\\n250 b``)."""
@@ -83,3 +85,40 @@ def log_tls(smtp: aiosmtplib.SMTP, log: SendLogSession, *, presented: bool) -> N
     cipher = ssl_object.cipher()
     log.tls_established(ssl_object.version(), cipher[0] if cipher else None, None,
                         ssl_object.getpeercert(binary_form=True), presented=presented)
+
+
+class ConnectorLog:
+    """transport/smtpsend.py's ``SendLog`` written to a :class:`SendLogSession`: a send
+    connector's session under the connector's name (exchange.md §6.1)."""
+
+    def __init__(self, session: SendLogSession) -> None:
+        self.session = session
+        self._connected = False
+        session.attempting()
+
+    def connected(self, local: str, remote: str) -> None:
+        self._connected = True
+        self.session.connected(local)
+
+    def sent(self, line: str) -> None:
+        self.session.sent(line)
+
+    def received(self, text: str) -> None:
+        self.session.received(text)
+
+    def info(self, text: str) -> None:
+        self.session.info("", text)
+
+    def tls_established(self, protocol: str | None, cipher: str | None, peer_der: bytes | None,
+                        local_der: bytes | None) -> None:
+        self.session.tls_established(protocol, cipher, None, peer_der,
+                                     presented=local_der is not None, local_der=local_der)
+
+    def sending_message(self, record_id: int, message_id: str) -> None:
+        self.session.sending_message(record_id, message_id)
+
+    def closed(self, reason: str) -> None:
+        """The ``-`` line, once a connection stood (``Remote (why)`` is written ``Remote``);
+        a connection never made leaves its ``attempting to connect`` and failure lines."""
+        if self._connected:
+            self.session.disconnect("Remote" if reason.startswith("Remote") else reason)

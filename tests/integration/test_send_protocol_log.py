@@ -29,15 +29,20 @@ SERVER = '{Name: EX01, Role: Mailbox, Fqdn: ex01.contoso.com, Address: 127.0.10.
 HOST = "127.0.10.1"
 PASSWORD = "P@ssw0rd!"
 INTRA = "Intra-Organization SMTP Send Connector"
+TO_INTERNET = '    SmartHosts: ["[127.0.10.250]"]\n    DNSRoutingEnabled: false\n    Port: 25\n'
 
 
-def _config(fields: str = "") -> str:
-    assert SERVER in FAST_LAB_YAML
+def _config(fields: str = "", sink_logging: str = "None") -> str:
+    """The fast lab, with ``fields`` on EX01 and its send connector to the internet sink
+    (``To Internet``, configs/lab.yaml) at ProtocolLoggingLevel ``sink_logging``."""
+    assert SERVER in FAST_LAB_YAML and TO_INTERNET in FAST_LAB_YAML
     server = SERVER if not fields else SERVER[:-1] + ", " + fields + "}"
     connectors = FAST.replace("{Name: Client Frontend EX01, Server: EX01,",
                               "{Name: Client Frontend EX01, Server: EX01, "
                               "ProtocolLoggingLevel: Verbose,")
-    return with_connectors(FAST_LAB_YAML.replace(SERVER, server), connectors)
+    text = FAST_LAB_YAML.replace(SERVER, server).replace(
+        TO_INTERNET, TO_INTERNET + f"    ProtocolLoggingLevel: {sink_logging}\n")
+    return with_connectors(text, connectors)
 
 
 def _send_folder(data: Path) -> Path:
@@ -57,7 +62,8 @@ async def _submit(lab: RunningLab, message_id: str, recipients: list[str]) -> No
 
 async def test_every_hop_of_a_message_is_in_the_send_log(tmp_path: Path) -> None:
     data = tmp_path / "data"
-    lab = await start_lab(_config("IntraOrgConnectorProtocolLoggingLevel: Verbose"), data)
+    lab = await start_lab(_config("IntraOrgConnectorProtocolLoggingLevel: Verbose",
+                                  sink_logging="Verbose"), data)
     message_id = "<send-log-1@contoso.com>"
     try:
         await _submit(lab, message_id, ["bob@contoso.com", "someone@fabrikam.example"])
@@ -84,7 +90,7 @@ async def test_every_hop_of_a_message_is_in_the_send_log(tmp_path: Path) -> None
         assert session.rcpt_to and session.mail_from == "alice@contoso.com"
         assert [m for _, m in session.sent_messages] == [message_id], session.log_text
     assert proxy.connector_id == delivery.connector_id == INTRA
-    assert sink.connector_id == "Internet"
+    assert sink.connector_id == "To Internet"  # the send connector's name
     # The Front End proxies in-session: RecordId 0; the hub names its queue's InternalId.
     assert proxy.sent_messages[0][0] == "0"
     assert int(delivery.sent_messages[0][0]) == int(sink.sent_messages[0][0]) > 0
