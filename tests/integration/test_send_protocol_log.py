@@ -49,6 +49,12 @@ def _send_folder(data: Path) -> Path:
     return data / "logs" / "EX01" / "ProtocolLog" / "SmtpSend"
 
 
+def _text(folder: Path) -> str:
+    if not folder.exists():
+        return ""
+    return "".join(p.read_bytes().decode("utf-8") for p in sorted(folder.iterdir()))
+
+
 async def _submit(lab: RunningLab, message_id: str, recipients: list[str]) -> None:
     message = EmailMessage()
     message["From"] = "alice@contoso.com"
@@ -69,6 +75,8 @@ async def test_every_hop_of_a_message_is_in_the_send_log(tmp_path: Path) -> None
         await _submit(lab, message_id, ["bob@contoso.com", "someone@fabrikam.example"])
         await lab.wait_for(lambda: len(lab.mailbox("bob@contoso.com")) == 1
                            and len(lab.internet("someone@fabrikam.example")) == 1)
+        # The sink stores the message before its reply: wait for the client's QUIT.
+        await lab.wait_for(lambda: ",>,QUIT," in _text(_send_folder(data)))
     finally:
         await lab.daemon.stop()  # the kept hop sessions end: every session has its "-"
     folder = _send_folder(data)
