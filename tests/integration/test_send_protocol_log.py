@@ -21,8 +21,10 @@ import aiosmtplib
 from exchsim.config.enums import ProtocolLoggingLevel
 from exchsim.logs.protocol import ProtocolLog
 from exchsim.logs.sendlog import SendProtocolLog
+from exchsim.tls.issued import issue_certificate
 from exchsim.transport.smtplog import watch
 from tests import exchangelogs
+from tests.integration import sendlab
 from tests.integration.conftest import FAST, FAST_LAB_YAML, RunningLab, start_lab, with_connectors
 
 SERVER = '{Name: EX01, Role: Mailbox, Fqdn: ex01.contoso.com, Address: 127.0.10.1, Version: "15.2"}'
@@ -238,3 +240,62 @@ async def test_auth_secrets_never_reach_the_send_log(tmp_path: Path) -> None:
     assert len(sessions) == 2 and not fragments
     assert all(s.connector_id == "Smart host" for s in sessions)
 
+
+
+async def test_a_send_connector_session_is_logged_under_its_name_without_secrets(
+        tmp_path: Path) -> None:
+    """A smart host with STARTTLS (a lab-PKI certificate) and BasicAuth, reached through send10's
+    client (transport/smtpsend.py), with the connector at ProtocolLoggingLevel Verbose; a second
+    connector left at None writes nothing."""
+    connectors = """
+  - Name: Via Smarthost
+    AddressSpaces: ["fabrikam.example"]
+    SmartHosts: [smarthost.lab.example]
+    SmartHostAuthMechanism: BasicAuth
+    AuthenticationCredential: {UserName: relay, Password: "Relay-P@ss1"}
+    ProtocolLoggingLevel: Verbose
+  - Name: Quiet
+    AddressSpaces: ["tailspin.example"]
+    SmartHosts: [smarthost.lab.example]
+    SmartHostAuthMechanism: BasicAuth
+    AuthenticationCredential: {UserName: relay, Password: "Relay-P@ss1"}
+"""
+    dns = "\n  A:\n    smarthost.lab.example: 127.0.10.70\n"
+    data = tmp_path / "data"
+    lab = await start_lab(sendlab.lab_text(connectors, dns), data)
+    mta = None
+    try:
+        assert lab.daemon.lab_ca is not None
+        certificate = issue_certificate(lab.daemon.lab_ca, "smarthost.lab.example",
+                                        datetime.datetime.now(datetime.UTC)).files
+        mta = await sendlab.Mta("127.0.10.70", lab.port(25), certificate=certificate,
+                                credentials=("relay", "Relay-P@ss1")).start()
+        await sendlab.submit(lab.port(587), "someone@fabrikam.example")
+        await sendlab.submit(lab.port(587), "someone@tailspin.example")
+        await lab.wait_for(lambda: len(mta.messages) == 2)
+        await lab.wait_for(lambda: ",>,QUIT," in _text(_send_folder(data)))
+    finally:
+        await lab.daemon.stop()
+        if mta is not None:
+            await mta.stop()
+    text = _text(_send_folder(data))
+    for secret in ("Relay-P@ss1", base64.b64encode(b"Relay-P@ss1").decode(),
+                   base64.b64encode(b"relay").decode(),
+                   base64.b64encode(b"\0relay\0Relay-P@ss1").decode()):
+        assert secret not in text, secret
+    sessions, fragments = exchangelogs.sessions(_send_folder(data))
+    assert not fragments
+    smart = [s for s in sessions if s.connector_id == "Via Smarthost"]
+    assert len(smart) == 1, [s.connector_id for s in sessions]
+    assert not [s for s in sessions if s.connector_id == "Quiet"]
+    session = smart[0]
+    assert session.remote_endpoint == f"127.0.10.70:{lab.port(25)}"
+    assert session.tls_enabled and session.tls_protocol == "SP_PROT_TLS1_2_CLIENT"
+    assert session.tls_certificate_remote is not None
+    assert session.tls_certificate_remote.text.startswith("CN=smarthost.lab.example CN=exchsim")
+    assert "> STARTTLS" in session.log_text and "> AUTH LOGIN" in session.log_text
+    assert session.mail_from == "alice@contoso.com"
+    assert session.rcpt_to == "someone@fabrikam.example"
+    [(record_id, message_id)] = session.sent_messages
+    assert int(record_id) > 0 and message_id.startswith("<") and message_id.endswith(">")
+    assert session.final_status == "Remote"  # after QUIT
