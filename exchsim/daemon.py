@@ -41,6 +41,7 @@ from exchsim.policy.ntlm import identity_of
 from exchsim.policy.permissions import ConnectorAcl, connector_acl
 from exchsim.policy.rates import MessageRateWindow
 from exchsim.policy.retry import RetrySchedule
+from exchsim.reload import ConfigReloader, file_version
 from exchsim.smtp.adapter import ExchangeSession
 from exchsim.smtp.message import LocalCertificate, MessageHandler
 from exchsim.smtp.ntlm import WindowsNtlmAcceptor
@@ -321,15 +322,6 @@ class ServerNode:
         return sorted(out)
 
 
-def _file_version(path: Path) -> tuple[int, int, int] | None:
-    """What changes when a file is replaced or written: inode, size, mtime; None if absent."""
-    try:
-        st = path.stat()
-    except FileNotFoundError:
-        return None
-    return st.st_ino, st.st_size, st.st_mtime_ns
-
-
 def _session_factory(node: ServerNode) -> Callable[[], ExchangeSession]:
     return lambda: ExchangeSession(node)
 
@@ -384,6 +376,7 @@ class LabDaemon:
         self.failure: str | None = None  # why a task the daemon needs has stopped
         self.failed = asyncio.Event()
         self.control: ControlServer | None = None  # exchsim queue (transport/queuecontrol.py)
+        self.reloader = ConfigReloader(self)  # the config file's routing changes (reload.py)
 
     def servers_to_run(self) -> list[Server]:
         if self.only is None:
@@ -410,7 +403,7 @@ class LabDaemon:
             for s in self.lab.servers
         }
         write_ntlm_users(self.lab, self.data_dir / "ntlm" / "users.txt")
-        store_seen = await asyncio.to_thread(_file_version, store_path(pki))
+        store_seen = await asyncio.to_thread(file_version, store_path(pki))
         for server in self.servers_to_run():
             node = ServerNode(
                 self.lab, server, clock=self.clock, data_dir=self.data_dir,
@@ -476,6 +469,7 @@ class LabDaemon:
             name: QueueAdmin(self.lab, self.lab.server(name), self.queues[name], agent)
             for name, agent in self.agents.items()})
         await self.control.start()
+        self._spawn(self.reloader.watch(), "config reload")
         self._spawn(self._trim_memory(), "memory trim")
         self._spawn(self._watch_certificate_store(pki, certificates, store_seen),
                     "certificate store")
@@ -529,7 +523,7 @@ class LabDaemon:
         path = store_path(pki)
         while True:
             await asyncio.sleep(STORE_POLL)
-            version = await asyncio.to_thread(_file_version, path)
+            version = await asyncio.to_thread(file_version, path)
             if version == seen:
                 continue
             seen = version
