@@ -1,5 +1,5 @@
 """A running lab takes a changed routing configuration from its config file (exchange.md §8.2,
-§8.5).
+exchange.md §8.5).
 
 Exchange rebuilds its routing table when the routing configuration changes; a send connector
 created while mail waits for one takes that mail, without a restart. Here the config file is

@@ -17,7 +17,8 @@ Suspend-Message and Resume-Message (a suspended message is never delivered until
 message in the Poison queue is resumed out of it), Remove-Message with or without an NDR
 (``-WithNDR``; the recipients get ``550 4.3.2 QUEUE.Admin; message deleted by administrative
 action`` and the tracking log FAIL with source ADMIN), Retry-Queue (the next hop is tried at
-once; ``-Resubmit`` is needed for the Unreachable queue, as Exchange's cmdlet requires). A
+once; ``-Resubmit`` is needed for the Unreachable queue, as Exchange's cmdlet requires, and
+routes the messages again with the config file as it is then: ``refresh``, exchsim/reload.py). A
 message being delivered when an action comes (Exchange's PendingSuspend / PendingRemove) is
 acted on when that attempt ends.
 """
