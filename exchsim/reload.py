@@ -15,7 +15,9 @@ the organization's configuration, and :class:`ConfigReloader` (one per daemon) w
   the key, the value and what is allowed (the first problems; ``exchsim check`` lists them
   all); the lab keeps running, and delivering, with the configuration it has. A file that
   cannot be read is refused the same way. A file caught while it is being written (it changed
-  again while it was read) is read again at the next look rather than reported.
+  again while it was read) is read again at the next look rather than used or reported; an
+  editor that saves by writing a new file and renaming it over the old one never shows a
+  half-written file at all.
 - **What**: ``config/changes.py`` compares the running configuration with the new one. The
   parts routing reads (SendConnectors, with the implied connector of ``config/implied.py``;
   Dns; TransportConfig's TLSSendDomainSecureList) replace the running ones: each delivery
@@ -129,17 +131,19 @@ class ConfigReloader:
             digest = _digest(data)
             if digest == self._digest and not force:
                 return False
+            loaded: Lab | ConfigError
             try:
                 loaded = await asyncio.to_thread(load_config_text, text, self.daemon.lab.source)
             except ConfigError as err:
-                if await asyncio.to_thread(file_version, self.path) != version:
-                    self._seen = None  # being written: read it again at the next look
-                    return False
-                self._digest = digest
-                self.refused += 1
-                log.error("%s", refusal(self.path, err))
+                loaded = err
+            if await asyncio.to_thread(file_version, self.path) != version:
+                self._seen = None  # being written: read it again at the next look
                 return False
             self._digest = digest
+            if isinstance(loaded, ConfigError):
+                self.refused += 1
+                log.error("%s", refusal(self.path, loaded))
+                return False
             return await self.apply(loaded)
 
     async def apply(self, loaded: Lab) -> bool:

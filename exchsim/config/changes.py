@@ -35,10 +35,11 @@ RELOADED = ("SendConnectors", "Dns", "Organization.TransportConfig.TLSSendDomain
 """The parts of the config a running lab takes from a changed file."""
 
 # Lab's fields and their keys in the file; send_connectors and dns are reloaded, source is no
-# part of the configuration.
+# part of the configuration, and the partner organizations' own files are watched by their own
+# daemons (a change to the list of partners is Lab.Partners).
 _TOP = {"organization": "Organization", "servers": "Servers",
         "receive_connectors": "ReceiveConnectors", "ad_permissions": "ADPermissions",
-        "lab": "Lab", "partners": "Lab.Partners"}
+        "lab": "Lab"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,8 +117,6 @@ def _restart_parts(running: Lab, loaded: Lab) -> Iterable[str]:
     """The keys of the parts that differ between ``running`` (its reloaded parts already the
     new ones) and ``loaded``."""
     for name, key in _TOP.items():
-        if name not in type(running).model_fields:
-            continue
         before, after = getattr(running, name), getattr(loaded, name)
         if before == after:
             continue

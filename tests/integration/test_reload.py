@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import signal
+import smtplib
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -239,3 +240,32 @@ async def test_sighup_reads_the_file_at_once(tmp_path: Path) -> None:
     finally:
         proc.send_signal(signal.SIGTERM)
         assert await asyncio.wait_for(proc.wait(), 30) == 0
+
+
+async def test_a_receive_connector_change_waits_for_a_restart_and_says_so(
+        harness: Harness, caplog: pytest.LogCaptureFixture) -> None:
+    running = await harness.lab(TO_FABRIKAM)
+    text = config_text(TO_FABRIKAM)
+    old = '  - {Name: Default Frontend EX01, Server: EX01, TarpitInterval: "00:00:00"'
+    assert old in text
+    harness.rewrite(text=text.replace(old, old.replace(
+        "Server: EX01,", 'Server: EX01, Banner: "220 changed banner",')))
+    await running.wait_for(lambda: any("restarted" in r.getMessage() for r in caplog.records),
+                           timeout=DEADLINE)
+    (line,) = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING
+               and r.name == "exchsim.reload"]
+    assert line == (f"{harness.config}: ReceiveConnectors changed; that takes effect when the "
+                    "lab is restarted (a running lab reloads SendConnectors, Dns, "
+                    "Organization.TransportConfig.TLSSendDomainSecureList)")
+    assert running.daemon.reloader.reloads == 0
+
+    def greeting() -> str:
+        client = smtplib.SMTP(timeout=10)
+        try:
+            _, text = client.connect("127.0.10.1", running.port(25))
+            return text.decode()
+        finally:
+            client.close()
+
+    banner = await asyncio.to_thread(greeting)
+    assert "Microsoft ESMTP MAIL Service ready" in banner  # the listener keeps its connector
