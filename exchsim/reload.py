@@ -95,21 +95,20 @@ class ConfigReloader:
         """Look at the file every POLL seconds (or when asked) until cancelled."""
         if self.path is None:
             return
-        self._seen = await asyncio.to_thread(file_version, self.path)
-        with contextlib.suppress(OSError):
-            self._digest = _digest(await asyncio.to_thread(self.path.read_bytes))
         if self.daemon.control is not None:
             for admin in self.daemon.control.admins.values():
                 admin.refresh = self.check
+        # The first look compares the file with what the lab started with: an edit made while
+        # the lab was starting is not missed (a load takes about 5 ms).
         while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), POLL)
             forced = self._wake.is_set()
             self._wake.clear()
             try:
                 await self.check(force=forced)
             except Exception:  # never stops the lab: the next look tries again
                 log.exception("%s: the configuration could not be reloaded", self.path)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), POLL)
 
     async def check(self, force: bool = False) -> bool:
         """Load the file if it changed (or ``force``); whether routing took anything new."""
@@ -144,10 +143,11 @@ class ConfigReloader:
                 self.refused += 1
                 log.error("%s", refusal(self.path, loaded))
                 return False
-            return await self.apply(loaded)
+            return await self.apply(loaded, asked=force)
 
-    async def apply(self, loaded: Lab) -> bool:
-        """Take the routing parts of ``loaded``; route the messages they concern again."""
+    async def apply(self, loaded: Lab, asked: bool = False) -> bool:
+        """Take the routing parts of ``loaded``; route the messages they concern again.
+        ``asked``: the file was read on request (SIGHUP), so say so even if nothing changed."""
         daemon = self.daemon
         change = compare(daemon.lab, loaded)
         if change.restart:
@@ -155,7 +155,7 @@ class ConfigReloader:
                         "lab reloads %s)", self.path, ", ".join(change.restart),
                         ", ".join(RELOADED))
         if not change.reloaded:
-            if not change.restart:
+            if asked and not change.restart:
                 log.info("%s: read again; nothing changed", self.path)
             return False
         admins = daemon.control.admins.values() if daemon.control is not None else ()

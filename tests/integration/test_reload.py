@@ -269,3 +269,12 @@ async def test_a_receive_connector_change_waits_for_a_restart_and_says_so(
 
     banner = await asyncio.to_thread(greeting)
     assert "Microsoft ESMTP MAIL Service ready" in banner  # the listener keeps its connector
+
+
+async def test_a_file_changed_while_the_lab_starts_is_taken(harness: Harness) -> None:
+    harness.rewrite(TO_FABRIKAM)  # the file already differs from what the lab is started with
+    running = await start_lab(config_text("[]"), harness.data, source=str(harness.config))
+    harness.labs.append(running)
+    await running.wait_for(lambda: running.daemon.reloader.reloads == 1, timeout=DEADLINE)
+    assert [c.name for c in running.daemon.agents["EX01"].lab.send_connectors] == [
+        "To Fabrikam"]
