@@ -90,6 +90,7 @@ class _Attempt:
     deferred: dict[str, str] = field(default_factory=dict)  # recipient -> reason
     retry_at: datetime.datetime | None = None
     held: bool = False  # deferred without trying: the destination is known to be down
+    passed_on: bool = False  # the next hop took the DSN request on (transport/nexthop.py)
 
 
 class _QueueFailure(Exception):
@@ -297,7 +298,8 @@ class DeliveryAgent:
             if result.done:  # settled at once: a later group's crash cannot deliver them twice
                 await self._write(self.queue.complete(item.internal_id, result.done))
                 self.state.settled(item.internal_id, result.done)
-                await self.notify.delivered(item, result.done, relayed=route.kind != "mailbox")
+                await self.notify.delivered(item, result.done, relayed=route.kind != "mailbox",
+                                            passed_on=result.passed_on)
             delivered += len(result.done)
             failed.update(result.failed)
             deferred.update(result.deferred)
@@ -364,14 +366,14 @@ class DeliveryAgent:
                 refused = await self.hops.to_mailbox(route.server, item, sendable)
                 described = self.hops.described(route.server)
             elif route.kind == "relay":
-                refused, host, address = await self.hops.to_hub(route.relay_servers, item,
-                                                                 sendable)
+                refused, host, address, result.passed_on = await self.hops.to_hub(
+                    route.relay_servers, item, sendable)
                 described = (host, address, "Intra-Organization SMTP Send Connector")
             else:
                 connector = self._connector(route.connector)
                 send = (self.hops.via_frontend if connector.frontend_proxy_enabled
                         else self.hops.to_connector)
-                refused, host, address = await send(
+                refused, host, address, result.passed_on = await send(
                     connector, rules.domain_of(sendable[0].lower()), item, sendable)
                 described = (host, address, connector.name)
         except Exception as exc:

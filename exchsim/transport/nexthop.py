@@ -4,10 +4,13 @@ sink), and the Transport service (2525) of a send connector's source server (exc
 exchange.md §8.2).
 
 Each call delivers one message to some recipients and returns the recipients refused, with the
-reply; what went wrong otherwise is raised for transport/outcome.py to classify: the next hop
-could not be reached or the session set up (:class:`Unreachable`), the SMTP client refuses an
-address of the message (:class:`Unsendable`), or the transaction failed (HopError, aiosmtplib's
-errors, OSError, TimeoutError).
+reply (and, for the hops outside the mailbox server, who took it and whether the DSN request
+went on with it: the next hop advertised DSN and got RET, ENVID, NOTIFY and ORCPT as the queue
+kept them, policy/dsn.passed_on, so the hub sends no relay DSN); what went wrong otherwise is
+raised for transport/outcome.py to classify: the next hop could not be reached or the session
+set up (:class:`Unreachable`), the SMTP client refuses an address of the message
+(:class:`Unsendable`), or the transaction failed (HopError, aiosmtplib's errors, OSError,
+TimeoutError).
 
 The intra-organization hops (to Mailbox Transport Delivery, and to another server's Transport
 service) are written to the server's send protocol log (``send_log``, set by the daemon;
@@ -28,6 +31,7 @@ from dataclasses import dataclass
 from exchsim.config.model import Server
 from exchsim.config.sendconnector import SendConnector
 from exchsim.logs.sendlog import INTRA_ORG_CONNECTOR, SendLogSession, SendProtocolLog
+from exchsim.policy import dsn
 from exchsim.policy.outbound import destinations, dns_failure, xproxyto_command
 from exchsim.policy.replies import Reply
 from exchsim.transport.hopclient import HopClient, HopError, HopTls
@@ -135,23 +139,27 @@ class NextHops:
         return hop
 
     async def to_connector(self, connector: SendConnector, domain: str, item: QueuedMessage,
-                           rcpts: list[str]) -> tuple[list[tuple[str, Reply]], str, str]:
+                           rcpts: list[str]) -> tuple[list[tuple[str, Reply]], str, str, bool]:
         """Through a send connector of this server (transport/smtpsend.py): the recipients
-        refused, and the host name and address that took the message."""
+        refused, the host name and address that took the message, and whether the DSN
+        request went on."""
         if self.sender is None:
             raise Unreachable("no send connector client")
         result = await self.sender.send(connector, domain, item.sender, rcpts, item.data,
                                         domain_secure=False,  # partner10: Domain Security
-                                        message=(item.internal_id, item.message_id))
-        return result.refused, result.host, result.address
+                                        message=(item.internal_id, item.message_id),
+                                        dsn=dsn.passed_on(item.metadata, rcpts))
+        return result.refused, result.host, result.address, result.dsn_passed
 
     async def via_frontend(self, connector: SendConnector, domain: str, item: QueuedMessage,
-                           rcpts: list[str]) -> tuple[list[tuple[str, Reply]], str, str]:
+                           rcpts: list[str]) -> tuple[list[tuple[str, Reply]], str, str, bool]:
         """Through the Front End of this server (FrontendProxyEnabled, exchange.md §7.4): a hop
         session to Outbound Proxy Frontend (717), ``XPROXYTO`` with the destinations resolved
         here and the connector's settings, then one transaction per recipient (the Front End
         answers each with the remote's reply, so every recipient gets its own outcome; the
-        remote gets one copy per recipient, exchsim's simplification)."""
+        remote gets one copy per recipient, exchsim's simplification). The DSN request is not
+        passed through the Front End (the hub cannot know whether the remote took it), so a
+        NOTIFY=SUCCESS recipient gets the hub's relay DSN."""
         assert self.sender is not None
         hosts, missing = destinations(connector, domain, self.sender.context.dns)
         if not hosts:
@@ -186,15 +194,16 @@ class NextHops:
             hop.abort()
             raise
         await hop.quit()
-        return refused, self.server.fqdn, fe.host
+        return refused, self.server.fqdn, fe.host, False
 
     async def to_hub(self, servers: Sequence[str], item: QueuedMessage,
-                     rcpts: list[str]) -> tuple[list[tuple[str, Reply]], str, str]:
+                     rcpts: list[str]) -> tuple[list[tuple[str, Reply]], str, str, bool]:
         """To the Transport service (2525) of the first of ``servers`` that can be reached,
         over the intra-organization hop (X-ANONYMOUSTLS, EXCHANGEAUTH), where the message is
         routed again: a send connector whose source servers are other servers
         (SmtpRelayToConnectorSourceServers, exchange.md §8.2). The organization's headers
-        stay (an Exchange server of the organization)."""
+        stay (an Exchange server of the organization); the DSN request goes on when that
+        server's Transport service advertises DSN (as its Default receive connector does)."""
         context = self.tls_context()
         if context is None:
             raise Unreachable("no internal transport certificate")
@@ -212,23 +221,27 @@ class NextHops:
             except (HopError, OSError, TimeoutError) as exc:
                 failures.append(f"{endpoint.host}:{endpoint.port}: {exc}")
                 continue
+            passed = "DSN" in hop.extensions
+            request = dsn.passed_on(item.metadata, rcpts) if passed else dsn.DsnParameters()
             try:
-                params = f"SIZE={len(item.data)}"
+                params = " ".join([f"SIZE={len(item.data)}", *request.mail])
                 if _needs_smtputf8(item.sender, rcpts):
                     params += " SMTPUTF8"
                 hop.log_message(item.internal_id, item.message_id)
-                result = await hop.send_message(item.sender, params, rcpts, item.data)
+                result = await hop.send_message(
+                    item.sender, params, rcpts, item.data,
+                    rcpt_params={r: " ".join(request.of(r)) for r in rcpts if request.of(r)})
             except BaseException:
                 hop.abort()
                 raise
             await hop.quit()
             if result.reply.code != 250:
                 if result.refused and len(result.refused) == len(rcpts):
-                    return list(result.refused), server, endpoint.host
+                    return list(result.refused), server, endpoint.host, passed
                 if result.reply.code >= 500:
-                    return [(r, result.reply) for r in rcpts], server, endpoint.host
+                    return [(r, result.reply) for r in rcpts], server, endpoint.host, passed
                 raise HopError(f"relay to {server} refused: {result.reply.render()}")
-            return list(result.refused), server, endpoint.host
+            return list(result.refused), server, endpoint.host, passed
         raise Unreachable("; ".join(failures) or "no source server to relay to")
 
 

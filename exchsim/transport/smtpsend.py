@@ -6,9 +6,10 @@ Entry point (stable; branches that build on it call only this)::
     sender = SmtpSender(SendContext(server=..., dns=lab.dns, port_offset=..., certificate=...,
                                     judge=..., protocol_log=...))
     result = await sender.send(connector, domain, mail_from, recipients, data,
-                               domain_secure=False)
+                               domain_secure=False, dsn=policy.dsn.passed_on(metadata, rcpts))
     # result.refused: [(recipient, Reply)]; result.host / result.address: who took it;
-    # result.reply: the remote's reply to the data
+    # result.reply: the remote's reply to the data; result.dsn_passed: the remote offered DSN
+    # and got the DSN parameters
     # sender.send_to(connector, domain, destinations, ...): the same, hosts already resolved
     # (the Front End's outbound proxy, XPROXYTO)
 
@@ -39,9 +40,11 @@ What it does, in order:
 4. **Authentication** to a smart host: SmartHostAuthMechanism BasicAuth / BasicAuthRequireTLS
    with AuthenticationCredential, AUTH LOGIN when offered, else AUTH PLAIN.
 5. **The message**: MAIL FROM (``<>`` for an NDR) with SIZE when offered (SMTPUTF8 when an
-   address needs it), RCPT per recipient (a refused recipient is reported, the others go), DATA
-   with the header firewall applied (``policy/headers.send_firewall``: no organization or forest
-   header leaves, exchange.md §12.5), QUIT.
+   address needs it; RET and ENVID, and on each RCPT NOTIFY and ORCPT, as the queue kept them
+   when the remote advertises DSN: policy/dsn.passed_on, RFC 3461 §6.2.1(a)), RCPT per recipient
+   (a refused recipient is reported, the others go), DATA with the header firewall applied
+   (``policy/headers.send_firewall``: no organization or forest header leaves,
+   exchange.md §12.5), QUIT.
 
 Every failure before MAIL raises :class:`~exchsim.transport.outcome.Unreachable` with the
 queue's reason in Exchange's form (``451 4.4.0 Primary target IP address responded with: "..."
@@ -75,6 +78,7 @@ import aiosmtplib
 
 from exchsim.config.model import Server
 from exchsim.config.sendconnector import DnsMap, SendConnector, SmartHostAuthMechanism
+from exchsim.policy.dsn import DsnParameters
 from exchsim.policy.headers import send_firewall
 from exchsim.policy.outbound import (
     Destination,
@@ -161,6 +165,7 @@ class SendResult:
     host: str  # the host name that took the message (its address for an [address] smart host)
     address: str
     reply: Reply | None = None  # the remote's reply to the data (None: every RCPT refused)
+    dsn_passed: bool = False  # the remote advertised DSN and got the DSN parameters
 
 
 class _HostFailed(Exception):
@@ -203,20 +208,22 @@ class SmtpSender:
     async def send(self, connector: SendConnector, domain: str, mail_from: str,
                    recipients: Sequence[str], data: bytes, *,
                    domain_secure: bool = False,
-                   message: tuple[int, str] | None = None) -> SendResult:
+                   message: tuple[int, str] | None = None,
+                   dsn: DsnParameters | None = None) -> SendResult:
         """Send one message to ``recipients`` (all in ``domain``) through ``connector``;
         ``message`` is its (RecordId, InternetMessageId) for the protocol log."""
         hosts, missing = destinations(connector, domain, self.context.dns)
         if not hosts:
             raise Unreachable(dns_failure(missing or domain))
         return await self.send_to(connector, domain, hosts, mail_from, recipients, data,
-                                  domain_secure=domain_secure, message=message)
+                                  domain_secure=domain_secure, message=message, dsn=dsn)
 
     async def send_to(self, connector: SendConnector, domain: str,
                       hosts: Sequence[Destination], mail_from: str,
                       recipients: Sequence[str], data: bytes, *,
                       domain_secure: bool = False,
-                      message: tuple[int, str] | None = None) -> SendResult:
+                      message: tuple[int, str] | None = None,
+                      dsn: DsnParameters | None = None) -> SendResult:
         """:meth:`send` to destinations already resolved (the Front End's outbound proxy: the
         hub resolved them and named them in XPROXYTO)."""
         # Not an Exchange server of the organization (exchange.md §12.5).
@@ -229,14 +236,14 @@ class SmtpSender:
                 try:
                     return await self._session(connector, domain, destination, mail_from,
                                                recipients, data, domain_secure, use_tls=True,
-                                               message=message)
+                                               message=message, dsn=dsn)
                 except _TlsFailed:
                     if tls_required(connector, domain_secure):
                         raise
                 # Opportunistic TLS failed: once more in clear (module docstring).
                 return await self._session(connector, domain, destination, mail_from,
                                            recipients, data, domain_secure, use_tls=False,
-                                           message=message)
+                                           message=message, dsn=dsn)
             except _HostFailed as failed:
                 first = first or str(failed)
         assert first is not None
@@ -245,7 +252,8 @@ class SmtpSender:
     async def _session(self, connector: SendConnector, domain: str, destination: Destination,
                        mail_from: str, recipients: Sequence[str], data: bytes,
                        domain_secure: bool, *, use_tls: bool,
-                       message: tuple[int, str] | None = None) -> SendResult:
+                       message: tuple[int, str] | None = None,
+                       dsn: DsnParameters | None = None) -> SendResult:
         ctx = self.context
         port = destination.port + ctx.port_offset
         where = f"{destination.host or destination.address}[{destination.address}:{port}]"
@@ -287,13 +295,15 @@ class SmtpSender:
             await self._authenticate(smtp, connector, where, secured, log)
             if message is not None:
                 log.sending_message(*message)
-            result, final = await self._transaction(smtp, mail_from, recipients, data, log)
+            passed = dsn if dsn is not None and smtp.supports_extension("dsn") else None
+            result, final = await self._transaction(smtp, mail_from, recipients, data, log,
+                                                    passed)
             with contextlib.suppress(aiosmtplib.SMTPException, OSError, TimeoutError):
                 log.sent("QUIT")  # its reply is not logged (exchange.md §6.1)
                 await smtp.quit()
                 closed = "Remote"
             return SendResult(result, destination.host or destination.address,
-                              destination.address, final)
+                              destination.address, final, dsn_passed=passed is not None)
         except _HostFailed as failed:
             log.info(str(failed))
             raise
@@ -392,8 +402,9 @@ class SmtpSender:
         log.received(_text(response))
 
     async def _transaction(self, smtp: aiosmtplib.SMTP, mail_from: str,
-                           recipients: Sequence[str], data: bytes,
-                           log: SendLog) -> tuple[list[tuple[str, Reply]], Reply | None]:
+                           recipients: Sequence[str], data: bytes, log: SendLog,
+                           dsn: DsnParameters | None = None,
+                           ) -> tuple[list[tuple[str, Reply]], Reply | None]:
         utf8 = not (mail_from.isascii() and all(r.isascii() for r in recipients))
         options = [f"SIZE={len(data)}"] if smtp.supports_extension("size") else []
         encoding = "ascii"
@@ -402,6 +413,8 @@ class SmtpSender:
                 raise Unsendable("the next hop does not offer SMTPUTF8")
             options.append("SMTPUTF8")
             encoding = "utf-8"
+        if dsn is not None:  # the remote offers DSN: the request travels on
+            options.extend(dsn.mail)
         line = f"MAIL FROM:<{mail_from}>" + "".join(f" {o}" for o in options)
         log.sent(line)
         try:
@@ -410,9 +423,11 @@ class SmtpSender:
             raise Unsendable(str(exc)) from exc
         refused: list[tuple[str, Reply]] = []
         for rcpt in recipients:
-            log.sent(f"RCPT TO:<{rcpt}>")
+            rcpt_options = list(dsn.of(rcpt)) if dsn is not None else []
+            log.sent(f"RCPT TO:<{rcpt}>" + "".join(f" {o}" for o in rcpt_options))
             try:
-                log.received(_text(await smtp.rcpt(rcpt, encoding=encoding)))
+                log.received(_text(await smtp.rcpt(rcpt, options=rcpt_options,
+                                                   encoding=encoding)))
             except aiosmtplib.SMTPRecipientRefused as exc:
                 log.received(_text(aiosmtplib.SMTPResponse(exc.code, exc.message)))
                 refused.append((rcpt, parse_reply(exc.code, [" ".join(exc.message.split())])))
