@@ -56,10 +56,12 @@ Hooks for the branches built on this module:
 - **Protocol log** (SmtpSend, exchange.md §6.1): ``SendContext.protocol_log(connector, session)``
   returns a :class:`SendLog` (or None; the daemon gives transport/smtplog.ConnectorLog, writing
   the server's send log under the connector's name when its ProtocolLoggingLevel is Verbose);
-  the client calls ``connected``, ``sent`` (each command line as sent, AUTH credentials left
-  out), ``received`` (each reply), ``tls_established`` (the handshake), ``sending_message``
-  (before MAIL, with the queue's RecordId and the InternetMessageId ``send`` was given),
-  ``info`` (other facts) and ``closed`` on it.
+  the client calls ``watch`` once connected (from then on every command line as written and
+  every reply as read is logged by the connection's own hook, transport/smtplog.watch: AUTH's
+  334 exchanges with the credentials left out, DATA, its 354 and the reply to the data),
+  ``tls_established`` (the handshake), ``sending_message`` (before MAIL, with the queue's
+  RecordId and the InternetMessageId ``send`` was given), ``info`` (other facts) and ``closed``
+  on it.
 - **Domain Security** (TLSSendDomainSecureList with DomainSecureEnabled, exchange.md §4.3): the
   ``domain_secure`` argument of :meth:`SmtpSender.send`; the delivery agent passes False for now.
   When True, TLS is required and the remote certificate must be trusted and name the recipient
@@ -93,7 +95,6 @@ from exchsim.tls.pki import CertificateFiles
 from exchsim.tls.validation import ChainStatus, ChainVerdict
 from exchsim.transport.hopclient import parse_reply
 from exchsim.transport.outcome import Unreachable, Unsendable, summary
-from exchsim.transport.smtplog import render
 
 __all__ = ["SendContext", "SendLog", "SendResult", "SmtpSender", "failover_reason"]
 
@@ -104,9 +105,7 @@ CONNECT_TIMEOUT = 30.0  # seconds for the TCP connection and the greeting
 class SendLog(Protocol):
     """What the SmtpSend protocol log is told of one session (module docstring)."""
 
-    def connected(self, local: str, remote: str) -> None: ...
-    def sent(self, line: str) -> None: ...
-    def received(self, text: str) -> None: ...
+    def watch(self, smtp: aiosmtplib.SMTP, banner: aiosmtplib.SMTPResponse) -> None: ...
     def info(self, text: str) -> None: ...
     def tls_established(self, protocol: str | None, cipher: str | None, peer_der: bytes | None,
                         local_der: bytes | None) -> None: ...
@@ -115,13 +114,7 @@ class SendLog(Protocol):
 
 
 class _NoLog:
-    def connected(self, local: str, remote: str) -> None:
-        pass
-
-    def sent(self, line: str) -> None:
-        pass
-
-    def received(self, text: str) -> None:
+    def watch(self, smtp: aiosmtplib.SMTP, banner: aiosmtplib.SMTPResponse) -> None:
         pass
 
     def info(self, text: str) -> None:
@@ -184,11 +177,6 @@ def failover_reason(first: str, last_endpoint: str) -> str:
             "failover to alternate host, but that did not succeed. Either there are no "
             "alternate hosts, or delivery failed to all alternate hosts. The last endpoint "
             f"attempted was {last_endpoint}")
-
-
-def _text(response: aiosmtplib.SMTPResponse) -> str:
-    """A reply for the protocol log: its wire lines (the log flattens a multi-line one)."""
-    return render(response)
 
 
 class SmtpSender:
@@ -274,10 +262,8 @@ class SmtpSender:
             except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
                 closed = f"Remote ({summary(exc)})"
                 raise _HostFailed(UNABLE_TO_CONNECT) from exc
-            log.connected(f"{ctx.server.address}:{_local_port(smtp)}",
-                          f"{destination.address}:{port}")
-            log.received(_text(greeting))
-            await self._hello(smtp, connector, helo_name, log)
+            log.watch(smtp, greeting)
+            await self._hello(smtp, connector, helo_name)
             secured = False
             required = tls_required(connector, domain_secure)
             offered = smtp.supports_extension("starttls")
@@ -285,22 +271,20 @@ class SmtpSender:
                 await self._starttls(smtp, connector, domain, destination, where,
                                      domain_secure, log)
                 secured = True
-                await self._hello(smtp, connector, helo_name, log)
+                await self._hello(smtp, connector, helo_name)
             elif required:
                 why = ("STARTTLS was not offered" if not offered or connector.ignore_starttls
                        else "TLS was not used")
                 raise _HostFailed(
                     f"{why} by {where}, and send connector '{connector.name}' requires TLS "
                     "(SmtpSendTLSRequiredFailed)")
-            await self._authenticate(smtp, connector, where, secured, log)
+            await self._authenticate(smtp, connector, where, secured)
             if message is not None:
                 log.sending_message(*message)
             passed = dsn if dsn is not None and smtp.supports_extension("dsn") else None
-            result, final = await self._transaction(smtp, mail_from, recipients, data, log,
-                                                    passed)
+            result, final = await self._transaction(smtp, mail_from, recipients, data, passed)
             with contextlib.suppress(aiosmtplib.SMTPException, OSError, TimeoutError):
-                log.sent("QUIT")  # its reply is not logged (exchange.md §6.1)
-                await smtp.quit()
+                await smtp.quit()  # its reply is not logged (exchange.md §6.1)
                 closed = "Remote"
             return SendResult(result, destination.host or destination.address,
                               destination.address, final, dsn_passed=passed is not None)
@@ -314,21 +298,16 @@ class SmtpSender:
             smtp.close()
             log.closed(closed)
 
-    async def _hello(self, smtp: aiosmtplib.SMTP, connector: SendConnector, name: str,
-                     log: SendLog) -> None:
-        verb = "HELO" if connector.force_helo else "EHLO"
-        log.sent(f"{verb} {name}")
+    async def _hello(self, smtp: aiosmtplib.SMTP, connector: SendConnector, name: str) -> None:
         try:
             if connector.force_helo:
-                response = await smtp.helo(hostname=name)
+                await smtp.helo(hostname=name)
             else:
-                response = await smtp.ehlo(hostname=name)
+                await smtp.ehlo(hostname=name)
         except aiosmtplib.SMTPHeloError as exc:
-            log.received(_text(aiosmtplib.SMTPResponse(exc.code, exc.message)))
             raise _HostFailed(f"{exc.code} {' '.join(exc.message.split())}") from exc
         except (OSError, TimeoutError) as exc:
             raise _HostFailed(f"421 4.4.2 Connection dropped ({summary(exc)})") from exc
-        log.received(_text(response))
 
     async def _starttls(self, smtp: aiosmtplib.SMTP, connector: SendConnector, domain: str,
                         destination: Destination, where: str, domain_secure: bool,
@@ -337,17 +316,14 @@ class SmtpSender:
         if cert is None and connector.tls_certificate_name:
             raise _HostFailed("454 4.7.5 The certificate specified in TlsCertificateName of "
                               "the SendConnector could not be found.")
-        log.sent("STARTTLS")
         try:
-            response = await smtp.starttls(tls_context=self._tls_context(cert),
+            await smtp.starttls(tls_context=self._tls_context(cert),
                                            server_hostname=destination.host)
         except aiosmtplib.SMTPResponseException as exc:
-            log.received(_text(aiosmtplib.SMTPResponse(exc.code, exc.message)))
             raise _TlsFailed(f"STARTTLS refused by {where}: {exc.code} "
                              f"{' '.join(exc.message.split())}") from exc
         except (aiosmtplib.SMTPException, OSError, TimeoutError, ssl.SSLError) as exc:
             raise _TlsFailed(f"TLS negotiation with {where} failed: {summary(exc)}") from exc
-        log.received(_text(response))
         ssl_object = smtp.get_transport_info("ssl_object")
         der = ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
         cipher = ssl_object.cipher() if ssl_object is not None else None
@@ -375,7 +351,7 @@ class SmtpSender:
             raise _HostFailed(f"TLS with {where}: {problem} ({level})")
 
     async def _authenticate(self, smtp: aiosmtplib.SMTP, connector: SendConnector, where: str,
-                            secured: bool, log: SendLog) -> None:
+                            secured: bool) -> None:
         mechanism = connector.smart_host_auth_mechanism
         if mechanism not in (SmartHostAuthMechanism.BASIC_AUTH,
                              SmartHostAuthMechanism.BASIC_AUTH_REQUIRE_TLS):
@@ -389,20 +365,16 @@ class SmtpSender:
         if not smtp.supports_extension("auth") or not {"login", "plain"} & set(methods):
             raise _HostFailed(f"{where} offers no basic authentication (AUTH LOGIN or PLAIN), "
                               f"which send connector '{connector.name}' uses")
-        use_login = "login" in methods
-        log.sent("AUTH LOGIN" if use_login else "AUTH PLAIN")
         try:
-            if use_login:
-                response = await smtp.auth_login(credential.user_name, credential.password)
+            if "login" in methods:
+                await smtp.auth_login(credential.user_name, credential.password)
             else:
-                response = await smtp.auth_plain(credential.user_name, credential.password)
+                await smtp.auth_plain(credential.user_name, credential.password)
         except aiosmtplib.SMTPAuthenticationError as exc:
-            log.received(_text(aiosmtplib.SMTPResponse(exc.code, exc.message)))
             raise _HostFailed(f"{exc.code} {' '.join(exc.message.split())}") from exc
-        log.received(_text(response))
 
     async def _transaction(self, smtp: aiosmtplib.SMTP, mail_from: str,
-                           recipients: Sequence[str], data: bytes, log: SendLog,
+                           recipients: Sequence[str], data: bytes,
                            dsn: DsnParameters | None = None,
                            ) -> tuple[list[tuple[str, Reply]], Reply | None]:
         utf8 = not (mail_from.isascii() and all(r.isascii() for r in recipients))
@@ -415,35 +387,23 @@ class SmtpSender:
             encoding = "utf-8"
         if dsn is not None:  # the remote offers DSN: the request travels on
             options.extend(dsn.mail)
-        line = f"MAIL FROM:<{mail_from}>" + "".join(f" {o}" for o in options)
-        log.sent(line)
         try:
-            log.received(_text(await smtp.mail(mail_from, options=options, encoding=encoding)))
+            await smtp.mail(mail_from, options=options, encoding=encoding)
         except ValueError as exc:
             raise Unsendable(str(exc)) from exc
         refused: list[tuple[str, Reply]] = []
         for rcpt in recipients:
             rcpt_options = list(dsn.of(rcpt)) if dsn is not None else []
-            log.sent(f"RCPT TO:<{rcpt}>" + "".join(f" {o}" for o in rcpt_options))
             try:
-                log.received(_text(await smtp.rcpt(rcpt, options=rcpt_options,
-                                                   encoding=encoding)))
+                await smtp.rcpt(rcpt, options=rcpt_options, encoding=encoding)
             except aiosmtplib.SMTPRecipientRefused as exc:
-                log.received(_text(aiosmtplib.SMTPResponse(exc.code, exc.message)))
                 refused.append((rcpt, parse_reply(exc.code, [" ".join(exc.message.split())])))
             except ValueError as exc:
                 raise Unsendable(str(exc)) from exc
         if len(refused) == len(recipients):
             with contextlib.suppress(aiosmtplib.SMTPException):
-                log.sent("RSET")
-                log.received(_text(await smtp.rset()))
+                await smtp.rset()
             return refused, None
-        log.sent("DATA")
         response = await smtp.data(data)
-        log.received(_text(response))
         return refused, parse_reply(response.code, [" ".join(response.message.split())])
 
-
-def _local_port(smtp: aiosmtplib.SMTP) -> int:
-    sockname = smtp.get_transport_info("sockname")
-    return int(sockname[1]) if sockname else 0
