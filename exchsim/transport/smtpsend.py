@@ -24,8 +24,8 @@ What it does, in order:
 2. **Each destination in turn** until one takes the message: a host that cannot be reached, whose
    greeting or EHLO is not positive, or whose TLS or authentication fails, is left for the next
    one, as Exchange fails over to the next MX or smart host. The connection comes from the
-   server's own address; EHLO (HELO with ForceHELO) says the connector's Fqdn, else the
-   server's; every command waits at most ConnectionInactivityTimeOut.
+   server's own address; EHLO (HELO with ForceHELO, or after a 5xx reply to EHLO) says the
+   connector's Fqdn, else the server's; every command waits at most ConnectionInactivityTimeOut.
 3. **TLS**: STARTTLS when offered, unless IgnoreSTARTTLS, with Schannel's client profile
    (tls/contexts.client_context_starttls), presenting the certificate the connector's
    TlsCertificateName names, else the server's certificate for the connector's FQDN, else the
@@ -299,11 +299,19 @@ class SmtpSender:
             log.closed(closed)
 
     async def _hello(self, smtp: aiosmtplib.SMTP, connector: SendConnector, name: str) -> None:
+        """EHLO (HELO with ForceHELO); a 5xx reply to EHLO (500, 501, 502, 550: a server without
+        extensions) is answered with HELO, as RFC 5321 §3.2 lets a client do and Exchange's
+        send side does (exchange.md §8.2); a 4xx reply fails the host."""
         try:
             if connector.force_helo:
                 await smtp.helo(hostname=name)
             else:
-                await smtp.ehlo(hostname=name)
+                try:
+                    await smtp.ehlo(hostname=name)
+                except aiosmtplib.SMTPHeloError as exc:
+                    if not 500 <= exc.code < 600:
+                        raise
+                    await smtp.helo(hostname=name)
         except aiosmtplib.SMTPHeloError as exc:
             raise _HostFailed(f"{exc.code} {' '.join(exc.message.split())}") from exc
         except (OSError, TimeoutError) as exc:
