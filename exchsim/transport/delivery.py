@@ -127,7 +127,8 @@ class DeliveryAgent:
         # trust stores, and without the lab's port offset.
         sender = sender or SmtpSender(SendContext(server=server, dns=lab.dns, port_offset=0))
         self.hops = NextHops(server, tls_context, mailbox_delivery, internet, sender=sender,
-                             hub_transport=hub_transport, frontend=frontend)
+                             hub_transport=hub_transport, frontend=frontend,
+                             fqdns={s.name.lower(): s.fqdn for s in lab.servers})
         self.retry = retry
         self.schedule = schedule or RetrySchedule.fixed(retry)
         self.state = QueueState()  # what Get-Queue / Get-Message read (transport/queueadmin.py)

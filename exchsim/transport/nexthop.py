@@ -32,10 +32,11 @@ from exchsim.config.model import Server
 from exchsim.config.sendconnector import SendConnector
 from exchsim.logs.sendlog import INTRA_ORG_CONNECTOR, SendLogSession, SendProtocolLog
 from exchsim.policy import dsn
+from exchsim.policy.lasterror import hop_unreachable
 from exchsim.policy.outbound import destinations, dns_failure, xproxyto_command
 from exchsim.policy.replies import Reply
 from exchsim.transport.hopclient import HopClient, HopError, HopTls
-from exchsim.transport.outcome import Unreachable
+from exchsim.transport.outcome import Unreachable, socket_error
 from exchsim.transport.queue import QueuedMessage
 from exchsim.transport.smtpsend import SmtpSender
 
@@ -55,7 +56,8 @@ class NextHops:
                  mailbox_delivery: Mapping[str, Endpoint], internet: Endpoint, *,
                  sender: SmtpSender | None = None,
                  hub_transport: Mapping[str, Endpoint] | None = None,
-                 frontend: Endpoint | None = None) -> None:
+                 frontend: Endpoint | None = None,
+                 fqdns: Mapping[str, str] | None = None) -> None:
         self.server = server
         self.tls_context = tls_context
         self.mailbox_delivery = mailbox_delivery
@@ -63,6 +65,7 @@ class NextHops:
         self.sender = sender  # send connectors (transport/smtpsend.py)
         self.hub_transport = hub_transport or {}  # each server's Transport service (2525)
         self.frontend = frontend  # this server's Outbound Proxy Frontend (717)
+        self.fqdns = fqdns or {}  # each server's FQDN by lower-case name (LastError texts)
         self._idle: dict[str, list[HopClient]] = defaultdict(list)
         self.send_log: SendProtocolLog | None = None
 
@@ -71,6 +74,15 @@ class NextHops:
             return None
         return self.send_log.session(connector, endpoint.host, endpoint.port,
                                      self.server.intra_org_connector_protocol_logging_level)
+
+    def _failure(self, exc: BaseException, server: str, endpoint: Endpoint) -> str:
+        """The LastError of a hop that failed before its transaction: Exchange 2016's form for
+        a connection that could not be made (policy/lasterror.py, exchange.md §8.5), else
+        where and what."""
+        if isinstance(exc, HopError) and exc.connect:
+            fqdn = self.fqdns.get(server.lower(), server)
+            return hop_unreachable(socket_error(exc), fqdn, endpoint.host)
+        return f"{endpoint.host}:{endpoint.port}: {exc}"
 
     def close(self) -> None:
         """Drop every idle hop session."""
@@ -124,7 +136,7 @@ class NextHops:
                                           tls_context=context, source=self.server.address,
                                           log=self._log(INTRA_ORG_CONNECTOR, endpoint))
         except (HopError, OSError, TimeoutError) as exc:
-            raise Unreachable(f"{endpoint.host}:{endpoint.port}: {exc}") from exc
+            raise Unreachable(self._failure(exc, server, endpoint)) from exc
         try:
             reply = await hop.command("XSESSIONPARAMS MDBGUID=00000000-0000-0000-0000-000000000000"
                                       " TYPE=Delivery")
@@ -132,7 +144,7 @@ class NextHops:
                 raise Unreachable(f"XSESSIONPARAMS refused: {reply.render()}")
         except HopError as exc:
             hop.abort()
-            raise Unreachable(f"{endpoint.host}:{endpoint.port}: {exc}") from exc
+            raise Unreachable(self._failure(exc, server, endpoint)) from exc
         except BaseException:
             hop.abort()
             raise
@@ -172,7 +184,7 @@ class NextHops:
             hop = await HopClient.connect(fe.host, fe.port, helo=self.server.fqdn,
                                           tls_context=context, source=self.server.address)
         except (HopError, OSError, TimeoutError) as exc:
-            raise Unreachable(f"{fe.host}:{fe.port}: {exc}") from exc
+            raise Unreachable(self._failure(exc, self.server.name, fe)) from exc
         refused: list[tuple[str, Reply]] = []
         try:
             reply = await hop.command(xproxyto_command(connector, domain, hosts,
@@ -219,7 +231,7 @@ class NextHops:
                                               source=self.server.address,
                                               log=self._log(INTRA_ORG_CONNECTOR, endpoint))
             except (HopError, OSError, TimeoutError) as exc:
-                failures.append(f"{endpoint.host}:{endpoint.port}: {exc}")
+                failures.append(self._failure(exc, server, endpoint))
                 continue
             passed = "DSN" in hop.extensions
             request = dsn.passed_on(item.metadata, rcpts) if passed else dsn.DsnParameters()

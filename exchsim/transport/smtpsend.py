@@ -47,9 +47,12 @@ What it does, in order:
    exchange.md §12.5), QUIT.
 
 Every failure before MAIL raises :class:`~exchsim.transport.outcome.Unreachable` with the
-queue's reason in Exchange's form (``451 4.4.0 Primary target IP address responded with: "..."
-Attempted failover to alternate host, ...``; the first host's failure quoted, the last endpoint
-named); a refusal of MAIL or DATA raises aiosmtplib's error for transport/outcome.py.
+queue's reason in Exchange's form (policy/lasterror.py, exchange.md §8.5: ``451 4.4.0 Primary
+target IP address responded with: "..." Attempted failover to alternate host, ...``, or ``441
+4.4.1 Error encountered while communicating with primary target IP address: "Failed to connect.
+Winsock error code: ..."`` when the first host could not be connected to; the first host's
+failure quoted, the last endpoint named); a refusal of MAIL or DATA raises aiosmtplib's error
+for transport/outcome.py.
 
 Hooks for the branches built on this module:
 
@@ -82,6 +85,7 @@ from exchsim.config.model import Server
 from exchsim.config.sendconnector import DnsMap, SendConnector, SmartHostAuthMechanism
 from exchsim.policy.dsn import DsnParameters
 from exchsim.policy.headers import send_firewall
+from exchsim.policy.lasterror import CONNECTION_DROPPED, connection_failed, failover
 from exchsim.policy.outbound import (
     Destination,
     destinations,
@@ -94,11 +98,10 @@ from exchsim.tls.contexts import client_context_starttls
 from exchsim.tls.pki import CertificateFiles
 from exchsim.tls.validation import ChainStatus, ChainVerdict
 from exchsim.transport.hopclient import parse_reply
-from exchsim.transport.outcome import Unreachable, Unsendable, summary
+from exchsim.transport.outcome import Unreachable, Unsendable, socket_error, summary
 
 __all__ = ["SendContext", "SendLog", "SendResult", "SmtpSender", "failover_reason"]
 
-UNABLE_TO_CONNECT = "421 4.2.1 Unable to connect"
 CONNECT_TIMEOUT = 30.0  # seconds for the TCP connection and the greeting
 
 
@@ -162,21 +165,22 @@ class SendResult:
 
 
 class _HostFailed(Exception):
-    """This destination did not take the message; try the next (the text is the reason)."""
+    """This destination did not take the message; try the next (the text is the reason;
+    ``connect``: it could not be connected to)."""
+
+    def __init__(self, reason: str, *, connect: bool = False) -> None:
+        super().__init__(reason)
+        self.connect = connect
 
 
 class _TlsFailed(_HostFailed):
     """The TLS handshake failed (an opportunistic connection may retry without it)."""
 
 
-def failover_reason(first: str, last_endpoint: str) -> str:
+def failover_reason(first: str, last_endpoint: str, *, connect_failure: bool = False) -> str:
     """The queue's reason after every destination failed (Exchange's LastError form,
-    exchange.md §8.2)."""
-    first = first.rstrip(".")
-    return (f'451 4.4.0 Primary target IP address responded with: "{first}." Attempted '
-            "failover to alternate host, but that did not succeed. Either there are no "
-            "alternate hosts, or delivery failed to all alternate hosts. The last endpoint "
-            f"attempted was {last_endpoint}")
+    exchange.md §8.5)."""
+    return failover(first, last_endpoint, connect_failure=connect_failure)
 
 
 class SmtpSender:
@@ -216,7 +220,7 @@ class SmtpSender:
         hub resolved them and named them in XPROXYTO)."""
         # Not an Exchange server of the organization (exchange.md §12.5).
         data = send_firewall(data, exchange_of_organization=False)
-        first: str | None = None
+        first: _HostFailed | None = None
         last = ""
         for destination in hosts:
             last = f"{destination.address}:{destination.port + self.context.port_offset}"
@@ -233,9 +237,9 @@ class SmtpSender:
                                            recipients, data, domain_secure, use_tls=False,
                                            message=message, dsn=dsn)
             except _HostFailed as failed:
-                first = first or str(failed)
+                first = first or failed
         assert first is not None
-        raise Unreachable(failover_reason(first, last))
+        raise Unreachable(failover_reason(str(first), last, connect_failure=first.connect))
 
     async def _session(self, connector: SendConnector, domain: str, destination: Destination,
                        mail_from: str, recipients: Sequence[str], data: bytes,
@@ -261,7 +265,7 @@ class SmtpSender:
                 raise _HostFailed(f"{exc.code} {' '.join(exc.message.split())}") from exc
             except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
                 closed = f"Remote ({summary(exc)})"
-                raise _HostFailed(UNABLE_TO_CONNECT) from exc
+                raise _HostFailed(connection_failed(socket_error(exc)), connect=True) from exc
             log.watch(smtp, greeting)
             await self._hello(smtp, connector, helo_name)
             secured = False
@@ -293,7 +297,7 @@ class SmtpSender:
             raise
         except aiosmtplib.SMTPServerDisconnected as exc:
             closed = "Remote"
-            raise _HostFailed(f"421 4.4.2 Connection dropped ({summary(exc)})") from exc
+            raise _HostFailed(CONNECTION_DROPPED) from exc
         finally:
             smtp.close()
             log.closed(closed)
@@ -315,7 +319,7 @@ class SmtpSender:
         except aiosmtplib.SMTPHeloError as exc:
             raise _HostFailed(f"{exc.code} {' '.join(exc.message.split())}") from exc
         except (OSError, TimeoutError) as exc:
-            raise _HostFailed(f"421 4.4.2 Connection dropped ({summary(exc)})") from exc
+            raise _HostFailed(CONNECTION_DROPPED) from exc
 
     async def _starttls(self, smtp: aiosmtplib.SMTP, connector: SendConnector, domain: str,
                         destination: Destination, where: str, domain_secure: bool,
