@@ -356,6 +356,10 @@ class DeliveryAgent:
         if route.kind == "unreachable":  # no send connector: held, tried again later
             return self._settle_deferred(item, result, sendable, Kind.UNREACHABLE,
                                          UNREACHABLE_REASON, now + self.retry)
+        if route.next_hop in self.state.suspended:  # Suspend-Queue: held until resumed
+            result.held = not result.failed  # (Resume-Queue makes it due; else it expires)
+            return self._settle_deferred(item, result, sendable, Kind.TRANSIENT,
+                                         item.last_error or "", item.received_at + self.expiration)
         held = self.state.down.get(destination)
         if held is not None and held.next > now:  # known to be down: wait for its retry
             result.held = not result.failed
