@@ -178,10 +178,10 @@ async def _reroute(admin: QueueAdmin, views: Views, connectors: frozenset[str]) 
     ``connectors`` (as ``views`` showed them before the change); how many."""
     ids: set[int] = set()
     destinations: set[str] = set()
-    for queue in views.queues:
-        key = str(queue["Identity"]).split("\\", 1)[1]
-        if key == UNREACHABLE or queue["NextHopConnector"] in connectors:
-            ids.update(views.members.get(key, {}))
+    for key, members in views.members.items():
+        hop = views.hops.get(key)
+        if key == UNREACHABLE or (hop is not None and hop.connector in connectors):
+            ids.update(members)
             destinations.update(views.destinations.get(key, set()))
     if ids:
         await admin.due_now(ids, destinations, resubmit=True)
