@@ -50,6 +50,7 @@ from exchsim.tls.contexts import (
 from exchsim.tls.crlhttp import CrlServer
 from exchsim.tls.judged import JudgedServerContext
 from exchsim.tls.labca import LabCa, PkiError, crl_base_url, crl_dir, ensure_lab_ca
+from exchsim.tls.labcerts import ensure_lab_certificate
 from exchsim.tls.pki import CertificateFiles, ensure_server_certificate, select_certificate
 from exchsim.tls.resumption import ClientSessionCache
 from exchsim.tls.revocation import CertificateJudge
@@ -326,6 +327,7 @@ class LabDaemon:
         clock: Clock = SYSTEM_CLOCK,
         only: str | None = None,
         run_sink: bool = True,
+        partner: bool = False,
     ) -> None:
         self.lab = lab
         self.data_dir = data_dir
@@ -333,6 +335,8 @@ class LabDaemon:
         self.clock = clock
         self.only = only
         self.run_sink = run_sink
+        self.partner = partner  # the servers of a Lab.Partners config, run by the lab's daemon
+        self.partners: list[LabDaemon] = []
         self.nodes: dict[str, ServerNode] = {}
         self.queues: dict[str, MessageQueue] = {}
         self.agents: dict[str, DeliveryAgent] = {}
@@ -371,7 +375,9 @@ class LabDaemon:
             s.name: await asyncio.to_thread(ensure_server_certificate, pki, s.name, s.fqdn, now)
             for s in self.lab.servers
         }
-        write_ntlm_users(self.lab, self.data_dir / "ntlm" / "users.txt")
+        if not self.partner:  # NTLM_USER_FILE is the process's: the lab's own users
+            write_ntlm_users(self.lab, self.data_dir / "ntlm" / "users.txt")
+        await self._lab_certificates(pki, certificates, now)
         store_seen = await asyncio.to_thread(_file_version, store_path(pki))
         for server in self.servers_to_run():
             node = ServerNode(
@@ -419,7 +425,8 @@ class LabDaemon:
                 self.listeners.append(Listener(server.name, host, port))
             self._spawn(keep_running(f"delivery {server.name}", agent.run,
                                      self.restart_policy), f"delivery {server.name}")
-        self._spawn(self._trim_memory(), "memory trim")
+        if not self.partner:
+            self._spawn(self._trim_memory(), "memory trim")
         self._spawn(self._watch_certificate_store(pki, certificates, store_seen),
                     "certificate store")
         if self.run_sink:
@@ -433,6 +440,37 @@ class LabDaemon:
             self.listeners.append(Listener("InternetSink", sink.address,
                                            sink.port + self.port_offset))
             await self._start_crl_server(pki, now)
+            for partner in self.lab.partners:
+                await self._start_partner(partner)
+
+    async def _lab_certificates(self, pki: Path, setup: Mapping[str, CertificateFiles],
+                                now: datetime.datetime) -> None:
+        """ExchsimLabCertificate of the servers to run: issued by the lab CA when missing
+        (tls/labcerts.py), so that the stores read next hold them."""
+        wanted = [s for s in self.servers_to_run() if s.exchsim_lab_certificate]
+        if not wanted:
+            return
+        crl = self.lab.lab.crl_server
+        lab_ca = await asyncio.to_thread(
+            ensure_lab_ca, pki, now, crl_base_url=crl_base_url(crl.address,
+                                                               crl.port + self.port_offset))
+        for server in wanted:
+            await asyncio.to_thread(ensure_lab_certificate, lab_ca, server.name,
+                                    server.exchsim_lab_certificate, setup[server.name], now)
+
+    async def _start_partner(self, partner: Lab) -> None:
+        """A Lab.Partners organization: its servers in this process, in the same data
+        directory and lab PKI, with the same port offset (README "The partner organization")."""
+        daemon = LabDaemon(partner, self.data_dir, port_offset=self.port_offset,
+                           clock=self.clock, run_sink=False, partner=True)
+        self.partners.append(daemon)
+        await daemon.start()
+        self.listeners.extend(daemon.listeners)
+        self._spawn(self._watch_partner(daemon), f"partner {partner.organization.name}")
+
+    async def _watch_partner(self, daemon: LabDaemon) -> None:
+        await daemon.failed.wait()
+        raise RuntimeError(f"partner {daemon.lab.organization.name}: {daemon.failure}")
 
     async def _start_crl_server(self, pki: Path, now: datetime.datetime) -> None:
         """The lab CA (made on first start) and its CRL distribution point (tls/crlhttp.py)."""
@@ -505,6 +543,9 @@ class LabDaemon:
             self.failed.set()  # the CLI stops the process with a non-zero exit status
 
     async def stop(self) -> None:
+        for partner in self.partners:
+            await partner.stop()
+        self.partners.clear()
         if self.crl_server is not None:
             await self.crl_server.stop()
             self.crl_server = None
