@@ -31,6 +31,7 @@ from exchsim.config.model import (
     Server,
     TransportRole as Role,
 )
+from exchsim.config.sendconnector import SendConnector
 from exchsim.config.vocabulary import logon_table
 from exchsim.logs.protocol import ProtocolLog, ProtocolLogSession, new_session_id
 from exchsim.logs.tracking import MessageTracking
@@ -63,6 +64,7 @@ from exchsim.transport.hub import HubReceiver
 from exchsim.transport.mailbox import MailboxDeliveryReceiver
 from exchsim.transport.queue import MessageQueue
 from exchsim.transport.restart import GaveUp, RestartPolicy, keep_running
+from exchsim.transport.smtpsend import SendContext, SmtpSender
 
 log = logging.getLogger(__name__)
 
@@ -189,6 +191,16 @@ class ServerNode:
                    if t > now]
         self._starttls[connector.identity] = (context, min(changes, default=None))
         return context
+
+    def send_certificate(self, connector: SendConnector) -> CertificateFiles | None:
+        """The client certificate of a send connector's STARTTLS (transport/smtpsend.py): the
+        one its TlsCertificateName names (None if there is none), else an SMTP certificate for
+        its FQDN (the server's), else the server's own."""
+        chosen = select_certificate(self.smtp_certificates, connector.fqdn or self.server.fqdn,
+                                    connector.tls_certificate_name, now=self.clock.utc())
+        if chosen is None and not connector.tls_certificate_name:
+            return self.certificate
+        return chosen
 
     def anonymous_tls_context(self) -> JudgedServerContext | None:
         return self._anon_server
@@ -401,6 +413,14 @@ class LabDaemon:
                 ),
                 retry=self.lab.lab.retry_interval,
                 tracking=node.tracking,
+                # Send connectors: their ports get the lab's offset too (transport/smtpsend.py).
+                sender=SmtpSender(SendContext(
+                    server=server, dns=self.lab.dns, port_offset=self.port_offset,
+                    certificate=node.send_certificate, judge=node.judge_certificate)),
+                hub_transport={
+                    s.name.lower(): Endpoint(s.address, PORT_HUB_DEFAULT + self.port_offset)
+                    for s in self.lab.servers
+                },
             )
             self.agents[server.name] = agent
             node.frontend = FrontendProxy(

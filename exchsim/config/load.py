@@ -27,6 +27,7 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
+from exchsim.config.implied import implied_internet_connector
 from exchsim.config.issues import (
     TOP_LEVEL_KEYS,
     ConfigError,
@@ -156,6 +157,10 @@ def load_config_text(text: str, source: str = "<memory>", base: Path | None = No
     dns = validate_dns(data.get("Dns"), log)
     send_connectors = validate_send_connectors(data.get("SendConnectors"), valid_servers, dns,
                                                log)
+    if "SendConnectors" not in data and settings is not None:
+        # No SendConnectors key: exchsim's implied connector to the internet sink (implied.py).
+        sink = settings.internet_sink
+        send_connectors = [implied_internet_connector(str(sink.address), sink.port)]
     partners: list[Lab] = []
     if settings is not None and settings.partners:
         partners = _load_partners(settings, Path(source).parent if base is None else base, log)

@@ -52,6 +52,25 @@ def client_context_anonymous_tls(own: CertificateFiles) -> ssl.SSLContext:
     return ctx
 
 
+def client_context_starttls(own: CertificateFiles | None) -> ssl.SSLContext:
+    """The client side of a send connector's STARTTLS (transport/smtpsend.py, exchange.md §4.3).
+
+    Schannel's client profile, as the hop client (TLS 1.2, its suites and groups), presenting
+    ``own`` (the server's certificate or the connector's TlsCertificateName; none when None) as
+    the client certificate. The server's certificate is not verified here: the handshake
+    completes with whatever comes and the chain is judged afterwards by the connector's
+    TlsAuthLevel, with the lab's trust stores and CRLs (tls/revocation.py), as the receive side
+    judges clients.
+    """
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    client_profile(ctx)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    if own is not None:
+        ctx.load_cert_chain(own.cert_path, own.key_path)
+    return ctx
+
+
 def client_context_verify(
     cafile: Path | None = None, *, check_hostname: bool = True
 ) -> ssl.SSLContext:

@@ -13,9 +13,14 @@ up to 8 messages at once over idle hop sessions it keeps open, and sorts each re
   original has no organization header when it goes outside (exchange.md §12.5), and
   whose Message-ID is derived from the original and the recipients (transport/ndr.py),
   so an NDR made twice across a crash is recognised downstream as one message;
-- anything else (InternalRelay / ExternalRelay domains, relayed mail) -> the lab's internet
-  sink over plain SMTP, without organization and forest headers (exchange.md §12.5) (send
-  connectors come with the multi-server roadmap item).
+- anything else (InternalRelay / ExternalRelay domains, relayed mail) -> the send connector
+  policy/outbound.py routes it to (exchange.md §8.2): one of this server's through
+  transport/smtpsend.py (smart hosts or MX hosts, the lab's internet sink among them, without
+  organization and forest headers, exchange.md §12.5), or one of other servers through a hop to
+  one of its source servers' Transport service (2525), which routes it again; no connector ->
+  held with ``A matching connector cannot be found to route the external recipient`` and tried
+  again every RetryInterval, so a connector added to the config (and the lab restarted) takes
+  it (Get-Queue's Unreachable queue).
 Every failure is classified (transport/outcome.py, exchange.md §8.4) per group of recipients,
 so one bad recipient never holds up the others:
 - permanent (5xx, an address that cannot be sent) -> an NDR to the sender, none for ``<>``;
@@ -46,8 +51,10 @@ from typing import TypeVar
 
 from exchsim.clock import Clock
 from exchsim.config.model import Lab, Server
+from exchsim.config.sendconnector import SendConnector
 from exchsim.logs.tracking import MessageTracking
 from exchsim.policy import replies, rules
+from exchsim.policy.outbound import UNREACHABLE_REASON
 from exchsim.policy.replies import Reply
 from exchsim.transport.hopclient import HopTls
 from exchsim.transport.hub import Route, categorize, ndr_original, postmaster_of
@@ -60,6 +67,7 @@ from exchsim.transport.outcome import (
     summary,
 )
 from exchsim.transport.queue import MessageQueue, QueuedMessage
+from exchsim.transport.smtpsend import SendContext, SmtpSender
 
 __all__ = ["DeliveryAgent", "Endpoint"]
 
@@ -102,13 +110,19 @@ class DeliveryAgent:
         concurrency: int = 8,
         expiration: datetime.timedelta | None = None,
         tracking: MessageTracking | None = None,
+        sender: SmtpSender | None = None,
+        hub_transport: Mapping[str, Endpoint] | None = None,
     ) -> None:
         self.lab = lab
         self.tracking = tracking or MessageTracking.disabled(server)
         self.server = server
         self.clock = clock
         self.queue = queue
-        self.hops = NextHops(server, tls_context, mailbox_delivery, internet)
+        # Without a sender from the daemon: send connectors without client certificates or
+        # trust stores, and without the lab's port offset.
+        sender = sender or SmtpSender(SendContext(server=server, dns=lab.dns, port_offset=0))
+        self.hops = NextHops(server, tls_context, mailbox_delivery, internet, sender=sender,
+                             hub_transport=hub_transport)
         self.retry = retry
         self.expiration = expiration or lab.lab.message_expiration_timeout
         self.concurrency = concurrency
@@ -229,7 +243,7 @@ class DeliveryAgent:
         """One attempt at every pending recipient; each group settles on its own."""
         groups: dict[Route, list[str]] = defaultdict(list)
         for rcpt in item.recipients:
-            groups[categorize(self.lab, rcpt)].append(rcpt)
+            groups[categorize(self.lab, rcpt, self.server.name, len(item.data))].append(rcpt)
         deferred: dict[str, str] = {}
         retry_at: datetime.datetime | None = None
         failed: dict[str, Reply] = {}
@@ -283,7 +297,12 @@ class DeliveryAgent:
         sendable = [r for r in rcpts if r not in result.failed]
         if not sendable:
             return result
-        destination = f"mailbox {route.server}" if route.kind == "mailbox" else "internet"
+        if route.kind == "unreachable":  # no send connector: held, tried again later
+            return self._settle_deferred(item, result, sendable, Kind.UNREACHABLE,
+                                         UNREACHABLE_REASON, now + self.retry)
+        assert route.next_hop is not None
+        destination = (f"mailbox {route.server}" if route.kind == "mailbox" else
+                       f"{route.next_hop.domain} (send connector {route.connector})")
         held = self._down.get(destination)
         if held is not None and held[0] > now:  # known to be down: wait for its retry
             result.held = not result.failed
@@ -293,8 +312,16 @@ class DeliveryAgent:
             if route.kind == "mailbox":
                 assert route.server is not None
                 refused = await self.hops.to_mailbox(route.server, item, sendable)
+                described = self.hops.described(route.server)
+            elif route.kind == "relay":
+                refused, host, address = await self.hops.to_hub(route.relay_servers, item,
+                                                                 sendable)
+                described = (host, address, "Intra-Organization SMTP Send Connector")
             else:
-                refused = await self.hops.to_internet(item, sendable)
+                connector = self._connector(route.connector)
+                refused, host, address = await self.hops.to_connector(
+                    connector, rules.domain_of(sendable[0].lower()), item, sendable)
+                described = (host, address, connector.name)
         except Exception as exc:
             failure = classify(exc)
             if failure is None:
@@ -316,12 +343,18 @@ class DeliveryAgent:
             else:
                 temporary.append(rcpt)
         result.done = [r for r in sendable if r not in result.failed and r not in temporary]
-        self.tracking.send(item, result.done, *self.hops.described(route.server))
+        self.tracking.send(item, result.done, *described)
         if temporary:
             reasons = dict(refused)
             self._settle_deferred(item, result, temporary, Kind.TRANSIENT,
                                   reasons[temporary[0]].render().split("\r\n")[0])
         return result
+
+    def _connector(self, name: str | None) -> SendConnector:
+        for connector in self.lab.send_connectors:
+            if connector.name == name:
+                return connector
+        raise KeyError(f"send connector {name!r}")
 
     def _settle_deferred(self, item: QueuedMessage, result: _Attempt, rcpts: list[str],
                          kind: Kind, reason: str,

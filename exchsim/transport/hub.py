@@ -28,6 +28,8 @@ from exchsim.policy.headers import (
     sender_addresses,
     stamp_arrival,
 )
+from exchsim.policy.nexthop import NextHop
+from exchsim.policy.outbound import mailbox_next_hop, route_external
 from exchsim.policy.permissions import Right
 from exchsim.policy.replies import Reply, queued
 from exchsim.smtp.message import AcceptedMessage
@@ -150,23 +152,50 @@ class HubReceiver:
 
 @dataclass(frozen=True, slots=True)
 class Route:
-    kind: str  # "mailbox" | "ndr" | "internet"
+    """Where a group of recipients goes (policy/outbound.py):
+
+    - ``mailbox``: Mailbox Transport Delivery of ``server``;
+    - ``ndr``: an unknown address in an Authoritative domain (an NDR at once);
+    - ``connector``: the send connector ``connector`` of this server;
+    - ``relay``: the send connector ``connector`` of other servers, through one of
+      ``relay_servers`` (their Transport service, 2525);
+    - ``unreachable``: no send connector matches (held, retried).
+
+    ``next_hop`` is what its delivery queue is keyed by (policy/nexthop.py); None for ``ndr``.
+    """
+
+    kind: str
     server: str | None = None
+    next_hop: NextHop | None = None
+    connector: str | None = None
+    relay_servers: tuple[str, ...] = ()
 
 
-def categorize(lab: Lab, recipient: str) -> Route:
-    return _route(lab.organization, recipient)
+def categorize(lab: Lab, recipient: str, server: str | None = None,
+               size: int | None = None) -> Route:
+    """The route of ``recipient`` for a message of ``size`` bytes routed on ``server`` (the
+    first server of the config when not given)."""
+    route = _route(lab.organization, recipient)
+    if route.kind != "external":
+        return route
+    source = server if server is not None else lab.servers[0].name
+    found = route_external(lab, source, rules.domain_of(recipient.lower()), size)
+    if found.connector is None:
+        return Route("unreachable", next_hop=found.next_hop)
+    kind = "relay" if found.relay_servers else "connector"
+    return Route(kind, next_hop=found.next_hop, connector=found.connector,
+                 relay_servers=found.relay_servers)
 
 
 def _route(org: Organization, recipient: str) -> Route:
     address = recipient.lower()
     for mailbox in org.mailboxes:
         if address in mailbox.addresses:
-            return Route("mailbox", mailbox.server)
+            return Route("mailbox", mailbox.server, mailbox_next_hop(mailbox.server))
     domain = rules.match_accepted_domain(org.accepted_domains, rules.domain_of(address))
     if domain is not None and domain.domain_type is DomainType.AUTHORITATIVE:
         return Route("ndr")
-    return Route("internet")
+    return Route("external")
 
 
 def ndr_original(org: Organization, sender: str, original: bytes) -> bytes:

@@ -1,5 +1,7 @@
-"""The hub's next hops: Mailbox Transport Delivery (475) over hop sessions it keeps open, and
-the lab's internet sink over plain SMTP (exchange.md §7.5, §8.2).
+"""The hub's next hops: Mailbox Transport Delivery (475) over hop sessions it keeps open, send
+connectors of this server (transport/smtpsend.py: smart hosts, MX hosts, the lab's internet
+sink), and the Transport service (2525) of a send connector's source server (exchange.md §7.5,
+exchange.md §8.2).
 
 Each call delivers one message to some recipients and returns the recipients refused, with the
 reply; what went wrong otherwise is raised for transport/outcome.py to classify: the next hop
@@ -10,19 +12,17 @@ errors, OSError, TimeoutError).
 
 from __future__ import annotations
 
-import contextlib
 from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
-import aiosmtplib
-
 from exchsim.config.model import Server
-from exchsim.policy.headers import send_firewall
+from exchsim.config.sendconnector import SendConnector
 from exchsim.policy.replies import Reply
-from exchsim.transport.hopclient import HopClient, HopError, HopTls, parse_reply
-from exchsim.transport.outcome import Unreachable, Unsendable, summary
+from exchsim.transport.hopclient import HopClient, HopError, HopTls
+from exchsim.transport.outcome import Unreachable
 from exchsim.transport.queue import QueuedMessage
+from exchsim.transport.smtpsend import SmtpSender
 
 __all__ = ["Endpoint", "NextHops"]
 
@@ -37,11 +37,15 @@ class NextHops:
     """The connections of one hub's delivery agent to its next hops."""
 
     def __init__(self, server: Server, tls_context: Callable[[], HopTls | None],
-                 mailbox_delivery: Mapping[str, Endpoint], internet: Endpoint) -> None:
+                 mailbox_delivery: Mapping[str, Endpoint], internet: Endpoint, *,
+                 sender: SmtpSender | None = None,
+                 hub_transport: Mapping[str, Endpoint] | None = None) -> None:
         self.server = server
         self.tls_context = tls_context
         self.mailbox_delivery = mailbox_delivery
         self.internet = internet
+        self.sender = sender  # send connectors (transport/smtpsend.py)
+        self.hub_transport = hub_transport or {}  # each server's Transport service (2525)
         self._idle: dict[str, list[HopClient]] = defaultdict(list)
 
     def close(self) -> None:
@@ -51,12 +55,10 @@ class NextHops:
                 hop.abort()
         self._idle.clear()
 
-    def described(self, server: str | None) -> tuple[str, str, str]:
-        """(host, address, connector) of a next hop, as the tracking log's SEND names it: a
-        mailbox server's Mailbox Transport Delivery through the implicit intra-organization
-        connector (exchange.md §8.2), or the lab's internet sink (``server`` None)."""
-        if server is None:
-            return self.internet.host, self.internet.host, "Internet"
+    def described(self, server: str) -> tuple[str, str, str]:
+        """(host, address, connector) of a mailbox server's Mailbox Transport Delivery, as the
+        tracking log's SEND names it: the implicit intra-organization connector
+        (exchange.md §8.2)."""
         endpoint = self.mailbox_delivery[server.lower()]
         return server, endpoint.host, "Intra-Organization SMTP Send Connector"
 
@@ -110,36 +112,56 @@ class NextHops:
             raise
         return hop
 
-    async def to_internet(self, item: QueuedMessage,
-                           rcpts: list[str]) -> list[tuple[str, Reply]]:
-        # The SMTP client rather than aiosmtplib.send: an NDR's reverse path is empty.
-        options = ["SMTPUTF8"] if _needs_smtputf8(item.sender, rcpts) else []
-        sink = self.internet
-        smtp = aiosmtplib.SMTP(hostname=sink.host, port=sink.port,
-                               local_hostname=self.server.fqdn,
-                               source_address=(self.server.address, 0),
-                               start_tls=False, use_tls=False, timeout=30)
-        try:
+    async def to_connector(self, connector: SendConnector, domain: str, item: QueuedMessage,
+                           rcpts: list[str]) -> tuple[list[tuple[str, Reply]], str, str]:
+        """Through a send connector of this server (transport/smtpsend.py): the recipients
+        refused, and the host name and address that took the message."""
+        if self.sender is None:
+            raise Unreachable("no send connector client")
+        result = await self.sender.send(connector, domain, item.sender, rcpts, item.data,
+                                        domain_secure=False)  # partner10: Domain Security
+        return result.refused, result.host, result.address
+
+    async def to_hub(self, servers: Sequence[str], item: QueuedMessage,
+                     rcpts: list[str]) -> tuple[list[tuple[str, Reply]], str, str]:
+        """To the Transport service (2525) of the first of ``servers`` that can be reached,
+        over the intra-organization hop (X-ANONYMOUSTLS, EXCHANGEAUTH), where the message is
+        routed again: a send connector whose source servers are other servers
+        (SmtpRelayToConnectorSourceServers, exchange.md §8.2). The organization's headers
+        stay (an Exchange server of the organization)."""
+        context = self.tls_context()
+        if context is None:
+            raise Unreachable("no internal transport certificate")
+        failures: list[str] = []
+        for server in servers:
+            endpoint = self.hub_transport.get(server.lower())
+            if endpoint is None:
+                failures.append(f"{server}: not a server of this lab")
+                continue
             try:
-                await smtp.connect()
-            except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
-                raise Unreachable(f"{sink.host}:{sink.port}: {summary(exc)}") from exc
+                hop = await HopClient.connect(endpoint.host, endpoint.port,
+                                              helo=self.server.fqdn, tls_context=context,
+                                              source=self.server.address)
+            except (HopError, OSError, TimeoutError) as exc:
+                failures.append(f"{endpoint.host}:{endpoint.port}: {exc}")
+                continue
             try:
-                # Not an Exchange server of the organization (exchange.md §12.5).
-                data = send_firewall(item.data, exchange_of_organization=False)
-                errors, _ = await smtp.sendmail(item.sender, rcpts, data,
-                                                mail_options=options)
-            except aiosmtplib.SMTPRecipientsRefused as exc:
-                return [(e.recipient, parse_reply(e.code, [" ".join(e.message.split())]))
-                        for e in exc.recipients]
-            except ValueError as exc:  # the client refuses an address of this message
-                raise Unsendable(str(exc)) from exc
-            with contextlib.suppress(aiosmtplib.SMTPException, OSError, TimeoutError):
-                await smtp.quit()
-        finally:
-            smtp.close()
-        return [(r, parse_reply(code, [" ".join(text.split())]))
-                for r, (code, text) in errors.items()]
+                params = f"SIZE={len(item.data)}"
+                if _needs_smtputf8(item.sender, rcpts):
+                    params += " SMTPUTF8"
+                result = await hop.send_message(item.sender, params, rcpts, item.data)
+            except BaseException:
+                hop.abort()
+                raise
+            await hop.quit()
+            if result.reply.code != 250:
+                if result.refused and len(result.refused) == len(rcpts):
+                    return list(result.refused), server, endpoint.host
+                if result.reply.code >= 500:
+                    return [(r, result.reply) for r in rcpts], server, endpoint.host
+                raise HopError(f"relay to {server} refused: {result.reply.render()}")
+            return list(result.refused), server, endpoint.host
+        raise Unreachable("; ".join(failures) or "no source server to relay to")
 
 
 def _needs_smtputf8(sender: str, recipients: Sequence[str]) -> bool:

@@ -97,7 +97,10 @@ async def test_the_sink_stores_every_message_without_a_message_id(sink: Sink) ->
 
 async def deliver_all(queue: MessageQueue, sink: Sink) -> None:
     """Run the hub's real delivery agent until the queue is empty."""
-    lab = load_config_text(LAB_YAML, "lab.yaml")
+    # lab.yaml's send connector, with this sink as its smart host.
+    text = LAB_YAML.replace('SmartHosts: ["[127.0.10.250]"]', f'SmartHosts: ["[{HOST}]"]')
+    lab = load_config_text(text.replace("    Port: 25\n", f"    Port: {sink.port}\n"),
+                           "lab.yaml")
     agent = DeliveryAgent(lab, lab.server("EX01"), SYSTEM_CLOCK, queue, lambda: None,
                           mailbox_delivery={}, internet=Endpoint(HOST, sink.port),
                           retry=datetime.timedelta(seconds=1))

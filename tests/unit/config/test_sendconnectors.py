@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 import yaml
 
+from exchsim.config.implied import IMPLIED_COMMENT, IMPLIED_NAME
 from exchsim.config.issues import ConfigError
 from exchsim.config.load import load_config_text
 from exchsim.config.model import Lab, ProtocolLoggingLevel
@@ -57,10 +58,17 @@ def one(**fields: Any) -> list[str]:
     return issues([{"Name": "Out", "AddressSpaces": ["*"], **fields}])
 
 
-def test_no_send_connector_section_means_none_as_after_setup() -> None:
+def test_no_send_connector_section_means_exchsims_implied_connector_to_the_sink() -> None:
     lab = lab_with()
-    assert lab.send_connectors == ()
+    (implied,) = lab.send_connectors
+    assert implied.name == IMPLIED_NAME and implied.comment == IMPLIED_COMMENT
+    assert implied.smart_hosts == ("[127.0.10.250]",) and implied.port == 25
+    assert [s.domain for s in implied.address_spaces] == ["*"]
     assert lab.dns.mx == {} and lab.dns.a == {}
+
+
+def test_an_empty_send_connector_section_means_none_as_after_setup() -> None:
+    assert lab_with([]).send_connectors == ()
 
 
 def test_defaults_are_new_sendconnectors() -> None:

@@ -1,0 +1,191 @@
+"""Where mail for a recipient outside the organization goes, and what a send connector's TLS
+settings make of a remote certificate (exchange.md §8.2, §4.3). Pure: the config and the facts
+are passed in.
+
+Routing (:func:`route_external`): the connector ``policy/sendrouting.select_send_connector``
+picks for the recipient's domain on this server, as a :class:`~exchsim.policy.nexthop.NextHop`:
+
+- a connector of this server (one of its SourceTransportServers) with DNS routing:
+  ``DnsConnectorDelivery``, NextHopDomain the recipient's domain;
+- a connector of this server with smart hosts: ``SmartHostConnectorDelivery``, NextHopDomain the
+  smart hosts as Get-Queue shows them (``smarthost.lab.example,[127.0.10.70]``);
+- a connector of other servers only: ``SmtpRelayToConnectorSourceServers``, NextHopDomain the
+  connector's name (lower case); the message is relayed to one of its source servers over the
+  intra-organization hop, where it is routed again;
+- no connector: ``Unreachable``, with :data:`UNREACHABLE_REASON`.
+
+Destinations (:func:`destinations`): the smart hosts in order (a name through ``Dns.A``, or an
+``[address]``), or the recipient domain's MX records by preference, each host through its
+record's address or ``Dns.A``; a domain without MX records is its own mail host when ``Dns.A``
+has it (RFC 5321 §5.1's implicit MX). The port is the record's, else the connector's Port; the
+lab's port offset is added by the caller, to every one of them. A name the lab's DNS does not know
+is a DNS failure: :func:`dns_failure` (exchange.md §8.2).
+
+The remote certificate (:func:`judge_remote_certificate`): TlsAuthLevel ``EncryptionOnly`` (or
+none) checks nothing; ``CertificateValidation`` wants a chain to a trusted root, in date, for
+server authentication and not revoked (tls/validation.py, the judge the receive side uses);
+``DomainValidation`` also wants a certificate name matching TlsDomain, else the recipient's
+domain. ``domain_secure`` is the Domain Security judgement (TLSSendDomainSecureList with
+DomainSecureEnabled, exchange.md §4.3): the caller passes False for now; when it is True the
+chain must be trusted and name the recipient's domain whatever TlsAuthLevel says.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from exchsim.config.model import Lab, ServerRole
+from exchsim.config.sendconnector import (
+    DnsMap,
+    SendConnector,
+    SmartHostAuthMechanism,
+    TlsAuthLevel,
+)
+from exchsim.policy.nexthop import DeliveryType, NextHop
+from exchsim.policy.sendrouting import select_send_connector, source_servers
+from exchsim.tls.validation import ChainStatus, matches_domain
+
+__all__ = [
+    "UNREACHABLE_REASON",
+    "Destination",
+    "OutboundRoute",
+    "destinations",
+    "dns_failure",
+    "judge_remote_certificate",
+    "mailbox_next_hop",
+    "route_external",
+    "tls_required",
+]
+
+UNREACHABLE_REASON = "A matching connector cannot be found to route the external recipient"
+"""The last error of a message in the Unreachable queue (Microsoft's Exchange 2007 troubleshooting
+page for the Unreachable queue; exchange.md §8.2)."""
+
+
+def dns_failure(name: str) -> str:
+    """The queue's reason when the lab's DNS has no answer for ``name`` (exchange.md §8.2)."""
+    del name  # Exchange's text does not name it; the log line of the attempt does
+    return ("451 4.4.0 DNS query failed. The error was: SMTPSEND.DNS.NonExistentDomain; "
+            "nonexistent domain")
+
+
+@dataclass(frozen=True, slots=True)
+class OutboundRoute:
+    """The next hop of a recipient outside the organization: the NextHop its queue is keyed by,
+    the connector's name (None: Unreachable) and, for a relay, the source servers to try."""
+
+    next_hop: NextHop
+    connector: str | None = None
+    relay_servers: tuple[str, ...] = ()
+
+
+def mailbox_next_hop(server: str) -> NextHop:
+    """The next hop of a mailbox on ``server``: its Mailbox Transport Delivery (exchsim has no
+    mailbox databases; the server's name, lower case, stands for its database)."""
+    return NextHop(DeliveryType.SMTP_DELIVERY_TO_MAILBOX, server.lower())
+
+
+def _smart_host_domain(connector: SendConnector) -> str:
+    return ",".join(connector.smart_hosts).lower()
+
+
+def route_external(lab: Lab, server: str, domain: str, size: int | None) -> OutboundRoute:
+    """The next hop of a recipient in ``domain`` that is no mailbox of the organization and in
+    no Authoritative domain, routed on ``server`` for a message of ``size`` bytes."""
+    mailbox_servers = [s.name for s in lab.servers if s.role is ServerRole.MAILBOX]
+    chosen = select_send_connector(lab.send_connectors, domain, server, mailbox_servers, size)
+    if chosen is None:
+        return OutboundRoute(NextHop(DeliveryType.UNREACHABLE, UNREACHABLE_REASON.lower()))
+    connector = chosen.connector
+    if not chosen.local:
+        others = tuple(s for s in source_servers(connector, mailbox_servers)
+                       if s.lower() != server.lower())
+        return OutboundRoute(
+            NextHop(DeliveryType.SMTP_RELAY_TO_CONNECTOR_SOURCE_SERVERS, connector.name.lower(),
+                    connector.name),
+            connector.name, others)
+    if connector.uses_dns:
+        return OutboundRoute(NextHop(DeliveryType.DNS_CONNECTOR_DELIVERY, domain.lower(),
+                                     connector.name), connector.name)
+    return OutboundRoute(NextHop(DeliveryType.SMART_HOST_CONNECTOR_DELIVERY,
+                                 _smart_host_domain(connector), connector.name), connector.name)
+
+
+@dataclass(frozen=True, slots=True)
+class Destination:
+    """One host to try: the name it was found by (``None`` for an ``[address]`` smart host), its
+    address and its port before the lab's offset."""
+
+    host: str | None
+    address: str
+    port: int
+
+    def describe(self) -> str:
+        where = f"{self.address}:{self.port}"
+        return where if self.host is None else f"{self.host}[{where}]"
+
+
+def destinations(connector: SendConnector, domain: str,
+                 dns: DnsMap) -> tuple[list[Destination], str | None]:
+    """The hosts to try in order, and the first name the lab's DNS could not answer (or None).
+    Hosts that resolve are kept even when another did not; no host at all is a DNS failure."""
+    found: list[Destination] = []
+    missing: str | None = None
+    if connector.uses_dns:
+        records = dns.mx_of(domain)
+        if not records:  # RFC 5321 §5.1: no MX, the domain itself is the host
+            endpoint = dns.address_of(domain)
+            if endpoint is None:
+                return [], domain
+            return [Destination(domain.lower(), endpoint.address,
+                                endpoint.port or connector.port)], None
+        for record in records:
+            endpoint = record.address or dns.address_of(record.name_exchange)
+            if endpoint is None:
+                missing = missing or record.name_exchange
+                continue
+            found.append(Destination(record.name_exchange.lower(), endpoint.address,
+                                     endpoint.port or connector.port))
+        return found, missing
+    for host in connector.smart_hosts:
+        if host.startswith("["):
+            found.append(Destination(None, host[1:-1], connector.port))
+            continue
+        endpoint = dns.address_of(host)
+        if endpoint is None:
+            missing = missing or host
+            continue
+        found.append(Destination(host, endpoint.address, endpoint.port or connector.port))
+    return found, missing
+
+
+def tls_required(connector: SendConnector, domain_secure: bool) -> bool:
+    """Whether the message may only go over TLS (RequireTLS, Domain Security, or basic
+    authentication that requires TLS)."""
+    return (connector.require_tls or domain_secure
+            or connector.smart_host_auth_mechanism
+            is SmartHostAuthMechanism.BASIC_AUTH_REQUIRE_TLS)
+
+
+def judge_remote_certificate(connector: SendConnector, domain: str, status: ChainStatus | None,
+                             names: Sequence[str], *, domain_secure: bool) -> str | None:
+    """What is wrong with the remote server's certificate for this connector, or None when it
+    passes (module docstring). ``status`` is the chain's validation status (None: the server
+    showed no certificate); ``names`` its leaf's names."""
+    level = connector.tls_auth_level if connector.require_tls else None
+    if domain_secure:
+        level = TlsAuthLevel.DOMAIN_VALIDATION
+    if level is None or level is TlsAuthLevel.ENCRYPTION_ONLY:
+        return None
+    if status is None:
+        return "the remote server presented no certificate"
+    if not status.trusted:
+        return f"the remote certificate failed validation: {status.value}"
+    if level is TlsAuthLevel.DOMAIN_VALIDATION:
+        wanted = domain if domain_secure else (connector.tls_domain or domain)
+        if not matches_domain(names, wanted):
+            shown = ", ".join(names) or "none"
+            return (f"the remote certificate does not match the expected domain {wanted} "
+                    f"(its names: {shown})")
+    return None

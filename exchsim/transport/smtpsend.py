@@ -1,0 +1,394 @@
+"""The client side of a send connector: one message to its next hop outside the organization
+(exchange.md §8.2, §4.3).
+
+Entry point (stable; branches that build on it call only this)::
+
+    sender = SmtpSender(SendContext(server=..., dns=lab.dns, port_offset=..., certificate=...,
+                                    judge=..., protocol_log=...))
+    result = await sender.send(connector, domain, mail_from, recipients, data,
+                               domain_secure=False)
+    # result.refused: [(recipient, Reply)]; result.host / result.address: who took it
+
+What it does, in order:
+
+1. **Destinations** (``policy/outbound.destinations``): the smart hosts, or the MX records of the
+   recipient domain by preference (then its A record), from the config's ``Dns`` map; the port is
+   the record's, else the connector's Port, and the lab's port offset is added to every one (the
+   lab's "internet" runs on offset ports like its Exchange servers). No host known to the lab's
+   DNS: ``451 4.4.0 DNS query failed ... SMTPSEND.DNS.NonExistentDomain`` and the message waits
+   for the next retry (exchange.md §8.2).
+2. **Each destination in turn** until one takes the message: a host that cannot be reached, whose
+   greeting or EHLO is not positive, or whose TLS or authentication fails, is left for the next
+   one, as Exchange fails over to the next MX or smart host. The connection comes from the
+   server's own address; EHLO (HELO with ForceHELO) says the connector's Fqdn, else the
+   server's; every command waits at most ConnectionInactivityTimeOut.
+3. **TLS**: STARTTLS when offered, unless IgnoreSTARTTLS, with Schannel's client profile
+   (tls/contexts.client_context_starttls), presenting the certificate the connector's
+   TlsCertificateName names, else the server's certificate for the connector's FQDN, else the
+   server's own. RequireTLS (and Domain Security, and BasicAuthRequireTLS): STARTTLS not offered
+   or a failed handshake is a failure of that host, never a message sent in clear. Without
+   RequireTLS a failed handshake is retried once on a new connection without STARTTLS (the
+   opportunistic fallback other MTAs make; exchsim's choice, exchange.md §4.3). The remote
+   certificate is then judged per TlsAuthLevel (``policy/outbound.judge_remote_certificate``,
+   with the chain judged by the runtime's ``judge``: the lab's trust stores and CRLs, as on the
+   receive side; Python 3.11's ``ssl`` gives only the leaf, so the path is built with the
+   intermediates the lab knows).
+4. **Authentication** to a smart host: SmartHostAuthMechanism BasicAuth / BasicAuthRequireTLS
+   with AuthenticationCredential, AUTH LOGIN when offered, else AUTH PLAIN.
+5. **The message**: MAIL FROM (``<>`` for an NDR) with SIZE when offered (SMTPUTF8 when an
+   address needs it), RCPT per recipient (a refused recipient is reported, the others go), DATA
+   with the header firewall applied (``policy/headers.send_firewall``: no organization or forest
+   header leaves, exchange.md §12.5), QUIT.
+
+Every failure before MAIL raises :class:`~exchsim.transport.outcome.Unreachable` with the
+queue's reason in Exchange's form (``451 4.4.0 Primary target IP address responded with: "..."
+Attempted failover to alternate host, ...``; the first host's failure quoted, the last endpoint
+named); a refusal of MAIL or DATA raises aiosmtplib's error for transport/outcome.py.
+
+Hooks for the branches built on this module:
+
+- **Protocol log** (SmtpSend, exchange.md §6.1): ``SendContext.protocol_log(connector, session)``
+  returns a :class:`SendLog` (or None); the client calls ``connected``, ``sent`` (each command
+  line as sent, AUTH credentials left out), ``received`` (each reply), ``info`` (TLS and
+  certificate facts) and ``closed`` on it.
+- **Domain Security** (TLSSendDomainSecureList with DomainSecureEnabled, exchange.md §4.3): the
+  ``domain_secure`` argument of :meth:`SmtpSender.send`; the delivery agent passes False for now.
+  When True, TLS is required and the remote certificate must be trusted and name the recipient
+  domain (``policy/outbound.judge_remote_certificate``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ssl
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import aiosmtplib
+
+from exchsim.config.model import Server
+from exchsim.config.sendconnector import DnsMap, SendConnector, SmartHostAuthMechanism
+from exchsim.policy.headers import send_firewall
+from exchsim.policy.outbound import (
+    Destination,
+    destinations,
+    dns_failure,
+    judge_remote_certificate,
+    tls_required,
+)
+from exchsim.policy.replies import Reply
+from exchsim.tls.contexts import client_context_starttls
+from exchsim.tls.pki import CertificateFiles
+from exchsim.tls.validation import ChainStatus, ChainVerdict
+from exchsim.transport.hopclient import parse_reply
+from exchsim.transport.outcome import Unreachable, Unsendable, summary
+
+__all__ = ["SendContext", "SendLog", "SendResult", "SmtpSender", "failover_reason"]
+
+UNABLE_TO_CONNECT = "421 4.2.1 Unable to connect"
+CONNECT_TIMEOUT = 30.0  # seconds for the TCP connection and the greeting
+
+
+class SendLog(Protocol):
+    """What the SmtpSend protocol log is told of one session (module docstring)."""
+
+    def connected(self, local: str, remote: str) -> None: ...
+    def sent(self, line: str) -> None: ...
+    def received(self, text: str) -> None: ...
+    def info(self, text: str) -> None: ...
+    def closed(self, reason: str) -> None: ...
+
+
+class _NoLog:
+    def connected(self, local: str, remote: str) -> None:
+        pass
+
+    def sent(self, line: str) -> None:
+        pass
+
+    def received(self, text: str) -> None:
+        pass
+
+    def info(self, text: str) -> None:
+        pass
+
+    def closed(self, reason: str) -> None:
+        pass
+
+
+def _no_log(connector: SendConnector, destination: str) -> SendLog | None:
+    return None
+
+
+@dataclass(frozen=True)
+class SendContext:
+    """What the client needs of its server and of the lab."""
+
+    server: Server
+    dns: DnsMap
+    port_offset: int
+    certificate: Callable[[SendConnector], CertificateFiles | None] = field(
+        default=lambda connector: None)
+    """The client certificate for a connector (None: none to present; with TlsCertificateName
+    set, the certificate it names is missing and TLS fails)."""
+    judge: Callable[[Sequence[bytes]], Awaitable[ChainVerdict]] | None = None
+    """Judges the remote chain (leaf first, DER) with the lab's trust stores and CRLs (None:
+    no trust store, every chain is untrusted)."""
+    protocol_log: Callable[[SendConnector, str], SendLog | None] = field(default=_no_log)
+
+
+@dataclass(frozen=True, slots=True)
+class SendResult:
+    refused: list[tuple[str, Reply]]
+    host: str  # the host name that took the message (its address for an [address] smart host)
+    address: str
+
+
+class _HostFailed(Exception):
+    """This destination did not take the message; try the next (the text is the reason)."""
+
+
+class _TlsFailed(_HostFailed):
+    """The TLS handshake failed (an opportunistic connection may retry without it)."""
+
+
+def failover_reason(first: str, last_endpoint: str) -> str:
+    """The queue's reason after every destination failed (Exchange's LastError form,
+    exchange.md §8.2)."""
+    first = first.rstrip(".")
+    return (f'451 4.4.0 Primary target IP address responded with: "{first}." Attempted '
+            "failover to alternate host, but that did not succeed. Either there are no "
+            "alternate hosts, or delivery failed to all alternate hosts. The last endpoint "
+            f"attempted was {last_endpoint}")
+
+
+def _text(response: aiosmtplib.SMTPResponse) -> str:
+    return f"{response.code} {' '.join(response.message.split())}"
+
+
+class SmtpSender:
+    """Sends messages through send connectors for one server (module docstring)."""
+
+    def __init__(self, context: SendContext) -> None:
+        self.context = context
+        self._tls: dict[str, ssl.SSLContext] = {}  # by client certificate thumbprint
+
+    def _tls_context(self, cert: CertificateFiles | None) -> ssl.SSLContext:
+        key = cert.thumbprint if cert is not None else ""
+        ctx = self._tls.get(key)
+        if ctx is None:
+            ctx = self._tls[key] = client_context_starttls(cert)
+        return ctx
+
+    async def send(self, connector: SendConnector, domain: str, mail_from: str,
+                   recipients: Sequence[str], data: bytes, *,
+                   domain_secure: bool = False) -> SendResult:
+        """Send one message to ``recipients`` (all in ``domain``) through ``connector``."""
+        hosts, missing = destinations(connector, domain, self.context.dns)
+        if not hosts:
+            raise Unreachable(dns_failure(missing or domain))
+        # Not an Exchange server of the organization (exchange.md §12.5).
+        data = send_firewall(data, exchange_of_organization=False)
+        first: str | None = None
+        last = ""
+        for destination in hosts:
+            last = f"{destination.address}:{destination.port + self.context.port_offset}"
+            try:
+                try:
+                    return await self._session(connector, domain, destination, mail_from,
+                                               recipients, data, domain_secure, use_tls=True)
+                except _TlsFailed:
+                    if tls_required(connector, domain_secure):
+                        raise
+                # Opportunistic TLS failed: once more in clear (module docstring).
+                return await self._session(connector, domain, destination, mail_from,
+                                           recipients, data, domain_secure, use_tls=False)
+            except _HostFailed as failed:
+                first = first or str(failed)
+        assert first is not None
+        raise Unreachable(failover_reason(first, last))
+
+    async def _session(self, connector: SendConnector, domain: str, destination: Destination,
+                       mail_from: str, recipients: Sequence[str], data: bytes,
+                       domain_secure: bool, *, use_tls: bool) -> SendResult:
+        ctx = self.context
+        port = destination.port + ctx.port_offset
+        where = f"{destination.host or destination.address}[{destination.address}:{port}]"
+        timeout = connector.connection_inactivity_timeout.total_seconds()
+        log = ctx.protocol_log(connector, where) or _NoLog()
+        helo_name = connector.fqdn or ctx.server.fqdn
+        smtp = aiosmtplib.SMTP(hostname=destination.address, port=port,
+                               local_hostname=helo_name,
+                               source_address=(ctx.server.address, 0),
+                               start_tls=False, use_tls=False, timeout=timeout)
+        closed = "Local"
+        try:
+            try:
+                greeting = await smtp.connect(timeout=min(timeout, CONNECT_TIMEOUT))
+            except aiosmtplib.SMTPConnectResponseError as exc:
+                closed = "Remote"
+                raise _HostFailed(f"{exc.code} {' '.join(exc.message.split())}") from exc
+            except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
+                closed = f"Remote ({summary(exc)})"
+                raise _HostFailed(UNABLE_TO_CONNECT) from exc
+            log.connected(f"{ctx.server.address}:{_local_port(smtp)}",
+                          f"{destination.address}:{port}")
+            log.received(_text(greeting))
+            await self._hello(smtp, connector, helo_name, log)
+            secured = False
+            required = tls_required(connector, domain_secure)
+            offered = smtp.supports_extension("starttls")
+            if use_tls and offered and not connector.ignore_starttls:
+                await self._starttls(smtp, connector, domain, destination, domain_secure, log)
+                secured = True
+                await self._hello(smtp, connector, helo_name, log)
+            elif required:
+                why = ("STARTTLS was not offered" if not offered or connector.ignore_starttls
+                       else "TLS was not used")
+                raise _HostFailed(
+                    f"{why} by {where}, and send connector '{connector.name}' requires TLS "
+                    "(SmtpSendTLSRequiredFailed)")
+            await self._authenticate(smtp, connector, where, secured, log)
+            result = await self._transaction(smtp, mail_from, recipients, data, log)
+            with contextlib.suppress(aiosmtplib.SMTPException, OSError, TimeoutError):
+                log.sent("QUIT")
+                log.received(_text(await smtp.quit()))
+            return SendResult(result, destination.host or destination.address,
+                              destination.address)
+        except _HostFailed as failed:
+            log.info(str(failed))
+            raise
+        except aiosmtplib.SMTPServerDisconnected as exc:
+            closed = "Remote"
+            raise _HostFailed(f"421 4.4.2 Connection dropped ({summary(exc)})") from exc
+        finally:
+            smtp.close()
+            log.closed(closed)
+
+    async def _hello(self, smtp: aiosmtplib.SMTP, connector: SendConnector, name: str,
+                     log: SendLog) -> None:
+        verb = "HELO" if connector.force_helo else "EHLO"
+        log.sent(f"{verb} {name}")
+        try:
+            if connector.force_helo:
+                response = await smtp.helo(hostname=name)
+            else:
+                response = await smtp.ehlo(hostname=name)
+        except aiosmtplib.SMTPHeloError as exc:
+            log.received(f"{exc.code} {exc.message}")
+            raise _HostFailed(f"{exc.code} {' '.join(exc.message.split())}") from exc
+        except (OSError, TimeoutError) as exc:
+            raise _HostFailed(f"421 4.4.2 Connection dropped ({summary(exc)})") from exc
+        log.received(_text(response))
+
+    async def _starttls(self, smtp: aiosmtplib.SMTP, connector: SendConnector, domain: str,
+                        destination: Destination, domain_secure: bool, log: SendLog) -> None:
+        where = destination.describe()
+        cert = self.context.certificate(connector)
+        if cert is None and connector.tls_certificate_name:
+            raise _HostFailed("454 4.7.5 The certificate specified in TlsCertificateName of "
+                              "the SendConnector could not be found.")
+        log.sent("STARTTLS")
+        try:
+            response = await smtp.starttls(tls_context=self._tls_context(cert),
+                                           server_hostname=destination.host)
+        except aiosmtplib.SMTPResponseException as exc:
+            log.received(f"{exc.code} {exc.message}")
+            raise _TlsFailed(f"STARTTLS refused by {where}: {exc.code} "
+                             f"{' '.join(exc.message.split())}") from exc
+        except (aiosmtplib.SMTPException, OSError, TimeoutError, ssl.SSLError) as exc:
+            raise _TlsFailed(f"TLS negotiation with {where} failed: {summary(exc)}") from exc
+        log.received(_text(response))
+        ssl_object = smtp.get_transport_info("ssl_object")
+        der = ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
+        log.info(f"TLS {ssl_object.version() if ssl_object else ''} "
+                 f"{ssl_object.cipher()[0] if ssl_object and ssl_object.cipher() else ''}")
+        needs_chain = judge_remote_certificate(connector, domain, None, (),
+                                               domain_secure=domain_secure) is not None
+        if not needs_chain:
+            return
+        status: ChainStatus | None = None
+        names: tuple[str, ...] = ()
+        if der:
+            if self.context.judge is None:
+                status = ChainStatus.UNTRUSTED_ROOT
+            else:
+                verdict = await self.context.judge([der])
+                status, names = verdict.status, verdict.names
+            log.info(f"Remote certificate chain validation status: '{status.value}'")
+        problem = judge_remote_certificate(connector, domain, status, names,
+                                           domain_secure=domain_secure)
+        if problem is not None:
+            level = "Domain Security" if domain_secure else \
+                f"TlsAuthLevel {connector.tls_auth_level.value if connector.tls_auth_level else ''}"
+            raise _HostFailed(f"TLS with {where}: {problem} ({level})")
+
+    async def _authenticate(self, smtp: aiosmtplib.SMTP, connector: SendConnector, where: str,
+                            secured: bool, log: SendLog) -> None:
+        mechanism = connector.smart_host_auth_mechanism
+        if mechanism not in (SmartHostAuthMechanism.BASIC_AUTH,
+                             SmartHostAuthMechanism.BASIC_AUTH_REQUIRE_TLS):
+            return
+        credential = connector.authentication_credential
+        assert credential is not None  # the config's rules (validate/sendconnector.py)
+        if mechanism is SmartHostAuthMechanism.BASIC_AUTH_REQUIRE_TLS and not secured:
+            raise _HostFailed(f"{where} is not secured by TLS, and send connector "
+                              f"'{connector.name}' authenticates with BasicAuthRequireTLS")
+        methods = smtp.supported_auth_methods
+        if not smtp.supports_extension("auth") or not {"login", "plain"} & set(methods):
+            raise _HostFailed(f"{where} offers no basic authentication (AUTH LOGIN or PLAIN), "
+                              f"which send connector '{connector.name}' uses")
+        use_login = "login" in methods
+        log.sent("AUTH LOGIN" if use_login else "AUTH PLAIN")
+        try:
+            if use_login:
+                response = await smtp.auth_login(credential.user_name, credential.password)
+            else:
+                response = await smtp.auth_plain(credential.user_name, credential.password)
+        except aiosmtplib.SMTPAuthenticationError as exc:
+            log.received(f"{exc.code} {exc.message}")
+            raise _HostFailed(f"{exc.code} {' '.join(exc.message.split())}") from exc
+        log.received(_text(response))
+
+    async def _transaction(self, smtp: aiosmtplib.SMTP, mail_from: str,
+                           recipients: Sequence[str], data: bytes,
+                           log: SendLog) -> list[tuple[str, Reply]]:
+        utf8 = not (mail_from.isascii() and all(r.isascii() for r in recipients))
+        options = [f"SIZE={len(data)}"] if smtp.supports_extension("size") else []
+        encoding = "ascii"
+        if utf8:
+            if not smtp.supports_extension("smtputf8"):
+                raise Unsendable("the next hop does not offer SMTPUTF8")
+            options.append("SMTPUTF8")
+            encoding = "utf-8"
+        line = f"MAIL FROM:<{mail_from}>" + "".join(f" {o}" for o in options)
+        log.sent(line)
+        try:
+            log.received(_text(await smtp.mail(mail_from, options=options, encoding=encoding)))
+        except ValueError as exc:
+            raise Unsendable(str(exc)) from exc
+        refused: list[tuple[str, Reply]] = []
+        for rcpt in recipients:
+            log.sent(f"RCPT TO:<{rcpt}>")
+            try:
+                log.received(_text(await smtp.rcpt(rcpt, encoding=encoding)))
+            except aiosmtplib.SMTPRecipientRefused as exc:
+                log.received(f"{exc.code} {exc.message}")
+                refused.append((rcpt, parse_reply(exc.code, [" ".join(exc.message.split())])))
+            except ValueError as exc:
+                raise Unsendable(str(exc)) from exc
+        if len(refused) == len(recipients):
+            with contextlib.suppress(aiosmtplib.SMTPException):
+                log.sent("RSET")
+                log.received(_text(await smtp.rset()))
+            return refused
+        log.sent("DATA")
+        response = await smtp.data(data)
+        log.received(_text(response))
+        return refused
+
+
+def _local_port(smtp: aiosmtplib.SMTP) -> int:
+    sockname = smtp.get_transport_info("sockname")
+    return int(sockname[1]) if sockname else 0

@@ -1,0 +1,131 @@
+"""Delivery through send connectors (exchange.md §8.2): DNS routing through the lab's Dns map,
+smart hosts with basic authentication, Unreachable, relay to a connector's source server. The
+MTAs outside the organization are plain aiosmtpd servers (tests/integration/sendlab.py)."""
+
+from __future__ import annotations
+
+import datetime
+import email
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import pytest
+
+from exchsim.transport.queue import QueuedMessage
+from tests.integration.conftest import RunningLab, start_lab
+from tests.integration.sendlab import Mta, lab_text, submit
+
+DNS = """
+  MX:
+    partner.example:
+      - {Preference: 20, NameExchange: mx2.partner.example}
+      - {Preference: 10, NameExchange: mx1.partner.example}
+  A:
+    mx1.partner.example: 127.0.10.61
+    mx2.partner.example: 127.0.10.62
+    smarthost.lab.example: 127.0.10.70
+"""
+
+TO_PARTNER = """
+  - {Name: To Partner, AddressSpaces: ["partner.example"], Fqdn: out.contoso.com}
+"""
+
+
+async def pending(lab: RunningLab, server: str = "EX01") -> list[QueuedMessage]:
+    queue = lab.daemon.queues[server]
+    later = datetime.datetime.now(datetime.UTC) + datetime.timedelta(days=1)
+    return await queue.due(later, limit=100)
+
+
+@pytest.fixture
+async def running(tmp_path: Path) -> AsyncIterator[Callable[..., object]]:
+    labs: list[RunningLab] = []
+    mtas: list[Mta] = []
+
+    async def make(text: str) -> RunningLab:
+        lab = await start_lab(text, tmp_path / "data")
+        labs.append(lab)
+        return lab
+
+    async def mta(address: str, port: int, **kwargs: object) -> Mta:
+        found = await Mta(address, port, **kwargs).start()  # type: ignore[arg-type]
+        mtas.append(found)
+        return found
+
+    make.mta = mta  # type: ignore[attr-defined]
+    yield make
+    for found in mtas:
+        await found.stop()
+    for lab in labs:
+        await lab.daemon.stop()
+
+
+async def test_dns_routed_connector_delivers_to_the_mx_host_of_lowest_preference(
+        running) -> None:  # type: ignore[no-untyped-def]
+    lab = await running(lab_text(TO_PARTNER, DNS))
+    mx1 = await running.mta("127.0.10.61", lab.port(25))
+    mx2 = await running.mta("127.0.10.62", lab.port(25))
+    await submit(lab.port(587), "bob@partner.example", "via mx")
+    await lab.wait_for(lambda: len(mx1.messages) == 1)
+    got = mx1.messages[0]
+    assert got.rcpt_tos == ["bob@partner.example"] and got.mail_from == "alice@contoso.com"
+    assert got.peer == "127.0.10.1"  # from the server's own address
+    assert mx1.handler.helo == ["EHLO out.contoso.com"]  # the connector's Fqdn
+    parsed = email.message_from_bytes(got.data)
+    assert parsed["Subject"] == "via mx"
+    assert not [k for k in parsed if k.lower().startswith("x-ms-exchange-organization")]
+    assert mx2.messages == []
+    assert lab.internet("bob@partner.example") == []
+
+
+async def test_the_next_mx_takes_it_when_the_first_is_down(running) -> None:  # type: ignore[no-untyped-def]
+    connectors = TO_PARTNER.replace("Fqdn: out.contoso.com", "ForceHELO: true")
+    lab = await running(lab_text(connectors, DNS))
+    mx2 = await running.mta("127.0.10.62", lab.port(25))  # mx1 (preference 10) is down
+    await submit(lab.port(587), "bob@partner.example")
+    await lab.wait_for(lambda: len(mx2.messages) == 1)
+    assert mx2.handler.helo == ["HELO ex01.contoso.com"]
+    assert await pending(lab) == []
+
+
+async def test_smart_host_with_basic_auth(running) -> None:  # type: ignore[no-untyped-def]
+    connectors = """
+  - Name: Via Smarthost
+    AddressSpaces: ["*"]
+    SmartHosts: [smarthost.lab.example]
+    SmartHostAuthMechanism: BasicAuth
+    AuthenticationCredential: {UserName: relay, Password: "Relay-P@ss1"}
+"""
+    lab = await running(lab_text(connectors, DNS))
+    smarthost = await running.mta("127.0.10.70", lab.port(25), credentials=("relay", "Relay-P@ss1"))
+    await submit(lab.port(587), "someone@fabrikam.example")
+    await lab.wait_for(lambda: len(smarthost.messages) == 1)
+    got = smarthost.messages[0]
+    assert got.auth is not None and got.auth.login == b"relay"
+    assert smarthost.handler.helo == ["EHLO ex01.contoso.com"]  # no Fqdn: the server's
+
+
+async def test_wrong_credentials_keep_the_message_queued_with_the_reply(running) -> None:  # type: ignore[no-untyped-def]
+    connectors = """
+  - Name: Via Smarthost
+    AddressSpaces: ["*"]
+    SmartHosts: [smarthost.lab.example]
+    SmartHostAuthMechanism: BasicAuth
+    AuthenticationCredential: {UserName: relay, Password: wrong}
+"""
+    lab = await running(lab_text(connectors, DNS))
+    smarthost = await running.mta("127.0.10.70", lab.port(25), credentials=("relay", "Relay-P@ss1"))
+    await submit(lab.port(587), "someone@fabrikam.example")
+
+    async def deferred() -> list[QueuedMessage]:
+        return [m for m in await pending(lab) if m.last_error]
+
+    found: list[QueuedMessage] = []
+    for _ in range(200):
+        found = await deferred()
+        if found:
+            break
+        await __import__("asyncio").sleep(0.05)
+    assert found, "not deferred"
+    assert "535" in (found[0].last_error or ""), found[0].last_error
+    assert smarthost.messages == []

@@ -1,0 +1,191 @@
+"""Outbound TLS on send connectors (exchange.md §4.3) and the Unreachable queue and the relay to
+a connector's source server (exchange.md §8.2), over real sockets: the smart host is an aiosmtpd
+server with a certificate of the lab PKI (tests/integration/sendlab.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+
+import pytest
+
+from exchsim.policy.outbound import UNREACHABLE_REASON
+from exchsim.tls.issued import issue_certificate
+from exchsim.tls.pki import CertificateFiles
+from exchsim.transport.queue import QueuedMessage
+from tests.integration.conftest import RunningLab, start_lab
+from tests.integration.sendlab import Mta, lab_text, submit
+
+SMARTHOST = "127.0.10.70"
+DNS = """
+  A:
+    smarthost.lab.example: 127.0.10.70
+"""
+
+
+def smart_host_connector(**settings: str) -> str:
+    extra = "".join(f"\n    {key}: {value}" for key, value in settings.items())
+    return f"""
+  - Name: Via Smarthost
+    AddressSpaces: ["*"]
+    SmartHosts: [smarthost.lab.example]{extra}
+"""
+
+
+class Harness:
+    def __init__(self, data: Path) -> None:
+        self.data = data
+        self.labs: list[RunningLab] = []
+        self.mtas: list[Mta] = []
+
+    async def lab(self, text: str) -> RunningLab:
+        lab = await start_lab(text, self.data)
+        self.labs.append(lab)
+        return lab
+
+    async def stop_lab(self, lab: RunningLab) -> None:
+        await lab.daemon.stop()
+        self.labs.remove(lab)
+
+    async def mta(self, address: str, port: int, **kwargs: object) -> Mta:
+        found = await Mta(address, port, **kwargs).start()  # type: ignore[arg-type]
+        self.mtas.append(found)
+        return found
+
+    def certificate(self, lab: RunningLab, name: str) -> CertificateFiles:
+        assert lab.daemon.lab_ca is not None
+        now = datetime.datetime.now(datetime.UTC)
+        return issue_certificate(lab.daemon.lab_ca, name, now).files
+
+
+@pytest.fixture
+async def harness(tmp_path: Path) -> AsyncIterator[Harness]:
+    made = Harness(tmp_path / "data")
+    yield made
+    for mta in made.mtas:
+        await mta.stop()
+    for lab in made.labs:
+        await lab.daemon.stop()
+
+
+async def pending(lab: RunningLab, server: str = "EX01") -> list[QueuedMessage]:
+    later = datetime.datetime.now(datetime.UTC) + datetime.timedelta(days=1)
+    return await lab.daemon.queues[server].due(later, limit=100)
+
+
+async def deferred_with(lab: RunningLab, test: Callable[[str], bool],
+                        timeout: float = 10.0) -> QueuedMessage:
+    """The queued message whose last error passes ``test`` (waits for it)."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    seen: list[str | None] = []
+    while asyncio.get_running_loop().time() < deadline:
+        found = await pending(lab)
+        seen = [m.last_error for m in found]
+        for message in found:
+            if message.last_error and test(message.last_error):
+                return message
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"no message deferred as expected; last errors: {seen}")
+
+
+async def wait(lab: RunningLab, condition: Callable[[], bool] | Callable[[], Awaitable[bool]],
+               timeout: float = 10.0) -> None:
+    await lab.wait_for(condition, timeout)  # type: ignore[arg-type]
+
+
+async def test_require_tls_without_starttls_stays_queued_then_the_fixed_host_gets_it(
+        harness: Harness) -> None:
+    lab = await harness.lab(lab_text(smart_host_connector(RequireTLS="true"), DNS))
+    smarthost = await harness.mta(SMARTHOST, lab.port(25), name="smarthost.lab.example")
+    await submit(lab.port(587), "user@fabrikam.example", "tls required")
+    message = await deferred_with(lab, lambda e: "STARTTLS was not offered" in e)
+    assert "451 4.4.0 Primary target IP address responded with" in (message.last_error or "")
+    assert "requires TLS" in (message.last_error or "")
+    await asyncio.sleep(1.5)  # at least one more retry: still not sent in clear
+    assert smarthost.messages == []
+    # The test hook: the smart host is fixed (STARTTLS with a lab-PKI certificate).
+    await smarthost.restart(certificate=harness.certificate(lab, "smarthost.lab.example"))
+    await wait(lab, lambda: len(smarthost.messages) == 1)
+    assert smarthost.messages[0].tls
+    assert await pending(lab) == []
+
+
+async def test_domain_validation_against_a_certificate_of_another_host(
+        harness: Harness) -> None:
+    connector = smart_host_connector(RequireTLS="true", TlsAuthLevel="DomainValidation",
+                                     TlsDomain="smarthost.lab.example")
+    lab = await harness.lab(lab_text(connector, DNS))
+    smarthost = await harness.mta(SMARTHOST, lab.port(25), name="smarthost.lab.example",
+                                  certificate=harness.certificate(lab, "other.lab.example"))
+    await submit(lab.port(587), "user@fabrikam.example", "domain validation")
+    message = await deferred_with(lab, lambda e: "does not match the expected domain" in e)
+    assert "smarthost.lab.example" in (message.last_error or "")
+    assert "other.lab.example" in (message.last_error or "")
+    assert smarthost.messages == []
+    await smarthost.restart(certificate=harness.certificate(lab, "smarthost.lab.example"))
+    await wait(lab, lambda: len(smarthost.messages) == 1)
+    assert smarthost.messages[0].tls
+
+
+async def test_certificate_validation_refuses_a_self_signed_certificate(
+        harness: Harness) -> None:
+    lab = await harness.lab(lab_text(
+        smart_host_connector(RequireTLS="true", TlsAuthLevel="CertificateValidation"), DNS))
+    # EX02's setup certificate is self-signed: not trusted.
+    own = lab.daemon.nodes["EX01"].certificate
+    smarthost = await harness.mta(SMARTHOST, lab.port(25), certificate=own)
+    await submit(lab.port(587), "user@fabrikam.example")
+    message = await deferred_with(lab, lambda e: "failed validation" in e)
+    assert "UntrustedRoot" in (message.last_error or "")
+    assert smarthost.messages == []
+
+
+async def test_opportunistic_starttls_and_encryption_only(harness: Harness) -> None:
+    lab = await harness.lab(lab_text(
+        smart_host_connector(RequireTLS="true", TlsAuthLevel="EncryptionOnly"), DNS))
+    own = lab.daemon.nodes["EX01"].certificate  # self-signed: fine for EncryptionOnly
+    smarthost = await harness.mta(SMARTHOST, lab.port(25), certificate=own)
+    await submit(lab.port(587), "user@fabrikam.example")
+    await wait(lab, lambda: len(smarthost.messages) == 1)
+    assert smarthost.messages[0].tls
+
+
+async def test_ignore_starttls_sends_in_clear(harness: Harness) -> None:
+    lab = await harness.lab(lab_text(smart_host_connector(IgnoreSTARTTLS="true"), DNS))
+    smarthost = await harness.mta(SMARTHOST, lab.port(25),
+                                  certificate=harness.certificate(lab, "smarthost.lab.example"))
+    await submit(lab.port(587), "user@fabrikam.example")
+    await wait(lab, lambda: len(smarthost.messages) == 1)
+    assert not smarthost.messages[0].tls
+
+
+async def test_no_connector_holds_the_message_until_one_is_added(harness: Harness) -> None:
+    lab = await harness.lab(lab_text("[]", DNS))
+    await submit(lab.port(587), "user@fabrikam.example", "unreachable")
+    message = await deferred_with(lab, lambda e: e == UNREACHABLE_REASON)
+    assert message.recipients == ("user@fabrikam.example",)
+    assert lab.internet("user@fabrikam.example") == []
+    # Adding a connector (the config changes; the lab restarts on the same data) delivers it.
+    await harness.stop_lab(lab)
+    lab = await harness.lab(lab_text(smart_host_connector(), DNS))
+    smarthost = await harness.mta(SMARTHOST, lab.port(25))
+    await wait(lab, lambda: len(smarthost.messages) == 1)
+    assert smarthost.messages[0].rcpt_tos == ["user@fabrikam.example"]
+
+
+EX02 = '  - {Name: EX02, Role: Mailbox, Fqdn: ex02.contoso.com, Address: 127.0.10.2, Version: "15.2"}'
+
+
+async def test_a_connector_of_ex02_gets_mail_from_ex01_through_ex02(harness: Harness) -> None:
+    connector = smart_host_connector(SourceTransportServers="[EX02]")
+    lab = await harness.lab(lab_text(connector, DNS, extra_servers=EX02))
+    smarthost = await harness.mta(SMARTHOST, lab.port(25))
+    await submit(lab.port(587), "user@fabrikam.example", "relayed through ex02")
+    await wait(lab, lambda: len(smarthost.messages) == 1)
+    got = smarthost.messages[0]
+    assert got.peer == "127.0.10.2"  # EX02 sent it out
+    text = got.data.decode()
+    assert "by ex02.contoso.com" in text  # EX02's hub took it from EX01 (a Received line)
+    assert "X-MS-Exchange-Organization-" not in text  # stripped on the way out
