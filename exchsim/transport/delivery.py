@@ -56,6 +56,7 @@ from exchsim.logs.tracking import MessageTracking
 from exchsim.policy import replies, rules
 from exchsim.policy.outbound import UNREACHABLE_REASON
 from exchsim.policy.replies import Reply
+from exchsim.policy.sendsecure import domain_secure
 from exchsim.transport.hopclient import HopTls
 from exchsim.transport.hub import Route, categorize, ndr_original, postmaster_of
 from exchsim.transport.ndr import build_ndr, envelope_of, ndr_message_id
@@ -124,6 +125,7 @@ class DeliveryAgent:
         self.hops = NextHops(server, tls_context, mailbox_delivery, internet, sender=sender,
                              hub_transport=hub_transport)
         self.retry = retry
+        self.secure_domains = lab.organization.transport_config.tls_send_domain_secure_list
         self.expiration = expiration or lab.lab.message_expiration_timeout
         self.concurrency = concurrency
         self._wake = asyncio.Event()
@@ -319,8 +321,10 @@ class DeliveryAgent:
                 described = (host, address, "Intra-Organization SMTP Send Connector")
             else:
                 connector = self._connector(route.connector)
+                domain = rules.domain_of(sendable[0].lower())
                 refused, host, address = await self.hops.to_connector(
-                    connector, rules.domain_of(sendable[0].lower()), item, sendable)
+                    connector, domain, item, sendable, domain_secure=domain_secure(
+                        connector, self.secure_domains, domain))
                 described = (host, address, connector.name)
         except Exception as exc:
             failure = classify(exc)

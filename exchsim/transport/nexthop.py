@@ -113,13 +113,15 @@ class NextHops:
         return hop
 
     async def to_connector(self, connector: SendConnector, domain: str, item: QueuedMessage,
-                           rcpts: list[str]) -> tuple[list[tuple[str, Reply]], str, str]:
+                           rcpts: list[str], *, domain_secure: bool = False
+                           ) -> tuple[list[tuple[str, Reply]], str, str]:
         """Through a send connector of this server (transport/smtpsend.py): the recipients
-        refused, and the host name and address that took the message."""
+        refused, and the host name and address that took the message. ``domain_secure``:
+        Domain Security applies (policy/sendsecure.py)."""
         if self.sender is None:
             raise Unreachable("no send connector client")
         result = await self.sender.send(connector, domain, item.sender, rcpts, item.data,
-                                        domain_secure=False)  # partner10: Domain Security
+                                        domain_secure=domain_secure)
         return result.refused, result.host, result.address
 
     async def to_hub(self, servers: Sequence[str], item: QueuedMessage,
