@@ -51,7 +51,7 @@ from exchsim.tls.contexts import (
 from exchsim.tls.crlhttp import CrlServer
 from exchsim.tls.judged import JudgedServerContext
 from exchsim.tls.labca import LabCa, PkiError, crl_base_url, crl_dir, ensure_lab_ca
-from exchsim.tls.labcerts import ensure_lab_certificate
+from exchsim.tls.labcerts import ensure_lab_certificates
 from exchsim.tls.pki import CertificateFiles, ensure_server_certificate, select_certificate
 from exchsim.tls.resumption import ClientSessionCache
 from exchsim.tls.revocation import CertificateJudge
@@ -389,7 +389,10 @@ class LabDaemon:
         }
         if not self.partner:  # NTLM_USER_FILE is the process's: the lab's own users
             write_ntlm_users(self.lab, self.data_dir / "ntlm" / "users.txt")
-        await self._lab_certificates(pki, certificates, now)
+        crl = self.lab.lab.crl_server  # ExchsimLabCertificate: issued when missing
+        await asyncio.to_thread(ensure_lab_certificates, pki, self.servers_to_run(), certificates,
+                                now, crl_base_url=crl_base_url(crl.address,
+                                                               crl.port + self.port_offset))
         store_seen = await asyncio.to_thread(_file_version, store_path(pki))
         for server in self.servers_to_run():
             node = ServerNode(
@@ -462,21 +465,6 @@ class LabDaemon:
             await self._start_crl_server(pki, now)
             for partner in self.lab.partners:
                 await self._start_partner(partner)
-
-    async def _lab_certificates(self, pki: Path, setup: Mapping[str, CertificateFiles],
-                                now: datetime.datetime) -> None:
-        """ExchsimLabCertificate of the servers to run: issued by the lab CA when missing
-        (tls/labcerts.py), so that the stores read next hold them."""
-        wanted = [s for s in self.servers_to_run() if s.exchsim_lab_certificate]
-        if not wanted:
-            return
-        crl = self.lab.lab.crl_server
-        lab_ca = await asyncio.to_thread(
-            ensure_lab_ca, pki, now, crl_base_url=crl_base_url(crl.address,
-                                                               crl.port + self.port_offset))
-        for server in wanted:
-            await asyncio.to_thread(ensure_lab_certificate, lab_ca, server.name,
-                                    server.exchsim_lab_certificate, setup[server.name], now)
 
     async def _start_partner(self, partner: Lab) -> None:
         """A Lab.Partners organization: its servers in this process, in the same data

@@ -19,14 +19,30 @@ names the recipient's domain.
 from __future__ import annotations
 
 import datetime
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from pathlib import Path
 
+from exchsim.config.model import Server
 from exchsim.tls.certstore import StoreEntry, enable, store_entries
 from exchsim.tls.issued import issue_certificate
-from exchsim.tls.labca import ISSUING, LabCa
+from exchsim.tls.labca import ISSUING, LabCa, ensure_lab_ca
 from exchsim.tls.pki import CertificateFiles
 
-__all__ = ["ensure_lab_certificate"]
+__all__ = ["ensure_lab_certificate", "ensure_lab_certificates"]
+
+
+def ensure_lab_certificates(pki_dir: Path, servers: Sequence[Server],
+                            setup: Mapping[str, CertificateFiles], now: datetime.datetime, *,
+                            crl_base_url: str) -> None:
+    """:func:`ensure_lab_certificate` for every server of ``servers`` with an
+    ExchsimLabCertificate, the lab CA made first if need be (its CRLs at ``crl_base_url``)."""
+    wanted = [s for s in servers if s.exchsim_lab_certificate]
+    if not wanted:
+        return
+    lab_ca = ensure_lab_ca(pki_dir, now, crl_base_url=crl_base_url)
+    for server in wanted:
+        ensure_lab_certificate(lab_ca, server.name, server.exchsim_lab_certificate,
+                               setup[server.name], now)
 
 
 def ensure_lab_certificate(lab_ca: LabCa, server: str, names: Sequence[str],
