@@ -71,6 +71,7 @@ log = logging.getLogger(__name__)
 PORT_HUB_DEFAULT = 2525
 PORT_CLIENT_PROXY = 465
 PORT_MAILBOX_DELIVERY = 475
+PORT_OUTBOUND_PROXY = 717
 PRIVATE_UMASK = 0o077
 TRIM_INTERVAL = 5.0  # seconds between returns of freed memory to the system
 STORE_POLL = 1.0  # seconds between looks at DATA/pki/store.json (certificates enabled live)
@@ -403,6 +404,9 @@ class LabDaemon:
             )
             queue = await MessageQueue.open(self.data_dir / "queue" / f"{server.name}.sqlite",
                                             clock=self.clock)
+            send_context = SendContext(
+                server=server, dns=self.lab.dns, port_offset=self.port_offset,
+                certificate=node.send_certificate, judge=node.judge_certificate)
             self.queues[server.name] = queue
             agent = DeliveryAgent(
                 self.lab, server, self.clock, queue, node.client_tls_context,
@@ -417,19 +421,19 @@ class LabDaemon:
                 retry=self.lab.lab.retry_interval,
                 tracking=node.tracking,
                 # Send connectors: their ports get the lab's offset too (transport/smtpsend.py).
-                sender=SmtpSender(SendContext(
-                    server=server, dns=self.lab.dns, port_offset=self.port_offset,
-                    certificate=node.send_certificate, judge=node.judge_certificate)),
+                sender=SmtpSender(send_context),
                 hub_transport={
                     s.name.lower(): Endpoint(s.address, PORT_HUB_DEFAULT + self.port_offset)
                     for s in self.lab.servers
                 },
+                frontend=Endpoint(server.address, PORT_OUTBOUND_PROXY + self.port_offset),
             )
             self.agents[server.name] = agent
             node.frontend = FrontendProxy(
                 server, self.clock, node.client_tls_context,
                 default_hub=HubEndpoint(server.address, PORT_HUB_DEFAULT + self.port_offset),
                 client_proxy=HubEndpoint(server.address, PORT_CLIENT_PROXY + self.port_offset),
+                sender=SmtpSender(send_context),  # Outbound Proxy Frontend's client (XPROXYTO)
             )
             node.handlers = {
                 Role.FRONTEND: node.frontend,

@@ -233,7 +233,8 @@ class MessageTracking:
         if self.hub is None or not failed:
             return
         statuses = [_status(reply) for reply in failed.values()]
-        source = "ROUTING" if any("RESOLVER." in s for s in statuses) else "SMTP"
+        source = ("ROUTING" if any("RESOLVER." in s or "ROUTING." in s for s in statuses)
+                  else "SMTP")
         self._write(self.hub, Event(
             "FAIL", source, message_id=item.message_id, sender_address=item.sender,
             recipients=list(failed), recipient_status=statuses,

@@ -12,7 +12,10 @@ picks for the recipient's domain on this server, as a :class:`~exchsim.policy.ne
 - a connector of other servers only: ``SmtpRelayToConnectorSourceServers``, NextHopDomain the
   connector's name (lower case); the message is relayed to one of its source servers over the
   intra-organization hop, where it is routed again;
-- no connector: ``Unreachable``, with :data:`UNREACHABLE_REASON`.
+- no connector: ``Unreachable`` (NextHopDomain ``unreachable domain``), with
+  :data:`UNREACHABLE_REASON`; but when connectors match the
+  domain and only their MaxMessageSize keeps the message out, an NDR with
+  ``550 5.3.4 ROUTING.SizeLimit`` (``too_big``; exchange.md §8.2).
 
 Destinations (:func:`destinations`): the smart hosts in order (a name through ``Dns.A``, or an
 ``[address]``), or the recipient domain's MX records by preference, each host through its
@@ -32,7 +35,10 @@ chain must be trusted and name the recipient's domain whatever TlsAuthLevel says
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import ipaddress
+import re
+import zlib
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from exchsim.config.model import Lab, ServerRole
@@ -47,16 +53,23 @@ from exchsim.policy.sendrouting import select_send_connector, source_servers
 from exchsim.tls.validation import ChainStatus, matches_domain
 
 __all__ = [
+    "UNREACHABLE_DOMAIN",
     "UNREACHABLE_REASON",
     "Destination",
     "OutboundRoute",
+    "ProxyTo",
     "destinations",
     "dns_failure",
     "judge_remote_certificate",
     "mailbox_next_hop",
+    "parse_xproxyto",
     "route_external",
     "tls_required",
+    "xproxyto_command",
 ]
+
+UNREACHABLE_DOMAIN = "Unreachable Domain"
+"""Get-Queue's NextHopDomain of the Unreachable queue."""
 
 UNREACHABLE_REASON = "A matching connector cannot be found to route the external recipient"
 """The last error of a message in the Unreachable queue (Microsoft's Exchange 2007 troubleshooting
@@ -78,12 +91,17 @@ class OutboundRoute:
     next_hop: NextHop
     connector: str | None = None
     relay_servers: tuple[str, ...] = ()
+    too_big: bool = False
+    """No connector because every one that matches the domain is smaller than the message: an
+    NDR (``replies.ROUTING_SIZE_LIMIT``), not the Unreachable queue."""
 
 
 def mailbox_next_hop(server: str) -> NextHop:
-    """The next hop of a mailbox on ``server``: its Mailbox Transport Delivery (exchsim has no
-    mailbox databases; the server's name, lower case, stands for its database)."""
-    return NextHop(DeliveryType.SMTP_DELIVERY_TO_MAILBOX, server.lower())
+    """The next hop of a mailbox on ``server``: its Mailbox Transport Delivery, NextHopDomain
+    the server's mailbox database as setup names one (``Mailbox Database`` and ten digits, here
+    a checksum of the server name, so that it never changes)."""
+    database = f"Mailbox Database {zlib.crc32(server.upper().encode()) % 10**10:010d}"
+    return NextHop(DeliveryType.SMTP_DELIVERY_TO_MAILBOX, database.lower())
 
 
 def _smart_host_domain(connector: SendConnector) -> str:
@@ -96,7 +114,10 @@ def route_external(lab: Lab, server: str, domain: str, size: int | None) -> Outb
     mailbox_servers = [s.name for s in lab.servers if s.role is ServerRole.MAILBOX]
     chosen = select_send_connector(lab.send_connectors, domain, server, mailbox_servers, size)
     if chosen is None:
-        return OutboundRoute(NextHop(DeliveryType.UNREACHABLE, UNREACHABLE_REASON.lower()))
+        too_big = size is not None and select_send_connector(
+            lab.send_connectors, domain, server, mailbox_servers, None) is not None
+        return OutboundRoute(NextHop(DeliveryType.UNREACHABLE, UNREACHABLE_DOMAIN.lower()),
+                             too_big=too_big)
     connector = chosen.connector
     if not chosen.local:
         others = tuple(s for s in source_servers(connector, mailbox_servers)
@@ -120,10 +141,6 @@ class Destination:
     host: str | None
     address: str
     port: int
-
-    def describe(self) -> str:
-        where = f"{self.address}:{self.port}"
-        return where if self.host is None else f"{self.host}[{where}]"
 
 
 def destinations(connector: SendConnector, domain: str,
@@ -189,3 +206,93 @@ def judge_remote_certificate(connector: SendConnector, domain: str, status: Chai
             return (f"the remote certificate does not match the expected domain {wanted} "
                     f"(its names: {shown})")
     return None
+
+
+# --- the outbound proxy: hub -> Front End 717 -> out (exchange.md §7.4) ------------------------
+
+_DESTINATION = re.compile(r"(?P<host>[A-Za-z0-9.-]*)\[(?P<address>[0-9A-Fa-f.:]+)\]:(?P<port>\d+)")
+
+
+@dataclass(frozen=True, slots=True)
+class ProxyTo:
+    """What XPROXYTO tells the Front End: where to go and the connector's settings."""
+
+    destinations: tuple[Destination, ...]
+    domain: str  # NEXTHOPDOMAIN: the recipient domain
+    require_tls: bool = False
+    tls_auth_level: TlsAuthLevel | None = None
+    tls_domain: str | None = None
+    ignore_starttls: bool = False
+    force_helo: bool = False
+    fqdn: str | None = None
+    certificate_name: str | None = None
+    connector: str = ""
+
+    def as_connector(self) -> SendConnector:
+        """These settings as a send connector, for the Front End's client."""
+        return SendConnector.model_validate({
+            "Name": self.connector or "Outbound Proxy", "AddressSpaces": ["*"],
+            "RequireTLS": self.require_tls, "TlsAuthLevel": self.tls_auth_level,
+            "TlsDomain": self.tls_domain, "IgnoreSTARTTLS": self.ignore_starttls,
+            "ForceHELO": self.force_helo, "Fqdn": self.fqdn,
+            "TlsCertificateName": self.certificate_name,
+        })
+
+
+def _xtext(value: str) -> str:
+    return "".join(chr(b) if 33 <= b <= 126 and b not in (0x2B, 0x3D) else f"+{b:02X}"
+                   for b in value.encode("utf-8"))
+
+
+def _unxtext(value: str) -> str:
+    return re.sub(r"\+([0-9A-Fa-f]{2})", lambda m: chr(int(m.group(1), 16)), value)
+
+
+def xproxyto_command(connector: SendConnector, domain: str,
+                     hosts: Sequence[Destination], session_id: str) -> str:
+    """The hub's XPROXYTO for a FrontendProxyEnabled connector (exchange.md §7.4): the
+    destinations the hub resolved (``host[address]:port``, the port before the lab's offset)
+    and the connector's settings, by the names of Exchange's XPROXYTO parameters."""
+    dests = ",".join(f"{d.host or ''}[{d.address}]:{d.port}" for d in hosts)
+    level = connector.tls_auth_level.value if connector.tls_auth_level else ""
+    parts = [f"DESTINATIONS={dests}", f"PORT={connector.port}",
+             f"NEXTHOPDOMAIN={_xtext(domain)}", f"REQUIRETLS={connector.require_tls}",
+             f"TLSAUTHLEVEL={level}", f"TLSDOMAINS={_xtext(connector.tls_domain or '')}",
+             f"SHOULDSKIPTLS={connector.ignore_starttls}", f"FORCEHELO={connector.force_helo}",
+             f"FQDN={_xtext(connector.fqdn or '')}",
+             f"CERTSUBJECT={_xtext(connector.tls_certificate_name or '')}",
+             f"CONNECTOR={_xtext(connector.name)}", f"SESSIONID={session_id}", "LAST=True"]
+    return "XPROXYTO " + " ".join(parts)
+
+
+def parse_xproxyto(params: Mapping[str, str]) -> ProxyTo | None:
+    """XPROXYTO's keyword arguments -> :class:`ProxyTo`; None when they are not usable (no
+    destination, an address outside 127.0.0.0/8, a bad port or TLS level)."""
+    hosts: list[Destination] = []
+    for item in params.get("DESTINATIONS", "").split(","):
+        found = _DESTINATION.fullmatch(item)
+        if found is None:
+            return None
+        try:
+            address = ipaddress.ip_address(found["address"])
+        except ValueError:
+            return None
+        port = int(found["port"])
+        if not address.is_loopback or not 1 <= port <= 65535:
+            return None
+        hosts.append(Destination(found["host"] or None, str(address), port))
+    level_text = params.get("TLSAUTHLEVEL", "")
+    levels = {level.value.lower(): level for level in TlsAuthLevel}
+    if level_text and level_text.lower() not in levels:
+        return None
+
+    def flag(name: str) -> bool:
+        return params.get(name, "False").lower() == "true"
+
+    def text(name: str) -> str | None:
+        return _unxtext(params.get(name, "")) or None
+
+    return ProxyTo(tuple(hosts), text("NEXTHOPDOMAIN") or "", flag("REQUIRETLS"),
+                   levels.get(level_text.lower()), text("TLSDOMAINS"), flag("SHOULDSKIPTLS"),
+                   flag("FORCEHELO"), text("FQDN"), text("CERTSUBJECT"),
+                   text("CONNECTOR") or "")

@@ -188,6 +188,11 @@ UNSENDABLE_ADDRESS = _r(550, "5.1.3", "Invalid address")
 # exchange.md §12.6; Exchange 2007's KB 960775 shows the same text for MaxSendSize).
 RECIPIENT_SIZE_LIMIT = _r(550, "5.2.3", "RESOLVER.RST.RecipSizeLimit; message too large for this "
                           "recipient")
+# ... for a message that a send connector's address space matches but whose MaxMessageSize it
+# exceeds, with no other connector to take it (exchange.md §8.2: Routing.SizeLimit in the NDR's
+# diagnostic; the rest of the text is exchsim's choice).
+ROUTING_SIZE_LIMIT = _r(550, "5.3.4", "ROUTING.SizeLimit; message size exceeds fixed maximum "
+                        "size for route")
 
 # --- success (exchange.md §2.5) -------------------------------------------------------------------
 SENDER_OK = _r(250, "2.1.0", "Sender OK")

@@ -142,6 +142,9 @@ _ROWS = (
     VerbRule("X-EXPS", hello=Hello.EHLO),
     VerbRule("XPROXYFROM", advertised="XPROXYFROM", exchange_right=Right.ACCEPT_XPROXYFROM),
     VerbRule("XPROXY", advertised="XPROXY", exchange_right=Right.ACCEPT_XPROXYFROM),
+    # No right of its own is documented for XPROXYTO: exchsim asks for XPROXYFROM's.
+    VerbRule("XPROXYTO", hello=Hello.EHLO, transaction=Txn.OUTSIDE, advertised="XPROXYTO",
+             exchange_right=Right.ACCEPT_XPROXYFROM),
     VerbRule("XSESSIONPARAMS", advertised="XSESSIONPARAMS",
              exchange_right=Right.ACCEPT_XSESSIONPARAMS),
     VerbRule("XEXCH50", hello=Hello.ANY, transaction=Txn.RECIPIENTS, advertised="XEXCH50",

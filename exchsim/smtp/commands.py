@@ -13,7 +13,7 @@ import ipaddress
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING
 
-from exchsim.policy import replies, rules
+from exchsim.policy import outbound, replies, rules
 from exchsim.policy.permissions import Identity, IdentityKind, Right, mask_to_rights
 from exchsim.policy.rates import rate_keys
 from exchsim.policy.replies import Reply
@@ -145,6 +145,18 @@ def xproxy(s: SessionCore, arg: str | None) -> None:
     mech = params.get("AUTHMECH", "06")
     s.set_identity(Identity(IdentityKind.USER, mailbox.primary_smtp_address, mech), mailbox)
     s.reply(replies.XPROXY_ACCEPTED_AUTHENTICATED)
+
+
+def xproxyto(s: SessionCore, arg: str | None) -> None:
+    """XPROXYTO from a hub on Outbound Proxy Frontend (exchange.md §7.4): where the session's
+    messages go and the send connector's settings (policy/outbound.py); the Front End sends
+    them out itself (transport/frontend.py)."""
+    proxy_to = outbound.parse_xproxyto(wire.parse_keyword_args(arg))
+    if proxy_to is None:
+        s.protocol_error(replies.INVALID_ARGUMENTS)
+        return
+    s.proxy_to = proxy_to
+    s.reply(replies.XPROXYTO_ACCEPTED)
 
 
 def xsessionparams(s: SessionCore, arg: str | None) -> None:
@@ -318,6 +330,7 @@ HANDLERS: dict[str, Handler] = {
     "X-EXPS": auth.exps,
     "XPROXYFROM": xproxyfrom,
     "XPROXY": xproxy,
+    "XPROXYTO": xproxyto,
     "XSESSIONPARAMS": xsessionparams,
     "XEXCH50": xexch50,
 }

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from exchsim.config.model import ReceiveConnector
-from exchsim.policy import rules, schannel
+from exchsim.policy import outbound, rules, schannel
 from exchsim.policy.headers import tls_names
 from exchsim.policy.permissions import Identity, Rights
 from exchsim.policy.replies import Reply
@@ -109,6 +109,7 @@ class MessageContext:
     tls: TlsInfo | None
     proxied: ProxiedClient | None
     log: Callable[[str, str], None]  # a protocol-log information line: (data, context)
+    proxy_to: outbound.ProxyTo | None = None  # XPROXYTO (exchange.md §7.4)
 
 
 @dataclass(frozen=True, slots=True)

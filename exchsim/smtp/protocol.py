@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 from exchsim.config.capabilities import Capability
 from exchsim.config.model import AuthMechanism, Mailbox, ReceiveConnector, TransportRole as Role
 from exchsim.config.syntax import format_endpoint, format_timespan
-from exchsim.policy import ehlo, replies, rules
+from exchsim.policy import ehlo, outbound, replies, rules
 from exchsim.policy.dialect import Dialect
 from exchsim.policy.domainsecure import capability_rights
 from exchsim.policy.permissions import (
@@ -128,6 +128,7 @@ class SessionCore:
         self.rights: Rights = frozenset()
         self.mailbox: Mailbox | None = None
         self.proxied: ProxiedClient | None = None
+        self.proxy_to: outbound.ProxyTo | None = None  # XPROXYTO (Outbound Proxy Frontend)
         self.capabilities: frozenset[Capability] = frozenset()  # TlsDomainCapabilities granted
         self.capabilities_decided = False
         self.txn: Transaction | None = None
@@ -525,20 +526,15 @@ class SessionCore:
             session_id=self.session_id, connector=self.connector, identity=self.identity,
             rights=self.rights, peer=self.peer, local=self.local, helo=self.helo_name,
             sequence=self.messages, tls=self.tls, proxied=self.proxied, log=self.info,
+            proxy_to=self.proxy_to,
         )
 
     def facts(self) -> rules.SessionFacts:
         assert self.connector is not None
         return rules.SessionFacts(
-            org=self.runtime.lab.organization,
-            server=self.server,
-            connector=self.connector,
-            identity=self.identity,
-            rights=self.rights,
-            tls_active=self.tls is not None,
-            mailbox=self.mailbox,
-            local_servers=self.runtime.local_fqdns,
-        )
+            org=self.runtime.lab.organization, server=self.server, connector=self.connector,
+            identity=self.identity, rights=self.rights, tls_active=self.tls is not None,
+            mailbox=self.mailbox, local_servers=self.runtime.local_fqdns)
 
     # ------------------------------------------------------------------ internals ------------
 

@@ -113,6 +113,7 @@ class DeliveryAgent:
         tracking: MessageTracking | None = None,
         sender: SmtpSender | None = None,
         hub_transport: Mapping[str, Endpoint] | None = None,
+        frontend: Endpoint | None = None,
     ) -> None:
         self.lab = lab
         self.tracking = tracking or MessageTracking.disabled(server)
@@ -123,7 +124,7 @@ class DeliveryAgent:
         # trust stores, and without the lab's port offset.
         sender = sender or SmtpSender(SendContext(server=server, dns=lab.dns, port_offset=0))
         self.hops = NextHops(server, tls_context, mailbox_delivery, internet, sender=sender,
-                             hub_transport=hub_transport)
+                             hub_transport=hub_transport, frontend=frontend)
         self.retry = retry
         self.secure_domains = lab.organization.transport_config.tls_send_domain_secure_list
         self.expiration = expiration or lab.lab.message_expiration_timeout
@@ -289,6 +290,8 @@ class DeliveryAgent:
                              rcpts: list[str]) -> _Attempt:
         if route.kind == "ndr":
             return _Attempt(failed=dict.fromkeys(rcpts, replies.RECIPIENT_NOT_FOUND))
+        if route.kind == "toobig":
+            return _Attempt(failed=dict.fromkeys(rcpts, replies.ROUTING_SIZE_LIMIT))
         now = self.clock.utc()
         result = _Attempt()
         if item.sender and not rules.valid_address(item.sender):
@@ -322,9 +325,13 @@ class DeliveryAgent:
             else:
                 connector = self._connector(route.connector)
                 domain = rules.domain_of(sendable[0].lower())
-                refused, host, address = await self.hops.to_connector(
-                    connector, domain, item, sendable, domain_secure=domain_secure(
-                        connector, self.secure_domains, domain))
+                if connector.frontend_proxy_enabled:
+                    refused, host, address = await self.hops.via_frontend(
+                        connector, domain, item, sendable)
+                else:
+                    refused, host, address = await self.hops.to_connector(
+                        connector, domain, item, sendable, domain_secure=domain_secure(
+                            connector, self.secure_domains, domain))
                 described = (host, address, connector.name)
         except Exception as exc:
             failure = classify(exc)

@@ -27,6 +27,11 @@ comes within the hop's timeout, the reply cannot be read), so the client gets
 message twice while the client was told it failed. The client's own retry after that 451 is
 the only copy that can follow, and Mailbox Transport Delivery drops it if the first one did
 arrive (the same Internet Message-ID, transport/mailbox.py).
+
+Outbound Proxy Frontend (717): a hub session that said ``XPROXYTO`` (a send connector with
+FrontendProxyEnabled, exchange.md §7.4) is not proxied to a hub: its messages go out through the
+send connector client (transport/smtpsend.py) to the destinations XPROXYTO named, with the
+connector's TLS settings, and the hub gets the remote's reply.
 """
 
 from __future__ import annotations
@@ -36,16 +41,21 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import aiosmtplib
+
 from exchsim.clock import Clock
 from exchsim.config.model import Server
 from exchsim.policy import replies
 from exchsim.policy.headers import parse_message
+from exchsim.policy.outbound import ProxyTo
 from exchsim.policy.permissions import Identity, IdentityKind, Rights, rights_to_mask
 from exchsim.policy.replies import Reply
 from exchsim.smtp import wire
 from exchsim.smtp.message import AcceptedMessage, MessageContext
-from exchsim.transport.hopclient import HopClient, HopError, HopTls
+from exchsim.transport.hopclient import HopClient, HopError, HopTls, parse_reply
+from exchsim.transport.outcome import Unreachable, Unsendable, summary
 from exchsim.transport.received import received_for
+from exchsim.transport.smtpsend import SmtpSender
 
 log = logging.getLogger(__name__)
 
@@ -86,8 +96,10 @@ class FrontendProxy:
         client_proxy: HubEndpoint,
         *,
         hop_timeout: float = 30.0,
+        sender: SmtpSender | None = None,
     ) -> None:
         self.server = server
+        self.sender = sender  # the Outbound Proxy Frontend's client (XPROXYTO)
         self.clock = clock
         self.tls_context = tls_context
         self.default_hub = default_hub
@@ -97,6 +109,8 @@ class FrontendProxy:
 
     async def __call__(self, message: AcceptedMessage) -> Reply:
         context = message.context
+        if context.proxy_to is not None:
+            return await self._outbound(message, context.proxy_to)
         parsed = parse_message(message.data)
         received = received_for(self.server, self.clock, message, "Frontend Transport")
         stamped = parsed.prepend(received).to_bytes()
@@ -120,6 +134,29 @@ class FrontendProxy:
                     context.log("", "Message data sent; outcome unknown, not retried")
                     break
         return replies.proxy_failure(4)
+
+    async def _outbound(self, message: AcceptedMessage, proxy_to: ProxyTo) -> Reply:
+        """A hub's message through Outbound Proxy Frontend (XPROXYTO, exchange.md §7.4): out
+        to the destinations the hub named, with its connector's settings; the hub gets the
+        remote's reply (one recipient per transaction: transport/nexthop.py), or 451 with why
+        no destination took it."""
+        if self.sender is None:
+            return replies.proxy_failure(4)
+        try:
+            result = await self.sender.send_to(
+                proxy_to.as_connector(), proxy_to.domain, proxy_to.destinations,
+                message.mail_from, message.recipients, message.data)
+        except Unreachable as exc:
+            message.context.log("", f"Outbound proxy failed: {exc}")
+            return Reply(451, "4.4.0", f"Outbound proxy failed: {exc}")
+        except (aiosmtplib.SMTPResponseException) as exc:
+            return parse_reply(exc.code, [" ".join(exc.message.split())])
+        except (aiosmtplib.SMTPException, OSError, TimeoutError, Unsendable) as exc:
+            return Reply(451, "4.4.2", f"Outbound proxy failed: {summary(exc)}")
+        if result.refused:
+            return result.refused[0][1]
+        assert result.reply is not None
+        return result.reply
 
     async def _hop(self, context: MessageContext) -> HopClient:
         cached = self._hops.get(context.session_id)

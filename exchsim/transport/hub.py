@@ -156,12 +156,15 @@ class Route:
 
     - ``mailbox``: Mailbox Transport Delivery of ``server``;
     - ``ndr``: an unknown address in an Authoritative domain (an NDR at once);
+    - ``toobig``: the message is over the MaxMessageSize of every connector for the domain (an
+      NDR at once);
     - ``connector``: the send connector ``connector`` of this server;
     - ``relay``: the send connector ``connector`` of other servers, through one of
       ``relay_servers`` (their Transport service, 2525);
     - ``unreachable``: no send connector matches (held, retried).
 
-    ``next_hop`` is what its delivery queue is keyed by (policy/nexthop.py); None for ``ndr``.
+    ``next_hop`` is what its delivery queue is keyed by (policy/nexthop.py); None for ``ndr``
+    and ``toobig``.
     """
 
     kind: str
@@ -180,6 +183,8 @@ def categorize(lab: Lab, recipient: str, server: str | None = None,
         return route
     source = server if server is not None else lab.servers[0].name
     found = route_external(lab, source, rules.domain_of(recipient.lower()), size)
+    if found.too_big:
+        return Route("toobig")
     if found.connector is None:
         return Route("unreachable", next_hop=found.next_hop)
     kind = "relay" if found.relay_servers else "connector"

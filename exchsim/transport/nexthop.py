@@ -12,12 +12,14 @@ errors, OSError, TimeoutError).
 
 from __future__ import annotations
 
+import uuid
 from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from exchsim.config.model import Server
 from exchsim.config.sendconnector import SendConnector
+from exchsim.policy.outbound import destinations, dns_failure, xproxyto_command
 from exchsim.policy.replies import Reply
 from exchsim.transport.hopclient import HopClient, HopError, HopTls
 from exchsim.transport.outcome import Unreachable
@@ -39,13 +41,15 @@ class NextHops:
     def __init__(self, server: Server, tls_context: Callable[[], HopTls | None],
                  mailbox_delivery: Mapping[str, Endpoint], internet: Endpoint, *,
                  sender: SmtpSender | None = None,
-                 hub_transport: Mapping[str, Endpoint] | None = None) -> None:
+                 hub_transport: Mapping[str, Endpoint] | None = None,
+                 frontend: Endpoint | None = None) -> None:
         self.server = server
         self.tls_context = tls_context
         self.mailbox_delivery = mailbox_delivery
         self.internet = internet
         self.sender = sender  # send connectors (transport/smtpsend.py)
         self.hub_transport = hub_transport or {}  # each server's Transport service (2525)
+        self.frontend = frontend  # this server's Outbound Proxy Frontend (717)
         self._idle: dict[str, list[HopClient]] = defaultdict(list)
 
     def close(self) -> None:
@@ -123,6 +127,49 @@ class NextHops:
         result = await self.sender.send(connector, domain, item.sender, rcpts, item.data,
                                         domain_secure=domain_secure)
         return result.refused, result.host, result.address
+
+    async def via_frontend(self, connector: SendConnector, domain: str, item: QueuedMessage,
+                           rcpts: list[str]) -> tuple[list[tuple[str, Reply]], str, str]:
+        """Through the Front End of this server (FrontendProxyEnabled, exchange.md §7.4): a hop
+        session to Outbound Proxy Frontend (717), ``XPROXYTO`` with the destinations resolved
+        here and the connector's settings, then one transaction per recipient (the Front End
+        answers each with the remote's reply, so every recipient gets its own outcome; the
+        remote gets one copy per recipient, exchsim's simplification)."""
+        assert self.sender is not None
+        hosts, missing = destinations(connector, domain, self.sender.context.dns)
+        if not hosts:
+            raise Unreachable(dns_failure(missing or domain))
+        context = self.tls_context()
+        if self.frontend is None or context is None:
+            raise Unreachable("no Front End to proxy through")
+        fe = self.frontend
+        try:
+            hop = await HopClient.connect(fe.host, fe.port, helo=self.server.fqdn,
+                                          tls_context=context, source=self.server.address)
+        except (HopError, OSError, TimeoutError) as exc:
+            raise Unreachable(f"{fe.host}:{fe.port}: {exc}") from exc
+        refused: list[tuple[str, Reply]] = []
+        try:
+            reply = await hop.command(xproxyto_command(connector, domain, hosts,
+                                                       uuid.uuid4().hex))
+            if reply.code != 250:
+                raise Unreachable(f"XPROXYTO refused: {reply.render()}")
+            for index, rcpt in enumerate(rcpts):
+                params = f"SIZE={len(item.data)}"
+                if _needs_smtputf8(item.sender, [rcpt]):
+                    params += " SMTPUTF8"
+                result = await hop.send_message(item.sender, params, [rcpt], item.data)
+                if result.reply.code == 250:
+                    continue
+                if result.reply.code < 500 and index == 0:
+                    # Nothing went: the Front End's destinations are the ones in trouble.
+                    raise Unreachable(" ".join(result.reply.render().split()))
+                refused.append((rcpt, result.reply))
+        except BaseException:
+            hop.abort()
+            raise
+        await hop.quit()
+        return refused, self.server.fqdn, fe.host
 
     async def to_hub(self, servers: Sequence[str], item: QueuedMessage,
                      rcpts: list[str]) -> tuple[list[tuple[str, Reply]], str, str]:

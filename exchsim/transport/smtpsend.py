@@ -7,7 +7,10 @@ Entry point (stable; branches that build on it call only this)::
                                     judge=..., protocol_log=...))
     result = await sender.send(connector, domain, mail_from, recipients, data,
                                domain_secure=False)
-    # result.refused: [(recipient, Reply)]; result.host / result.address: who took it
+    # result.refused: [(recipient, Reply)]; result.host / result.address: who took it;
+    # result.reply: the remote's reply to the data
+    # sender.send_to(connector, domain, destinations, ...): the same, hosts already resolved
+    # (the Front End's outbound proxy, XPROXYTO)
 
 What it does, in order:
 
@@ -144,6 +147,7 @@ class SendResult:
     refused: list[tuple[str, Reply]]
     host: str  # the host name that took the message (its address for an [address] smart host)
     address: str
+    reply: Reply | None = None  # the remote's reply to the data (None: every RCPT refused)
 
 
 class _HostFailed(Exception):
@@ -189,6 +193,15 @@ class SmtpSender:
         hosts, missing = destinations(connector, domain, self.context.dns)
         if not hosts:
             raise Unreachable(dns_failure(missing or domain))
+        return await self.send_to(connector, domain, hosts, mail_from, recipients, data,
+                                  domain_secure=domain_secure)
+
+    async def send_to(self, connector: SendConnector, domain: str,
+                      hosts: Sequence[Destination], mail_from: str,
+                      recipients: Sequence[str], data: bytes, *,
+                      domain_secure: bool = False) -> SendResult:
+        """:meth:`send` to destinations already resolved (the Front End's outbound proxy: the
+        hub resolved them and named them in XPROXYTO)."""
         # Not an Exchange server of the organization (exchange.md §12.5).
         data = send_firewall(data, exchange_of_organization=False)
         first: str | None = None
@@ -241,7 +254,8 @@ class SmtpSender:
             required = tls_required(connector, domain_secure)
             offered = smtp.supports_extension("starttls")
             if use_tls and offered and not connector.ignore_starttls:
-                await self._starttls(smtp, connector, domain, destination, domain_secure, log)
+                await self._starttls(smtp, connector, domain, destination, where,
+                                     domain_secure, log)
                 secured = True
                 await self._hello(smtp, connector, helo_name, log)
             elif required:
@@ -255,12 +269,12 @@ class SmtpSender:
                     f"{why} by {where}, and send connector '{connector.name}' requires TLS "
                     "(SmtpSendTLSRequiredFailed)")
             await self._authenticate(smtp, connector, where, secured, log)
-            result = await self._transaction(smtp, mail_from, recipients, data, log)
+            result, final = await self._transaction(smtp, mail_from, recipients, data, log)
             with contextlib.suppress(aiosmtplib.SMTPException, OSError, TimeoutError):
                 log.sent("QUIT")
                 log.received(_text(await smtp.quit()))
             return SendResult(result, destination.host or destination.address,
-                              destination.address)
+                              destination.address, final)
         except _HostFailed as failed:
             log.info(str(failed))
             raise
@@ -288,8 +302,8 @@ class SmtpSender:
         log.received(_text(response))
 
     async def _starttls(self, smtp: aiosmtplib.SMTP, connector: SendConnector, domain: str,
-                        destination: Destination, domain_secure: bool, log: SendLog) -> None:
-        where = destination.describe()
+                        destination: Destination, where: str, domain_secure: bool,
+                        log: SendLog) -> None:
         cert = self.context.certificate(connector)
         if cert is None and connector.tls_certificate_name:
             raise _HostFailed("454 4.7.5 The certificate specified in TlsCertificateName of "
@@ -366,7 +380,7 @@ class SmtpSender:
 
     async def _transaction(self, smtp: aiosmtplib.SMTP, mail_from: str,
                            recipients: Sequence[str], data: bytes,
-                           log: SendLog) -> list[tuple[str, Reply]]:
+                           log: SendLog) -> tuple[list[tuple[str, Reply]], Reply | None]:
         utf8 = not (mail_from.isascii() and all(r.isascii() for r in recipients))
         options = [f"SIZE={len(data)}"] if smtp.supports_extension("size") else []
         encoding = "ascii"
@@ -395,11 +409,11 @@ class SmtpSender:
             with contextlib.suppress(aiosmtplib.SMTPException):
                 log.sent("RSET")
                 log.received(_text(await smtp.rset()))
-            return refused
+            return refused, None
         log.sent("DATA")
         response = await smtp.data(data)
         log.received(_text(response))
-        return refused
+        return refused, parse_reply(response.code, [" ".join(response.message.split())])
 
 
 def _local_port(smtp: aiosmtplib.SMTP) -> int:

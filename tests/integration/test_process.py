@@ -78,7 +78,8 @@ async def test_check_prints_send_connectors_like_get_sendconnector() -> None:
 async def test_check_of_a_bad_send_connector_exits_2_naming_file_key_value(
     tmp_path: Path,
 ) -> None:
-    text = LAB_YAML + """
+    # lab.yaml's own SendConnectors section replaced by a bad one.
+    text = LAB_YAML.split("\nSendConnectors:")[0] + """
 SendConnectors:
   - {Name: Out, AddressSpaces: ["*"], IgnoreSTARTTLS: true, RequireTLS: true}
 """

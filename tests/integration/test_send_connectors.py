@@ -4,11 +4,14 @@ MTAs outside the organization are plain aiosmtpd servers (tests/integration/send
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 import email
 from collections.abc import AsyncIterator, Callable
+from email.message import EmailMessage
 from pathlib import Path
 
+import aiosmtplib
 import pytest
 
 from exchsim.transport.queue import QueuedMessage
@@ -125,7 +128,39 @@ async def test_wrong_credentials_keep_the_message_queued_with_the_reply(running)
         found = await deferred()
         if found:
             break
-        await __import__("asyncio").sleep(0.05)
+        await asyncio.sleep(0.05)
     assert found, "not deferred"
     assert "535" in (found[0].last_error or ""), found[0].last_error
     assert smarthost.messages == []
+
+
+async def test_a_message_over_the_connectors_max_message_size_gets_an_ndr(running) -> None:  # type: ignore[no-untyped-def]
+    connectors = TO_PARTNER.replace("Fqdn: out.contoso.com", "MaxMessageSize: 100KB")
+    lab = await running(lab_text(connectors, DNS))
+    mx1 = await running.mta("127.0.10.61", lab.port(25))
+    message = EmailMessage()
+    message["From"], message["To"], message["Subject"] = (
+        "alice@contoso.com", "bob@partner.example", "big")
+    message.set_content("x" * 200_000)
+    await aiosmtplib.send(message, hostname="127.0.10.1", port=lab.port(587), start_tls=True,
+                          validate_certs=False, username="alice@contoso.com",
+                          password="P@ssw0rd!", timeout=30)
+    await lab.wait_for(lambda: len(lab.mailbox("alice@contoso.com")) == 1)
+    ndr = lab.mailbox("alice@contoso.com")[0].decode()
+    assert "550 5.3.4 ROUTING.SizeLimit; message size exceeds fixed maximum size for route" in ndr
+    assert mx1.messages == []
+    assert await pending(lab) == []
+
+
+async def test_a_domain_the_lab_dns_does_not_know_waits_with_exchanges_dns_error(running) -> None:  # type: ignore[no-untyped-def]
+    lab = await running(lab_text('  - {Name: To Internet, AddressSpaces: ["*"]}', DNS))
+    await submit(lab.port(587), "someone@nowhere.example")
+    reasons: list[str | None] = []
+    for _ in range(200):
+        reasons = [m.last_error for m in await pending(lab)]
+        if any(reasons):
+            break
+        await asyncio.sleep(0.05)
+    assert reasons == ["451 4.4.0 DNS query failed. The error was: "
+                       "SMTPSEND.DNS.NonExistentDomain; nonexistent domain"], reasons
+    assert lab.internet("someone@nowhere.example") == []

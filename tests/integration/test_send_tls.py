@@ -189,3 +189,97 @@ async def test_a_connector_of_ex02_gets_mail_from_ex01_through_ex02(harness: Har
     text = got.data.decode()
     assert "by ex02.contoso.com" in text  # EX02's hub took it from EX01 (a Received line)
     assert "X-MS-Exchange-Organization-" not in text  # stripped on the way out
+
+
+async def test_basic_auth_require_tls_authenticates_inside_tls(harness: Harness) -> None:
+    connector = smart_host_connector(
+        SmartHostAuthMechanism="BasicAuthRequireTLS",
+        AuthenticationCredential='{UserName: relay, Password: "Relay-P@ss1"}')
+    lab = await harness.lab(lab_text(connector, DNS))
+    smarthost = await harness.mta(SMARTHOST, lab.port(25), credentials=("relay", "Relay-P@ss1"))
+    await submit(lab.port(587), "user@fabrikam.example")
+    # No STARTTLS offered: the credentials are never sent in clear.
+    await deferred_with(lab, lambda e: "STARTTLS was not offered" in e)
+    assert smarthost.messages == []
+    await smarthost.restart(certificate=harness.certificate(lab, "smarthost.lab.example"))
+    await wait(lab, lambda: len(smarthost.messages) == 1)
+    got = smarthost.messages[0]
+    assert got.tls and got.auth is not None and got.auth.login == b"relay"
+
+
+async def test_a_silent_smart_host_times_out_and_the_next_one_takes_it(
+        harness: Harness) -> None:
+    connector = """
+  - Name: Via Smarthosts
+    AddressSpaces: ["*"]
+    SmartHosts: ["[127.0.10.71]", smarthost.lab.example]
+    ConnectionInactivityTimeOut: "00:00:01"
+"""
+    lab = await harness.lab(lab_text(connector, DNS))
+    accepted: list[asyncio.StreamWriter] = []
+
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        accepted.append(writer)  # never greets
+
+    server = await asyncio.start_server(silent, "127.0.10.71", lab.port(25))
+    try:
+        smarthost = await harness.mta(SMARTHOST, lab.port(25))
+        started = asyncio.get_running_loop().time()
+        await submit(lab.port(587), "user@fabrikam.example")
+        await wait(lab, lambda: len(smarthost.messages) == 1)
+        assert accepted, "the first smart host was not tried"
+        assert asyncio.get_running_loop().time() - started < 8
+    finally:
+        server.close()
+        for writer in accepted:
+            writer.close()
+        await server.wait_closed()
+
+
+PROXY_LOGGED = ('  - {Name: Outbound Proxy Frontend EX01, Server: EX01, TarpitInterval: "00:00:00", '
+                "ProtocolLoggingLevel: Verbose}")
+
+
+def with_proxy_log(text: str) -> str:
+    return text.replace(
+        '  - {Name: Outbound Proxy Frontend EX01, Server: EX01, TarpitInterval: "00:00:00"}',
+        PROXY_LOGGED)
+
+
+async def test_frontend_proxy_enabled_goes_out_through_outbound_proxy_frontend(
+        harness: Harness) -> None:
+    connector = """
+  - Name: To Partner
+    AddressSpaces: ["partner.example"]
+    FrontendProxyEnabled: true
+"""
+    dns = DNS + """
+  MX:
+    partner.example:
+      - {Preference: 10, NameExchange: mx1.partner.example, Address: 127.0.10.61}
+"""
+    lab = await harness.lab(with_proxy_log(lab_text(connector, dns)))
+    mx = await harness.mta("127.0.10.61", lab.port(25))
+    await submit(lab.port(587), "bob@partner.example", "through the front end")
+    await submit(lab.port(587), "carol@partner.example, dave@partner.example", "two")
+    await wait(lab, lambda: len(mx.messages) == 3)
+    assert sorted(r for m in mx.messages for r in m.rcpt_tos) == [
+        "bob@partner.example", "carol@partner.example", "dave@partner.example"]
+    assert all("X-MS-Exchange-Organization-" not in m.data.decode() for m in mx.messages)
+    log = lab.protocol_log()
+    assert "Outbound Proxy Frontend EX01" in log
+    assert "XPROXYTO DESTINATIONS=mx1.partner.example[127.0.10.61]:25" in log
+    assert "250 XProxyTo accepted" in log
+
+
+async def test_frontend_proxy_keeps_require_tls(harness: Harness) -> None:
+    connector = smart_host_connector(FrontendProxyEnabled="true", RequireTLS="true")
+    lab = await harness.lab(lab_text(connector, DNS))
+    smarthost = await harness.mta(SMARTHOST, lab.port(25))
+    await submit(lab.port(587), "user@fabrikam.example")
+    message = await deferred_with(lab, lambda e: "STARTTLS was not offered" in e)
+    assert "Outbound proxy failed" in (message.last_error or "")
+    assert smarthost.messages == []
+    await smarthost.restart(certificate=harness.certificate(lab, "smarthost.lab.example"))
+    await wait(lab, lambda: len(smarthost.messages) == 1)
+    assert smarthost.messages[0].tls

@@ -287,3 +287,11 @@ def test_check_prints_like_get_sendconnector_format_list() -> None:
     assert "AuthenticationCredential    : System.Management.Automation.PSCredential" in lines
     assert "S3cret!" not in text
     assert not any(line.startswith("Usage") for line in lines)
+
+
+def test_check_prints_the_implied_connector_as_exchsims_own() -> None:
+    lines = format_send_connectors(lab_with()).splitlines()
+    assert "Identity                    : exchsim Internet Sink" in lines
+    assert "SmartHosts                  : {[127.0.10.250]}" in lines
+    comment = next(line for line in lines if line.startswith("Comment"))
+    assert "exchsim's own, not an Exchange object" in comment

@@ -9,14 +9,15 @@ import yaml
 
 from exchsim.config.load import load_config_text
 from exchsim.config.model import Lab
-from exchsim.config.sendconnector import DnsMap, SendConnector
+from exchsim.config.sendconnector import DnsMap, SendConnector, TlsAuthLevel
 from exchsim.policy.nexthop import DeliveryType
 from exchsim.policy.outbound import (
-    UNREACHABLE_REASON,
     Destination,
     destinations,
     judge_remote_certificate,
+    parse_xproxyto,
     route_external,
+    xproxyto_command,
 )
 from exchsim.tls.validation import ChainStatus
 
@@ -64,7 +65,7 @@ def test_no_connector_is_unreachable() -> None:
     found = route_external(lab([]), "EX01", "fabrikam.example", 10)
     assert found.connector is None
     assert found.next_hop.delivery_type is DeliveryType.UNREACHABLE
-    assert found.next_hop.domain == UNREACHABLE_REASON.lower()
+    assert found.next_hop.domain == "unreachable domain"
 
 
 def test_mx_by_preference_with_record_ports_and_the_connector_port() -> None:
@@ -121,3 +122,50 @@ def test_certificate_judgement_per_tls_auth_level() -> None:
                                     domain_secure=True) is None
     assert judge_remote_certificate(sc(), "partner.example", valid, ("other.example",),
                                     domain_secure=True) is not None
+
+
+def test_every_route_but_an_ndr_carries_its_next_hop() -> None:
+    from exchsim.transport.hub import categorize
+
+    the_lab = load_config_text(yaml.safe_dump(dict(
+        BASE, Organization=dict(BASE["Organization"], Mailboxes=[
+            {"PrimarySmtpAddress": "alice@contoso.com", "Server": "EX02"}]),
+        SendConnectors=[{"Name": "Out", "AddressSpaces": ["*"]}]), sort_keys=False), "t.yaml")
+    mailbox = categorize(the_lab, "Alice@contoso.com", "EX01", 10)
+    assert mailbox.kind == "mailbox" and mailbox.server == "EX02"
+    assert mailbox.next_hop is not None
+    assert mailbox.next_hop.delivery_type is DeliveryType.SMTP_DELIVERY_TO_MAILBOX
+    assert mailbox.next_hop.domain.startswith("mailbox database ")
+    assert categorize(the_lab, "nobody@contoso.com", "EX01", 10).next_hop is None
+    out = categorize(the_lab, "x@fabrikam.example", "EX01", 10)
+    assert (out.kind, out.connector) == ("connector", "Out")
+    assert out.next_hop is not None and out.next_hop.domain == "fabrikam.example"
+
+
+def test_xproxyto_carries_the_destinations_and_the_connector_settings() -> None:
+    from exchsim.smtp.wire import parse_keyword_args
+
+    connector = sc(Name="To Partner", RequireTLS=True, TlsAuthLevel="DomainValidation",
+                   TlsDomain="mail.partner.example", Fqdn="out.contoso.com", ForceHELO=True,
+                   TlsCertificateName="<I>CN=Lab CA<S>CN=ex01.contoso.com")
+    hosts = [Destination("mx1.partner.example", "127.0.10.61", 25),
+             Destination(None, "127.0.10.70", 2525)]
+    line = xproxyto_command(connector, "partner.example", hosts, "abc")
+    assert line.startswith("XPROXYTO DESTINATIONS=mx1.partner.example[127.0.10.61]:25,"
+                           "[127.0.10.70]:2525 PORT=25 NEXTHOPDOMAIN=partner.example ")
+    assert line.endswith(" LAST=True") and " " not in line.split("CERTSUBJECT=")[1].split()[0]
+    parsed = parse_xproxyto(parse_keyword_args(line.partition(" ")[2]))
+    assert parsed is not None
+    assert parsed.destinations == tuple(hosts) and parsed.domain == "partner.example"
+    rebuilt = parsed.as_connector()
+    assert (rebuilt.name, rebuilt.require_tls, rebuilt.tls_auth_level, rebuilt.tls_domain,
+            rebuilt.fqdn, rebuilt.force_helo, rebuilt.tls_certificate_name) == (
+        "To Partner", True, TlsAuthLevel.DOMAIN_VALIDATION, "mail.partner.example",
+        "out.contoso.com", True, "<I>CN=Lab CA<S>CN=ex01.contoso.com")
+
+
+def test_xproxyto_refuses_what_it_cannot_use() -> None:
+    for bad in ({}, {"DESTINATIONS": "mx.example:25"}, {"DESTINATIONS": "[10.0.0.1]:25"},
+                {"DESTINATIONS": "[127.0.0.1]:0"},
+                {"DESTINATIONS": "[127.0.0.1]:25", "TLSAUTHLEVEL": "Whatever"}):
+        assert parse_xproxyto(bad) is None, bad

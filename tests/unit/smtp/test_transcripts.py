@@ -135,6 +135,9 @@ SEQUENCE_CASES = [
     # Exchange-only verbs from an anonymous client: unknown
     (["EHLO c"], "XPROXY SID=1 IP=1.2.3.4", "500 5.3.3 Unrecognized command 'XPROXY'"),
     (["EHLO c"], "XSESSIONPARAMS", "500 5.3.3 Unrecognized command 'XSESSIONPARAMS'"),
+    # XPROXYTO only inside X-ANONYMOUSTLS on Outbound Proxy Frontend, for Exchange servers
+    (["EHLO c"], "XPROXYTO DESTINATIONS=[127.0.0.1]:25 LAST=True",
+     "500 5.3.3 Unrecognized command 'XPROXYTO'"),
     # XEXCH50 is not offered on the Front End
     (["EHLO c"], "XEXCH50 16 2", "500 5.3.3 Unrecognized command 'XEXCH50'"),
     # STARTTLS with an argument; unknown verbs
