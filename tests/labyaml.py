@@ -16,6 +16,11 @@ _SEED001_EDITS = (
      ', Version: "15.2"}'),
     ("  # The partner organization (configs/partner.yaml): PARTNER01, mail.partner.example, "
      "127.0.10.60.\n  Partners:\n    - {Config: partner.yaml}\n", ""),
+    ("# EX01 runs its default connectors; the ReceiveConnectors list at the end changes one of "
+     "them\n# (Default Frontend's Fqdn, for seed 001). To change another, add an entry of the "
+     "same Server\n# and Name, for example\n", "# No receive connector section: EX01 runs its "
+     "default connectors only. To change one, add a\n# ReceiveConnectors list with an entry of "
+     "the same Server and Name, for example\n"),
 )
 _TO_PARTNER = "  # Seed 001: mail to partner.example"
 

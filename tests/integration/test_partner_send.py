@@ -10,8 +10,10 @@ from __future__ import annotations
 import asyncio
 import datetime
 from collections.abc import AsyncIterator
+from email.message import EmailMessage
 from pathlib import Path
 
+import aiosmtplib
 import pytest
 
 from exchsim.policy.headers import parse_message
@@ -110,9 +112,12 @@ async def test_a_partner_certificate_not_naming_the_domain_keeps_the_message_que
     lab = seed001
     pki = lab.data / "pki"
     partner = next(d for d in lab.daemon.partners if "PARTNER01" in d.nodes).nodes["PARTNER01"]
-    # The partner's admin enables a newer certificate for the host name only.
+    # The partner's admin enables a newer certificate for the host name only (the newest
+    # NotBefore is the one STARTTLS selects, exchange.md §4.5).
+    now = lab.daemon.clock.utc()
     host_only = await asyncio.to_thread(
-        issue_certificate, load_lab_ca(pki), "mail.partner.example", lab.daemon.clock.utc())
+        issue_certificate, load_lab_ca(pki), "mail.partner.example", now,
+        not_before=now - datetime.timedelta(minutes=10))
     await asyncio.to_thread(enable, pki, "PARTNER01", host_only.files.thumbprint,
                             frozenset({"SMTP"}), partner.certificate)
     await lab.wait_for(lambda: host_only.files.thumbprint in {
@@ -124,3 +129,26 @@ async def test_a_partner_certificate_not_naming_the_domain_keeps_the_message_que
     await asyncio.sleep(1.5)
     assert lab.mailbox(PARTNER_MAILBOX) == []
     assert "MAIL FROM:<alice@contoso.com>" not in partner_log(lab)
+
+
+async def test_the_partner_to_alice_is_domain_secured_the_other_way(seed001: RunningLab) -> None:
+    """The partner's user submits on PARTNER01's 587; its To Contoso connector (Domain Security
+    for contoso.com) takes the message to EX01's 25, which answers as mail.contoso.com with
+    EX01's lab certificate and requires partner.example's certificate (exchange.md §4.2)."""
+    lab = seed001
+    message = EmailMessage()
+    message["From"] = PARTNER_MAILBOX
+    message["To"] = "alice@contoso.com"
+    message["Subject"] = "seed 001, the other way"
+    message.set_content("hello\n")
+    await aiosmtplib.send(message, hostname="127.0.10.60", port=lab.port(587), start_tls=True,
+                          validate_certs=False, username=PARTNER_MAILBOX,
+                          password="P@ssw0rd!", timeout=30)
+    await lab.wait_for(lambda: len(lab.mailbox("alice@contoso.com")) == 1, timeout=20)
+    headers = parse_message(lab.mailbox("alice@contoso.com")[0])
+    assert headers.values("X-MS-Exchange-Organization-AuthAs") == ["Partner"]
+    assert headers.values("X-MS-Exchange-Organization-AuthDomain") == ["partner.example"]
+    assert headers.values("X-MS-Exchange-Organization-Classification") == [CLASSIFICATION]
+    assert "Client certificate chain validation status: 'Valid'" in lab.protocol_log()
+    send = next(e for e in read_events(lab.data, "PARTNER01") if e["event-id"] == "SEND")
+    assert (send["connector-id"], send["server-hostname"]) == ("To Contoso", "mail.contoso.com")
