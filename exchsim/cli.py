@@ -1,5 +1,5 @@
-"""``exchsim lab | serve | check | pki | tracking``: the command line (``pki``:
-exchsim/pkicli.py; ``tracking``: exchsim/trackingcli.py).
+"""``exchsim lab | serve | check | pki | tracking | queue``: the command line (``pki``:
+exchsim/pkicli.py; ``tracking``: exchsim/trackingcli.py; ``queue``: exchsim/queuecli.py).
 
 Exit status 2 means the command line or the config is wrong (every config problem is printed,
 nothing starts; an unknown ``--server``; a port the process may not listen on, which
@@ -25,7 +25,7 @@ import sys
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
-from exchsim import pkicli, trackingcli
+from exchsim import pkicli, queuecli, trackingcli
 from exchsim.clock import SYSTEM_CLOCK
 from exchsim.config.load import ConfigError, load_config
 from exchsim.config.model import Lab
@@ -93,6 +93,7 @@ def _parser() -> argparse.ArgumentParser:
                            help="the Name of the server to run, as in the config's Servers")
     pkicli.add_parser(sub)
     trackingcli.add_parser(sub)
+    queuecli.add_parser(sub)
     return parser
 
 
@@ -202,6 +203,8 @@ def main(argv: list[str] | None = None) -> int:
         return pkicli.run(args)
     if args.command == "tracking":
         return trackingcli.run(args)
+    if args.command == "queue":
+        return queuecli.run(args)
     lab = _load(args.config)
     if lab is None:
         return 2

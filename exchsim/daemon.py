@@ -39,6 +39,7 @@ from exchsim.policy.connectors import ConnectorIndex
 from exchsim.policy.ntlm import identity_of
 from exchsim.policy.permissions import ConnectorAcl, connector_acl
 from exchsim.policy.rates import MessageRateWindow
+from exchsim.policy.retry import RetrySchedule
 from exchsim.smtp.adapter import ExchangeSession
 from exchsim.smtp.message import MessageHandler
 from exchsim.smtp.ntlm import WindowsNtlmAcceptor
@@ -63,6 +64,8 @@ from exchsim.transport.hopclient import HopTls
 from exchsim.transport.hub import HubReceiver
 from exchsim.transport.mailbox import MailboxDeliveryReceiver
 from exchsim.transport.queue import MessageQueue
+from exchsim.transport.queueadmin import QueueAdmin
+from exchsim.transport.queuecontrol import ControlServer, control_path
 from exchsim.transport.restart import GaveUp, RestartPolicy, keep_running
 from exchsim.transport.smtpsend import SendContext, SmtpSender
 
@@ -330,6 +333,11 @@ def write_ntlm_users(lab: Lab, path: Path) -> None:
     os.environ["NTLM_USER_FILE"] = str(path)
 
 
+async def _partner_failed(daemon: LabDaemon) -> None:
+    await daemon.failed.wait()  # the lab stops with the partner's failure
+    raise RuntimeError(f"partner {daemon.lab.organization.name}: {daemon.failure}")
+
+
 class LabDaemon:
     def __init__(
         self,
@@ -363,6 +371,7 @@ class LabDaemon:
         self.restart_policy = RestartPolicy()  # for the delivery agents (transport/restart.py)
         self.failure: str | None = None  # why a task the daemon needs has stopped
         self.failed = asyncio.Event()
+        self.control: ControlServer | None = None  # exchsim queue (transport/queuecontrol.py)
 
     def servers_to_run(self) -> list[Server]:
         if self.only is None:
@@ -420,6 +429,7 @@ class LabDaemon:
                 ),
                 retry=self.lab.lab.retry_interval,
                 tracking=node.tracking,
+                schedule=RetrySchedule.of(server, self.lab.lab.retry_interval),
                 # Send connectors: their ports get the lab's offset too (transport/smtpsend.py).
                 sender=SmtpSender(send_context),
                 hub_transport={
@@ -452,6 +462,12 @@ class LabDaemon:
                 self.listeners.append(Listener(server.name, host, port))
             self._spawn(keep_running(f"delivery {server.name}", agent.run,
                                      self.restart_policy), f"delivery {server.name}")
+        # A partner's daemon answers exchsim queue for its servers as `serve --server` would.
+        only = self.lab.servers[0].name if self.partner else self.only
+        self.control = ControlServer(control_path(self.data_dir, only), {
+            name: QueueAdmin(self.lab, self.lab.server(name), self.queues[name], agent)
+            for name, agent in self.agents.items()})
+        await self.control.start()
         if not self.partner:
             self._spawn(self._trim_memory(), "memory trim")
         self._spawn(self._watch_certificate_store(pki, certificates, store_seen),
@@ -467,22 +483,13 @@ class LabDaemon:
             self.listeners.append(Listener("InternetSink", sink.address,
                                            sink.port + self.port_offset))
             await self._start_crl_server(pki, now)
-            for partner in self.lab.partners:
-                await self._start_partner(partner)
-
-    async def _start_partner(self, partner: Lab) -> None:
-        """A Lab.Partners organization: its servers in this process, in the same data
-        directory and lab PKI, with the same port offset (README "The partner organization")."""
-        daemon = LabDaemon(partner, self.data_dir, port_offset=self.port_offset,
-                           clock=self.clock, run_sink=False, partner=True)
-        self.partners.append(daemon)
-        await daemon.start()
-        self.listeners.extend(daemon.listeners)
-        self._spawn(self._watch_partner(daemon), f"partner {partner.organization.name}")
-
-    async def _watch_partner(self, daemon: LabDaemon) -> None:
-        await daemon.failed.wait()
-        raise RuntimeError(f"partner {daemon.lab.organization.name}: {daemon.failure}")
+            for partner in self.lab.partners:  # README "The partner organization"
+                daemon = LabDaemon(partner, self.data_dir, port_offset=self.port_offset,
+                                   clock=self.clock, run_sink=False, partner=True)
+                self.partners.append(daemon)
+                await daemon.start()
+                self.listeners.extend(daemon.listeners)
+                self._spawn(_partner_failed(daemon), f"partner {partner.organization.name}")
 
     async def _start_crl_server(self, pki: Path, now: datetime.datetime) -> None:
         """The lab CA (made on first start) and its CRL distribution point (tls/crlhttp.py)."""
@@ -558,6 +565,9 @@ class LabDaemon:
         for partner in self.partners:
             await partner.stop()
         self.partners.clear()
+        if self.control is not None:
+            await self.control.stop()
+            self.control = None
         if self.crl_server is not None:
             await self.crl_server.stop()
             self.crl_server = None

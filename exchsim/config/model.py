@@ -89,6 +89,7 @@ from exchsim.config.windows import DEFAULT_LM_COMPATIBILITY_LEVEL, DEFAULT_OS, W
 from exchsim.config.zones import TimeZoneName, zone_of
 
 _CONNECTION_SPAN = Bounds(datetime.timedelta(seconds=1), datetime.timedelta(days=1))
+_SECOND = datetime.timedelta(seconds=1)
 _SERVER_FQDN = (
     "a host name like ex01.contoso.com (letters, digits, hyphens, dot-separated); "
     "ExchangeServer authentication and the banner use it (exchange.md §3.4)"
@@ -249,8 +250,30 @@ class Server(ExchangeObject):
         alias="MessageTrackingLogSubjectLoggingEnabled", default=True)
     # The server's SCHANNEL\Protocols\TLS 1.0|1.1\Server "Enabled" values (exchange.md §4.6):
     # off, as Microsoft's Exchange TLS guidance has them; TLS 1.2 is always on.
+    # Set-TransportService's notification and expiry timers (exchange.md §8.4): a delay DSN
+    # once a message waited DelayNotificationTimeout (4 h, 1 s to 30 days); expiry after
+    # MessageExpirationTimeout (unset: the lab-wide Lab.MessageExpirationTimeout, 2 days).
+    delay_notification_timeout: TimeSpan = Field(
+        alias="DelayNotificationTimeout", default=datetime.timedelta(hours=4),
+        ge=datetime.timedelta(seconds=1), le=datetime.timedelta(days=30))
+    message_expiration_timeout: TimeSpan | None = Field(
+        alias="MessageExpirationTimeout", default=None,
+        ge=datetime.timedelta(seconds=5), le=datetime.timedelta(days=90))
     tls10_server_enabled: Bool = Field(alias="Tls10ServerEnabled", default=False)
     tls11_server_enabled: Bool = Field(alias="Tls11ServerEnabled", default=False)
+    # Set-TransportService's retry schedule (exchange.md §8.5), Exchange's defaults and ranges;
+    # a value not given here is capped at Lab.RetryInterval (policy/retry.py).
+    transient_failure_retry_count: int = Field(
+        alias="TransientFailureRetryCount", default=6, ge=0, le=15)
+    transient_failure_retry_interval: TimeSpan = Field(
+        alias="TransientFailureRetryInterval", default=datetime.timedelta(minutes=5),
+        ge=_SECOND, le=datetime.timedelta(hours=12))
+    outbound_connection_failure_retry_interval: TimeSpan = Field(
+        alias="OutboundConnectionFailureRetryInterval", default=datetime.timedelta(minutes=10),
+        ge=_SECOND, le=datetime.timedelta(days=20))
+    message_retry_interval: TimeSpan = Field(
+        alias="MessageRetryInterval", default=datetime.timedelta(minutes=15),
+        ge=_SECOND, le=datetime.timedelta(days=1))
     # exchsim's own (not Exchange's): the names of a certificate the lab CA issues this server
     # at its first start and enables for SMTP, as an admin would with a CA's certificate
     # (exchange.md §4.7); the first name is the subject CN. Domain Security needs one (§4.3).
@@ -299,6 +322,10 @@ class TransportConfig(ExchangeObject):
     external_postmaster_address: str | None = Field(
         alias="ExternalPostmasterAddress", default=None
     )
+    # Whether delay DSNs are made for senders inside / outside the organization
+    # (exchange.md §12.6; policy/dsn.py).
+    internal_delay_dsn_enabled: Bool = Field(alias="InternalDelayDsnEnabled", default=True)
+    external_delay_dsn_enabled: Bool = Field(alias="ExternalDelayDsnEnabled", default=True)
 
 
 class Mailbox(ExchangeObject):
@@ -402,7 +429,8 @@ class LabSettings(ExchangeObject):
     retry_interval: TimeSpan = Field(
         alias="RetryInterval", default=datetime.timedelta(seconds=10)
     )
-    """The hub's retry interval after a temporary delivery failure (exchange.md §8.4)."""
+    """The lab's time scale for delivery retries: every interval of a server's retry schedule
+    that its config does not set is at most this long (exchange.md §8.5, policy/retry.py)."""
     message_expiration_timeout: TimeSpan = Field(
         alias="MessageExpirationTimeout", default=datetime.timedelta(days=2),
         ge=datetime.timedelta(seconds=5), le=datetime.timedelta(days=90))

@@ -228,17 +228,20 @@ class MessageTracking:
             internal_message_id=str(item.internal_id),
         ), MessageFacts.of(item.data, item.message_id))
 
-    def fail(self, item: Queued, failed: Mapping[str, object]) -> None:
-        """FAIL: delivery to these recipients failed for good (recipient -> its reply)."""
+    def fail(self, item: Queued, failed: Mapping[str, object], source: str = "") -> None:
+        """FAIL: delivery to these recipients failed for good (recipient -> its reply);
+        ``source`` ADMIN when an admin removed them (Remove-Message, exchange.md §8.5)."""
         if self.hub is None or not failed:
             return
         statuses = [_status(reply) for reply in failed.values()]
-        source = ("ROUTING" if any("RESOLVER." in s or "ROUTING." in s for s in statuses)
-                  else "SMTP")
+        source = source or ("ROUTING" if any("RESOLVER." in s or "ROUTING." in s
+                                             for s in statuses) else "SMTP")
         self._write(self.hub, Event(
             "FAIL", source, message_id=item.message_id, sender_address=item.sender,
             recipients=list(failed), recipient_status=statuses,
-            server_hostname=self.server.name, internal_message_id=str(item.internal_id),
+            server_hostname=self.server.name,
+            # 0: refused before it was queued (the organization's size limits)
+            internal_message_id=str(item.internal_id) if item.internal_id else "",
         ), MessageFacts.of(item.data, item.message_id))
 
     def dsn(self, ndr: Queued, about: Iterable[str], original: Queued | None) -> None:

@@ -180,6 +180,13 @@ RECIPIENT_NOT_FOUND = _r(550, "5.1.1", "RESOLVER.ADR.RecipNotFound; not found")
 # The diagnostic of a message still undelivered after MessageExpirationTimeout (exchange.md §8.4;
 # Exchange writes it with the 550 code and the 4.4.7 status).
 MESSAGE_EXPIRED = _r(550, "4.4.7", "QUEUE.Expired; message expired")
+# The diagnostic of a delay DSN, for each recipient still waiting after DelayNotificationTimeout
+# (exchange.md §12.6).
+MESSAGE_DELAYED = _r(400, "4.4.7", "Message delayed")
+
+# The diagnostic of a message an admin removed from a queue (Remove-Message, exchange.md §8.5;
+# the 4.3.2 status is documented, the text is exchsim's choice in QUEUE.Expired's pattern).
+QUEUE_ADMIN_REMOVED = _r(550, "4.3.2", "QUEUE.Admin; message deleted by administrative action")
 # The diagnostic when an address in the queue cannot be put on an SMTP command line at all
 # (control characters, spaces, angle brackets): RFC 3463 X.1.3, bad address syntax, with the
 # text of the RCPT refusal. Exchange's own NDR for this case is not documented (exchange.md §8.4).

@@ -183,10 +183,29 @@ def parse_rcpt(arg: str | None, *, smtputf8: bool = False) -> RcptCommand | Repl
         return replies.INVALID_RECIPIENT_ADDRESS
     if not address.isascii() and not smtputf8:
         return replies.INVALID_RECIPIENT_ADDRESS  # see parse_mail
-    for name in params:
+    for name, value in params.items():
         if name not in _RCPT_PARAMS:
             return replies.UNRECOGNIZED_PARAMETER
+        # RFC 3461 §4.1, §4.2; refused like a bad RET (exchsim's choice: exchange.md §12.6).
+        if name == "NOTIFY" and _notify_words(value) is None:
+            return replies.INVALID_ARGUMENTS
+        if name == "ORCPT" and not _orcpt_shape(value):
+            return replies.INVALID_ARGUMENTS
     return RcptCommand(address, params)
+
+
+def _notify_words(value: str | None) -> set[str] | None:
+    """``NEVER`` alone or a list of SUCCESS, FAILURE, DELAY (policy/dsn.py reads them)."""
+    words = {w.upper() for w in (value or "").split(",")}
+    if words == {"NEVER"} or (words and words <= {"SUCCESS", "FAILURE", "DELAY"}):
+        return words
+    return None
+
+
+def _orcpt_shape(value: str | None) -> bool:
+    """``addr-type;xtext`` (``rfc822;alice@contoso.com``)."""
+    kind, sep, address = (value or "").partition(";")
+    return bool(sep and address and kind and kind.replace("-", "").isalnum())
 
 
 # --- accepted domains (exchange.md §8.1; matching is exchsim.config.vocabulary's) ------------

@@ -219,6 +219,9 @@ def rcpt(s: SessionCore, arg: str | None) -> None:
     decision = rules.check_rcpt(s.facts(), parsed, len(s.txn.recipients))
     if decision.accepted:
         s.txn.recipients.append(parsed.address)
+        dsn = {k: v for k, v in parsed.params.items() if k in ("NOTIFY", "ORCPT")}
+        if dsn:
+            s.txn.rcpt_params[parsed.address] = dsn
         if s.phase is Phase.MAIL:
             s.phase = Phase.RCPT
     elif decision.reply is replies.TOO_MANY_RECIPIENTS:
@@ -304,6 +307,7 @@ def end_of_data(s: SessionCore, data: bytes) -> None:
         mail_from=txn.mail.address,
         mail_params=txn.mail.params,
         recipients=tuple(txn.recipients),
+        rcpt_params=txn.rcpt_params,
         data=normalized,
         facts=facts,
         context=s.message_context(),

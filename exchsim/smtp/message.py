@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import datetime
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from exchsim.config.model import ReceiveConnector
@@ -123,6 +123,9 @@ class AcceptedMessage:
     facts: rules.SessionFacts
     context: MessageContext
     received_seconds: float
+    # The DSN parameters given on RCPT (NOTIFY, ORCPT; RFC 3461), by recipient; a recipient
+    # without any is not in it.
+    rcpt_params: Mapping[str, Mapping[str, str | None]] = field(default_factory=dict)
 
     @property
     def client_ip(self) -> str:

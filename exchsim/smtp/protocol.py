@@ -102,6 +102,8 @@ class Transaction:
     mail: rules.MailCommand
     started: float
     recipients: list[str] = field(default_factory=list)
+    # The DSN parameters of each recipient's RCPT (NOTIFY, ORCPT; RFC 3461), by address.
+    rcpt_params: dict[str, dict[str, str | None]] = field(default_factory=dict)
     chunks: bytearray | None = None  # BDAT
     chunks_refused: Reply | None = None  # a chunk went over the size limit
     over_recipient_limit: bool = False  # a RCPT got 452 4.5.3 Too many recipients

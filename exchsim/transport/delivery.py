@@ -23,11 +23,16 @@ up to 8 messages at once over idle hop sessions it keeps open, and sorts each re
   it (Get-Queue's Unreachable queue).
 Every failure is classified (transport/outcome.py, exchange.md §8.4) per group of recipients,
 so one bad recipient never holds up the others:
-- permanent (5xx, an address that cannot be sent) -> an NDR to the sender, none for ``<>``;
-- transient (4xx, a broken transaction) -> retried after RetryInterval, doubled per attempt, up
-  to 15 minutes; unreachable (connect, TLS, EXCHANGEAUTH) -> the destination is retried every
-  RetryInterval, and messages for a destination known to be down wait for that retry;
-- either, past MessageExpirationTimeout (2 days) -> an NDR ``550 4.4.7 QUEUE.Expired``;
+- permanent (5xx, an address that cannot be sent) -> an NDR to the sender, none for ``<>``
+  or a recipient that said NOTIFY=NEVER (transport/notify.py sends every report: NDRs, the
+  delay DSN after the server's DelayNotificationTimeout, success and relay DSNs);
+- transient (4xx, a broken transaction) -> retried after MessageRetryInterval; unreachable
+  (connect, TLS, EXCHANGEAUTH) -> the destination is retried after TransientFailureRetryInterval
+  TransientFailureRetryCount times, then every OutboundConnectionFailureRetryInterval
+  (policy/retry.py, exchange.md §8.5), and messages for a destination known to be down wait for
+  that retry;
+- either, past MessageExpirationTimeout (the server's, else the lab's: 2 days) -> an NDR
+  ``550 4.4.7 QUEUE.Expired``;
 - a crash (an unexpected exception in exchsim's own code for this message) -> retried once,
   then the Poison queue (transport/queue.py), never retried automatically.
 Logging: one INFO line per attempt that did not deliver everything; a WARNING when a
@@ -56,18 +61,15 @@ from exchsim.logs.tracking import MessageTracking
 from exchsim.policy import replies, rules
 from exchsim.policy.outbound import UNREACHABLE_REASON
 from exchsim.policy.replies import Reply
+from exchsim.policy.retry import RetrySchedule
 from exchsim.policy.sendsecure import domain_secure
 from exchsim.transport.hopclient import HopTls
-from exchsim.transport.hub import Route, categorize, ndr_original, postmaster_of
-from exchsim.transport.ndr import build_ndr, envelope_of, ndr_message_id
+from exchsim.transport.hub import Route, categorize
 from exchsim.transport.nexthop import Endpoint, NextHops
-from exchsim.transport.outcome import (
-    Kind,
-    classify,
-    retry_delay,
-    summary,
-)
+from exchsim.transport.notify import Notifier
+from exchsim.transport.outcome import Kind, classify, summary
 from exchsim.transport.queue import MessageQueue, QueuedMessage
+from exchsim.transport.queuestate import QueueState, destination_of, next_hop_of
 from exchsim.transport.smtpsend import SendContext, SmtpSender
 
 __all__ = ["DeliveryAgent", "Endpoint"]
@@ -111,6 +113,7 @@ class DeliveryAgent:
         concurrency: int = 8,
         expiration: datetime.timedelta | None = None,
         tracking: MessageTracking | None = None,
+        schedule: RetrySchedule | None = None,
         sender: SmtpSender | None = None,
         hub_transport: Mapping[str, Endpoint] | None = None,
         frontend: Endpoint | None = None,
@@ -126,14 +129,18 @@ class DeliveryAgent:
         self.hops = NextHops(server, tls_context, mailbox_delivery, internet, sender=sender,
                              hub_transport=hub_transport, frontend=frontend)
         self.retry = retry
+        self.schedule = schedule or RetrySchedule.fixed(retry)
         self.secure_domains = lab.organization.transport_config.tls_send_domain_secure_list
-        self.expiration = expiration or lab.lab.message_expiration_timeout
+        self.state = QueueState()  # what Get-Queue / Get-Message read (transport/queueadmin.py)
+        self.expiration = (expiration or server.message_expiration_timeout
+                           or lab.lab.message_expiration_timeout)
+        self.notify = Notifier(lab.organization, server, clock, queue, self.tracking,
+                               self.submit, expiration=self.expiration, write=self._write)
         self.concurrency = concurrency
         self._wake = asyncio.Event()
         self._ready: deque[QueuedMessage] = deque()
         self._scan_requested = True
         self._inflight: set[int] = set()
-        self._down: dict[str, tuple[datetime.datetime, str]] = {}  # destination -> retry, why
         self._earliest: datetime.datetime | None = None  # the soonest deferral made in memory
         self._traced: set[tuple[str, str, int]] = set()  # crash sites logged with a traceback
         self._fatal: BaseException | None = None
@@ -151,14 +158,47 @@ class DeliveryAgent:
             self._scan_requested = True
         self._wake.set()
 
+    # --- the admin's actions (transport/queueadmin.py) ---------------------------------------
+
+    def busy(self, internal_id: int) -> bool:
+        """Whether the message is being delivered now (Get-Message's Active)."""
+        return internal_id in self._inflight
+
+    def forget(self, internal_id: int) -> None:
+        """The message was suspended or removed: drop it if it waits in memory."""
+        if any(i.internal_id == internal_id for i in self._ready):
+            self._ready = deque(i for i in self._ready if i.internal_id != internal_id)
+
+    def retry_now(self, destinations: Sequence[str] = ()) -> None:
+        """Retry-Queue: try these destinations at once, and look at the queue now."""
+        now = self.clock.utc()
+        for destination in destinations:
+            held = self.state.down.get(destination)
+            if held is not None:
+                held.next = now
+        self._earliest = None
+        self._scan_requested = True
+        self._wake.set()
+
+    async def remove(self, item: QueuedMessage, rcpts: Sequence[str], ndr: bool) -> None:
+        """Remove-Message: these recipients are done, with an NDR to the sender or without
+        (``-WithNDR``); the tracking log says FAIL with source ADMIN."""
+        failed = dict.fromkeys(rcpts, replies.QUEUE_ADMIN_REMOVED)
+        self.tracking.fail(item, failed, source="ADMIN")
+        if ndr:
+            await self.notify.failed(item, failed)
+        await self.queue.complete(item.internal_id, list(rcpts))
+        self.state.settled(item.internal_id, list(rcpts))
+
     async def run(self) -> None:
         """Deliver what is handed over, and scan the queue at start, after a full list, every
-        half RetryInterval and when a deferral it made falls due (the earliest next attempt
-        first, at most a page of _MAX_READY messages a scan: transport/queue.py)."""
+        half of the schedule's shortest wait and when a deferral it made falls due (the
+        earliest next attempt first, at most a page of _MAX_READY messages a scan:
+        transport/queue.py)."""
         loop = asyncio.get_running_loop()
         sem = asyncio.Semaphore(self.concurrency)
         tasks: set[asyncio.Task[None]] = set()
-        period = self.retry.total_seconds() / 2 or 1.0
+        period = self.schedule.shortest.total_seconds() / 2 or 1.0
         next_scan = loop.time()
         self._fatal = None
         if not self._started:
@@ -196,7 +236,7 @@ class DeliveryAgent:
                             self._earliest, due)
                 while self._ready and self._fatal is None:
                     item = self._ready.popleft()
-                    if item.internal_id in self._inflight:
+                    if item.internal_id in self._inflight or item.internal_id in self.state.held:
                         continue
                     self._inflight.add(item.internal_id)
                     await sem.acquire()
@@ -252,11 +292,14 @@ class DeliveryAgent:
         failed: dict[str, Reply] = {}
         delivered = 0
         tried = False
+        ndr_sent = False
         for route, rcpts in groups.items():
             result = await self._attempt_group(item, route, rcpts)
             tried = tried or not result.held
             if result.done:  # settled at once: a later group's crash cannot deliver them twice
                 await self._write(self.queue.complete(item.internal_id, result.done))
+                self.state.settled(item.internal_id, result.done)
+                await self.notify.delivered(item, result.done, relayed=route.kind != "mailbox")
             delivered += len(result.done)
             failed.update(result.failed)
             deferred.update(result.deferred)
@@ -264,8 +307,9 @@ class DeliveryAgent:
                 retry_at = result.retry_at
         if failed:  # one NDR for every recipient that failed in this attempt
             self.tracking.fail(item, failed)
-            await self._bounce(item, failed)
+            ndr_sent = await self._bounce(item, failed)
             await self._write(self.queue.complete(item.internal_id, list(failed)))
+            self.state.settled(item.internal_id, list(failed))
         first = next(iter(deferred.values()), "")
         if deferred:
             assert retry_at is not None
@@ -274,6 +318,7 @@ class DeliveryAgent:
                                                reasons=deferred))
             self.tracking.defer(item, deferred)
             self._later(retry_at)
+            await self.notify.delayed(item, list(deferred))
         if failed or deferred:
             # One line per attempt; a message that only waited for a destination known to be
             # down (its WARNING said so once) is not an attempt.
@@ -281,8 +326,9 @@ class DeliveryAgent:
                     "delivery of %s %s: %d delivered, %d failed%s%s, %d deferred%s",
                     item.internal_id, _printable(item.message_id), delivered, len(failed),
                     _first_reply(failed),
-                    "" if not failed else " (NDR sent)" if item.sender else
-                    " (null sender: no NDR, dropped)", len(deferred),
+                    "" if not failed else " (NDR sent)" if ndr_sent else
+                    " (null sender: no NDR, dropped)" if not item.sender else
+                    " (no NDR: NOTIFY)", len(deferred),
                     f" until {retry_at:%H:%M:%S} ({_printable(first, 300)})"
                     if deferred and retry_at is not None else "")
 
@@ -302,17 +348,18 @@ class DeliveryAgent:
         sendable = [r for r in rcpts if r not in result.failed]
         if not sendable:
             return result
+        destination = destination_of(route)
+        self.state.route(item.internal_id, {
+            r: (hop, destination) for r in sendable
+            if (hop := next_hop_of(self.lab, route, r)) is not None})
         if route.kind == "unreachable":  # no send connector: held, tried again later
             return self._settle_deferred(item, result, sendable, Kind.UNREACHABLE,
                                          UNREACHABLE_REASON, now + self.retry)
-        assert route.next_hop is not None
-        destination = (f"mailbox {route.server}" if route.kind == "mailbox" else
-                       f"{route.next_hop.domain} (send connector {route.connector})")
-        held = self._down.get(destination)
-        if held is not None and held[0] > now:  # known to be down: wait for its retry
+        held = self.state.down.get(destination)
+        if held is not None and held.next > now:  # known to be down: wait for its retry
             result.held = not result.failed
             return self._settle_deferred(item, result, sendable, Kind.UNREACHABLE,
-                                         held[1], held[0])
+                                         held.reason, held.next)
         try:
             if route.kind == "mailbox":
                 assert route.server is not None
@@ -378,22 +425,24 @@ class DeliveryAgent:
                         item.internal_id, _printable(item.message_id),
                         now - item.received_at, _printable(reason, 300))
             return result
-        when = when or now + retry_delay(self.retry, kind, item.attempts)
+        when = when or now + self.schedule.message_retry()
         result.deferred.update((r, reason) for r in rcpts)
         result.retry_at = when if result.retry_at is None else min(result.retry_at, when)
         return result
 
     def _unreachable(self, item: QueuedMessage, result: _Attempt, rcpts: list[str],
                      destination: str, reason: str) -> _Attempt:
-        when = self.clock.utc() + self.retry
-        if destination not in self._down:
-            log.warning("%s cannot reach %s (%s); retrying every %s", self.server.name,
-                        destination, reason, self.retry)
-        self._down[destination] = (when, reason)
+        now = self.clock.utc()
+        failures = self.state.failures(destination) + 1
+        when = now + self.schedule.connection_retry(failures)
+        if failures == 1:
+            log.warning("%s cannot reach %s (%s); retrying at %s", self.server.name,
+                        destination, reason, f"{when:%H:%M:%S}")
+        self.state.failed(destination, reason, now, when)
         return self._settle_deferred(item, result, rcpts, Kind.UNREACHABLE, reason, when)
 
     def _reachable(self, destination: str) -> None:
-        if self._down.pop(destination, None) is not None:
+        if self.state.reached(destination):
             log.warning("%s reaches %s again", self.server.name, destination)
 
     async def _crashed(self, item: QueuedMessage, exc: Exception) -> None:
@@ -405,7 +454,7 @@ class DeliveryAgent:
         trace = site not in self._traced and len(self._traced) < 100
         if trace:
             self._traced.add(site)
-        retry_at = now + self.retry
+        retry_at = now + self.schedule.message_retry()
         try:
             poisoned = await self.queue.record_crash(item.internal_id, reason=summary(exc),
                                                      now=now, retry_at=retry_at)
@@ -426,39 +475,10 @@ class DeliveryAgent:
                       exc_info=exc if trace else None)
             self._later(retry_at)
 
-    async def _bounce(self, item: QueuedMessage, failed: Mapping[str, Reply]) -> None:
-        """NDR the failed recipients to the sender; for the null sender, drop them."""
-        if not item.sender:
-            return  # the null sender gets no NDR (the attempt's log line says "dropped")
-        await self._ndr(item, list(failed), list(failed.items()))
-
-    async def _ndr(self, item: QueuedMessage, rcpts: Sequence[str],
-                   refused: Sequence[tuple[str, Reply]] = ()) -> None:
-        postmaster = postmaster_of(self.lab.organization)
-        reasons = dict(refused)
-        original = item.metadata.get("network_message_id") or f"internal-id:{item.internal_id}"
-        message_id = ndr_message_id(original, rcpts, self.server.fqdn)
-        data = build_ndr(
-            message_id=message_id,
-            postmaster=postmaster,
-            sender=item.sender,
-            recipients=rcpts,
-            reasons={r: (reasons.get(r) or replies.RECIPIENT_NOT_FOUND).render() for r in rcpts},
-            original=ndr_original(self.lab.organization, item.sender, item.data),
-            reporting_mta=self.server.fqdn,
-            now=self.clock.local(self.server.zone),
-            envelope=envelope_of(item.metadata, item.received_at),
-        )
-        ndr = await self._write(self.queue.enqueue(
-            message_id=message_id,
-            sender="",
-            recipients=[item.sender],
-            data=data,
-            metadata={"ndr_for": str(item.internal_id)},
-            now=self.clock.utc(),
-        ))
-        self.tracking.dsn(ndr, rcpts, item)
-        self.submit(ndr)
+    async def _bounce(self, item: QueuedMessage, failed: Mapping[str, Reply]) -> bool:
+        """NDR the failed recipients to the sender as they asked (transport/notify.py); for
+        the null sender, drop them. Whether an NDR was queued."""
+        return await self.notify.failed(item, failed) is not None
 
 
 def _first_reply(failed: Mapping[str, Reply]) -> str:

@@ -122,7 +122,8 @@ class FrontendProxy:
                 # All or none: the client already has a 250 for every recipient, so one the
                 # hub refuses must fail the message visibly rather than vanish.
                 result = await hop.send_message(
-                    message.mail_from, params, message.recipients, stamped, partial=False
+                    message.mail_from, params, message.recipients, stamped, partial=False,
+                    rcpt_params=_rcpt_params(message),
                 )
                 return result.reply
             except HopError as exc:
@@ -200,6 +201,13 @@ def _mail_params(message: AcceptedMessage) -> str:
             value = message.mail_params[name]
             params.append(name if value is None else f"{name}={value}")
     return " ".join(params)
+
+
+def _rcpt_params(message: AcceptedMessage) -> dict[str, str]:
+    """Each recipient's DSN parameters (RFC 3461 NOTIFY, ORCPT), passed on to the hub as the
+    client gave them: the hub's connectors offer DSN (exchange.md §1.4)."""
+    return {rcpt: " ".join(f"{k}={v}" for k, v in params.items() if v)
+            for rcpt, params in message.rcpt_params.items()}
 
 
 def _xproxyfrom(context: MessageContext) -> str:

@@ -29,7 +29,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ssl
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from exchsim.policy.replies import Reply
@@ -201,7 +201,7 @@ class HopClient:
 
     async def send_message(
         self, mail_from: str, mail_params: str, recipients: Sequence[str], data: bytes,
-        *, partial: bool = True,
+        *, partial: bool = True, rcpt_params: Mapping[str, str] | None = None,
     ) -> HopResult:
         """MAIL, RCPT and ``BDAT <n> LAST``; refusals come back as values.
 
@@ -220,7 +220,10 @@ class HopClient:
         then found before anything is sent.
         """
         params = f" {mail_params}" if mail_params else ""
-        lines = [f"MAIL FROM:<{mail_from}>{params}"] + [f"RCPT TO:<{r}>" for r in recipients]
+        extra = rcpt_params or {}  # a recipient's RCPT parameters (NOTIFY, ORCPT)
+        lines = [f"MAIL FROM:<{mail_from}>{params}"] + [
+            f"RCPT TO:<{r}> {extra[r]}" if extra.get(r) else f"RCPT TO:<{r}>"
+            for r in recipients]
         pipelined = partial or len(recipients) == 1
         head = ("\r\n".join(lines) + "\r\n").encode("utf-8", "surrogateescape")
         bdat = f"BDAT {len(data)} LAST\r\n".encode() + data

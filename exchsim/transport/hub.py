@@ -9,6 +9,7 @@ Delivering is transport/delivery.py: the receiver hands each committed message t
 
 from __future__ import annotations
 
+import datetime
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -16,7 +17,7 @@ from dataclasses import dataclass
 from exchsim.clock import Clock
 from exchsim.config.model import DomainType, Lab, Organization, Server
 from exchsim.logs.tracking import MessageTracking
-from exchsim.policy import replies, rules
+from exchsim.policy import dsn, replies, rules
 from exchsim.policy.dialect import Dialect
 from exchsim.policy.headers import (
     NETWORK_MESSAGE_ID,
@@ -24,7 +25,6 @@ from exchsim.policy.headers import (
     firewall,
     network_message_id,
     parse_message,
-    send_firewall,
     sender_addresses,
     stamp_arrival,
 )
@@ -33,7 +33,8 @@ from exchsim.policy.outbound import mailbox_next_hop, route_external
 from exchsim.policy.permissions import Right
 from exchsim.policy.replies import Reply, queued
 from exchsim.smtp.message import AcceptedMessage
-from exchsim.transport.ndr import Envelope, build_ndr, envelope_of, ndr_message_id
+from exchsim.transport.ndr import build_ndr, ndr_message_id
+from exchsim.transport.notify import Notifier, ndr_original, postmaster_of
 from exchsim.transport.queue import MessageQueue, QueuedMessage
 from exchsim.transport.received import received_for
 
@@ -95,11 +96,15 @@ class HubReceiver:
         item = None
         # What an NDR or DSN for it says of its arrival (transport/ndr.py, exchange.md §12.6).
         metadata = {"network_message_id": network_id, "client_ip": message.client_ip,
-                    "received_from": message.context.helo or ""}
+                    "received_from": message.context.helo or "",
+                    "source": f"SMTP:{message.context.connector.name}"}  # MessageSourceName
         for param, key in (("ENVID", "envid"), ("RET", "ret")):
             value = message.mail_params.get(param)
             if value:
                 metadata[key] = value
+        rcpt_dsn = dsn.encode(message.rcpt_params)  # NOTIFY, ORCPT (transport/notify.py)
+        if rcpt_dsn is not None:
+            metadata[dsn.METADATA_KEY] = rcpt_dsn
         if recipients:
             item = await self.queue.enqueue(
                 message_id=message_id,
@@ -111,9 +116,9 @@ class HubReceiver:
             )
             self.deliver(item)
         self.tracking.receive(message, item)
-        if too_big and message.mail_from:
-            ndr = await self._size_ndr(facts.org, message.mail_from, too_big, data, network_id,
-                                       envelope_of(metadata, self.clock.utc()))
+        if too_big:
+            ndr = await self._size_ndr(facts.org, item, message_id, message.mail_from, too_big,
+                                       data, metadata)
             item = item or ndr
         return queued(
             message_id,
@@ -124,27 +129,21 @@ class HubReceiver:
             dialect=Dialect.of(self.server.version),
         )
 
-    async def _size_ndr(self, org: Organization, sender: str, recipients: Sequence[str],
-                        original: bytes, network_id: str,
-                        envelope: Envelope) -> QueuedMessage:
-        """The NDR for recipients the organization's size limits refused (exchange.md §8.3)."""
-        reason = replies.RECIPIENT_SIZE_LIMIT.render()
-        message_id = ndr_message_id(network_id, recipients, self.server.fqdn)
-        data = build_ndr(
-            message_id=message_id, postmaster=postmaster_of(org), sender=sender,
-            recipients=recipients,
-            reasons=dict.fromkeys(recipients, reason),
-            original=ndr_original(org, sender, original),
-            reporting_mta=self.server.fqdn, now=self.clock.local(self.server.zone),
-            envelope=envelope,
-        )
-        item = await self.queue.enqueue(
-            message_id=message_id, sender="", recipients=[sender],
-            data=data, metadata={"ndr_for": "size"}, now=self.clock.utc(),
-        )
-        self.tracking.dsn(item, recipients, None)
-        self.deliver(item)
-        return item
+    async def _size_ndr(self, org: Organization, item: QueuedMessage | None,
+                        message_id: str, sender: str, recipients: Sequence[str],
+                        original: bytes, metadata: dict[str, str]) -> QueuedMessage | None:
+        """Recipients the organization's size limits refused (exchange.md §8.3): a FAIL event
+        and their NDR (transport/notify.py)."""
+        now = self.clock.utc()
+        refused = QueuedMessage(
+            internal_id=item.internal_id if item is not None else 0, message_id=message_id,
+            sender=sender, recipients=tuple(recipients), data=original, received_at=now,
+            attempts=0, next_attempt_at=now, metadata=metadata)
+        failed = dict.fromkeys(recipients, replies.RECIPIENT_SIZE_LIMIT)
+        self.tracking.fail(refused, failed)
+        notifier = Notifier(org, self.server, self.clock, self.queue, self.tracking,
+                            self.deliver, expiration=datetime.timedelta(0))
+        return await notifier.failed(refused, failed)
 
     def session_closed(self, session_id: str) -> None:
         pass  # nothing is kept per session
@@ -201,19 +200,3 @@ def _route(org: Organization, recipient: str) -> Route:
     if domain is not None and domain.domain_type is DomainType.AUTHORITATIVE:
         return Route("ndr")
     return Route("external")
-
-
-def ndr_original(org: Organization, sender: str, original: bytes) -> bytes:
-    """The original as an NDR to ``sender`` attaches it: without organization and forest
-    headers when the NDR leaves the organization (exchange.md §12.5, S6-06/07); whole when it
-    goes to a mailbox of the organization, as every hop inside keeps them
-    (exchange.md §5.1)."""
-    inside = _route(org, sender).kind == "mailbox"
-    return send_firewall(original, exchange_of_organization=inside)
-
-
-
-def postmaster_of(org: Organization) -> str:
-    """Who NDRs come from: ExternalPostmasterAddress, else postmaster@<default domain>."""
-    return (org.transport_config.external_postmaster_address
-            or f"postmaster@{org.default_domain}")

@@ -22,13 +22,18 @@ Message-ID, In-Reply-To and References (the original's Message-ID), Subject
 
 What the samples show and what exchsim chose (exchange.md §12.6 has the list): the explanation
 for an unknown recipient is S7's (2016 CU23), for an expired message S6-05's; the texts for a
-size limit and for other failures, the HTML part's markup, the delay and success wording and
-their subjects are exchsim's choice, in the same style. Content-Language is en-US.
+size limit and for other failures and the HTML part's markup are exchsim's choice, in the same
+style. Content-Language is en-US. Delay, success ("Delivered") and relay ("Relayed") reports
+(:class:`DsnKind`) list their recipients without an explanation each, then the original's
+subject and, for a delay, S19's two sentences with the time left until expiry
+(:func:`time_left`); they carry no X-MS-Exchange-Message-Is-Ndr, and success and relay reports
+no Diagnostic-Code. Who gets which is policy/dsn.py's, sending them transport/notify.py's.
 """
 
 from __future__ import annotations
 
 import datetime
+import email.header
 import email.utils
 import html
 import uuid
@@ -36,10 +41,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import Enum
 
+from exchsim.policy import dsn
 from exchsim.policy.headers import parse_message
+from exchsim.smtp.wire import xtext_decode
 
 __all__ = ["DsnKind", "Envelope", "build_dsn", "build_ndr", "envelope_of", "explanation",
-           "ndr_message_id"]
+           "ndr_message_id", "time_left"]
 
 _NDR_NAMESPACE = uuid.UUID("5b0c6d4e-3f0a-4c53-9d2e-6e4dc1a7f3b1")  # ndr_message_id's
 
@@ -59,13 +66,15 @@ def ndr_message_id(original: str, recipients: Sequence[str], fqdn: str) -> str:
 
 
 class DsnKind(Enum):
-    """What the report says: (opening line, Subject prefix, Action)."""
+    """What the report says: (opening line, Subject prefix, Action) (exchange.md §12.6)."""
 
     FAILED = ("Delivery has failed to these recipients or groups:", "Undeliverable: ", "failed")
     DELAYED = ("Delivery is delayed to these recipients or groups:", "Delivery delayed: ",
                "delayed")
-    DELIVERED = ("Delivery to these recipients or groups is complete:", "Delivered: ",
+    DELIVERED = ("Your message has been delivered to the following recipients:", "Delivered: ",
                  "delivered")
+    RELAYED = ("Delivery to these recipients or groups is complete, but no delivery "
+               "notification was sent by the destination server:", "Relayed: ", "relayed")
 
 
 # The explanation per reason, by enhanced status code (exchange.md §12.6).
@@ -80,17 +89,25 @@ _TOO_LARGE = ("Your message is too big to be delivered to this recipient. Try se
               "continues, please contact your email admin.")  # exchsim's choice
 _OTHER = ("Your message couldn't be delivered to this recipient. Please try to resend the "
           "message. If the problem continues, please contact your email admin.")  # exchsim's
-_DELAYED = ("The server hasn't been able to deliver this message yet. It will keep trying; "
-            "you don't need to do anything.")  # exchsim's choice
-_DELIVERED = "Your message has been delivered to this recipient."  # exchsim's choice
+# A delay DSN's sentences, after the recipients and the original's subject (exchange.md §12.6).
+_DELAYED = "This message hasn't been delivered yet. Delivery will continue to be attempted."
+_KEEP_TRYING = ("The server will keep trying to deliver this message for the next {left}. "
+                "You'll be notified if the message can't be delivered by that time.")
+
+
+def time_left(remaining: datetime.timedelta) -> str:
+    """``1 days, 19 hours and 57 minutes``, as the delay DSN writes the time until expiry."""
+    minutes = max(int(remaining.total_seconds()) // 60, 0)
+    days, minutes = divmod(minutes, 24 * 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{days} days, {hours} hours and {minutes} minutes"
 
 
 def explanation(kind: DsnKind, status: str) -> str:
-    """The sentence for people under each recipient, for the reply's enhanced status code."""
-    if kind is DsnKind.DELAYED:
-        return _DELAYED
-    if kind is DsnKind.DELIVERED:
-        return _DELIVERED
+    """The sentence for people under each recipient of an NDR, for the reply's enhanced
+    status code; other reports have none (they say it once, after the subject)."""
+    if kind is not DsnKind.FAILED:
+        return ""
     if status in ("5.1.1", "5.1.10"):
         return _NOT_FOUND
     if status.startswith(("4.4.", "5.4.7")):
@@ -105,7 +122,7 @@ def _status(reply: str, kind: DsnKind) -> str:
     parts = reply.split(" ", 2)
     if len(parts) >= 2 and parts[1][:1].isdigit() and parts[1].count(".") == 2:
         return parts[1]
-    return {DsnKind.FAILED: "5.0.0", DsnKind.DELAYED: "4.0.0", DsnKind.DELIVERED: "2.0.0"}[kind]
+    return {DsnKind.FAILED: "5.0.0", DsnKind.DELAYED: "4.0.0"}.get(kind, "2.0.0")
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,14 +133,24 @@ class Envelope:
     arrival: datetime.datetime | None = None  # UTC
     envid: str | None = None  # MAIL FROM ENVID=
     headers_only: bool = False  # MAIL FROM RET=HDRS
-    original_recipients: Mapping[str, str] | None = None  # RCPT TO ORCPT= (without "rfc822;")
+    original_recipients: Mapping[str, str] | None = None  # RCPT TO ORCPT= (without "rfc822;";
+    # another address type keeps its "type;")
 
 
 def envelope_of(metadata: Mapping[str, str], arrival: datetime.datetime) -> Envelope:
-    """The Envelope from what the hub keeps with a queued message (transport/delivery.py)."""
+    """The Envelope from what the hub keeps with a queued message (transport/delivery.py):
+    ENVID and ORCPT as RFC 3461 xtext decodes them."""
+    orcpt = {}
+    for rcpt, request in dsn.decode(metadata).items():
+        if request.orcpt:
+            kind, _, address = request.orcpt.partition(";")
+            address = xtext_decode(address)
+            orcpt[rcpt] = address if kind.lower() == "rfc822" else f"{kind};{address}"
+    envid = metadata.get("envid")
     return Envelope(received_from=metadata.get("received_from") or None, arrival=arrival,
-                    envid=metadata.get("envid"),
-                    headers_only=(metadata.get("ret") or "").upper() == "HDRS")
+                    envid=xtext_decode(envid) if envid else None,
+                    headers_only=(metadata.get("ret") or "").upper() == "HDRS",
+                    original_recipients=orcpt or None)
 
 
 def _one_line(text: str) -> str:
@@ -142,8 +169,10 @@ def build_dsn(
     reporting_mta: str,
     now: datetime.datetime,
     envelope: Envelope = Envelope(),
+    remaining: datetime.timedelta | None = None,
 ) -> bytes:
-    """A delivery status notification in Exchange's structure (the module docstring)."""
+    """A delivery status notification in Exchange's structure (the module docstring);
+    ``remaining``: a delay DSN's time until the message expires."""
     parsed = parse_message(original)
     header_block = b"".join(f.raw for f in parsed.fields)
     subject = _one_line(parsed.first("Subject") or "")
@@ -169,8 +198,13 @@ def build_dsn(
     head += [f"Subject: {prefix}{subject}".rstrip(), "Auto-Submitted: auto-replied"]
 
     text = [opening, ""]
+    after = _after_recipients(kind, subject, remaining)
     for r in recipients:
-        text += [f"{r}<mailto:{r}>", explanation(kind, statuses[r])]
+        text += [f"{r}<mailto:{r}>"]
+        if kind is DsnKind.FAILED:
+            text.append(explanation(kind, statuses[r]))
+    for sentence in after:
+        text += ["", sentence]
     text += [""] * 8 + ["Diagnostic information for administrators:", "",
                         f"Generating server: {reporting_mta}", ""]
     for r in recipients:
@@ -184,6 +218,7 @@ def build_dsn(
     for r in recipients:
         markup += [f'<p><a href="mailto:{e(r)}">{e(r)}</a><br>',
                    f"{e(explanation(kind, statuses[r]))}</p>"]
+    markup += [f"<p>{e(sentence)}</p>" for sentence in after]
     markup += ["<p><b>Diagnostic information for administrators:</b></p>",
                f"<p>Generating server: {e(reporting_mta)}</p>"]
     for r in recipients:
@@ -204,11 +239,12 @@ def build_dsn(
     status.append("")
     orcpt = envelope.original_recipients or {}
     for r in recipients:
-        status += [f"Original-Recipient: rfc822;{orcpt.get(r, r)}",
+        given = orcpt.get(r, r)
+        status += ["Original-Recipient: " + (given if ";" in given else f"rfc822;{given}"),
                    f"Final-Recipient: rfc822;{r}",
                    f"Action: {action}",
                    f"Status: {statuses[r]}"]
-        if kind is not DsnKind.DELIVERED:
+        if kind in (DsnKind.FAILED, DsnKind.DELAYED):
             status.append(f"Diagnostic-Code: smtp;{replies[r]}")
         status.append("")
 
@@ -241,6 +277,24 @@ def build_dsn(
         f"\r\n--{report}--\r\n".encode(),
     ]
     return b"".join(parts)
+
+
+def _after_recipients(kind: DsnKind, subject: str,
+                      remaining: datetime.timedelta | None) -> list[str]:
+    """What a report other than an NDR says after its recipients: the original's subject and,
+    for a delay, that delivery goes on and until when (exchange.md §12.6)."""
+    if kind is DsnKind.FAILED:
+        return []
+    try:
+        readable = str(email.header.make_header(email.header.decode_header(subject)))
+    except (ValueError, LookupError):  # a malformed encoded word: as it came
+        readable = subject
+    out = [f"Subject: {_one_line(readable)}"]
+    if kind is DsnKind.DELAYED:
+        out.append(_DELAYED)
+        if remaining is not None:
+            out.append(_KEEP_TRYING.format(left=time_left(remaining)))
+    return out
 
 
 def build_ndr(

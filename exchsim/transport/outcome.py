@@ -7,15 +7,17 @@ The hub's delivery agent (transport/delivery.py) sorts every failure into one of
   ``ValueError``, or exchsim's own address syntax does). The recipient is done: an NDR goes to
   the sender, or nothing for the null sender ``<>`` (one log line either way).
 - **transient**: the next hop answered 4xx, or the connection broke or timed out during the
-  transaction. The recipients stay queued; the next attempt is RetryInterval later, doubled for
-  each attempt the message already had, up to :data:`MAX_RETRY_DELAY` (:func:`retry_delay`).
+  transaction. The recipients stay queued; the next attempt is MessageRetryInterval later
+  (policy/retry.py, exchange.md §8.5).
 - **unreachable**: the next hop could not be reached or the session could not be set up
   (connect, TLS, EXCHANGEAUTH, XSESSIONPARAMS). That is the destination's problem, not the
-  message's: like an Exchange queue in Retry state, the destination is retried every
-  RetryInterval, without a backoff, so what waits for it goes as soon as it is back. While it is
-  known to be down, messages for it are deferred to its next retry without a connection each.
+  message's: like an Exchange queue in Retry state, the destination is retried after
+  TransientFailureRetryInterval TransientFailureRetryCount times, then every
+  OutboundConnectionFailureRetryInterval, so what waits for it goes at its next retry (or at
+  once on Retry-Queue). While it is known to be down, messages for it are deferred to its next
+  retry without a connection each.
 - **crash**: anything else -- an unexpected exception in exchsim's own code for this message
-  (:func:`classify` returns None). The message is retried once after RetryInterval; a second
+  (:func:`classify` returns None). The message is retried once after MessageRetryInterval; a second
   crash puts it in the Poison queue (transport/queue.py), where nothing retries it.
 
 Transient and unreachable failures end with an NDR too once the message is older than
@@ -28,7 +30,6 @@ next attempt in the future.
 
 from __future__ import annotations
 
-import datetime
 import enum
 from dataclasses import dataclass
 
@@ -38,11 +39,7 @@ from exchsim.policy import replies
 from exchsim.policy.replies import Reply
 from exchsim.transport.hopclient import HopError, parse_reply
 
-__all__ = ["MAX_RETRY_DELAY", "Failure", "Kind", "Unreachable", "Unsendable", "classify",
-           "retry_delay", "summary"]
-
-MAX_RETRY_DELAY = datetime.timedelta(minutes=15)
-"""The longest wait after a transient failure (Exchange's MessageRetryInterval default)."""
+__all__ = ["Failure", "Kind", "Unreachable", "Unsendable", "classify", "summary"]
 
 
 class Kind(enum.Enum):
@@ -87,19 +84,3 @@ def classify(exc: BaseException) -> Failure | None:
     if isinstance(exc, (HopError, aiosmtplib.SMTPException, OSError, TimeoutError)):
         return Failure(Kind.TRANSIENT, summary(exc))
     return None
-
-
-def retry_delay(retry: datetime.timedelta, kind: Kind, attempts: int) -> datetime.timedelta:
-    """How long to wait before the next attempt.
-
-    ``attempts``: how many times the message was deferred already. An unreachable destination
-    (and a first crash) is retried every ``retry``; a transient failure of the message waits
-    ``retry`` doubled for each earlier attempt, up to :data:`MAX_RETRY_DELAY` (or ``retry``
-    when that is longer).
-    """
-    if kind is not Kind.TRANSIENT:
-        return retry
-    cap = max(retry, MAX_RETRY_DELAY)
-    if attempts >= 30:
-        return cap
-    return min(retry * (1 << attempts), cap)

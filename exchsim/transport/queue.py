@@ -29,7 +29,10 @@ After a restart nothing is leased and every pending message is due again.
 
 The file itself -- schema, the integrity check at every open, what happens to a damaged file
 (moved aside, never deleted; what can be read is salvaged into a new queue) -- is
-:mod:`exchsim.transport.queuefile`. Only these two modules import :mod:`sqlite3`.
+:mod:`exchsim.transport.queuefile`; what Get-Queue, Get-Message and the admin's actions read and
+change is :mod:`exchsim.transport.queueadmin`, through :meth:`MessageQueue.read` and
+:meth:`MessageQueue.write`. Only these three modules import :mod:`sqlite3`. A suspended message
+(``messages.suspended``, schema version 3) is never due until it is resumed.
 """
 
 from __future__ import annotations
@@ -49,10 +52,13 @@ from exchsim.clock import SYSTEM_CLOCK, Clock
 from exchsim.transport.groupcommit import GroupCommit
 from exchsim.transport.queuefile import (
     COLUMNS,
+    NEVER,
     SCHEMA_VERSION,
     QueueUnavailableError,
     Recovery,
+    from_micros,
     open_queue_file,
+    to_micros,
 )
 
 __all__ = ["POISON_THRESHOLD", "SCHEMA_VERSION", "MessageQueue", "PoisonedMessage",
@@ -64,11 +70,6 @@ T = TypeVar("T")
 # Bound one group-commit transaction.
 _MAX_BATCH_OPERATIONS = 512
 _MAX_BATCH_BYTES = 32 * 1024 * 1024
-
-_EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.UTC)
-_MICROSECOND = datetime.timedelta(microseconds=1)
-# next_attempt_at of a poisoned message: never due (and still a valid datetime when loaded)
-_NEVER = (datetime.datetime(9999, 12, 31, tzinfo=datetime.UTC) - _EPOCH) // _MICROSECOND
 
 POISON_THRESHOLD = 2
 """Crashes after which a message is poisoned (Exchange's PoisonThreshold, exchange.md §8.4)."""
@@ -132,16 +133,6 @@ class _Operation:
     is_enqueue: bool
 
 
-def _to_micros(moment: datetime.datetime) -> int:
-    if moment.tzinfo is None or moment.utcoffset() is None:
-        raise ValueError(f"an aware datetime is required, got naive {moment!r}")
-    return (moment - _EPOCH) // _MICROSECOND
-
-
-def _from_micros(value: int) -> datetime.datetime:
-    return _EPOCH + datetime.timedelta(microseconds=value)
-
-
 def _row_to_message(row: Sequence[Any], recipients: tuple[str, ...]) -> QueuedMessage:
     (internal_id, message_id, sender, data, received_at, attempts, next_attempt_at, last_error,
      metadata) = row
@@ -151,9 +142,9 @@ def _row_to_message(row: Sequence[Any], recipients: tuple[str, ...]) -> QueuedMe
         sender=sender,
         recipients=recipients,
         data=bytes(data),
-        received_at=_from_micros(received_at),
+        received_at=from_micros(received_at),
         attempts=attempts,
-        next_attempt_at=_from_micros(next_attempt_at),
+        next_attempt_at=from_micros(next_attempt_at),
         metadata=types.MappingProxyType(json.loads(metadata)),
         last_error=last_error,
     )
@@ -264,7 +255,7 @@ class MessageQueue:
         rcpts = tuple(recipients)
         if not rcpts:
             raise ValueError("a queued message needs at least one recipient")
-        received = _to_micros(now)
+        received = to_micros(now)
         meta = json.dumps(dict(metadata), ensure_ascii=False, sort_keys=True)
         blob = bytes(data)
 
@@ -283,7 +274,7 @@ class MessageQueue:
             return internal_id
 
         internal_id: int = await self._submit(run, size=len(blob), is_enqueue=True)
-        when = _from_micros(received)
+        when = from_micros(received)
         return QueuedMessage(
             internal_id=internal_id, message_id=message_id, sender=sender, recipients=rcpts,
             data=blob, received_at=when, attempts=0, next_attempt_at=when,
@@ -323,7 +314,7 @@ class MessageQueue:
         Raises :class:`KeyError` if the message is not queued.
         """
         rcpts = tuple(recipients)
-        when = _to_micros(next_attempt_at)
+        when = to_micros(next_attempt_at)
         own = dict(reasons or {})
 
         def run(conn: sqlite3.Connection) -> None:
@@ -349,7 +340,7 @@ class MessageQueue:
         threshold it is poisoned (never due again; see the module docstring). Returns whether
         it was poisoned. Raises :class:`KeyError` if the message is not queued.
         """
-        moment, retry = _to_micros(now), _to_micros(retry_at)
+        moment, retry = to_micros(now), to_micros(retry_at)
 
         def run(conn: sqlite3.Connection) -> bool:
             _require(conn, internal_id)
@@ -363,7 +354,7 @@ class MessageQueue:
             conn.execute(
                 "UPDATE messages SET attempts = attempts + 1, next_attempt_at = ?, "
                 "last_error = ? WHERE internal_id = ?",
-                (_NEVER if poisoned else retry, reason, internal_id))
+                (NEVER if poisoned else retry, reason, internal_id))
             return poisoned
 
         poisoned: bool = await self._submit(run, size=0, is_enqueue=False)
@@ -372,7 +363,7 @@ class MessageQueue:
     async def resume_poisoned(self, internal_id: int, now: datetime.datetime) -> None:
         """Take a message out of the Poison queue (Exchange's Resume-Message): due at ``now``,
         its crash count reset. Raises :class:`KeyError` if it is not in the Poison queue."""
-        moment = _to_micros(now)
+        moment = to_micros(now)
 
         def run(conn: sqlite3.Connection) -> None:
             if conn.execute("DELETE FROM crashes WHERE internal_id = ? AND poisoned_at IS NOT "
@@ -380,6 +371,21 @@ class MessageQueue:
                 raise KeyError(internal_id)
             conn.execute("UPDATE messages SET next_attempt_at = ? WHERE internal_id = ?",
                          (moment, internal_id))
+
+        await self._submit(run, size=0, is_enqueue=False)
+
+    async def note(self, internal_id: int, facts: Mapping[str, str]) -> None:
+        """Add ``facts`` to the message's metadata (a delay DSN sent, transport/notify.py).
+        Raises :class:`KeyError` if the message is not queued."""
+        added = dict(facts)
+
+        def run(conn: sqlite3.Connection) -> None:
+            _require(conn, internal_id)
+            row = conn.execute("SELECT metadata FROM messages WHERE internal_id = ?",
+                               (internal_id,)).fetchone()
+            merged = {**json.loads(row[0]), **added}
+            conn.execute("UPDATE messages SET metadata = ? WHERE internal_id = ?",
+                         (json.dumps(merged, ensure_ascii=False, sort_keys=True), internal_id))
 
         await self._submit(run, size=0, is_enqueue=False)
 
@@ -421,7 +427,15 @@ class MessageQueue:
                               if ok and op.is_enqueue)
         return outcomes
 
+    async def write(self, run: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``run`` in the group commit, on the queue's thread (transport/queueadmin.py)."""
+        return await self._submit(run, size=0, is_enqueue=False)
+
     # --- reads ------------------------------------------------------------------------------
+
+    async def read(self, run: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``run`` on the queue's thread, outside any write (transport/queueadmin.py)."""
+        return await self._read(run)
 
     async def _read(self, run: Callable[[sqlite3.Connection], T]) -> T:
         self._check_open()
@@ -437,12 +451,12 @@ class MessageQueue:
         """
         if limit <= 0:
             return []
-        moment = _to_micros(now)
+        moment = to_micros(now)
         skip = frozenset(self._leases) | exclude
 
         def run(conn: sqlite3.Connection) -> list[QueuedMessage]:
             rows = conn.execute(
-                f"SELECT {_COLUMNS} FROM messages m WHERE next_attempt_at <= ? "
+                f"SELECT {_COLUMNS} FROM messages m WHERE next_attempt_at <= ? AND suspended = 0 "
                 "AND EXISTS (SELECT 1 FROM recipients r WHERE r.internal_id = m.internal_id) "
                 "ORDER BY next_attempt_at, internal_id LIMIT ?",
                 (moment, limit + len(skip)),
@@ -454,16 +468,16 @@ class MessageQueue:
 
     async def next_due(self, after: datetime.datetime) -> datetime.datetime | None:
         """The earliest next attempt later than ``after`` (None: nothing is scheduled)."""
-        moment = _to_micros(after)
+        moment = to_micros(after)
 
         def run(conn: sqlite3.Connection) -> int | None:
             value: int | None = conn.execute(
                 "SELECT MIN(next_attempt_at) FROM messages WHERE next_attempt_at > ? "
-                "AND next_attempt_at < ?", (moment, _NEVER)).fetchone()[0]
+                "AND next_attempt_at < ? AND suspended = 0", (moment, NEVER)).fetchone()[0]
             return value
 
         found = await self._read(run)
-        return None if found is None else _from_micros(found)
+        return None if found is None else from_micros(found)
 
     async def get(self, internal_id: int) -> QueuedMessage | None:
         """The queued message with this InternalId, or None when it is not (any longer) queued."""
@@ -516,7 +530,7 @@ class MessageQueue:
                 rows = conn.execute(f"SELECT {_COLUMNS} FROM messages WHERE internal_id = ?",
                                     (internal_id,)).fetchall()
                 for message in _load(conn, rows):
-                    out.append(PoisonedMessage(message, count, _from_micros(poisoned_at),
+                    out.append(PoisonedMessage(message, count, from_micros(poisoned_at),
                                                reason or ""))
             return out
 

@@ -48,13 +48,42 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["COLUMNS", "SCHEMA_VERSION", "QueueUnavailableError", "Recovery", "open_queue_file"]
+__all__ = [
+    "COLUMNS",
+    "EPOCH",
+    "NEVER",
+    "SCHEMA_VERSION",
+    "QueueUnavailableError",
+    "Recovery",
+    "from_micros",
+    "open_queue_file",
+    "open_read_only",
+    "to_micros",
+]
+
+EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.UTC)
+"""Times are stored as microseconds since this instant."""
+_MICROSECOND = datetime.timedelta(microseconds=1)
+NEVER = (datetime.datetime(9999, 12, 31, tzinfo=datetime.UTC) - EPOCH) // _MICROSECOND
+"""next_attempt_at of a poisoned message: never due (and still a valid datetime when loaded)."""
+
+
+def to_micros(moment: datetime.datetime) -> int:
+    """An aware datetime as the file stores it."""
+    if moment.tzinfo is None or moment.utcoffset() is None:
+        raise ValueError(f"an aware datetime is required, got naive {moment!r}")
+    return (moment - EPOCH) // _MICROSECOND
+
+
+def from_micros(value: int) -> datetime.datetime:
+    return EPOCH + datetime.timedelta(microseconds=value)
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 2
-# Version 2 added the ``crashes`` table (the Poison queue, transport/queue.py); a version 1 file
-# is upgraded in place at open (one CREATE TABLE, nothing rewritten).
+SCHEMA_VERSION = 3
+# Version 2 added the ``crashes`` table (the Poison queue, transport/queue.py); version 3 the
+# ``suspended`` column of ``messages`` (Suspend-Message, transport/queueadmin.py). An older file
+# is upgraded in place at open (a CREATE TABLE, an ALTER TABLE; nothing rewritten).
 
 # Exchange's InternalIds are large int64 numbers (e.g. 31937376813057). The first id of a new
 # queue file is drawn at random in [2**40, 2**45) (a multiple of 2**20); AUTOINCREMENT then
@@ -73,7 +102,8 @@ CREATE TABLE IF NOT EXISTS messages (
     attempts         INTEGER NOT NULL DEFAULT 0,
     next_attempt_at  INTEGER NOT NULL,  -- microseconds since the epoch, UTC
     last_error       TEXT,
-    metadata         TEXT    NOT NULL   -- JSON object of strings
+    metadata         TEXT    NOT NULL,  -- JSON object of strings
+    suspended        INTEGER NOT NULL DEFAULT 0  -- 1: Suspend-Message, never due until resumed
 );
 CREATE INDEX IF NOT EXISTS messages_due ON messages (next_attempt_at);
 CREATE TABLE IF NOT EXISTS recipients (
@@ -99,6 +129,8 @@ CREATE TABLE IF NOT EXISTS crashes (
     last_error   TEXT
 )
 """
+
+_MIGRATE_FROM_2 = "ALTER TABLE messages ADD COLUMN suspended INTEGER NOT NULL DEFAULT 0"
 
 COLUMNS = ("internal_id, message_id, sender, data, received_at, attempts, next_attempt_at, "
            "last_error, metadata")
@@ -236,8 +268,12 @@ def _connect(path: Path, *, expect_queue: bool) -> sqlite3.Connection:
                                f"queue was created {_created(_marker(path))}")
             if version == 0:
                 _create_schema(conn)
-            elif version == 1:
-                conn.execute(_MIGRATE_FROM_1)
+            elif version in (1, 2):
+                if version == 1:
+                    conn.execute(_MIGRATE_FROM_1)
+                columns = {row[1] for row in conn.execute("PRAGMA table_info(messages)")}
+                if "suspended" not in columns:
+                    conn.execute(_MIGRATE_FROM_2)
                 conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
             elif version != SCHEMA_VERSION:
                 raise QueueUnavailableError(
@@ -342,6 +378,7 @@ def _salvage(path: Path, new: sqlite3.Connection) -> tuple[int, int]:
                 "INSERT INTO recipients (internal_id, position, address, last_error) "
                 "VALUES (?, ?, ?, ?)", [(internal_id, *r) for r in rcpts])
             _salvage_crashes(old, new, internal_id)
+            _salvage_suspended(old, new, internal_id)
             salvaged += 1
         new.execute("UPDATE sqlite_sequence SET seq = max(seq, ?) WHERE name = 'messages'",
                     (highest,))
@@ -361,6 +398,36 @@ def _salvage_crashes(old: sqlite3.Connection, new: sqlite3.Connection, internal_
     if row is not None:
         new.execute("INSERT INTO crashes (internal_id, count, poisoned_at, last_error) "
                     "VALUES (?, ?, ?, ?)", row)
+
+
+def _salvage_suspended(old: sqlite3.Connection, new: sqlite3.Connection,
+                       internal_id: int) -> None:
+    """Keep a suspended message suspended when its flag can be read."""
+    try:
+        row = old.execute("SELECT suspended FROM messages WHERE internal_id = ?",
+                          (internal_id,)).fetchone()
+    except sqlite3.Error:  # unreadable, or a file older than version 3
+        return
+    if row is not None and row[0]:
+        new.execute("UPDATE messages SET suspended = 1 WHERE internal_id = ?", (internal_id,))
+
+
+def open_read_only(path: Path) -> sqlite3.Connection:
+    """The queue file opened read-only, unchecked and unmigrated (``exchsim queue`` when the
+    lab is not running). Raises :class:`QueueUnavailableError` when it cannot be read."""
+    if not path.is_file():
+        raise QueueUnavailableError(f"queue {path}: no such file")
+    try:
+        conn = sqlite3.connect(path.resolve().as_uri() + "?mode=ro", uri=True,
+                               isolation_level=None)
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+    except sqlite3.Error as exc:
+        raise QueueUnavailableError(f"queue {path}: {exc}") from exc
+    if version not in (1, 2, SCHEMA_VERSION):
+        conn.close()
+        raise QueueUnavailableError(f"queue {path}: schema version {version}, this exchsim "
+                                    f"reads {SCHEMA_VERSION}")
+    return conn
 
 
 def _read_until_error(conn: sqlite3.Connection, query: str) -> Iterator[int]:

@@ -18,7 +18,7 @@ import pytest
 
 from exchsim.tls.contexts import client_context_anonymous_tls
 from exchsim.tls.pki import ensure_server_certificate, load_certificate_files
-from exchsim.transport import hub
+from exchsim.transport import delivery
 from exchsim.transport.hopclient import HopClient
 from tests.integration.conftest import (
     FAST,
@@ -295,7 +295,7 @@ async def test_messages_not_handed_over_in_memory_are_found_in_the_queue(
     # The hub hands each committed message to its delivery agent in memory, up to a limit;
     # past it the agent finds the rest by scanning the queue. With a limit of 2, twelve
     # concurrent messages must all arrive, each once.
-    monkeypatch.setattr(hub, "_MAX_READY", 2)
+    monkeypatch.setattr(delivery, "_MAX_READY", 2)
     sends = [asyncio.to_thread(send_smtplib, lab.port(25), "a@fabrikam.example",
                                ["alice@contoso.com"], f"Subject: n{n}\r\n\r\nbody {n}\r\n")
              for n in range(12)]

@@ -19,7 +19,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from exchsim.transport import hub
+from exchsim.transport import notify
+from exchsim.transport.ndr import DsnKind
 from exchsim.transport.queue import MessageQueue
 from tests.integration.conftest import RunningLab
 
@@ -183,14 +184,14 @@ async def test_mail_for_a_destination_that_is_down_waits_then_expires(
 async def test_a_message_that_crashes_delivery_twice_goes_to_the_poison_queue(
         lab: RunningLab, captured: Captured, monkeypatch: pytest.MonkeyPatch) -> None:
     # A bug in exchsim's own code that only some messages trigger: building their NDR fails.
-    real = hub.build_ndr
+    real = notify.build_dsn
 
-    def build_ndr(**kwargs: object) -> bytes:
+    def build_dsn(kind: DsnKind, **kwargs: object) -> bytes:
         if b"Subject: crash" in kwargs["original"]:  # type: ignore[operator]
             raise RuntimeError("a bug triggered by this message")
-        return real(**kwargs)  # type: ignore[arg-type]
+        return real(kind, **kwargs)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(hub, "build_ndr", build_ndr)
+    monkeypatch.setattr(notify, "build_dsn", build_dsn)
     queue = lab.daemon.queues["EX01"]
     now = datetime.datetime.now(datetime.UTC)
     crashing = [await plant(queue, "sender@fabrikam.example", ["nobody@contoso.com"],
@@ -219,7 +220,7 @@ async def test_a_message_that_crashes_delivery_twice_goes_to_the_poison_queue(
     assert len([lvl for lvl, _ in captured.lines if lvl >= logging.ERROR]) == 40
     assert errors.count("moved to the Poison queue") == 20
     # Resumed by the admin after the fix: delivered (here: NDR'd) like any message.
-    monkeypatch.setattr(hub, "build_ndr", real)
+    monkeypatch.setattr(notify, "build_dsn", real)
     for internal_id in crashing[:2]:
         await queue.resume_poisoned(internal_id, datetime.datetime.now(datetime.UTC))
     await lab.wait_for(lambda: len(lab.internet("sender@fabrikam.example")) == 2, timeout=10)

@@ -15,6 +15,7 @@ from exchsim.policy.outbound import UNREACHABLE_REASON
 from exchsim.tls.issued import issue_certificate
 from exchsim.tls.pki import CertificateFiles
 from exchsim.transport.queue import QueuedMessage
+from exchsim.transport.queueadmin import QueueAdmin
 from tests.integration.conftest import RunningLab, start_lab
 from tests.integration.sendlab import Mta, lab_text, submit
 
@@ -105,6 +106,13 @@ async def test_require_tls_without_starttls_stays_queued_then_the_fixed_host_get
     assert "requires TLS" in (message.last_error or "")
     await asyncio.sleep(1.5)  # at least one more retry: still not sent in clear
     assert smarthost.messages == []
+    # Get-Queue: the smart host's queue is in Retry with the reason.
+    queues = await QueueAdmin(lab.lab, lab.lab.server("EX01"), lab.daemon.queues["EX01"],
+                              lab.daemon.agents["EX01"]).get_queues()
+    (hop,) = [q for q in queues if q["DeliveryType"] == "SmartHostConnectorDelivery"]
+    assert (hop["NextHopDomain"], hop["NextHopConnector"], hop["Status"],
+            hop["MessageCount"]) == ("smarthost.lab.example", "Via Smarthost", "Retry", 1)
+    assert "STARTTLS was not offered" in str(hop["LastError"])
     # The test hook: the smart host is fixed (STARTTLS with a lab-PKI certificate).
     await smarthost.restart(certificate=harness.certificate(lab, "smarthost.lab.example"))
     await wait(lab, lambda: len(smarthost.messages) == 1)
@@ -166,6 +174,10 @@ async def test_no_connector_holds_the_message_until_one_is_added(harness: Harnes
     await submit(lab.port(587), "user@fabrikam.example", "unreachable")
     message = await deferred_with(lab, lambda e: e == UNREACHABLE_REASON)
     assert message.recipients == ("user@fabrikam.example",)
+    queues = {q["Identity"]: q for q in await QueueAdmin(
+        lab.lab, lab.lab.server("EX01"), lab.daemon.queues["EX01"],
+        lab.daemon.agents["EX01"]).get_queues()}
+    assert queues["EX01\\Unreachable"]["MessageCount"] == 1
     assert lab.internet("user@fabrikam.example") == []
     # Adding a connector (the config changes; the lab restarts on the same data) delivers it.
     await harness.stop_lab(lab)

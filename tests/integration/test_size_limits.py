@@ -5,10 +5,12 @@ NDRed per recipient by the hub (exchange.md §8.3), never delivered."""
 from __future__ import annotations
 
 import asyncio
+import smtplib
 from pathlib import Path
 
 from tests.integration.conftest import FAST, FAST_LAB_YAML, start_lab, with_connectors
-from tests.integration.test_mailflow import send_smtplib
+from tests.integration.test_mailflow import HOST, send_smtplib
+from tests.integration.test_tracking import read_events
 
 SMALL = FAST_LAB_YAML.replace("TransportConfig: {MaxReceiveSize: 10MB, MaxSendSize: 10MB}",
                               "TransportConfig: {MaxReceiveSize: 1MB, MaxSendSize: 10MB}")
@@ -18,6 +20,14 @@ def message(size: int, tag: str) -> str:
     body = ("y" * 998 + "\r\n") * (size // 1000)
     return (f"From: someone@fabrikam.example\r\nTo: alice@contoso.com\r\nSubject: {tag}\r\n"
             f"Message-ID: <{tag}@fabrikam.example>\r\n\r\n{body}")
+
+
+def _send_never(port: int) -> None:
+    with smtplib.SMTP(HOST, port, local_hostname="client.example", timeout=15) as client:
+        client.ehlo()
+        client.mail("never@fabrikam.example")
+        assert client.rcpt("alice@contoso.com", ["NOTIFY=NEVER"])[0] == 250
+        assert client.data(message(1_500_000, "never").encode())[0] == 250
 
 
 async def test_a_message_over_max_receive_size_is_ndred_not_delivered(tmp_path: Path) -> None:
@@ -40,5 +50,25 @@ async def test_a_message_over_max_receive_size_is_ndred_not_delivered(tmp_path: 
         await asyncio.sleep(0.5)
         assert len(lab.mailbox("alice@contoso.com")) == 1  # the big one never arrives
         assert await lab.daemon.queues["EX01"].pending_count() == 0
+        # The tracking log: FAIL for the refused recipient (the categorizer's: ROUTING), then
+        # the DSN event of its NDR referring to it (exchange.md §6.2).
+        events = read_events(lab.data)
+        [fail] = [e for e in events if e["event-id"] == "FAIL"]
+        assert (fail["source"], fail["recipient-address"], fail["message-id"]) == (
+            "ROUTING", "alice@contoso.com", "<big@fabrikam.example>")
+        assert fail["recipient-status"] == ("550 5.2.3 RESOLVER.RST.RecipSizeLimit; message too "
+                                            "large for this recipient")
+        assert fail["sender-address"] == "someone@fabrikam.example"
+        [dsn] = [e for e in events if e["event-id"] == "DSN"]
+        assert (dsn["source"], dsn["recipient-address"], dsn["related-recipient-address"],
+                dsn["reference"]) == ("DSN", "someone@fabrikam.example", "alice@contoso.com",
+                                      "<big@fabrikam.example>")
+        # NOTIFY=NEVER: the recipient is refused all the same (FAIL), without an NDR.
+        await asyncio.to_thread(_send_never, lab.port(25))
+        await lab.wait_for(lambda: sum(e["event-id"] == "FAIL" for e in read_events(lab.data))
+                           == 2)
+        await asyncio.sleep(0.5)
+        assert lab.internet("never@fabrikam.example") == []
+        assert sum(e["event-id"] == "DSN" for e in read_events(lab.data)) == 1
     finally:
         await lab.daemon.stop()

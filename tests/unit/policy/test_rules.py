@@ -69,6 +69,21 @@ def test_rcpt_syntax() -> None:
     assert rcpt("TO:<a@b.example> NOTIFY=NEVER").address == "a@b.example"
 
 
+@pytest.mark.parametrize("params", [
+    "NOTIFY=NEVER", "NOTIFY=success,failure,delay", "NOTIFY=DELAY",
+    "ORCPT=rfc822;a+40b@c.example", "NOTIFY=FAILURE ORCPT=x-local;joe"])
+def test_rcpt_dsn_parameters_accepted(params: str) -> None:
+    assert rcpt(f"TO:<a@b.example> {params}").params
+
+
+@pytest.mark.parametrize("params", [
+    "NOTIFY=NEVER,SUCCESS", "NOTIFY=", "NOTIFY", "NOTIFY=SOMETIMES", "NOTIFY=SUCCESS,,DELAY",
+    "ORCPT=a@b.example", "ORCPT=rfc822;", "ORCPT=;a@b.example", "ORCPT"])
+def test_rcpt_dsn_parameters_malformed_are_invalid_arguments(params: str) -> None:
+    # RFC 3461 §4.1, §4.2; the reply a bad RET gets (exchange.md §12.6).
+    assert rules.parse_rcpt(f"TO:<a@b.example> {params}") == replies.INVALID_ARGUMENTS
+
+
 def test_anonymous_mail_on_the_hub_is_not_authenticated_and_closes() -> None:
     decision = rules.check_mail(facts(defaults()["Default"]), mail("FROM:<a@b.example>"))
     assert decision.reply.render() == "530 5.7.1 Client was not authenticated"

@@ -9,7 +9,14 @@ import email.policy
 
 import pytest
 
-from exchsim.transport.ndr import DsnKind, Envelope, build_dsn, build_ndr, explanation
+from exchsim.transport.ndr import (
+    DsnKind,
+    Envelope,
+    build_dsn,
+    build_ndr,
+    explanation,
+    time_left,
+)
 
 NOW = datetime.datetime(2026, 11, 29, 8, 0, tzinfo=datetime.timezone(datetime.timedelta(hours=1)))
 ARRIVAL = datetime.datetime(2026, 11, 29, 6, 55, 1, tzinfo=datetime.UTC)
@@ -27,7 +34,8 @@ def _build(kind: DsnKind, reasons: dict[str, str], envelope: Envelope | None = N
     return build_dsn(kind, message_id="<x@ex01.contoso.com>", postmaster="postmaster@contoso.com",
                      sender="alice@contoso.com", recipients=list(reasons), reasons=reasons,
                      original=ORIGINAL, reporting_mta="ex01.contoso.com", now=NOW,
-                     envelope=envelope or Envelope())
+                     envelope=envelope or Envelope(),
+                     remaining=datetime.timedelta(days=1, hours=19, minutes=57, seconds=12))
 
 
 def test_an_ndr_for_two_reasons_explains_each_and_keeps_the_encoded_subject() -> None:
@@ -76,9 +84,34 @@ def test_a_delay_dsn_says_delayed_and_is_not_an_ndr() -> None:
     assert "X-MS-Exchange-Message-Is-Ndr" not in dsn
     human, status, _ = dsn.get_payload()
     text = human.get_payload()[0].get_payload(decode=True).decode()
-    assert text.startswith("Delivery is delayed to these recipients or groups:\r\n")
+    assert text.startswith("Delivery is delayed to these recipients or groups:\r\n\r\n"
+                           "bob@fabrikam.example<mailto:bob@fabrikam.example>\r\n\r\n"
+                           "Subject: caf\u00e9 plans\r\n\r\n"
+                           "This message hasn't been delivered yet. Delivery will continue to be "
+                           "attempted.\r\n\r\nThe server will keep trying to deliver this message "
+                           "for the next 1 days, 19 hours and 57 minutes. You'll be notified if "
+                           "the message can't be delivered by that time.\r\n")
     recipient = status.get_payload()[1]
     assert recipient["Action"] == "delayed" and recipient["Status"] == "4.4.0"
+    assert recipient["Diagnostic-Code"] == "smtp;451 4.4.0 Primary target IP address responded"
+
+
+def test_time_left_is_written_as_the_delay_dsn_writes_it() -> None:
+    assert time_left(datetime.timedelta(days=1, hours=19, minutes=57, seconds=40)) == \
+        "1 days, 19 hours and 57 minutes"
+    assert time_left(datetime.timedelta(seconds=3)) == "0 days, 0 hours and 0 minutes"
+    assert time_left(datetime.timedelta(seconds=-3)) == "0 days, 0 hours and 0 minutes"
+
+
+def test_a_relay_dsn_says_relayed_without_a_diagnostic_code() -> None:
+    dsn = _parse(_build(DsnKind.RELAYED, {"bob@fabrikam.example": "250 2.1.5 Recipient OK"}))
+    assert dsn["Subject"] == "Relayed: =?utf-8?q?caf=C3=A9?= plans"
+    human, status, _ = dsn.get_payload()
+    text = human.get_payload()[0].get_payload(decode=True).decode()
+    assert text.startswith("Delivery to these recipients or groups is complete, but no delivery "
+                           "notification was sent by the destination server:\r\n")
+    assert list(status.get_payload()[1].items())[2:] == [("Action", "relayed"),
+                                                         ("Status", "2.1.5")]
 
 
 def test_a_success_dsn_with_ret_hdrs_envid_and_orcpt() -> None:
@@ -89,7 +122,7 @@ def test_a_success_dsn_with_ret_hdrs_envid_and_orcpt() -> None:
     assert dsn["Subject"] == "Delivered: =?utf-8?q?caf=C3=A9?= plans"
     human, status, headers = dsn.get_payload()
     text = human.get_payload()[0].get_payload(decode=True).decode()
-    assert text.startswith("Delivery to these recipients or groups is complete:\r\n")
+    assert text.startswith("Your message has been delivered to the following recipients:\r\n")
     per_message, recipient = status.get_payload()
     assert per_message["Original-Envelope-Id"] == "QQ314159"
     assert list(recipient.items()) == [

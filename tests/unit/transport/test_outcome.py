@@ -1,24 +1,14 @@
-"""Every delivery failure is classified, and every retry has a schedule (transport/outcome.py)."""
+"""Every delivery failure is classified (transport/outcome.py); the schedule is
+tests/unit/policy/test_retry.py."""
 
 from __future__ import annotations
-
-import datetime
 
 import aiosmtplib
 import pytest
 
 from exchsim.policy import replies
 from exchsim.transport.hopclient import HopError
-from exchsim.transport.outcome import (
-    MAX_RETRY_DELAY,
-    Kind,
-    Unreachable,
-    Unsendable,
-    classify,
-    retry_delay,
-)
-
-SECOND = datetime.timedelta(seconds=1)
+from exchsim.transport.outcome import Kind, Unreachable, Unsendable, classify
 
 
 @pytest.mark.parametrize(("exc", "kind", "reply"), [
@@ -53,21 +43,3 @@ def test_failures_are_classified(exc: BaseException, kind: Kind, reply: str | No
                                  AttributeError("no"), RecursionError()])
 def test_anything_else_is_a_crash(exc: BaseException) -> None:
     assert classify(exc) is None
-
-
-def test_transient_failures_back_off_up_to_a_cap() -> None:
-    retry = 10 * SECOND
-    delays = [retry_delay(retry, Kind.TRANSIENT, n) for n in range(12)]
-    assert delays[:4] == [10 * SECOND, 20 * SECOND, 40 * SECOND, 80 * SECOND]
-    assert delays == sorted(delays)
-    assert delays[-1] == MAX_RETRY_DELAY == datetime.timedelta(minutes=15)
-    assert retry_delay(retry, Kind.TRANSIENT, 10_000) == MAX_RETRY_DELAY
-    # A RetryInterval longer than the cap is used as it is.
-    assert retry_delay(datetime.timedelta(hours=1), Kind.TRANSIENT, 5) == datetime.timedelta(
-        hours=1)
-
-
-def test_an_unreachable_destination_is_retried_every_interval() -> None:
-    # The destination's problem, not the message's: no backoff, so what waits for it goes
-    # within one RetryInterval of its return, however long it was down.
-    assert {retry_delay(SECOND, Kind.UNREACHABLE, n) for n in range(50)} == {SECOND}

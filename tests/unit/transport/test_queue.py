@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 import exchsim
-from exchsim.transport.queue import MessageQueue, QueueClosedError, QueuedMessage
+from exchsim.transport.queue import SCHEMA_VERSION, MessageQueue, QueueClosedError, QueuedMessage
 
 T0 = datetime.datetime(2024, 5, 6, 7, 8, 9, 123456, tzinfo=datetime.UTC)
 SECOND = datetime.timedelta(seconds=1)
@@ -207,6 +207,7 @@ async def test_a_version_1_queue_file_is_upgraded(tmp_path: Path) -> None:
     await queue.close()
     conn = sqlite3.connect(path)
     conn.execute("DROP TABLE crashes")
+    conn.execute("ALTER TABLE messages DROP COLUMN suspended")
     conn.execute("PRAGMA user_version=1")
     conn.commit()
     conn.close()
@@ -217,6 +218,29 @@ async def test_a_version_1_queue_file_is_upgraded(tmp_path: Path) -> None:
         assert await queue.poison_count() == 0
     finally:
         await queue.close()
+
+
+async def test_a_version_2_queue_file_is_upgraded_and_suspension_works(tmp_path: Path) -> None:
+    path = tmp_path / "EX01.sqlite"
+    queue = await MessageQueue.open(path)
+    first, second = await put(queue), await put(queue)
+    await queue.close()
+    conn = sqlite3.connect(path)
+    conn.execute("ALTER TABLE messages DROP COLUMN suspended")  # a version 2 file, as written
+    conn.execute("PRAGMA user_version=2")
+    conn.commit()
+    conn.close()
+    queue = await MessageQueue.open(path)
+    try:
+        assert ids(await queue.due(T0)) == [first, second]
+        await queue.write(lambda c: c.execute(
+            "UPDATE messages SET suspended = 1 WHERE internal_id = ?", (first,)))
+        assert ids(await queue.due(T0)) == [second]  # a suspended message is never due
+    finally:
+        await queue.close()
+    conn = sqlite3.connect(path)
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
+    conn.close()
 
 
 async def test_complete_removes_recipients_then_message(queue: MessageQueue) -> None:

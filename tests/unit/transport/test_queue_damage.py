@@ -141,6 +141,26 @@ async def test_two_pages_overwritten_mid_file_are_detected_and_the_rest_salvaged
         await q.close()
 
 
+async def test_a_suspended_message_stays_suspended_through_a_salvage(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    path = tmp_path / "queue" / "EX01.sqlite"
+    originals = await filled(path)
+    conn = sqlite3.connect(path)
+    conn.execute("UPDATE messages SET suspended = 1")  # every message Suspend-Message'd
+    conn.commit()
+    conn.close()
+    overwrite_two_pages(path)
+    q, _ = await reopen(path, caplog)
+    try:
+        assert q.recovery is not None and q.recovery.salvaged > 0
+        assert await q.pending_count() == q.recovery.salvaged
+        assert await q.due(T0 + datetime.timedelta(days=1), limit=100) == []  # none resumed
+        kept = [m for m in originals if await q.get(m.internal_id) is not None]
+        assert len(kept) == q.recovery.salvaged
+    finally:
+        await q.close()
+
+
 async def test_salvage_reads_a_damaged_file_that_still_has_its_wal(tmp_path: Path) -> None:
     """As after kill -9: the last commits are only in the -wal file; they are salvaged too."""
     path = tmp_path / "queue" / "EX01.sqlite"
