@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import json
+import sys
 from collections.abc import AsyncIterator
 from email.message import EmailMessage
 from pathlib import Path
@@ -21,7 +23,7 @@ from exchsim.tls.certstore import enable
 from exchsim.tls.issued import issue_certificate, revoke
 from exchsim.tls.labca import load_lab_ca
 from exchsim.transport.queue import QueuedMessage
-from tests.integration.conftest import RunningLab
+from tests.integration.conftest import CONFIGS, RunningLab
 from tests.integration.sendlab import submit
 from tests.integration.test_partner import CLASSIFICATION, lab_certificate, start_seed001
 from tests.integration.test_tracking import read_events
@@ -100,6 +102,17 @@ async def test_a_revoked_partner_certificate_keeps_the_message_queued(
     assert ("454 4.7.5 Certificate validation failure; partner.example is domain secure; the "
             "remote server's certificate status Revoked") in message.last_error
     assert "451 4.4.0 Primary target IP address responded with" in message.last_error
+    # `exchsim queue get` on the running lab (Get-Queue): partner.example's queue is in Retry.
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "exchsim.cli", "queue", "--config", str(CONFIGS / "lab.yaml"),
+        "--data", str(lab.data), "--format", "json", "get",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    out, err = await asyncio.wait_for(proc.communicate(), 30)
+    assert proc.returncode == 0, err.decode()
+    (hop,) = [q for q in json.loads(out) if q["NextHopDomain"] == "partner.example"]
+    assert (hop["DeliveryType"], hop["NextHopConnector"], hop["Status"], hop["MessageCount"]) == (
+        "DnsConnectorDelivery", "To Partner", "Retry", 1)
+    assert "Certificate validation failure" in hop["LastError"]
     await asyncio.sleep(1.5)  # at least one more retry: still queued, never sent in clear
     assert len(lab.mailbox(PARTNER_MAILBOX)) == 1
     assert partner_log(lab).count("MAIL FROM:<alice@contoso.com>") == 1
