@@ -34,6 +34,7 @@ from exchsim.config.model import (
 from exchsim.config.sendconnector import SendConnector
 from exchsim.config.vocabulary import logon_table
 from exchsim.logs.protocol import ProtocolLog, ProtocolLogSession, new_session_id
+from exchsim.logs.sendlog import SendProtocolLog
 from exchsim.logs.tracking import MessageTracking
 from exchsim.policy.connectors import ConnectorIndex
 from exchsim.policy.ntlm import identity_of
@@ -41,10 +42,10 @@ from exchsim.policy.permissions import ConnectorAcl, connector_acl
 from exchsim.policy.rates import MessageRateWindow
 from exchsim.policy.retry import RetrySchedule
 from exchsim.smtp.adapter import ExchangeSession
-from exchsim.smtp.message import MessageHandler
-from exchsim.smtp.ntlm import WindowsNtlmAcceptor
+from exchsim.smtp.message import LocalCertificate, MessageHandler
+from exchsim.smtp.ntlm import WindowsNtlmAcceptor, write_ntlm_users
 from exchsim.smtp.sink import SinkHandler, sink_factory
-from exchsim.tls.certstore import smtp_certificates, store_path
+from exchsim.tls.certstore import file_version, smtp_certificates, store_path
 from exchsim.tls.contexts import (
     client_context_anonymous_tls,
     server_context_starttls,
@@ -67,6 +68,7 @@ from exchsim.transport.queue import MessageQueue
 from exchsim.transport.queueadmin import QueueAdmin
 from exchsim.transport.queuecontrol import ControlServer, control_path
 from exchsim.transport.restart import GaveUp, RestartPolicy, keep_running
+from exchsim.transport.smtplog import ConnectorLog
 from exchsim.transport.smtpsend import SendContext, SmtpSender
 
 log = logging.getLogger(__name__)
@@ -137,6 +139,16 @@ class ServerNode:
             max_directory_size=server.receive_protocol_log_max_directory_size,
             max_age=server.receive_protocol_log_max_age,
         )
+        # The client side of every hop this server makes (logs/sendlog.py, exchange.md §6.1).
+        cert = self.certificate
+        self.send_log = SendProtocolLog(
+            ProtocolLog(data_dir / "logs" / server.name / "ProtocolLog" / "SmtpSend", "SmtpSend",
+                        clock.utc, max_file_size=server.send_protocol_log_max_file_size,
+                        max_directory_size=server.send_protocol_log_max_directory_size,
+                        max_age=server.send_protocol_log_max_age),
+            self.next_session_id,
+            LocalCertificate(cert.subject, cert.issuer, cert.serial, cert.thumbprint,
+                             cert.not_before, cert.not_after, cert.dns_names, cert.key_bits))
         self.tracking = (MessageTracking.open(
             server, data_dir / "logs" / server.name / "MessageTracking", clock.utc,
             max_file_size=server.message_tracking_log_max_file_size,
@@ -205,6 +217,15 @@ class ServerNode:
         if chosen is None and not connector.tls_certificate_name:
             return self.certificate
         return chosen
+
+    def connector_log(self, connector: SendConnector, where: str) -> ConnectorLog | None:
+        """A send connector session's protocol log (transport/smtpsend.py): under the
+        connector's name, when its ProtocolLoggingLevel is Verbose. ``where`` ends with the
+        ``[address:port]`` connected to."""
+        address, _, port = where.rpartition("[")[2].rstrip("]").rpartition(":")
+        session = self.send_log.session(connector.name, address.strip("[]"), int(port or 0),
+                                        connector.protocol_logging_level)
+        return ConnectorLog(session) if session is not None else None
 
     def anonymous_tls_context(self) -> JudgedServerContext | None:
         return self._anon_server
@@ -301,36 +322,8 @@ class ServerNode:
         return sorted(out)
 
 
-def _file_version(path: Path) -> tuple[int, int, int] | None:
-    """What changes when a file is replaced or written: inode, size, mtime; None if absent."""
-    try:
-        st = path.stat()
-    except FileNotFoundError:
-        return None
-    return st.st_ino, st.st_size, st.st_mtime_ns
-
-
 def _session_factory(node: ServerNode) -> Callable[[], ExchangeSession]:
     return lambda: ExchangeSession(node)
-
-
-def write_ntlm_users(lab: Lab, path: Path) -> None:
-    """pyspnego's NTLM acceptor reads DOMAIN:USER:PASSWORD lines from NTLM_USER_FILE."""
-    netbios = lab.organization.netbios
-    lines = []
-    for mailbox in lab.organization.mailboxes:
-        if mailbox.password is None:
-            continue
-        for domain, user in (
-            (netbios, mailbox.account),
-            ("", mailbox.account),
-            ("", mailbox.user_name),
-        ):
-            lines.append(f"{domain}:{user}:{mailbox.password}")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    path.chmod(0o600)
-    os.environ["NTLM_USER_FILE"] = str(path)
 
 
 async def _partner_failed(daemon: LabDaemon) -> None:
@@ -399,11 +392,9 @@ class LabDaemon:
         }
         if not self.partner:  # NTLM_USER_FILE is the process's: the lab's own users
             write_ntlm_users(self.lab, self.data_dir / "ntlm" / "users.txt")
-        crl = self.lab.lab.crl_server  # ExchsimLabCertificate: issued when missing
-        await asyncio.to_thread(ensure_lab_certificates, pki, self.servers_to_run(), certificates,
-                                now, crl_base_url=crl_base_url(crl.address,
-                                                               crl.port + self.port_offset))
-        store_seen = await asyncio.to_thread(_file_version, store_path(pki))
+        await asyncio.to_thread(ensure_lab_certificates, pki, self.lab, self.servers_to_run(),
+                                certificates, now, self.port_offset)
+        store_seen = await asyncio.to_thread(file_version, store_path(pki))
         for server in self.servers_to_run():
             node = ServerNode(
                 self.lab, server, clock=self.clock, data_dir=self.data_dir,
@@ -415,7 +406,8 @@ class LabDaemon:
                                             clock=self.clock)
             send_context = SendContext(
                 server=server, dns=self.lab.dns, port_offset=self.port_offset,
-                certificate=node.send_certificate, judge=node.judge_certificate)
+                certificate=node.send_certificate, judge=node.judge_certificate,
+                protocol_log=node.connector_log)
             self.queues[server.name] = queue
             agent = DeliveryAgent(
                 self.lab, server, self.clock, queue, node.client_tls_context,
@@ -439,11 +431,13 @@ class LabDaemon:
                 frontend=Endpoint(server.address, PORT_OUTBOUND_PROXY + self.port_offset),
             )
             self.agents[server.name] = agent
+            agent.hops.send_log = node.send_log
             node.frontend = FrontendProxy(
                 server, self.clock, node.client_tls_context,
                 default_hub=HubEndpoint(server.address, PORT_HUB_DEFAULT + self.port_offset),
                 client_proxy=HubEndpoint(server.address, PORT_CLIENT_PROXY + self.port_offset),
                 sender=SmtpSender(send_context),  # Outbound Proxy Frontend's client (XPROXYTO)
+                send_log=node.send_log,
             )
             node.handlers = {
                 Role.FRONTEND: node.frontend,
@@ -529,7 +523,7 @@ class LabDaemon:
         path = store_path(pki)
         while True:
             await asyncio.sleep(STORE_POLL)
-            version = await asyncio.to_thread(_file_version, path)
+            version = await asyncio.to_thread(file_version, path)
             if version == seen:
                 continue
             seen = version
@@ -592,6 +586,7 @@ class LabDaemon:
             if isinstance(delivery, MailboxDeliveryReceiver):
                 await delivery.close()
             node.receive_log.close()
+            node.send_log.close()
             node.tracking.close()
             await node.judge.close()
         if self.sink is not None:

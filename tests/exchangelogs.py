@@ -46,6 +46,12 @@ characters, not the string):
   ``Domain`` from the ``; ``-separated context that holds ``; Status='``;
 - final status: the context of the last record, ``Local`` read as ``OK``; the finalize
   message the data of the record before the last.
+
+Send logs (``#Log-type: SMTP Send Protocol Log``) are read by the same rules (the module reads
+both kinds alike: its rules look at the data, not at the direction). One reading is this
+project's, not the module's: ``sent_messages``, the (RecordId, InternetMessageId) of each
+``sending message with RecordId <n> and InternetMessageId <id>`` information line of a send
+session (exchange.md §6.1), which a reader of send logs needs to tie a session to a message.
 """
 
 from __future__ import annotations
@@ -118,6 +124,8 @@ class Session:
     final_status: str
     finalize_message: str
     log_text: str
+    log_type: str = ""
+    sent_messages: tuple[tuple[str, str], ...] = ()
 
 
 # --- PowerShell's operators and string methods, as the module uses them ------------------------
@@ -361,8 +369,14 @@ def expand(group: Group) -> Session | None:
         tls_certificate_server=server_cert, tls_certificate_remote=remote_cert,
         tls_domain_capabilities=capabilities, tls_status=status, tls_domain=domain,
         final_status=final, finalize_message=data[-2] if len(data) > 1 else "",
-        log_text=log_text,
+        log_text=log_text, log_type=group.log_type,
+        sent_messages=tuple((m["id"], m["mid"]) for r in records if r["event"] == "*" and (
+            m := _SENDING.fullmatch(r["context"]))),
     )
+
+
+_SENDING = re.compile(r"sending message with RecordId (?P<id>\d+) and InternetMessageId "
+                      r"(?P<mid>.*)")
 
 
 def sessions(folder: Path) -> tuple[list[Session], list[str]]:

@@ -216,6 +216,14 @@ def _certificate_names(names: tuple[str, ...]) -> tuple[str, ...]:
     return tuple(out)
 
 
+class FrontendTransportService(ExchangeObject):
+    """Set-FrontendTransportService of a server: what exchsim models of it (exchange.md §6.1)."""
+
+    intra_org_connector_protocol_logging_level: Annotated[
+        ProtocolLoggingLevel, _enum_ci(ProtocolLoggingLevel)] = Field(
+        alias="IntraOrgConnectorProtocolLoggingLevel", default=ProtocolLoggingLevel.VERBOSE)
+
+
 class Server(ExchangeObject):
     name: str = Field(alias="Name", min_length=1, max_length=15, pattern=r"^[A-Za-z0-9-]+$")
     role: Annotated[ServerRole, _enum_ci(ServerRole)] = Field(alias="Role")
@@ -238,6 +246,22 @@ class Server(ExchangeObject):
         alias="ReceiveProtocolLogMaxDirectorySize", default=250 * MB)
     receive_protocol_log_max_age: TimeSpan = Field(
         alias="ReceiveProtocolLogMaxAge", default=datetime.timedelta(days=30))
+    # The send side (exchange.md §6.1): one SmtpSend log per server, its limits the Send*
+    # twins of the above; the implicit intra-organization send connector's logging as
+    # Set-TransportService sets it (the hub's hops to Mailbox Transport Delivery; default None)
+    # and as Set-FrontendTransportService sets it (the Front End's hops to the hub; default
+    # Verbose), the latter in the FrontendTransportService sub-object.
+    send_protocol_log_max_file_size: ByteLimit = Field(
+        alias="SendProtocolLogMaxFileSize", default=10 * MB)
+    send_protocol_log_max_directory_size: ByteLimit = Field(
+        alias="SendProtocolLogMaxDirectorySize", default=250 * MB)
+    send_protocol_log_max_age: TimeSpan = Field(
+        alias="SendProtocolLogMaxAge", default=datetime.timedelta(days=30))
+    intra_org_connector_protocol_logging_level: Annotated[
+        ProtocolLoggingLevel, _enum_ci(ProtocolLoggingLevel)] = Field(
+        alias="IntraOrgConnectorProtocolLoggingLevel", default=ProtocolLoggingLevel.NONE)
+    frontend_transport_service: FrontendTransportService = Field(
+        alias="FrontendTransportService", default_factory=lambda: FrontendTransportService())
     # Set-TransportService's message tracking settings (exchange.md §6.2), with their defaults.
     message_tracking_log_enabled: Bool = Field(alias="MessageTrackingLogEnabled", default=True)
     message_tracking_log_max_file_size: ByteLimit = Field(

@@ -70,8 +70,8 @@ _GROUP_BITS = {"x25519": 255, "prime256v1": 256, "secp256r1": 256, "p-256": 256,
 
 DH_BITS = 2048  # the DHE group exchsim uses (Windows' default minimum and size)
 
-_PROTOCOLS = {"TLSv1.2": "SP_PROT_TLS1_2_SERVER", "TLSv1.1": "SP_PROT_TLS1_1_SERVER",
-              "TLSv1": "SP_PROT_TLS1_0_SERVER", "TLSv1.0": "SP_PROT_TLS1_0_SERVER"}
+_PROTOCOLS = {"TLSv1.2": "SP_PROT_TLS1_2", "TLSv1.1": "SP_PROT_TLS1_1",
+              "TLSv1": "SP_PROT_TLS1_0", "TLSv1.0": "SP_PROT_TLS1_0"}
 
 
 def cipher_string(*, legacy: bool = False) -> str:
@@ -103,12 +103,15 @@ def key_exchange_bits(suite: Suite, group: str | None, rsa_bits: int) -> int:
 
 
 def negotiated_line(protocol: str | None, cipher: str | None, group: str | None,
-                    rsa_bits: int) -> str:
+                    rsa_bits: int, *, side: str = "SERVER") -> str:
     """The protocol-log line of a completed handshake, in Exchange's words (exchange.md §6.1):
     ``TLS protocol SP_PROT_TLS1_2_SERVER negotiation succeeded using bulk encryption algorithm
     CALG_AES_256 with strength 256 bits, MAC hash algorithm CALG_SHA_384 with strength 0 bits
-    and key exchange algorithm CALG_ECDH_EPHEM with strength 255 bits``."""
-    proto = _PROTOCOLS.get(protocol or "", f"SP_PROT_{(protocol or 'UNKNOWN').upper()}_SERVER")
+    and key exchange algorithm CALG_ECDH_EPHEM with strength 255 bits``. ``side`` is
+    ``CLIENT`` on the sending side: Schannel's flag names for a client handshake
+    (``SP_PROT_TLS1_2_CLIENT``), exchange.md §6.1."""
+    base = _PROTOCOLS.get(protocol or "", f"SP_PROT_{(protocol or 'UNKNOWN').upper()}")
+    proto = f"{base}_{side}"
     suite = BY_OPENSSL_NAME.get((cipher or "").upper())
     if suite is None:  # not a suite exchsim offers; cannot happen with its own contexts
         return f"TLS protocol {proto} negotiation succeeded using cipher {cipher}"

@@ -22,24 +22,27 @@ import datetime
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from exchsim.config.model import Server
+from exchsim.config.model import Lab, Server
 from exchsim.tls.certstore import StoreEntry, enable, store_entries
 from exchsim.tls.issued import issue_certificate
-from exchsim.tls.labca import ISSUING, LabCa, ensure_lab_ca
+from exchsim.tls.labca import ISSUING, LabCa, crl_base_url, ensure_lab_ca
 from exchsim.tls.pki import CertificateFiles
 
 __all__ = ["ensure_lab_certificate", "ensure_lab_certificates"]
 
 
-def ensure_lab_certificates(pki_dir: Path, servers: Sequence[Server],
-                            setup: Mapping[str, CertificateFiles], now: datetime.datetime, *,
-                            crl_base_url: str) -> None:
+def ensure_lab_certificates(pki_dir: Path, lab: Lab, servers: Sequence[Server],
+                            setup: Mapping[str, CertificateFiles], now: datetime.datetime,
+                            port_offset: int) -> None:
     """:func:`ensure_lab_certificate` for every server of ``servers`` with an
-    ExchsimLabCertificate, the lab CA made first if need be (its CRLs at ``crl_base_url``)."""
+    ExchsimLabCertificate, the lab CA made first if need be (its CRLs at ``lab``'s CrlServer,
+    port plus ``port_offset``)."""
     wanted = [s for s in servers if s.exchsim_lab_certificate]
     if not wanted:
         return
-    lab_ca = ensure_lab_ca(pki_dir, now, crl_base_url=crl_base_url)
+    crl = lab.lab.crl_server
+    lab_ca = ensure_lab_ca(pki_dir, now, crl_base_url=crl_base_url(crl.address,
+                                                                   crl.port + port_offset))
     for server in wanted:
         ensure_lab_certificate(lab_ca, server.name, server.exchsim_lab_certificate,
                                setup[server.name], now)

@@ -32,6 +32,12 @@ Outbound Proxy Frontend (717): a hub session that said ``XPROXYTO`` (a send conn
 FrontendProxyEnabled, exchange.md §7.4) is not proxied to a hub: its messages go out through the
 send connector client (transport/smtpsend.py) to the destinations XPROXYTO named, with the
 connector's TLS settings, and the hub gets the remote's reply.
+
+Each hop session is written to the server's send protocol log under the implicit
+``Intra-Organization SMTP Send Connector`` when the Front End's
+IntraOrgConnectorProtocolLoggingLevel (Set-FrontendTransportService, Verbose by default) says
+so (exchange.md §6.1). The Front End keeps no queue, so its ``sending message`` line names
+RecordId 0 (exchsim's choice) and the Message-ID the client's message carries (empty if none).
 """
 
 from __future__ import annotations
@@ -45,6 +51,7 @@ import aiosmtplib
 
 from exchsim.clock import Clock
 from exchsim.config.model import Server
+from exchsim.logs.sendlog import INTRA_ORG_CONNECTOR, SendProtocolLog
 from exchsim.policy import replies
 from exchsim.policy.headers import parse_message
 from exchsim.policy.outbound import ProxyTo
@@ -97,6 +104,7 @@ class FrontendProxy:
         *,
         hop_timeout: float = 30.0,
         sender: SmtpSender | None = None,
+        send_log: SendProtocolLog | None = None,
     ) -> None:
         self.server = server
         self.sender = sender  # the Outbound Proxy Frontend's client (XPROXYTO)
@@ -105,6 +113,7 @@ class FrontendProxy:
         self.default_hub = default_hub
         self.client_proxy = client_proxy
         self.hop_timeout = hop_timeout  # seconds for each hub reply
+        self.send_log = send_log
         self._hops: dict[str, _Hop] = {}  # by client session id
 
     async def __call__(self, message: AcceptedMessage) -> Reply:
@@ -119,6 +128,7 @@ class FrontendProxy:
             try:
                 hop = await self._hop(context)
                 params = _mail_params(message)
+                hop.log_message(0, (parsed.first("Message-ID") or "").strip())
                 # All or none: the client already has a 250 for every recipient, so one the
                 # hub refuses must fail the message visibly rather than vanish.
                 result = await hop.send_message(
@@ -170,9 +180,14 @@ class FrontendProxy:
             raise HopError("no internal transport certificate")
         submission = context.local.port == CLIENT_SUBMISSION_PORT
         target = self.client_proxy if submission else self.default_hub
+        log = None
+        if self.send_log is not None:
+            service = self.server.frontend_transport_service
+            log = self.send_log.session(INTRA_ORG_CONNECTOR, target.host, target.port,
+                                        service.intra_org_connector_protocol_logging_level)
         hop = await HopClient.connect(
             target.host, target.port, helo=self.server.fqdn, tls_context=tls,
-            timeout=self.hop_timeout, source=self.server.address,
+            timeout=self.hop_timeout, source=self.server.address, log=log,
         )
         try:
             if submission and context.identity.kind is IdentityKind.USER:

@@ -22,6 +22,13 @@ more than about twice the line bound (the stream's read limit).
 command, a connection lost before MAIL was answered) leaves nothing committed on the server and
 may be retried; after it the server may have committed the message, and a caller that must not
 duplicate it does not send it again (transport/frontend.py).
+
+With a :class:`~exchsim.logs.sendlog.SendLogSession` (``log=``) the client writes the hop to the
+server's send protocol log as it goes (exchange.md §6.1): the connection, every command it sends
+(the pipelined ones in the order written), every reply as read, the TLS handshake, the
+``sending message`` line the caller asks for with :meth:`HopClient.log_message`, and the end of
+the connection (``Local`` when this side closes, ``Remote`` when the server had closed or after
+QUIT, ``Remote(ConnectionReset)`` / ``Remote(SocketError)`` when the connection broke).
 """
 
 from __future__ import annotations
@@ -32,6 +39,7 @@ import ssl
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from exchsim.logs.sendlog import SendLogSession, endpoint
 from exchsim.policy.replies import Reply
 from exchsim.tls.directtrust import make_exchangeauth_blob
 from exchsim.tls.resumption import ClientSessionCache
@@ -79,17 +87,21 @@ class _ProtocolError(Exception):
 
 class HopClient:
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                 timeout: float) -> None:
+                 timeout: float, log: SendLogSession | None = None) -> None:
         self.reader = reader
         self.writer = writer
         self.timeout = timeout
         self.extensions: set[str] = set()
         self.broken = False
+        self.log = log
+        self._quiet = False  # the reply to QUIT is not logged (exchange.md §6.1)
 
     @classmethod
     async def open(cls, host: str, port: int, *, timeout: float = 30.0,
-                   source: str | None = None) -> HopClient:
+                   source: str | None = None, log: SendLogSession | None = None) -> HopClient:
         """The TCP connection alone, its reads bounded by MAX_REPLY_LINE (see connect)."""
+        if log is not None:
+            log.attempting()
         try:
             reader, writer = await asyncio.wait_for(
                 asyncio.open_connection(
@@ -100,7 +112,10 @@ class HopClient:
             )
         except (OSError, TimeoutError) as exc:
             raise HopError(f"cannot connect to {host}:{port}: {exc}") from exc
-        return cls(reader, writer, timeout)
+        if log is not None:
+            local = writer.get_extra_info("sockname")
+            log.connected(endpoint(local[0], local[1]) if local else "")
+        return cls(reader, writer, timeout, log)
 
     @classmethod
     async def connect(
@@ -112,6 +127,7 @@ class HopClient:
         tls_context: HopTls,
         timeout: float = 30.0,
         source: str | None = None,
+        log: SendLogSession | None = None,
     ) -> HopClient:
         """A hop session ready for the hop's own command (module docstring).
 
@@ -125,7 +141,7 @@ class HopClient:
             sessions, context = tls_context, tls_context.context_for(host, port)
         else:
             context = tls_context
-        client = await cls.open(host, port, timeout=timeout, source=source)
+        client = await cls.open(host, port, timeout=timeout, source=source, log=log)
         writer = client.writer
         handshake_done = False
         try:
@@ -134,8 +150,14 @@ class HopClient:
             if "X-ANONYMOUSTLS" not in client.extensions:
                 raise HopError(f"{host}:{port} does not offer X-ANONYMOUSTLS")
             await client._expect(await client.command("X-ANONYMOUSTLS"), 220)
-            await writer.start_tls(context, ssl_handshake_timeout=timeout)
+            try:
+                await writer.start_tls(context, ssl_handshake_timeout=timeout)
+            except (OSError, TimeoutError) as exc:
+                if log is not None:
+                    log.tls_failed(f"{type(exc).__name__}: {exc}")
+                raise
             handshake_done = True
+            client._log_tls()
             await client.ehlo(helo)
             ssl_object = writer.get_extra_info("ssl_object")
             unique = ssl_object.get_channel_binding("tls-unique") if ssl_object else None
@@ -152,6 +174,22 @@ class HopClient:
             sessions.remember(host, port, ssl_object)
         return client
 
+    def _log_tls(self) -> None:
+        if self.log is None:
+            return
+        ssl_object = self.writer.get_extra_info("ssl_object")
+        if ssl_object is None:
+            return
+        cipher = ssl_object.cipher()
+        self.log.tls_established(ssl_object.version(), cipher[0] if cipher else None, None,
+                                 ssl_object.getpeercert(binary_form=True), presented=True)
+
+    def log_message(self, record_id: int, message_id: str) -> None:
+        """The ``sending message with RecordId ... and InternetMessageId ...`` line, written
+        before the message's MAIL command."""
+        if self.log is not None:
+            self.log.sending_message(record_id, message_id)
+
     @property
     def session_reused(self) -> bool:
         """Whether this hop's TLS session was resumed (an abbreviated handshake)."""
@@ -161,6 +199,7 @@ class HopClient:
     async def read_reply(self) -> Reply:
         """One whole reply, or HopError (and the client broken, its connection closed)."""
         lines: list[str] = []
+        wire: list[str] = []
         try:
             while True:
                 async with asyncio.timeout(self.timeout):
@@ -171,7 +210,10 @@ class HopClient:
                 if len(text) < 3 or not text[:3].isdigit() or text[3:4] not in ("", " ", "-"):
                     raise _ProtocolError(f"malformed reply {text[:80]!r}")
                 lines.append(text[4:])
+                wire.append(text)
                 if text[3:4] != "-":
+                    if self.log is not None and not self._quiet:
+                        self.log.received("\n".join(wire))
                     return parse_reply(int(text[:3]), lines)
                 if len(lines) >= MAX_REPLY_LINES:
                     raise _ProtocolError(f"reply of more than {MAX_REPLY_LINES} lines")
@@ -182,10 +224,12 @@ class HopClient:
             self.abort()
             raise HopError(f"protocol error: {exc}") from exc
         except (OSError, TimeoutError, asyncio.IncompleteReadError) as exc:
-            self.abort()
+            self.abort(_lost_context(exc))
             raise HopError(f"connection lost: {exc!r}") from exc
 
     async def command(self, line: str) -> Reply:
+        if self.log is not None:
+            self.log.sent(line)
         self.writer.write(line.encode("utf-8", "surrogateescape") + b"\r\n")
         return await self.read_reply()
 
@@ -226,7 +270,11 @@ class HopClient:
             for r in recipients]
         pipelined = partial or len(recipients) == 1
         head = ("\r\n".join(lines) + "\r\n").encode("utf-8", "surrogateescape")
-        bdat = f"BDAT {len(data)} LAST\r\n".encode() + data
+        bdat_line = f"BDAT {len(data)} LAST"
+        bdat = f"{bdat_line}\r\n".encode() + data
+        if self.log is not None:
+            for line in [*lines, *([bdat_line] if pipelined else [])]:
+                self.log.sent(line)
         self.writer.write(head + bdat if pipelined else head)
         try:
             mail_reply = await self.read_reply()
@@ -244,6 +292,8 @@ class HopClient:
                 await self.command("RSET")
             return HopResult(refused[0][1], refused)
         if final is None:
+            if self.log is not None:
+                self.log.sent(bdat_line)
             self.writer.write(bdat)
             try:
                 final = await self.read_reply()
@@ -260,14 +310,35 @@ class HopClient:
         arrives, even after an unasked ``421``; over plain TCP only a bare FIN is seen."""
         return not (self.broken or self.writer.is_closing() or self.reader.at_eof())
 
-    def abort(self) -> None:
+    def abort(self, context: str | None = None) -> None:
+        """Close the connection at once; ``context`` is the send log's reason (``Local``, or
+        ``Remote`` when the server's close had already arrived)."""
         self.broken = True
+        if self.log is not None:
+            remote = self.reader.at_eof() or self.writer.is_closing()
+            self.log.disconnect(context or ("Remote" if remote else "Local"))
         self.writer.close()
 
     async def quit(self) -> None:
+        context = "Local"
         if not self.broken:
+            self._quiet = True
             with contextlib.suppress(HopError, TimeoutError):
                 await asyncio.wait_for(self.command("QUIT"), 2.0)
+                context = "Remote"  # the server ends the session after QUIT (exchange.md §6.1)
+        if self.log is not None:
+            self.log.disconnect(context)
         self.writer.close()
         with contextlib.suppress(OSError, TimeoutError, ssl.SSLError):
             await asyncio.wait_for(self.writer.wait_closed(), 2.0)
+
+
+def _lost_context(exc: BaseException) -> str:
+    """The send log's disconnect context for a connection that broke while reading."""
+    if isinstance(exc, ConnectionResetError):
+        return "Remote(ConnectionReset)"
+    if isinstance(exc, asyncio.IncompleteReadError):
+        return "Remote"
+    if isinstance(exc, OSError):
+        return "Remote(SocketError)"
+    return "Local"  # the reply did not come in time: this side gives up

@@ -8,6 +8,14 @@ reply; what went wrong otherwise is raised for transport/outcome.py to classify:
 could not be reached or the session set up (:class:`Unreachable`), the SMTP client refuses an
 address of the message (:class:`Unsendable`), or the transaction failed (HopError, aiosmtplib's
 errors, OSError, TimeoutError).
+
+The intra-organization hops (to Mailbox Transport Delivery, and to another server's Transport
+service) are written to the server's send protocol log (``send_log``, set by the daemon;
+exchange.md §6.1) under the implicit ``Intra-Organization SMTP Send Connector`` when the server's
+IntraOrgConnectorProtocolLoggingLevel (Set-TransportService, None by default) is Verbose, each
+message with its RecordId (the queue's InternalId) and InternetMessageId. A send connector's
+sessions are logged by transport/smtpsend.py under the connector's name, by its
+ProtocolLoggingLevel.
 """
 
 from __future__ import annotations
@@ -19,6 +27,7 @@ from dataclasses import dataclass
 
 from exchsim.config.model import Server
 from exchsim.config.sendconnector import SendConnector
+from exchsim.logs.sendlog import INTRA_ORG_CONNECTOR, SendLogSession, SendProtocolLog
 from exchsim.policy.outbound import destinations, dns_failure, xproxyto_command
 from exchsim.policy.replies import Reply
 from exchsim.transport.hopclient import HopClient, HopError, HopTls
@@ -51,6 +60,13 @@ class NextHops:
         self.hub_transport = hub_transport or {}  # each server's Transport service (2525)
         self.frontend = frontend  # this server's Outbound Proxy Frontend (717)
         self._idle: dict[str, list[HopClient]] = defaultdict(list)
+        self.send_log: SendProtocolLog | None = None
+
+    def _log(self, connector: str, endpoint: Endpoint) -> SendLogSession | None:
+        if self.send_log is None:
+            return None
+        return self.send_log.session(connector, endpoint.host, endpoint.port,
+                                     self.server.intra_org_connector_protocol_logging_level)
 
     def close(self) -> None:
         """Drop every idle hop session."""
@@ -64,7 +80,7 @@ class NextHops:
         tracking log's SEND names it: the implicit intra-organization connector
         (exchange.md §8.2)."""
         endpoint = self.mailbox_delivery[server.lower()]
-        return server, endpoint.host, "Intra-Organization SMTP Send Connector"
+        return server, endpoint.host, INTRA_ORG_CONNECTOR
 
     async def to_mailbox(self, server: str, item: QueuedMessage,
                           rcpts: list[str]) -> list[tuple[str, Reply]]:
@@ -74,6 +90,7 @@ class NextHops:
             params = f"SIZE={len(item.data)}"
             if _needs_smtputf8(item.sender, rcpts):
                 params += " SMTPUTF8"
+            hop.log_message(item.internal_id, item.message_id)
             result = await hop.send_message(item.sender, params, rcpts, item.data)
         except BaseException:
             hop.abort()
@@ -100,7 +117,8 @@ class NextHops:
             raise Unreachable("no internal transport certificate")
         try:
             hop = await HopClient.connect(endpoint.host, endpoint.port, helo=self.server.fqdn,
-                                          tls_context=context, source=self.server.address)
+                                          tls_context=context, source=self.server.address,
+                                          log=self._log(INTRA_ORG_CONNECTOR, endpoint))
         except (HopError, OSError, TimeoutError) as exc:
             raise Unreachable(f"{endpoint.host}:{endpoint.port}: {exc}") from exc
         try:
@@ -125,7 +143,8 @@ class NextHops:
         if self.sender is None:
             raise Unreachable("no send connector client")
         result = await self.sender.send(connector, domain, item.sender, rcpts, item.data,
-                                        domain_secure=domain_secure)
+                                        domain_secure=domain_secure,
+                                        message=(item.internal_id, item.message_id))
         return result.refused, result.host, result.address
 
     async def via_frontend(self, connector: SendConnector, domain: str, item: QueuedMessage,
@@ -190,7 +209,8 @@ class NextHops:
             try:
                 hop = await HopClient.connect(endpoint.host, endpoint.port,
                                               helo=self.server.fqdn, tls_context=context,
-                                              source=self.server.address)
+                                              source=self.server.address,
+                                              log=self._log(INTRA_ORG_CONNECTOR, endpoint))
             except (HopError, OSError, TimeoutError) as exc:
                 failures.append(f"{endpoint.host}:{endpoint.port}: {exc}")
                 continue
@@ -198,6 +218,7 @@ class NextHops:
                 params = f"SIZE={len(item.data)}"
                 if _needs_smtputf8(item.sender, rcpts):
                     params += " SMTPUTF8"
+                hop.log_message(item.internal_id, item.message_id)
                 result = await hop.send_message(item.sender, params, rcpts, item.data)
             except BaseException:
                 hop.abort()

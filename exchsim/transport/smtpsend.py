@@ -51,9 +51,12 @@ named); a refusal of MAIL or DATA raises aiosmtplib's error for transport/outcom
 Hooks for the branches built on this module:
 
 - **Protocol log** (SmtpSend, exchange.md §6.1): ``SendContext.protocol_log(connector, session)``
-  returns a :class:`SendLog` (or None); the client calls ``connected``, ``sent`` (each command
-  line as sent, AUTH credentials left out), ``received`` (each reply), ``info`` (TLS and
-  certificate facts) and ``closed`` on it.
+  returns a :class:`SendLog` (or None; the daemon gives transport/smtplog.ConnectorLog, writing
+  the server's send log under the connector's name when its ProtocolLoggingLevel is Verbose);
+  the client calls ``connected``, ``sent`` (each command line as sent, AUTH credentials left
+  out), ``received`` (each reply), ``tls_established`` (the handshake), ``sending_message``
+  (before MAIL, with the queue's RecordId and the InternetMessageId ``send`` was given),
+  ``info`` (other facts) and ``closed`` on it.
 - **Domain Security** (TLSSendDomainSecureList with DomainSecureEnabled, exchange.md §4.3): the
   ``domain_secure`` argument of :meth:`SmtpSender.send`, which the delivery agent sets with
   ``policy/sendsecure.domain_secure``. When True, TLS is required and the remote certificate must
@@ -87,6 +90,7 @@ from exchsim.tls.pki import CertificateFiles
 from exchsim.tls.validation import ChainStatus, ChainVerdict
 from exchsim.transport.hopclient import parse_reply
 from exchsim.transport.outcome import Unreachable, Unsendable, summary
+from exchsim.transport.smtplog import render
 
 __all__ = ["SendContext", "SendLog", "SendResult", "SmtpSender", "failover_reason"]
 
@@ -101,6 +105,9 @@ class SendLog(Protocol):
     def sent(self, line: str) -> None: ...
     def received(self, text: str) -> None: ...
     def info(self, text: str) -> None: ...
+    def tls_established(self, protocol: str | None, cipher: str | None, peer_der: bytes | None,
+                        local_der: bytes | None) -> None: ...
+    def sending_message(self, record_id: int, message_id: str) -> None: ...
     def closed(self, reason: str) -> None: ...
 
 
@@ -115,6 +122,13 @@ class _NoLog:
         pass
 
     def info(self, text: str) -> None:
+        pass
+
+    def tls_established(self, protocol: str | None, cipher: str | None, peer_der: bytes | None,
+                        local_der: bytes | None) -> None:
+        pass
+
+    def sending_message(self, record_id: int, message_id: str) -> None:
         pass
 
     def closed(self, reason: str) -> None:
@@ -169,7 +183,8 @@ def failover_reason(first: str, last_endpoint: str) -> str:
 
 
 def _text(response: aiosmtplib.SMTPResponse) -> str:
-    return f"{response.code} {' '.join(response.message.split())}"
+    """A reply for the protocol log: its wire lines (the log flattens a multi-line one)."""
+    return render(response)
 
 
 class SmtpSender:
@@ -188,18 +203,21 @@ class SmtpSender:
 
     async def send(self, connector: SendConnector, domain: str, mail_from: str,
                    recipients: Sequence[str], data: bytes, *,
-                   domain_secure: bool = False) -> SendResult:
-        """Send one message to ``recipients`` (all in ``domain``) through ``connector``."""
+                   domain_secure: bool = False,
+                   message: tuple[int, str] | None = None) -> SendResult:
+        """Send one message to ``recipients`` (all in ``domain``) through ``connector``;
+        ``message`` is its (RecordId, InternetMessageId) for the protocol log."""
         hosts, missing = destinations(connector, domain, self.context.dns)
         if not hosts:
             raise Unreachable(dns_failure(missing or domain))
         return await self.send_to(connector, domain, hosts, mail_from, recipients, data,
-                                  domain_secure=domain_secure)
+                                  domain_secure=domain_secure, message=message)
 
     async def send_to(self, connector: SendConnector, domain: str,
                       hosts: Sequence[Destination], mail_from: str,
                       recipients: Sequence[str], data: bytes, *,
-                      domain_secure: bool = False) -> SendResult:
+                      domain_secure: bool = False,
+                      message: tuple[int, str] | None = None) -> SendResult:
         """:meth:`send` to destinations already resolved (the Front End's outbound proxy: the
         hub resolved them and named them in XPROXYTO)."""
         # Not an Exchange server of the organization (exchange.md §12.5).
@@ -211,13 +229,15 @@ class SmtpSender:
             try:
                 try:
                     return await self._session(connector, domain, destination, mail_from,
-                                               recipients, data, domain_secure, use_tls=True)
+                                               recipients, data, domain_secure, use_tls=True,
+                                               message=message)
                 except _TlsFailed:
                     if tls_required(connector, domain_secure):
                         raise
                 # Opportunistic TLS failed: once more in clear (module docstring).
                 return await self._session(connector, domain, destination, mail_from,
-                                           recipients, data, domain_secure, use_tls=False)
+                                           recipients, data, domain_secure, use_tls=False,
+                                           message=message)
             except _HostFailed as failed:
                 first = first or str(failed)
         assert first is not None
@@ -225,7 +245,8 @@ class SmtpSender:
 
     async def _session(self, connector: SendConnector, domain: str, destination: Destination,
                        mail_from: str, recipients: Sequence[str], data: bytes,
-                       domain_secure: bool, *, use_tls: bool) -> SendResult:
+                       domain_secure: bool, *, use_tls: bool,
+                       message: tuple[int, str] | None = None) -> SendResult:
         ctx = self.context
         port = destination.port + ctx.port_offset
         where = f"{destination.host or destination.address}[{destination.address}:{port}]"
@@ -269,10 +290,13 @@ class SmtpSender:
                     f"{why} by {where}, and send connector '{connector.name}' requires TLS "
                     "(SmtpSendTLSRequiredFailed)")
             await self._authenticate(smtp, connector, where, secured, log)
+            if message is not None:
+                log.sending_message(*message)
             result, final = await self._transaction(smtp, mail_from, recipients, data, log)
             with contextlib.suppress(aiosmtplib.SMTPException, OSError, TimeoutError):
-                log.sent("QUIT")
-                log.received(_text(await smtp.quit()))
+                log.sent("QUIT")  # its reply is not logged (exchange.md §6.1)
+                await smtp.quit()
+                closed = "Remote"
             return SendResult(result, destination.host or destination.address,
                               destination.address, final)
         except _HostFailed as failed:
@@ -295,7 +319,7 @@ class SmtpSender:
             else:
                 response = await smtp.ehlo(hostname=name)
         except aiosmtplib.SMTPHeloError as exc:
-            log.received(f"{exc.code} {exc.message}")
+            log.received(_text(aiosmtplib.SMTPResponse(exc.code, exc.message)))
             raise _HostFailed(f"{exc.code} {' '.join(exc.message.split())}") from exc
         except (OSError, TimeoutError) as exc:
             raise _HostFailed(f"421 4.4.2 Connection dropped ({summary(exc)})") from exc
@@ -313,7 +337,7 @@ class SmtpSender:
             response = await smtp.starttls(tls_context=self._tls_context(cert),
                                            server_hostname=destination.host)
         except aiosmtplib.SMTPResponseException as exc:
-            log.received(f"{exc.code} {exc.message}")
+            log.received(_text(aiosmtplib.SMTPResponse(exc.code, exc.message)))
             raise _TlsFailed(f"STARTTLS refused by {where}: {exc.code} "
                              f"{' '.join(exc.message.split())}") from exc
         except (aiosmtplib.SMTPException, OSError, TimeoutError, ssl.SSLError) as exc:
@@ -321,8 +345,10 @@ class SmtpSender:
         log.received(_text(response))
         ssl_object = smtp.get_transport_info("ssl_object")
         der = ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
-        log.info(f"TLS {ssl_object.version() if ssl_object else ''} "
-                 f"{ssl_object.cipher()[0] if ssl_object and ssl_object.cipher() else ''}")
+        cipher = ssl_object.cipher() if ssl_object is not None else None
+        log.tls_established(ssl_object.version() if ssl_object is not None else None,
+                            cipher[0] if cipher else None, der,
+                            cert.load_der() if cert is not None else None)
         needs_chain = judge_remote_certificate(connector, domain, None, (),
                                                domain_secure=domain_secure) is not None
         if not needs_chain:
@@ -374,7 +400,7 @@ class SmtpSender:
             else:
                 response = await smtp.auth_plain(credential.user_name, credential.password)
         except aiosmtplib.SMTPAuthenticationError as exc:
-            log.received(f"{exc.code} {exc.message}")
+            log.received(_text(aiosmtplib.SMTPResponse(exc.code, exc.message)))
             raise _HostFailed(f"{exc.code} {' '.join(exc.message.split())}") from exc
         log.received(_text(response))
 
@@ -401,7 +427,7 @@ class SmtpSender:
             try:
                 log.received(_text(await smtp.rcpt(rcpt, encoding=encoding)))
             except aiosmtplib.SMTPRecipientRefused as exc:
-                log.received(f"{exc.code} {exc.message}")
+                log.received(_text(aiosmtplib.SMTPResponse(exc.code, exc.message)))
                 refused.append((rcpt, parse_reply(exc.code, [" ".join(exc.message.split())])))
             except ValueError as exc:
                 raise Unsendable(str(exc)) from exc

@@ -141,7 +141,7 @@ async def test_certificate_validation_refuses_a_self_signed_certificate(
         harness: Harness) -> None:
     lab = await harness.lab(lab_text(
         smart_host_connector(RequireTLS="true", TlsAuthLevel="CertificateValidation"), DNS))
-    # EX02's setup certificate is self-signed: not trusted.
+    # EX01's setup certificate is self-signed: not trusted.
     own = lab.daemon.nodes["EX01"].certificate
     smarthost = await harness.mta(SMARTHOST, lab.port(25), certificate=own)
     await submit(lab.port(587), "user@fabrikam.example")

@@ -64,6 +64,8 @@ def validate_server(
     for name, file_size, directory_size, section in (
             ("ReceiveProtocolLog", server.receive_protocol_log_max_file_size,
              server.receive_protocol_log_max_directory_size, "6.1"),
+            ("SendProtocolLog", server.send_protocol_log_max_file_size,
+             server.send_protocol_log_max_directory_size, "6.1"),
             ("MessageTrackingLog", server.message_tracking_log_max_file_size,
              server.message_tracking_log_max_directory_size, "6.2")):
         if directory_size is not None and (file_size is None or file_size > directory_size):

@@ -64,3 +64,42 @@ def test_message_tracking_limits_are_exchanges_and_checked_alike() -> None:
     [issue] = info.value.issues
     assert "Servers[0] (EX01).MessageTrackingLogMaxFileSize" in str(issue)
     assert "must not be larger than MessageTrackingLogMaxDirectorySize" in str(issue)
+
+
+def test_send_log_settings_are_exchanges_defaults() -> None:
+    """Set-TransportService: IntraOrgConnectorProtocolLoggingLevel None; Set-FrontendTransportService:
+    Verbose; the Send log's limits those of the receive log (exchange.md §6.1)."""
+    server = load_config_text(LAB_YAML, "lab.yaml").servers[0]
+    assert server.intra_org_connector_protocol_logging_level.value == "None"
+    assert server.frontend_transport_service.intra_org_connector_protocol_logging_level.value == (
+        "Verbose")
+    assert server.send_protocol_log_max_file_size == 10 * MB
+    assert server.send_protocol_log_max_directory_size == 250 * MB
+    assert server.send_protocol_log_max_age == datetime.timedelta(days=30)
+    server = load_config_text(with_server_fields(
+        "IntraOrgConnectorProtocolLoggingLevel: verbose, "
+        "FrontendTransportService: {IntraOrgConnectorProtocolLoggingLevel: None}"),
+        "lab.yaml").servers[0]
+    assert server.intra_org_connector_protocol_logging_level.value == "Verbose"
+    assert server.frontend_transport_service.intra_org_connector_protocol_logging_level.value == (
+        "None")
+
+
+@pytest.mark.parametrize(("fields", "key", "message"), [
+    ("IntraOrgConnectorProtocolLoggingLevel: Loud",
+     "Servers[0] (EX01).IntraOrgConnectorProtocolLoggingLevel",
+     "'Loud' is not allowed: expected one of None, Verbose"),
+    ("FrontendTransportService: {IntraOrgConnectorProtocolLoggingLevel: Loud}",
+     "Servers[0] (EX01).FrontendTransportService.IntraOrgConnectorProtocolLoggingLevel",
+     "'Loud' is not allowed: expected one of None, Verbose"),
+    ("SendProtocolLogMaxFileSize: 20MB, SendProtocolLogMaxDirectorySize: 10MB",
+     "Servers[0] (EX01).SendProtocolLogMaxFileSize",
+     "must not be larger than SendProtocolLogMaxDirectorySize"),
+])
+def test_bad_send_log_settings_name_file_key_value_and_what_is_allowed(
+        fields: str, key: str, message: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config_text(with_server_fields(fields), "lab.yaml")
+    [issue] = info.value.issues
+    assert str(issue).startswith(f"lab.yaml: {key}: ")
+    assert message in str(issue)
