@@ -113,6 +113,14 @@ async def test_a_revoked_partner_certificate_keeps_the_message_queued(
     assert (hop["DeliveryType"], hop["NextHopConnector"], hop["Status"], hop["MessageCount"]) == (
         "DnsConnectorDelivery", "To Partner", "Retry", 1)
     assert "Certificate validation failure" in hop["LastError"]
+    # The tracking log's DEFER and the connector's SmtpSend log give the same reason.
+    defer = [e for e in read_events(lab.data) if e["event-id"] == "DEFER"
+             and PARTNER_MAILBOX in e["recipient-address"]]
+    assert defer and "Certificate validation failure" in defer[-1]["recipient-status"], defer
+    send_log = "".join(p.read_text("utf-8") for p in sorted(
+        (lab.data / "logs" / "EX01" / "ProtocolLog" / "SmtpSend").iterdir()))
+    assert ("partner.example is domain secure; the remote server's certificate status Revoked"
+            in send_log)
     await asyncio.sleep(1.5)  # at least one more retry: still queued, never sent in clear
     assert len(lab.mailbox(PARTNER_MAILBOX)) == 1
     assert partner_log(lab).count("MAIL FROM:<alice@contoso.com>") == 1
