@@ -51,26 +51,18 @@ from exchsim.config.changes import RELOADED, compare
 from exchsim.config.issues import ConfigError
 from exchsim.config.load import load_config_text
 from exchsim.config.model import Lab
+from exchsim.tls.certstore import file_version
 from exchsim.transport.queueadmin import UNREACHABLE, QueueAdmin, Views
 
 if TYPE_CHECKING:
     from exchsim.daemon import LabDaemon
 
-__all__ = ["POLL", "ConfigReloader", "file_version"]
+__all__ = ["POLL", "ConfigReloader"]
 
 log = logging.getLogger(__name__)
 
 POLL = 1.0  # seconds between looks at the config file
 SHOWN_ISSUES = 3  # problems of a refused file written in its log line
-
-
-def file_version(path: Path) -> tuple[int, int, int] | None:
-    """What changes when a file is replaced or written: inode, size, mtime; None if absent."""
-    try:
-        st = path.stat()
-    except FileNotFoundError:
-        return None
-    return st.st_ino, st.st_size, st.st_mtime_ns
 
 
 class ConfigReloader:

@@ -10,7 +10,10 @@ The file has these top-level keys, in Exchange's spelling: ``Organization``, ``S
    new connectors (a pure function);
 4. ``validate.validate_connector`` on each, then ``validate.check_conflicts`` between them;
 5. ``validate.validate_permissions`` and ``validate.validate_lab``;
-6. ``validate_dns`` and ``validate_send_connectors`` (``validate/sendconnector.py``).
+6. ``validate_dns`` and ``validate_send_connectors`` (``validate/sendconnector.py``);
+7. the configs ``Lab.Partners`` names (other organizations the lab runs beside its own), each
+   loaded the same way from its own file, relative to this one, then ``validate_partners``
+   (no partner of a partner; server names and addresses unique across all of them).
 
 Every problem of the whole file is collected as an ``Issue`` (file, key path, value, what is
 allowed, a did-you-mean suggestion) in one ``IssueLog`` and raised together in one
@@ -21,6 +24,7 @@ value is still checked by the rules that do not read that value (the cascade rul
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 from exchsim.config.implied import implied_internet_connector
@@ -33,7 +37,7 @@ from exchsim.config.issues import (
     place,
     show,
 )
-from exchsim.config.model import Lab, Mailbox, Organization, ReceiveConnector
+from exchsim.config.model import Lab, LabSettings, Mailbox, Organization, ReceiveConnector
 from exchsim.config.prose import validate
 from exchsim.config.resolve import resolve_connectors
 from exchsim.config.validate import (
@@ -47,6 +51,7 @@ from exchsim.config.validate import (
     validate_permissions,
     validate_servers,
 )
+from exchsim.config.validate.lab import validate_partners
 from exchsim.config.validate.sendconnector import validate_dns, validate_send_connectors
 from exchsim.config.vocabulary import EXTENDED_RIGHTS
 from exchsim.config.yamlfile import parse_yaml
@@ -73,8 +78,27 @@ def load_config(path: Path | str) -> Lab:
     return load_config_text(text, source)
 
 
-def load_config_text(text: str, source: str = "<memory>") -> Lab:
-    """Parse and resolve a config given as text; ``source`` names it in issues."""
+def _load_partners(settings: LabSettings, base: Path, log: IssueLog) -> list[Lab]:
+    """The organizations of ``Lab.Partners``; their files' issues join this file's."""
+    partners: list[Lab] = []
+    for index, entry in enumerate(settings.partners):
+        path = base / entry.config
+        key = f"Lab.Partners[{index}].Config"
+        if not path.is_file():
+            log.add(key, entry.config, f"{show(entry.config)} is not allowed: no such file "
+                    f"({path}); expected the config file of another organization, relative "
+                    "to this file", order=place("Lab"))
+            continue
+        try:
+            partners.append(load_config(path))
+        except ConfigError as err:
+            log.items.extend(dataclasses.replace(i, order=place("Lab")) for i in err.issues)
+    return partners
+
+
+def load_config_text(text: str, source: str = "<memory>", base: Path | None = None) -> Lab:
+    """Parse and resolve a config given as text; ``source`` names it in issues. ``base``: where
+    the files of ``Lab.Partners`` are (default: ``source``'s directory)."""
     log = IssueLog(source)
     data = parse_yaml(text, log)
     if log.items and data is None:
@@ -137,6 +161,10 @@ def load_config_text(text: str, source: str = "<memory>") -> Lab:
         # No SendConnectors key: exchsim's implied connector to the internet sink (implied.py).
         sink = settings.internet_sink
         send_connectors = [implied_internet_connector(str(sink.address), sink.port)]
+    partners: list[Lab] = []
+    if settings is not None and settings.partners:
+        partners = _load_partners(settings, Path(source).parent if base is None else base, log)
+        validate_partners(valid_servers, settings, partners, log)
 
     if log.items or organization is None or settings is None or dns is None:
         raise ConfigError(log.in_file_order())
@@ -148,5 +176,6 @@ def load_config_text(text: str, source: str = "<memory>") -> Lab:
         lab=settings,
         send_connectors=tuple(send_connectors),
         dns=dns,
+        partners=tuple(partners),
         source=source,
     )

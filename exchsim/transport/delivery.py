@@ -64,6 +64,7 @@ from exchsim.policy import replies, rules
 from exchsim.policy.outbound import UNREACHABLE_REASON
 from exchsim.policy.replies import Reply
 from exchsim.policy.retry import RetrySchedule
+from exchsim.policy.sendsecure import domain_secure
 from exchsim.transport.hopclient import HopTls
 from exchsim.transport.hub import Route, categorize
 from exchsim.transport.nexthop import Endpoint, NextHops
@@ -386,10 +387,17 @@ class DeliveryAgent:
                 described = (host, address, "Intra-Organization SMTP Send Connector")
             else:
                 connector = self._connector(lab, route.connector)
-                send = (self.hops.via_frontend if connector.frontend_proxy_enabled
-                        else self.hops.to_connector)
-                refused, host, address, result.passed_on = await send(
-                    connector, rules.domain_of(sendable[0].lower()), item, sendable)
+                domain = rules.domain_of(sendable[0].lower())
+                secure = domain_secure(connector, lab.organization.transport_config
+                                       .tls_send_domain_secure_list, domain)
+                if connector.frontend_proxy_enabled and not secure:
+                    refused, host, address, result.passed_on = await self.hops.via_frontend(
+                        connector, domain, item, sendable)
+                else:
+                    # Domain Security is judged by the hub's own client: XPROXYTO does not
+                    # carry it, so such mail leaves from the hub (exchange.md §4.3).
+                    refused, host, address, result.passed_on = await self.hops.to_connector(
+                        connector, domain, item, sendable, domain_secure=secure)
                 described = (host, address, connector.name)
         except Exception as exc:
             failure = classify(exc)

@@ -151,14 +151,15 @@ class NextHops:
         return hop
 
     async def to_connector(self, connector: SendConnector, domain: str, item: QueuedMessage,
-                           rcpts: list[str]) -> tuple[list[tuple[str, Reply]], str, str, bool]:
+                           rcpts: list[str], *, domain_secure: bool = False
+                           ) -> tuple[list[tuple[str, Reply]], str, str, bool]:
         """Through a send connector of this server (transport/smtpsend.py): the recipients
         refused, the host name and address that took the message, and whether the DSN
-        request went on."""
+        request went on. ``domain_secure``: Domain Security applies (policy/sendsecure.py)."""
         if self.sender is None:
             raise Unreachable("no send connector client")
         result = await self.sender.send(connector, domain, item.sender, rcpts, item.data,
-                                        domain_secure=False,  # partner10: Domain Security
+                                        domain_secure=domain_secure,
                                         message=(item.internal_id, item.message_id),
                                         dsn=dsn.passed_on(item.metadata, rcpts))
         return result.refused, result.host, result.address, result.dsn_passed

@@ -66,9 +66,9 @@ Hooks for the branches built on this module:
   RecordId and the InternetMessageId ``send`` was given), ``info`` (other facts) and ``closed``
   on it.
 - **Domain Security** (TLSSendDomainSecureList with DomainSecureEnabled, exchange.md §4.3): the
-  ``domain_secure`` argument of :meth:`SmtpSender.send`; the delivery agent passes False for now.
-  When True, TLS is required and the remote certificate must be trusted and name the recipient
-  domain (``policy/outbound.judge_remote_certificate``).
+  ``domain_secure`` argument of :meth:`SmtpSender.send`, which the delivery agent sets with
+  ``policy/sendsecure.domain_secure``. When True, TLS is required and the remote certificate must
+  be trusted and name the recipient domain; the failures are ``policy/sendsecure.judge_remote``'s.
 """
 
 from __future__ import annotations
@@ -94,6 +94,7 @@ from exchsim.policy.outbound import (
     tls_required,
 )
 from exchsim.policy.replies import Reply
+from exchsim.policy.sendsecure import judge_remote
 from exchsim.tls.contexts import client_context_starttls
 from exchsim.tls.pki import CertificateFiles
 from exchsim.tls.validation import ChainStatus, ChainVerdict
@@ -277,6 +278,10 @@ class SmtpSender:
                 secured = True
                 await self._hello(smtp, connector, helo_name)
             elif required:
+                refused = judge_remote(domain, starttls_offered=False, tls_error=None,
+                                       verdict=None) if domain_secure else None
+                if refused is not None:  # policy/sendsecure.py's words
+                    raise _HostFailed(f"{refused.text} ({where})")
                 why = ("STARTTLS was not offered" if not offered or connector.ignore_starttls
                        else "TLS was not used")
                 raise _HostFailed(
@@ -348,13 +353,21 @@ class SmtpSender:
             return
         status: ChainStatus | None = None
         names: tuple[str, ...] = ()
+        verdict: ChainVerdict | None = None
         if der:
             if self.context.judge is None:
                 status = ChainStatus.UNTRUSTED_ROOT
+                verdict = ChainVerdict(status)
             else:
                 verdict = await self.context.judge([der])
                 status, names = verdict.status, verdict.names
             log.info(f"Remote certificate chain validation status: '{status.value}'")
+        if domain_secure:  # policy/sendsecure.py: the recipient's domain, whatever TlsAuthLevel
+            failure = judge_remote(domain, starttls_offered=True, tls_error=None,
+                                   verdict=verdict)
+            if failure is not None:
+                raise _HostFailed(f"{failure.text} ({where})")
+            return
         problem = judge_remote_certificate(connector, domain, status, names,
                                            domain_secure=domain_secure)
         if problem is not None:
