@@ -278,3 +278,42 @@ async def test_a_file_changed_while_the_lab_starts_is_taken(harness: Harness) ->
     await running.wait_for(lambda: running.daemon.reloader.reloads == 1, timeout=DEADLINE)
     assert [c.name for c in running.daemon.agents["EX01"].lab.send_connectors] == [
         "To Fabrikam"]
+
+
+SECURE_DNS = """
+  MX:
+    fabrikam.example:
+      - {Preference: 10, NameExchange: mx.fabrikam.example}
+  A:
+    mx.fabrikam.example: 127.0.10.61
+"""
+SECURE = """
+  - {Name: To Fabrikam, AddressSpaces: ["fabrikam.example"], DomainSecureEnabled: true}
+"""
+
+
+async def test_tls_send_domain_secure_list_applies_to_the_next_message(
+        harness: Harness) -> None:
+    text = lab_text(SECURE, SECURE_DNS).replace('RetryInterval: "00:00:01"',
+                                                'RetryInterval: "00:01:00"')
+    listed = "TransportConfig: {MaxReceiveSize: 10MB, MaxSendSize: 10MB}"
+    assert listed in text
+    harness.config.write_text(text, encoding="utf-8")
+    running = await start_lab(text, harness.data, source=str(harness.config))
+    harness.labs.append(running)
+    mx = await Mta("127.0.10.61", running.port(25), name="mx.fabrikam.example").start()
+    harness.mtas.append(mx)  # no STARTTLS
+    await submit(running.port(587), "user@fabrikam.example", "not listed")
+    await running.wait_for(lambda: len(mx.messages) == 1, timeout=DEADLINE)
+    assert not mx.messages[0].tls  # not in the list: the connector's own settings
+    harness.rewrite(text=text.replace(listed, listed.replace(
+        "}", ", TLSSendDomainSecureList: [fabrikam.example]}")))
+    await running.wait_for(lambda: running.daemon.reloader.reloads == 1, timeout=DEADLINE)
+    await submit(running.port(587), "user@fabrikam.example", "listed")
+    for _ in range(200):
+        found = [m for m in await pending(running) if m.last_error]
+        if found:
+            break
+        await asyncio.sleep(0.05)
+    assert found and "STARTTLS is required" in (found[0].last_error or ""), found
+    assert len(mx.messages) == 1  # never in clear
