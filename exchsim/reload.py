@@ -34,8 +34,11 @@ the organization's configuration, and :class:`ConfigReloader` (one per daemon) w
   goes back to Unreachable; one whose connector went away is routed to another or to
   Unreachable.
 
-One INFO line says what was reloaded and how many messages were routed again. An unexpected
-failure while applying a change is logged and the watch goes on (it never stops the lab).
+Each daemon watches its own file: the partner organizations of ``Lab.Partners`` run in daemons
+of their own, each reloading its partner file (a change to the list of partners itself needs a
+restart). One INFO line says what was reloaded and how many messages were routed again. An
+unexpected failure while applying a change is logged and the watch goes on (it never stops the
+lab).
 """
 
 from __future__ import annotations

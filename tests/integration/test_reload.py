@@ -24,8 +24,9 @@ import pytest
 from exchsim import reload
 from exchsim.policy.outbound import UNREACHABLE_REASON
 from exchsim.transport.queue import QueuedMessage
-from tests.integration.conftest import ROOT, RunningLab, port_offset, start_lab
+from tests.integration.conftest import ROOT, RunningLab, fast, port_offset, start_lab
 from tests.integration.sendlab import Mta, lab_text, submit
+from tests.labyaml import CONFIGS, SEED001_YAML
 
 EXCHSIM = [sys.executable, "-m", "exchsim.cli"]
 SMARTHOST = "127.0.10.70"
@@ -317,3 +318,23 @@ async def test_tls_send_domain_secure_list_applies_to_the_next_message(
         await asyncio.sleep(0.05)
     assert found and "STARTTLS is required" in (found[0].last_error or ""), found
     assert len(mx.messages) == 1  # never in clear
+
+
+async def test_the_partner_organization_reloads_its_own_file(tmp_path: Path) -> None:
+    for name in ("lab.yaml", "partner.yaml"):
+        (tmp_path / name).write_text((CONFIGS / name).read_text(encoding="utf-8"),
+                                     encoding="utf-8")
+    running = await start_lab(fast(SEED001_YAML), tmp_path / "data",
+                              source=str(tmp_path / "lab.yaml"))
+    try:
+        (partner,) = running.daemon.partners
+        assert partner.reloader.path == tmp_path / "partner.yaml"
+        text = (tmp_path / "partner.yaml").read_text(encoding="utf-8")
+        (tmp_path / "partner.yaml").write_text(
+            text.replace("SMTP:contoso.com;1", "SMTP:contoso.com;5"), encoding="utf-8")
+        await running.wait_for(lambda: partner.reloader.reloads == 1, timeout=DEADLINE)
+        assert [s.cost for c in partner.agents["PARTNER01"].lab.send_connectors
+                for s in c.address_spaces] == [5]
+        assert running.daemon.reloader.reloads == 0  # Contoso's own routing is unchanged
+    finally:
+        await running.daemon.stop()
