@@ -31,14 +31,16 @@ NTLM user file atomically, so services starting on one data directory share them
 from __future__ import annotations
 
 import enum
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from exchsim.config.model import Server, TransportRole as Role
+from exchsim.policy.hubselect import hub_order
 from exchsim.policy.retry import RetrySchedule
 from exchsim.smtp.message import MessageHandler
 from exchsim.transport.delivery import DeliveryAgent, Endpoint
-from exchsim.transport.frontend import FrontendProxy, HubEndpoint
+from exchsim.transport.frontend import FrontendProxy, HubChooser, HubEndpoint
 from exchsim.transport.hub import HubReceiver
 from exchsim.transport.mailbox import MailboxDeliveryReceiver
 from exchsim.transport.queue import MessageQueue
@@ -127,7 +129,25 @@ def _frontend_proxy(daemon: LabDaemon, node: ServerNode) -> FrontendProxy:
         client_proxy=HubEndpoint(server.address, PORT_CLIENT_PROXY + offset),
         sender=SmtpSender(send_context),  # Outbound Proxy Frontend's client (XPROXYTO)
         send_log=node.send_log,
+        hubs=_hub_chooser(daemon, server),
     )
+
+
+def _hub_chooser(daemon: LabDaemon, frontend: Server) -> HubChooser:
+    """The Front End's proxy destinations (policy/hubselect.py): each Mailbox server's 2525 and
+    465, best first, from the lab's configuration of the moment (reload.py may replace it)."""
+    offset = daemon.port_offset
+
+    def choose(recipients: Sequence[str],
+               submitter: str | None) -> list[tuple[HubEndpoint, HubEndpoint]]:
+        lab = daemon.lab
+        out = []
+        for name in hub_order(lab, frontend, recipients, submitter):
+            address = lab.server(name).address
+            out.append((HubEndpoint(address, PORT_HUB_DEFAULT + offset),
+                        HubEndpoint(address, PORT_CLIENT_PROXY + offset)))
+        return out
+    return choose
 
 
 async def start_services(daemon: LabDaemon, node: ServerNode, server: Server) -> None:

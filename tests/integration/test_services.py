@@ -37,11 +37,12 @@ class Services:
         self.procs: dict[str, asyncio.subprocess.Process] = {}
         self.listening: dict[str, list[int]] = {}
 
-    async def start(self, service: str) -> None:
+    async def start(self, service: str, server: str = "EX01") -> None:
+        """``service`` of ``server`` (``all``: every service, no --service)."""
+        chosen = [] if service == "all" else ["--service", service]
         proc = await asyncio.create_subprocess_exec(
             *EXCHSIM, "serve", "--config", str(self.config), "--data", str(self.data),
-            "--port-offset", str(self.offset), "--server", "EX01", "--service", service,
-            cwd=ROOT, env=ENV, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+            "--port-offset", str(self.offset), "--server", server, *chosen, cwd=ROOT, env=ENV, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
         assert proc.stdout is not None
         self.procs[service] = proc
         seen: list[str] = []
@@ -74,10 +75,10 @@ class Services:
         return [p.read_bytes() for p in sorted(folder.iterdir())] if folder.exists() else []
 
 
-@pytest.fixture
-async def services(tmp_path: Path) -> AsyncIterator[Services]:
+@pytest.fixture(params=[SLOW_RETRY])
+async def services(tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator[Services]:
     config = tmp_path / "lab.yaml"
-    config.write_text(with_connectors(SLOW_RETRY, FAST), encoding="utf-8")
+    config.write_text(with_connectors(request.param, FAST), encoding="utf-8")
     running = Services(config, tmp_path / "data")
     try:
         yield running
@@ -171,3 +172,40 @@ async def test_an_unknown_service_is_a_command_line_error(tmp_path: Path) -> Non
     assert ("argument --service: unknown service 'Hub'; the services of a server are: "
             "FrontEnd, Transport, MailboxDelivery") in err.decode()
     assert not (tmp_path / "d").exists()
+
+
+EX02 = '  - {Name: EX02, Role: Mailbox, Fqdn: ex02.contoso.com, Address: 127.0.10.2, Version: "15.2"}'
+TWO_HUBS = SLOW_RETRY.replace("MessageRetryInterval: \"00:01:00\"}\n",
+                              "MessageRetryInterval: \"00:01:00\"}\n" + EX02 + "\n", 1)
+
+
+def send25(services: Services, subject: str) -> None:
+    with smtplib.SMTP(HOST, 25 + services.offset, timeout=30) as client:
+        client.sendmail("carol@fabrikam.example", ["bob@contoso.com"],
+                        f"From: carol@fabrikam.example\r\nTo: bob@contoso.com\r\n"
+                        f"Subject: {subject}\r\n\r\nhello\r\n")
+
+
+@pytest.mark.parametrize("services", [TWO_HUBS], indirect=True)
+async def test_the_front_end_hands_mail_to_another_hub_when_its_own_is_down(
+        services: Services) -> None:
+    """EX01's Transport service is not running: EX01's Front End proxies to EX02's hub, which
+    delivers to EX01's Mailbox Transport Delivery; with EX02 down too the client gets PRX4."""
+    assert EX02 in services.config.read_text()
+    await services.start("FrontEnd")
+    await services.start("MailboxDelivery")
+    await services.start("all", "EX02")
+    await asyncio.to_thread(send25, services, "via ex02")
+    await until(lambda: len(services.mailbox("bob@contoso.com")) == 1)
+    delivered = services.mailbox("bob@contoso.com")[0].decode().replace("\r\n ", " ")
+    assert "from ex01.contoso.com (127.0.10.1) by ex02.contoso.com (127.0.10.2)" in delivered
+
+    assert await services.stop("all") == 0  # every hub down now
+    with pytest.raises(smtplib.SMTPDataError) as refused:
+        await asyncio.to_thread(send25, services, "no hub")
+    assert refused.value.smtp_code == 451
+    assert refused.value.smtp_error.decode() == (
+        "4.7.0 Temporary server error. Please try again later. PRX4")
+    await asyncio.sleep(0.5)
+    assert len(services.mailbox("bob@contoso.com")) == 1  # the client keeps it, nobody else
+    assert not (services.data / "queue" / "EX01.sqlite").exists()
