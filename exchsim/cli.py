@@ -32,7 +32,7 @@ from exchsim.config.model import Lab
 from exchsim.config.report import format_connectors, format_issues, format_send_connectors
 from exchsim.daemon import LabDaemon
 from exchsim.logs.repeats import RepeatFilter, install
-from exchsim.services import Service, parse_service
+from exchsim.services import Service, missing_service_message, parse_service
 from exchsim.transport.queue import QueueUnavailableError
 
 DEFAULT_CONFIG = "configs/lab.yaml"
@@ -231,6 +231,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.command == "serve":
         unknown = unknown_server_message(lab, args.server, args.config)
+        if unknown is None and args.service is not None:
+            unknown = missing_service_message(lab.server(args.server), args.service)
         if unknown is not None:
             print(unknown, file=sys.stderr)
             return 2

@@ -417,7 +417,7 @@ class LabDaemon:
                 self.listeners.append(Listener(server.name, host, port))
         # A partner's daemon answers exchsim queue for its servers as `serve --server` would.
         only = self.lab.servers[0].name if self.partner else self.only
-        if runs(self.service, Role.HUB):  # the queue's owner: the Transport service
+        if self.agents:  # the queue's owner: the Transport service (services.py)
             self.control = ControlServer(control_path(self.data_dir, only), {
                 name: QueueAdmin(self.lab, self.lab.server(name), self.queues[name], agent)
                 for name, agent in self.agents.items()})

@@ -35,7 +35,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from exchsim.config.model import Server, TransportRole as Role
+from exchsim.config.model import Server, ServerRole, TransportRole as Role
 from exchsim.policy.hubselect import hub_order
 from exchsim.policy.retry import RetrySchedule
 from exchsim.smtp.message import MessageHandler
@@ -85,6 +85,25 @@ def parse_service(value: str) -> Service:
 def runs(service: Service | None, role: Role) -> bool:
     """Whether a process running ``service`` (None: every service) serves ``role``."""
     return service is None or role in ROLES[service]
+
+
+def services_of(server: Server) -> tuple[Service, ...]:
+    """The transport services a server has: a Client Access server (2013) the Front End only,
+    an Edge server its Transport service, a Mailbox server all three (exchange.md §7.9)."""
+    if server.role is ServerRole.CLIENT_ACCESS:
+        return (Service.FRONTEND,)
+    if server.role is ServerRole.EDGE:
+        return (Service.TRANSPORT,)
+    return tuple(Service)
+
+
+def missing_service_message(server: Server, service: Service) -> str | None:
+    """The error for ``serve --service`` naming a service the server does not have."""
+    has = services_of(server)
+    if service in has:
+        return None
+    return (f"exchsim: {server.name} is a server of Role {server.role.value}: it has no "
+            f"{service.value} service (its services: {', '.join(s.value for s in has)})")
 
 
 def log_dir(data_dir: Path, server: str, service: Service | None) -> Path:
@@ -153,9 +172,9 @@ def _hub_chooser(daemon: LabDaemon, frontend: Server) -> HubChooser:
 async def start_services(daemon: LabDaemon, node: ServerNode, server: Server) -> None:
     """The message handlers of the services ``daemon`` runs for ``server``; for the Transport
     service also its queue and its delivery agent (started)."""
-    service = daemon.service
+    hosted = [s for s in services_of(server) if daemon.service in (None, s)]
     handlers: dict[Role, MessageHandler] = {}
-    if runs(service, Role.HUB):
+    if Service.TRANSPORT in hosted:
         queue = await MessageQueue.open(daemon.data_dir / "queue" / f"{server.name}.sqlite",
                                         clock=daemon.clock)
         daemon.queues[server.name] = queue
@@ -166,10 +185,10 @@ async def start_services(daemon: LabDaemon, node: ServerNode, server: Server) ->
                                           node.tracking)
         daemon.spawn(keep_running(f"delivery {server.name}", agent.run, daemon.restart_policy),
                      f"delivery {server.name}")
-    if runs(service, Role.FRONTEND):
+    if Service.FRONTEND in hosted:
         node.frontend = _frontend_proxy(daemon, node)
         handlers[Role.FRONTEND] = node.frontend
-    if runs(service, Role.MAILBOX_DELIVERY):
+    if Service.MAILBOX_DELIVERY in hosted:
         handlers[Role.MAILBOX_DELIVERY] = MailboxDeliveryReceiver(
             server, daemon.clock, daemon.data_dir / "mailboxes", node.tracking)
     node.handlers = handlers

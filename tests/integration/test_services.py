@@ -17,7 +17,14 @@ from typing import Any
 
 import pytest
 
-from tests.integration.conftest import FAST, FAST_LAB_YAML, ROOT, port_offset, with_connectors
+from tests.integration.conftest import (
+    FAST,
+    FAST_LAB_YAML,
+    ROOT,
+    port_offset,
+    start_lab,
+    with_connectors,
+)
 
 EXCHSIM = [sys.executable, "-m", "exchsim.cli"]
 ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
@@ -209,3 +216,51 @@ async def test_the_front_end_hands_mail_to_another_hub_when_its_own_is_down(
     await asyncio.sleep(0.5)
     assert len(services.mailbox("bob@contoso.com")) == 1  # the client keeps it, nobody else
     assert not (services.data / "queue" / "EX01.sqlite").exists()
+
+
+CAS01 = ('  - {Name: CAS01, Role: ClientAccess, Fqdn: cas01.contoso.com, Address: 127.0.10.5, '
+         'Version: "15.0"}')
+
+
+async def test_a_client_access_server_proxies_to_the_mailbox_servers_hub(tmp_path: Path) -> None:
+    """Role ClientAccess (Exchange 2013): its Front End alone, mail handed to EX01's hub."""
+    lines = FAST_LAB_YAML.splitlines()
+    at = next(i for i, line in enumerate(lines) if line.startswith("  - {Name: EX01, Role:"))
+    text = "\n".join([*lines[:at + 1], CAS01, *lines[at + 1:]]) + "\n"
+    running = await start_lab(with_connectors(text, FAST), tmp_path / "data")
+    try:
+        cas = sorted(lis.port - running.offset for lis in running.daemon.listeners
+                     if lis.server == "CAS01")
+        assert cas == [25, 587, 717]
+        assert "CAS01" not in running.daemon.queues  # no Transport service, no queue
+
+        def send() -> None:
+            with smtplib.SMTP("127.0.10.5", running.port(25), timeout=30) as client:
+                client.sendmail("carol@fabrikam.example", ["bob@contoso.com"],
+                                "From: carol@fabrikam.example\r\nTo: bob@contoso.com\r\n"
+                                "Subject: through cas01\r\n\r\nhello\r\n")
+        await asyncio.to_thread(send)
+        await running.wait_for(lambda: len(running.mailbox("bob@contoso.com")) == 1)
+        delivered = running.mailbox("bob@contoso.com")[0].decode().replace("\r\n ", " ")
+        assert "from cas01.contoso.com (127.0.10.5) by ex01.contoso.com (127.0.10.1)" in (
+            delivered)
+    finally:
+        await running.daemon.stop()
+
+
+async def test_a_service_the_server_does_not_have_is_a_command_line_error(
+        tmp_path: Path) -> None:
+    lines = FAST_LAB_YAML.splitlines()
+    at = next(i for i, line in enumerate(lines) if line.startswith("  - {Name: EX01, Role:"))
+    config = tmp_path / "cas.yaml"
+    config.write_text("\n".join([*lines[:at + 1], CAS01, *lines[at + 1:]]) + "\n",
+                      encoding="utf-8")
+    proc = await asyncio.create_subprocess_exec(
+        *EXCHSIM, "serve", "--config", str(config), "--data", str(tmp_path / "d"),
+        "--server", "CAS01", "--service", "transport", cwd=ROOT, env=ENV,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    _, err = await asyncio.wait_for(proc.communicate(), 30)
+    assert proc.returncode == 2
+    assert err.decode().strip() == ("exchsim: CAS01 is a server of Role ClientAccess: it has no "
+                                    "Transport service (its services: FrontEnd)")
+    assert not (tmp_path / "d").exists()
