@@ -8,7 +8,8 @@ The file has these top-level keys, in Exchange's spelling: ``Organization``, ``S
 2. ``validate.validate_servers`` and ``validate.validate_organization``;
 3. ``resolve.resolve_connectors``: setup's connectors per server plus the file's overrides and
    new connectors (a pure function);
-4. ``validate.validate_connector`` on each, then ``validate.check_conflicts`` between them;
+4. ``validate.validate_connector`` on each, then ``validate.check_conflicts`` between them,
+   and each server's ``ExchsimProxyProtocol`` against them (``validate/proxy.py``);
 5. ``validate.validate_permissions`` and ``validate.validate_lab``;
 6. ``validate_dns`` and ``validate_send_connectors`` (``validate/sendconnector.py``).
 
@@ -47,6 +48,7 @@ from exchsim.config.validate import (
     validate_permissions,
     validate_servers,
 )
+from exchsim.config.validate.proxy import validate_proxy_protocol
 from exchsim.config.validate.sendconnector import validate_dns, validate_send_connectors
 from exchsim.config.vocabulary import EXTENDED_RIGHTS
 from exchsim.config.yamlfile import parse_yaml
@@ -118,6 +120,7 @@ def load_config_text(text: str, source: str = "<memory>") -> Lab:
         if connector is not None:
             connectors.append((connector, spec.index))
     check_conflicts(connectors, log)
+    validate_proxy_protocol(servers, [connector for connector, _ in connectors], log)
 
     identities = dict(resolution.identities)
     for connector, _ in connectors:

@@ -76,6 +76,7 @@ from exchsim.config.enums import (  # re-exported: Exchange's values are part of
     TransportRole as TransportRole,
     Usage as Usage,
 )
+from exchsim.config.proxy import ProxyProtocol
 from exchsim.config.sendconnector import DnsMap, SendConnector
 from exchsim.config.syntax import (
     is_domain_name,
@@ -285,6 +286,10 @@ class Server(ExchangeObject):
     message_retry_interval: TimeSpan = Field(
         alias="MessageRetryInterval", default=datetime.timedelta(minutes=15),
         ge=_SECOND, le=datetime.timedelta(days=1))
+    # exchsim's own, not an Exchange parameter (exchange.md §3.5): the ports of this server
+    # that take a PROXY protocol header, and from which proxies (config/proxy.py).
+    exchsim_proxy_protocol: ProxyProtocol | None = Field(
+        alias="ExchsimProxyProtocol", default=None)
 
     @property
     def version(self) -> str:  # 15.0 | 15.1 | 15.2, what the dialect depends on
@@ -434,6 +439,10 @@ class LabSettings(ExchangeObject):
         ge=datetime.timedelta(seconds=5), le=datetime.timedelta(days=90))
     """Set-TransportService's MessageExpirationTimeout: a message still undelivered this long
     after it was queued is returned to its sender (exchange.md §8.4)."""
+    compose_gateway: IPAddress | None = Field(alias="ComposeGateway", default=None)
+    """The gateway of the network the lab's servers are on (a compose network's, where Docker's
+    userland proxy and NAT connect from): a session from it without a PROXY header gets a
+    warning in the log, as the client's own address is lost (smtp/proxyread.py)."""
 
 
 class Lab(ExchangeObject):
