@@ -15,8 +15,8 @@ carries it. On a server:
 
 On those ports of the server every connection must come from a trusted proxy address and start
 with a PROXY header; anything else is closed without a greeting. There is no optional mode: the
-specification forbids guessing whether a header is there (proxy-protocol.txt §2, §5), so a port
-serves proxied clients or direct ones, never both. The pure rules are in
+specification forbids guessing whether a header is there (proxy-protocol.txt, sections 2 and
+5), so a port serves proxied clients or direct ones, never both. The pure rules are in
 ``smtp/proxyheader.py``, the I/O in ``smtp/proxyread.py``; the rules between this key and the
 rest of the config in ``validate/proxy.py``.
 """
@@ -32,7 +32,7 @@ from exchsim.config.base import ExchangeObject, RemoteRange, TimeSpan
 
 __all__ = ["DEFAULT_HEADER_TIMEOUT", "HEADER_TIMEOUT_BOUNDS", "ProxyProtocol"]
 
-#: Above the "at least 3 seconds to cover a TCP retransmit" of proxy-protocol.txt §2.
+#: Above the "at least 3 seconds to cover a TCP retransmit" of proxy-protocol.txt, section 2.
 DEFAULT_HEADER_TIMEOUT = datetime.timedelta(seconds=5)
 #: What HeaderTimeout allows (validate/proxy.py): short enough for tests, long enough for a WAN.
 HEADER_TIMEOUT_BOUNDS = (datetime.timedelta(milliseconds=100), datetime.timedelta(minutes=5))

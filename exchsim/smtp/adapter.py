@@ -27,6 +27,10 @@ aiosmtpd internals this module still touches, and why:
 Every session closes its transport when it ends, however it ends (QUIT, client EOF without
 QUIT, a reset, a timeout, an error, cancellation at shutdown), so no socket stays in
 CLOSE-WAIT.
+
+Before the core connects, the server's ``ProxyGate`` (``proxyread.py``) names the client: the
+TCP peer, or on an ``ExchsimProxyProtocol`` port the PROXY header's source (or refuses the
+connection, which then ends without a greeting); what followed the header is the first read.
 """
 
 from __future__ import annotations

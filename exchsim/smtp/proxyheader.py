@@ -2,8 +2,9 @@
 
 exchsim's own feature, not Exchange's (Exchange has no PROXY protocol, exchange.md §3.5): a
 load balancer or TCP proxy in front of the lab prepends, before any SMTP byte, a header that
-names the client it relays for (HAProxy's specification, ``doc/proxy-protocol.txt`` of the
-HAProxy sources, "The PROXY protocol, Versions 1 & 2", sections 2.1 and 2.2). The server's
+names the client it relays for (HAProxy's specification, "The PROXY protocol, Versions 1 & 2",
+revision 2020/03/05, sections 2.1 and 2.2: ``doc/proxy-protocol.txt`` of the HAProxy sources,
+https://www.haproxy.org/download/2.1/doc/proxy-protocol.txt). The server's
 ``ExchsimProxyProtocol`` key (config/proxy.py) says on which ports and from which addresses.
 
 :func:`parse` takes the bytes received so far, in any pieces, and says: not complete yet
@@ -53,7 +54,8 @@ __all__ = [
 
 V2_SIGNATURE = b"\r\n\r\n\x00\r\nQUIT\n"
 V1_PREFIX = b"PROXY "
-V1_MAX = 107  # "PROXY UNKNOWN <39> <39> 65535 65535\r\n", the longest line (§2.1)
+#: "PROXY UNKNOWN <39> <39> 65535 65535\r\n", the longest line (proxy-protocol.txt, section 2.1)
+V1_MAX = 107
 #: The longest version 2 address block and TLVs exchsim takes. The specification allows 65,535
 #: bytes; the addresses take at most 216 (UNIX) and the TLVs proxies send (ALPN, authority, SSL
 #: facts, a unique id of up to 128 bytes, a cloud's endpoint id) a few hundred.
@@ -63,7 +65,8 @@ MAX_HEADER = 16 + V2_MAX_LENGTH  # the most any header may take
 _V1_PORT = re.compile(rb"0|[1-9][0-9]{0,4}")
 _V1_IPV4 = re.compile(rb"(?:0|[1-9][0-9]{0,2})(?:\.(?:0|[1-9][0-9]{0,2})){3}")
 _V1_IPV6 = re.compile(rb"[0-9A-Fa-f:]{2,39}")
-_V2_ADDRESSES = {1: 12, 2: 36, 3: 216}  # family -> address block size (§2.2)
+#: family -> address block size (proxy-protocol.txt, section 2.2)
+_V2_ADDRESSES = {1: 12, 2: 36, 3: 216}
 _SHOWN = 32  # bytes of the offending input an error message quotes, at most
 
 
@@ -115,7 +118,7 @@ def _parse_v1(data: bytes) -> ProxyHeader | None:
         return None
     size = end + 2
     fields = line.split(b" ")
-    if fields[1] == b"UNKNOWN":  # the rest of the line is ignored (§2.1)
+    if fields[1] == b"UNKNOWN":  # the rest of the line is ignored (proxy-protocol.txt, section 2.1)
         return ProxyHeader(1, size, "UNKNOWN", None, None)
     if fields[1] not in (b"TCP4", b"TCP6"):
         raise ProxyHeaderError(f"version 1 header: protocol {_show(fields[1])} is not TCP4, "
@@ -187,7 +190,8 @@ def _parse_v2(data: bytes) -> ProxyHeader | None:
     kind = {1: "TCP4", 2: "TCP6", 3: "UNIX"}[family]
     if protocol == 2:
         kind = {1: "UDP4", 2: "UDP6", 3: "UNIX-DGRAM"}[family]
-    if family == 3 or protocol == 2:  # not a TCP client: the real endpoints (§2.2)
+    # Not a TCP client: the real endpoints (proxy-protocol.txt, section 2.2).
+    if family == 3 or protocol == 2:
         return ProxyHeader(2, size, kind, None, None)
     width = 4 if family == 1 else 16
     src = ipaddress.ip_address(body[:width])

@@ -313,7 +313,7 @@ backend ex01_v2
 
 
 async def test_haproxy_in_front(lab: RunningLab, tmp_path: Path) -> None:
-    haproxy = shutil.which("haproxy")
+    haproxy = shutil.which("haproxy") or shutil.which("haproxy", path="/usr/sbin:/sbin")
     assert haproxy, "haproxy is required: apt-get install -y haproxy"
     cfg = tmp_path / "haproxy.cfg"
     ports = {"v1": lab.port(26), "v2": lab.port(27)}

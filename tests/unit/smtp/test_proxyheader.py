@@ -107,7 +107,7 @@ def test_v2_tcp6() -> None:
 
 
 def test_v2_local_keeps_the_real_peer_and_skips_its_bytes() -> None:
-    # LOCAL: addresses (even nonsense) and TLVs are skipped; the length says how far (§2.2).
+    # LOCAL: addresses (even nonsense) and TLVs are skipped; the length says how far (proxy-protocol.txt, section 2.2).
     data = v2(0x0, 0x11, b"\xff" * 20)
     assert parse(data + SMTP) == ProxyHeader(2, 36, "LOCAL", None, None)
     assert parse(v2(0x0, 0x00, b"")) == ProxyHeader(2, 16, "LOCAL", None, None)
