@@ -110,6 +110,10 @@ def unknown_server_message(lab: Lab, name: str, config: str) -> str | None:
     names = [server.name for server in lab.servers]
     if name.lower() in {n.lower() for n in names}:
         return None
+    for partner in lab.partners:  # Lab.Partners: a server of another organization's file
+        if name.lower() in {s.name.lower() for s in partner.servers}:
+            return (f"exchsim: {name} is a server of the partner organization in "
+                    f"{partner.source}; run it with --config {partner.source}")
     return (f"exchsim: {config} has no server named {name!r}; "
             f"its servers are: {', '.join(names)}")
 

@@ -43,10 +43,10 @@ from exchsim.policy.rates import MessageRateWindow
 from exchsim.policy.retry import RetrySchedule
 from exchsim.smtp.adapter import ExchangeSession
 from exchsim.smtp.message import LocalCertificate, MessageHandler
-from exchsim.smtp.ntlm import WindowsNtlmAcceptor
+from exchsim.smtp.ntlm import WindowsNtlmAcceptor, write_ntlm_users
 from exchsim.smtp.proxyread import ProxyGate
 from exchsim.smtp.sink import SinkHandler, sink_factory
-from exchsim.tls.certstore import smtp_certificates, store_path
+from exchsim.tls.certstore import file_version, smtp_certificates, store_path
 from exchsim.tls.contexts import (
     client_context_anonymous_tls,
     server_context_starttls,
@@ -54,6 +54,7 @@ from exchsim.tls.contexts import (
 from exchsim.tls.crlhttp import CrlServer
 from exchsim.tls.judged import JudgedServerContext
 from exchsim.tls.labca import LabCa, PkiError, crl_base_url, crl_dir, ensure_lab_ca
+from exchsim.tls.labcerts import ensure_lab_certificates
 from exchsim.tls.pki import CertificateFiles, ensure_server_certificate, select_certificate
 from exchsim.tls.resumption import ClientSessionCache
 from exchsim.tls.revocation import CertificateJudge
@@ -323,36 +324,13 @@ class ServerNode:
         return sorted(out)
 
 
-def _file_version(path: Path) -> tuple[int, int, int] | None:
-    """What changes when a file is replaced or written: inode, size, mtime; None if absent."""
-    try:
-        st = path.stat()
-    except FileNotFoundError:
-        return None
-    return st.st_ino, st.st_size, st.st_mtime_ns
-
-
 def _session_factory(node: ServerNode) -> Callable[[], ExchangeSession]:
     return lambda: ExchangeSession(node)
 
 
-def write_ntlm_users(lab: Lab, path: Path) -> None:
-    """pyspnego's NTLM acceptor reads DOMAIN:USER:PASSWORD lines from NTLM_USER_FILE."""
-    netbios = lab.organization.netbios
-    lines = []
-    for mailbox in lab.organization.mailboxes:
-        if mailbox.password is None:
-            continue
-        for domain, user in (
-            (netbios, mailbox.account),
-            ("", mailbox.account),
-            ("", mailbox.user_name),
-        ):
-            lines.append(f"{domain}:{user}:{mailbox.password}")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    path.chmod(0o600)
-    os.environ["NTLM_USER_FILE"] = str(path)
+async def _partner_failed(daemon: LabDaemon) -> None:
+    await daemon.failed.wait()  # the lab stops with the partner's failure
+    raise RuntimeError(f"partner {daemon.lab.organization.name}: {daemon.failure}")
 
 
 class LabDaemon:
@@ -365,6 +343,7 @@ class LabDaemon:
         clock: Clock = SYSTEM_CLOCK,
         only: str | None = None,
         run_sink: bool = True,
+        partner: bool = False,
     ) -> None:
         self.lab = lab
         self.data_dir = data_dir
@@ -372,6 +351,8 @@ class LabDaemon:
         self.clock = clock
         self.only = only
         self.run_sink = run_sink
+        self.partner = partner  # the servers of a Lab.Partners config, run by the lab's daemon
+        self.partners: list[LabDaemon] = []
         self.nodes: dict[str, ServerNode] = {}
         self.queues: dict[str, MessageQueue] = {}
         self.agents: dict[str, DeliveryAgent] = {}
@@ -411,8 +392,11 @@ class LabDaemon:
             s.name: await asyncio.to_thread(ensure_server_certificate, pki, s.name, s.fqdn, now)
             for s in self.lab.servers
         }
-        write_ntlm_users(self.lab, self.data_dir / "ntlm" / "users.txt")
-        store_seen = await asyncio.to_thread(_file_version, store_path(pki))
+        if not self.partner:  # NTLM_USER_FILE is the process's: the lab's own users
+            write_ntlm_users(self.lab, self.data_dir / "ntlm" / "users.txt")
+        await asyncio.to_thread(ensure_lab_certificates, pki, self.lab, self.servers_to_run(),
+                                certificates, now, self.port_offset)
+        store_seen = await asyncio.to_thread(file_version, store_path(pki))
         for server in self.servers_to_run():
             node = ServerNode(
                 self.lab, server, clock=self.clock, data_dir=self.data_dir,
@@ -474,11 +458,14 @@ class LabDaemon:
                 self.listeners.append(Listener(server.name, host, port))
             self._spawn(keep_running(f"delivery {server.name}", agent.run,
                                      self.restart_policy), f"delivery {server.name}")
-        self.control = ControlServer(control_path(self.data_dir, self.only), {
+        # A partner's daemon answers exchsim queue for its servers as `serve --server` would.
+        only = self.lab.servers[0].name if self.partner else self.only
+        self.control = ControlServer(control_path(self.data_dir, only), {
             name: QueueAdmin(self.lab, self.lab.server(name), self.queues[name], agent)
             for name, agent in self.agents.items()})
         await self.control.start()
-        self._spawn(self._trim_memory(), "memory trim")
+        if not self.partner:
+            self._spawn(self._trim_memory(), "memory trim")
         self._spawn(self._watch_certificate_store(pki, certificates, store_seen),
                     "certificate store")
         if self.run_sink:
@@ -492,6 +479,13 @@ class LabDaemon:
             self.listeners.append(Listener("InternetSink", sink.address,
                                            sink.port + self.port_offset))
             await self._start_crl_server(pki, now)
+            for partner in self.lab.partners:  # README "The partner organization"
+                daemon = LabDaemon(partner, self.data_dir, port_offset=self.port_offset,
+                                   clock=self.clock, run_sink=False, partner=True)
+                self.partners.append(daemon)
+                await daemon.start()
+                self.listeners.extend(daemon.listeners)
+                self._spawn(_partner_failed(daemon), f"partner {partner.organization.name}")
 
     async def _start_crl_server(self, pki: Path, now: datetime.datetime) -> None:
         """The lab CA (made on first start) and its CRL distribution point (tls/crlhttp.py)."""
@@ -531,7 +525,7 @@ class LabDaemon:
         path = store_path(pki)
         while True:
             await asyncio.sleep(STORE_POLL)
-            version = await asyncio.to_thread(_file_version, path)
+            version = await asyncio.to_thread(file_version, path)
             if version == seen:
                 continue
             seen = version
@@ -564,6 +558,9 @@ class LabDaemon:
             self.failed.set()  # the CLI stops the process with a non-zero exit status
 
     async def stop(self) -> None:
+        for partner in self.partners:
+            await partner.stop()
+        self.partners.clear()
         if self.control is not None:
             await self.control.stop()
             self.control = None

@@ -1,5 +1,6 @@
 """``exchsim queue``: the queues of a hub, like Get-Queue, Get-Message, Retry-Queue,
-Suspend-Message, Resume-Message and Remove-Message (exchange.md §8.5).
+Suspend-Queue, Resume-Queue, Suspend-Message, Resume-Message and Remove-Message
+(exchange.md §8.5).
 
 On a running lab every subcommand goes to the daemon over its control socket
 (``DATA/queue/control.sock``, or ``DATA/queue/<server>.sock`` for ``exchsim serve``;
@@ -60,6 +61,9 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     retry.add_argument("queue", metavar="QUEUE", help="the queue, e.g. EX01\\3")
     retry.add_argument("--resubmit", action="store_true",
                        help="route the messages again (needed for the Unreachable queue)")
+    for name, what in (("suspend-queue", "Suspend-Queue"), ("resume-queue", "Resume-Queue")):
+        action = actions.add_parser(name, help=f"a delivery queue ({what})")
+        action.add_argument("queue", metavar="QUEUE", help="the queue, e.g. EX01\\3")
     for name, what in (("suspend", "Suspend-Message"), ("resume", "Resume-Message"),
                        ("remove", "Remove-Message")):
         action = actions.add_parser(name, help=f"a message ({what})")
@@ -128,6 +132,8 @@ def run(args: argparse.Namespace) -> int:
         req.update(command="get-message", queue=args.queue)
     elif args.action == "retry":
         req.update(command="retry-queue", queue=args.queue, resubmit=args.resubmit)
+    elif args.action in ("suspend-queue", "resume-queue"):
+        req.update(command=args.action, queue=args.queue)
     elif args.action == "remove":
         req.update(command="remove-message", identity=args.identity, ndr=args.ndr)
     else:

@@ -9,9 +9,13 @@ The file has these top-level keys, in Exchange's spelling: ``Organization``, ``S
 3. ``resolve.resolve_connectors``: setup's connectors per server plus the file's overrides and
    new connectors (a pure function);
 4. ``validate.validate_connector`` on each, then ``validate.check_conflicts`` between them,
-   and each server's ``ExchsimProxyProtocol`` against them (``validate/proxy.py``);
+   and (once the partners are loaded) each server's ``ExchsimProxyProtocol`` against them
+   (``validate/proxy.py``);
 5. ``validate.validate_permissions`` and ``validate.validate_lab``;
-6. ``validate_dns`` and ``validate_send_connectors`` (``validate/sendconnector.py``).
+6. ``validate_dns`` and ``validate_send_connectors`` (``validate/sendconnector.py``);
+7. the configs ``Lab.Partners`` names (other organizations the lab runs beside its own), each
+   loaded the same way from its own file, relative to this one, then ``validate_partners``
+   (no partner of a partner; server names and addresses unique across all of them).
 
 Every problem of the whole file is collected as an ``Issue`` (file, key path, value, what is
 allowed, a did-you-mean suggestion) in one ``IssueLog`` and raised together in one
@@ -22,6 +26,7 @@ value is still checked by the rules that do not read that value (the cascade rul
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 from exchsim.config.implied import implied_internet_connector
@@ -34,7 +39,7 @@ from exchsim.config.issues import (
     place,
     show,
 )
-from exchsim.config.model import Lab, Mailbox, Organization, ReceiveConnector
+from exchsim.config.model import Lab, LabSettings, Mailbox, Organization, ReceiveConnector
 from exchsim.config.prose import validate
 from exchsim.config.resolve import resolve_connectors
 from exchsim.config.validate import (
@@ -48,6 +53,7 @@ from exchsim.config.validate import (
     validate_permissions,
     validate_servers,
 )
+from exchsim.config.validate.lab import validate_partners
 from exchsim.config.validate.proxy import validate_proxy_protocol
 from exchsim.config.validate.sendconnector import validate_dns, validate_send_connectors
 from exchsim.config.vocabulary import EXTENDED_RIGHTS
@@ -75,8 +81,27 @@ def load_config(path: Path | str) -> Lab:
     return load_config_text(text, source)
 
 
-def load_config_text(text: str, source: str = "<memory>") -> Lab:
-    """Parse and resolve a config given as text; ``source`` names it in issues."""
+def _load_partners(settings: LabSettings, base: Path, log: IssueLog) -> list[Lab]:
+    """The organizations of ``Lab.Partners``; their files' issues join this file's."""
+    partners: list[Lab] = []
+    for index, entry in enumerate(settings.partners):
+        path = base / entry.config
+        key = f"Lab.Partners[{index}].Config"
+        if not path.is_file():
+            log.add(key, entry.config, f"{show(entry.config)} is not allowed: no such file "
+                    f"({path}); expected the config file of another organization, relative "
+                    "to this file", order=place("Lab"))
+            continue
+        try:
+            partners.append(load_config(path))
+        except ConfigError as err:
+            log.items.extend(dataclasses.replace(i, order=place("Lab")) for i in err.issues)
+    return partners
+
+
+def load_config_text(text: str, source: str = "<memory>", base: Path | None = None) -> Lab:
+    """Parse and resolve a config given as text; ``source`` names it in issues. ``base``: where
+    the files of ``Lab.Partners`` are (default: ``source``'s directory)."""
     log = IssueLog(source)
     data = parse_yaml(text, log)
     if log.items and data is None:
@@ -120,7 +145,6 @@ def load_config_text(text: str, source: str = "<memory>") -> Lab:
         if connector is not None:
             connectors.append((connector, spec.index))
     check_conflicts(connectors, log)
-    validate_proxy_protocol(servers, [connector for connector, _ in connectors], log)
 
     identities = dict(resolution.identities)
     for connector, _ in connectors:
@@ -140,6 +164,12 @@ def load_config_text(text: str, source: str = "<memory>") -> Lab:
         # No SendConnectors key: exchsim's implied connector to the internet sink (implied.py).
         sink = settings.internet_sink
         send_connectors = [implied_internet_connector(str(sink.address), sink.port)]
+    partners: list[Lab] = []
+    if settings is not None and settings.partners:
+        partners = _load_partners(settings, Path(source).parent if base is None else base, log)
+        validate_partners(valid_servers, settings, partners, log)
+    validate_proxy_protocol(servers, [connector for connector, _ in connectors], log,
+                            partners=[(p.source, s) for p in partners for s in p.servers])
 
     if log.items or organization is None or settings is None or dns is None:
         raise ConfigError(log.in_file_order())
@@ -151,5 +181,6 @@ def load_config_text(text: str, source: str = "<memory>") -> Lab:
         lab=settings,
         send_connectors=tuple(send_connectors),
         dns=dns,
+        partners=tuple(partners),
         source=source,
     )

@@ -204,6 +204,19 @@ class ReceiveConnector(ExchangeObject):
         return f"{self.server}\\{self.name}"
 
 
+def _certificate_names(names: tuple[str, ...]) -> tuple[str, ...]:
+    """Host names (``*.`` allowed in front), lower-case, each once."""
+    out: list[str] = []
+    for name in names:
+        clean = name.strip().lower()
+        if not is_domain_name(clean):
+            raise ValueError(f"{clean!r} is not allowed: expected host names like "
+                             "mail.contoso.com or contoso.com, the first one the subject CN")
+        if clean not in out:
+            out.append(clean)
+    return tuple(out)
+
+
 class FrontendTransportService(ExchangeObject):
     """Set-FrontendTransportService of a server: what exchsim models of it (exchange.md §6.1)."""
 
@@ -286,6 +299,12 @@ class Server(ExchangeObject):
     message_retry_interval: TimeSpan = Field(
         alias="MessageRetryInterval", default=datetime.timedelta(minutes=15),
         ge=_SECOND, le=datetime.timedelta(days=1))
+    # exchsim's own (not Exchange's): the names of a certificate the lab CA issues this server
+    # at its first start and enables for SMTP, as an admin would with a CA's certificate
+    # (exchange.md §4.7); the first name is the subject CN. Domain Security needs one (§4.3).
+    exchsim_lab_certificate: Annotated[
+        tuple[str, ...], BeforeValidator(_split_list), AfterValidator(_certificate_names)
+    ] = Field(alias="ExchsimLabCertificate", default=())
     # exchsim's own, not an Exchange parameter (exchange.md §3.5): the ports of this server
     # that take a PROXY protocol header, and from which proxies (config/proxy.py).
     exchsim_proxy_protocol: ProxyProtocol | None = Field(
@@ -417,6 +436,13 @@ class CrlServer(ExchangeObject):
     port: int = Field(alias="Port", default=80, ge=1, le=65535)
 
 
+class PartnerConfig(ExchangeObject):
+    """A server of another organization the lab runs beside its own (``Lab.Partners``): the
+    config file of that organization, relative to the lab's config file."""
+
+    config: str = Field(alias="Config", min_length=1)
+
+
 class LabSettings(ExchangeObject):
     internet_sink: InternetSink = Field(alias="InternetSink", default_factory=InternetSink)
     crl_server: CrlServer = Field(alias="CrlServer", default_factory=CrlServer)
@@ -439,6 +465,9 @@ class LabSettings(ExchangeObject):
         ge=datetime.timedelta(seconds=5), le=datetime.timedelta(days=90))
     """Set-TransportService's MessageExpirationTimeout: a message still undelivered this long
     after it was queued is returned to its sender (exchange.md §8.4)."""
+    partners: tuple[PartnerConfig, ...] = Field(alias="Partners", default=())
+    """Other organizations' configs that ``exchsim lab`` runs in the same process, sharing the
+    data directory and the lab PKI (README "The partner organization")."""
     compose_gateway: IPAddress | None = Field(alias="ComposeGateway", default=None)
     """The gateway of the network the lab's servers are on (a compose network's, where Docker's
     userland proxy and NAT connect from): a session from it without a PROXY header gets a
@@ -455,6 +484,8 @@ class Lab(ExchangeObject):
     lab: LabSettings = Field(default_factory=LabSettings)
     send_connectors: tuple[SendConnector, ...] = ()
     dns: DnsMap = Field(default_factory=DnsMap)
+    partners: tuple[Lab, ...] = ()
+    """The organizations of ``Lab.Partners``, loaded from their own files."""
     source: str = "<memory>"
 
     def server(self, name: str) -> Server:

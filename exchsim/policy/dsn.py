@@ -18,11 +18,19 @@ RCPT, ``RET`` and ``ENVID`` on MAIL -- and on the organization's settings:
   (RFC 3461 §6.2; RFC 5321 §3.6.3), even one that came with a sender.
 
 The parameters are kept with the queued message in its metadata (a JSON object of strings):
-``rcpt_dsn`` holds the recipients' NOTIFY and ORCPT, :func:`encode` / :func:`decode`.
+``rcpt_dsn`` holds the recipients' NOTIFY and ORCPT, :func:`encode` / :func:`decode`; ``ret`` and
+``envid`` the MAIL parameters, as given.
+
+Passing the request on (RFC 3461 §6.2.1(a)): a next hop that advertises ``DSN`` gets the
+parameters exactly as they were kept (:func:`passed_on`: RET and ENVID on MAIL, NOTIFY and ORCPT
+on each RCPT); reporting success is then its business and the hub sends no relay DSN. exchsim
+adds no ORCPT the sender did not give (RFC 3461 §4.2 allows, does not require, adding one) and
+passes nothing to a next hop without DSN.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -31,8 +39,8 @@ from enum import Enum
 from exchsim.config.model import Organization
 from exchsim.policy import rules
 
-__all__ = ["METADATA_KEY", "Notify", "RecipientDsn", "decode", "delay_wanted", "encode",
-           "is_report", "parse_notify"]
+__all__ = ["METADATA_KEY", "DsnParameters", "Notify", "RecipientDsn", "decode", "delay_wanted",
+           "encode", "is_report", "parse_notify", "passed_on"]
 
 METADATA_KEY = "rcpt_dsn"
 DELAY_SENT_KEY = "delay_dsn"  # the recipients a delay DSN was sent for, ``;``-joined
@@ -132,3 +140,36 @@ def is_report(content_type: str | None, ndr_header: bool) -> bool:
 def recipients_wanting(requests: Mapping[str, RecipientDsn], rcpts: Iterable[str],
                        what: Notify) -> list[str]:
     return [r for r in rcpts if request_of(requests, r).wants(what)]
+
+
+@dataclass(frozen=True, slots=True)
+class DsnParameters:
+    """The DSN parameters a message is passed on with to a next hop that offers DSN."""
+
+    mail: tuple[str, ...] = ()  # ``RET=...``, ``ENVID=...``
+    rcpt: Mapping[str, tuple[str, ...]] | None = None  # recipient -> ``NOTIFY=...``, ``ORCPT=...``
+
+    def of(self, rcpt: str) -> tuple[str, ...]:
+        return (self.rcpt or {}).get(rcpt, ())
+
+
+def passed_on(metadata: Mapping[str, str], rcpts: Iterable[str]) -> DsnParameters:
+    """The parameters as the queue kept them (RET and ENVID as given; each recipient's NOTIFY
+    and ORCPT as given), for a next hop that advertises DSN."""
+    mail = tuple(f"{param}={metadata[key]}" for param, key in (("RET", "ret"), ("ENVID", "envid"))
+                 if metadata.get(key))
+    raw: dict[str, object] = {}
+    with contextlib.suppress(ValueError):
+        loaded = json.loads(metadata.get(METADATA_KEY) or "{}")
+        if isinstance(loaded, dict):
+            raw = loaded
+    rcpt: dict[str, tuple[str, ...]] = {}
+    for address in rcpts:
+        given = raw.get(address)
+        if isinstance(given, dict):
+            params = tuple(f"{param}={given[key]}" for param, key in
+                           (("NOTIFY", "notify"), ("ORCPT", "orcpt"))
+                           if isinstance(given.get(key), str) and given[key])
+            if params:
+                rcpt[address] = params
+    return DsnParameters(mail, rcpt)

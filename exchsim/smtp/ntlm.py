@@ -7,7 +7,7 @@ process-wide ``LM_COMPAT_LEVEL`` environment variable. This subclass replaces th
 that builds the CHALLENGE with :func:`exchsim.policy.ntlm.build_challenge` (the message a
 Windows server sends, exchange.md §1.7.1) and sets the LAN Manager level per acceptor. The
 AUTHENTICATE is still verified by pyspnego: NTLMv2 and NTLMv1 responses, the MIC over the three
-messages, the session key, the users of ``NTLM_USER_FILE`` (daemon.write_ntlm_users).
+messages, the session key, the users of ``NTLM_USER_FILE`` (:func:`write_ntlm_users`).
 
 It reaches into pyspnego's acceptor where that has no public hook: ``_step_accept_negotiate``
 (replaced), ``_temp_negotiate`` / ``_temp_challenge`` (the messages the MIC is computed over)
@@ -20,10 +20,12 @@ from __future__ import annotations
 
 import datetime
 import os
+from pathlib import Path
 
 from spnego._ntlm import NTLMProxy
 from spnego._ntlm_raw.messages import Challenge, Negotiate
 
+from exchsim.config.model import Lab
 from exchsim.policy.ntlm import NtlmIdentity, accepts_lm, accepts_ntlmv1, build_challenge
 
 __all__ = ["WindowsNtlmAcceptor"]
@@ -45,3 +47,22 @@ class WindowsNtlmAcceptor(NTLMProxy):
         self._temp_negotiate = Negotiate.unpack(token)
         self._temp_challenge = Challenge.unpack(challenge)
         return challenge
+
+
+def write_ntlm_users(lab: Lab, path: Path) -> None:
+    """pyspnego's NTLM acceptor reads DOMAIN:USER:PASSWORD lines from NTLM_USER_FILE."""
+    netbios = lab.organization.netbios
+    lines = []
+    for mailbox in lab.organization.mailboxes:
+        if mailbox.password is None:
+            continue
+        for domain, user in (
+            (netbios, mailbox.account),
+            ("", mailbox.account),
+            ("", mailbox.user_name),
+        ):
+            lines.append(f"{domain}:{user}:{mailbox.password}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    path.chmod(0o600)
+    os.environ["NTLM_USER_FILE"] = str(path)

@@ -125,6 +125,15 @@ class StoreEntry:
         return "Untrusted"
 
 
+def file_version(path: Path) -> tuple[int, int, int] | None:
+    """What changes when a file is replaced or written: inode, size, mtime; None if absent."""
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return None
+    return st.st_ino, st.st_size, st.st_mtime_ns
+
+
 def store_path(pki_dir: Path) -> Path:
     """``DATA/pki/store.json``: which server holds which certificate for which services."""
     return pki_dir / "store.json"

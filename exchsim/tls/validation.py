@@ -168,7 +168,7 @@ def load_anchors(pem_or_der: Sequence[bytes]) -> tuple[x509.Certificate, ...]:
 def _is_ca(cert: x509.Certificate) -> bool:
     try:
         basic = cert.extensions.get_extension_for_class(x509.BasicConstraints).value
-    except x509.ExtensionNotFound:
+    except (x509.ExtensionNotFound, ValueError):
         return False
     if not basic.ca:
         return False
@@ -226,6 +226,8 @@ def _usage_allows_server_auth(cert: x509.Certificate) -> bool:
         eku = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
     except x509.ExtensionNotFound:
         return True
+    except ValueError:  # an extension that cannot be read (an empty EKU): no usage is shown
+        return False
     return (ExtendedKeyUsageOID.SERVER_AUTH in eku
             or ExtendedKeyUsageOID.ANY_EXTENDED_KEY_USAGE in eku)
 

@@ -62,6 +62,7 @@ from exchsim.policy import replies, rules
 from exchsim.policy.outbound import UNREACHABLE_REASON
 from exchsim.policy.replies import Reply
 from exchsim.policy.retry import RetrySchedule
+from exchsim.policy.sendsecure import domain_secure
 from exchsim.transport.hopclient import HopTls
 from exchsim.transport.hub import Route, categorize
 from exchsim.transport.nexthop import Endpoint, NextHops
@@ -90,6 +91,7 @@ class _Attempt:
     deferred: dict[str, str] = field(default_factory=dict)  # recipient -> reason
     retry_at: datetime.datetime | None = None
     held: bool = False  # deferred without trying: the destination is known to be down
+    passed_on: bool = False  # the next hop took the DSN request on (transport/nexthop.py)
 
 
 class _QueueFailure(Exception):
@@ -126,9 +128,11 @@ class DeliveryAgent:
         # trust stores, and without the lab's port offset.
         sender = sender or SmtpSender(SendContext(server=server, dns=lab.dns, port_offset=0))
         self.hops = NextHops(server, tls_context, mailbox_delivery, internet, sender=sender,
-                             hub_transport=hub_transport, frontend=frontend)
+                             hub_transport=hub_transport, frontend=frontend,
+                             fqdns={s.name.lower(): s.fqdn for s in lab.servers})
         self.retry = retry
         self.schedule = schedule or RetrySchedule.fixed(retry)
+        self.secure_domains = lab.organization.transport_config.tls_send_domain_secure_list
         self.state = QueueState()  # what Get-Queue / Get-Message read (transport/queueadmin.py)
         self.expiration = (expiration or server.message_expiration_timeout
                            or lab.lab.message_expiration_timeout)
@@ -297,7 +301,8 @@ class DeliveryAgent:
             if result.done:  # settled at once: a later group's crash cannot deliver them twice
                 await self._write(self.queue.complete(item.internal_id, result.done))
                 self.state.settled(item.internal_id, result.done)
-                await self.notify.delivered(item, result.done, relayed=route.kind != "mailbox")
+                await self.notify.delivered(item, result.done, relayed=route.kind != "mailbox",
+                                            passed_on=result.passed_on)
             delivered += len(result.done)
             failed.update(result.failed)
             deferred.update(result.deferred)
@@ -353,6 +358,10 @@ class DeliveryAgent:
         if route.kind == "unreachable":  # no send connector: held, tried again later
             return self._settle_deferred(item, result, sendable, Kind.UNREACHABLE,
                                          UNREACHABLE_REASON, now + self.retry)
+        if route.next_hop in self.state.suspended:  # Suspend-Queue: held until resumed
+            result.held = not result.failed  # (Resume-Queue makes it due; else it expires)
+            return self._settle_deferred(item, result, sendable, Kind.TRANSIENT,
+                                         item.last_error or "", item.received_at + self.expiration)
         held = self.state.down.get(destination)
         if held is not None and held.next > now:  # known to be down: wait for its retry
             result.held = not result.failed
@@ -364,15 +373,21 @@ class DeliveryAgent:
                 refused = await self.hops.to_mailbox(route.server, item, sendable)
                 described = self.hops.described(route.server)
             elif route.kind == "relay":
-                refused, host, address = await self.hops.to_hub(route.relay_servers, item,
-                                                                 sendable)
+                refused, host, address, result.passed_on = await self.hops.to_hub(
+                    route.relay_servers, item, sendable)
                 described = (host, address, "Intra-Organization SMTP Send Connector")
             else:
                 connector = self._connector(route.connector)
-                send = (self.hops.via_frontend if connector.frontend_proxy_enabled
-                        else self.hops.to_connector)
-                refused, host, address = await send(
-                    connector, rules.domain_of(sendable[0].lower()), item, sendable)
+                domain = rules.domain_of(sendable[0].lower())
+                secure = domain_secure(connector, self.secure_domains, domain)
+                if connector.frontend_proxy_enabled and not secure:
+                    refused, host, address, result.passed_on = await self.hops.via_frontend(
+                        connector, domain, item, sendable)
+                else:
+                    # Domain Security is judged by the hub's own client: XPROXYTO does not
+                    # carry it, so such mail leaves from the hub (exchange.md §4.3).
+                    refused, host, address, result.passed_on = await self.hops.to_connector(
+                        connector, domain, item, sendable, domain_secure=secure)
                 described = (host, address, connector.name)
         except Exception as exc:
             failure = classify(exc)

@@ -59,10 +59,11 @@ class HopError(Exception):
     """
 
     def __init__(self, message: str, reply: Reply | None = None, *,
-                 data_sent: bool = False) -> None:
+                 data_sent: bool = False, connect: bool = False) -> None:
         super().__init__(message)
         self.reply = reply
         self.data_sent = data_sent
+        self.connect = connect  # the TCP connection itself could not be made
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,7 +112,7 @@ class HopClient:
                 timeout,
             )
         except (OSError, TimeoutError) as exc:
-            raise HopError(f"cannot connect to {host}:{port}: {exc}") from exc
+            raise HopError(f"cannot connect to {host}:{port}: {exc}", connect=True) from exc
         if log is not None:
             local = writer.get_extra_info("sockname")
             log.connected(endpoint(local[0], local[1]) if local else "")

@@ -4,10 +4,13 @@ sink), and the Transport service (2525) of a send connector's source server (exc
 exchange.md §8.2).
 
 Each call delivers one message to some recipients and returns the recipients refused, with the
-reply; what went wrong otherwise is raised for transport/outcome.py to classify: the next hop
-could not be reached or the session set up (:class:`Unreachable`), the SMTP client refuses an
-address of the message (:class:`Unsendable`), or the transaction failed (HopError, aiosmtplib's
-errors, OSError, TimeoutError).
+reply (and, for the hops outside the mailbox server, who took it and whether the DSN request
+went on with it: the next hop advertised DSN and got RET, ENVID, NOTIFY and ORCPT as the queue
+kept them, policy/dsn.passed_on, so the hub sends no relay DSN); what went wrong otherwise is
+raised for transport/outcome.py to classify: the next hop could not be reached or the session
+set up (:class:`Unreachable`), the SMTP client refuses an address of the message
+(:class:`Unsendable`), or the transaction failed (HopError, aiosmtplib's errors, OSError,
+TimeoutError).
 
 The intra-organization hops (to Mailbox Transport Delivery, and to another server's Transport
 service) are written to the server's send protocol log (``send_log``, set by the daemon;
@@ -28,10 +31,12 @@ from dataclasses import dataclass
 from exchsim.config.model import Server
 from exchsim.config.sendconnector import SendConnector
 from exchsim.logs.sendlog import INTRA_ORG_CONNECTOR, SendLogSession, SendProtocolLog
+from exchsim.policy import dsn
+from exchsim.policy.lasterror import hop_unreachable
 from exchsim.policy.outbound import destinations, dns_failure, xproxyto_command
 from exchsim.policy.replies import Reply
 from exchsim.transport.hopclient import HopClient, HopError, HopTls
-from exchsim.transport.outcome import Unreachable
+from exchsim.transport.outcome import Unreachable, socket_error
 from exchsim.transport.queue import QueuedMessage
 from exchsim.transport.smtpsend import SmtpSender
 
@@ -51,7 +56,8 @@ class NextHops:
                  mailbox_delivery: Mapping[str, Endpoint], internet: Endpoint, *,
                  sender: SmtpSender | None = None,
                  hub_transport: Mapping[str, Endpoint] | None = None,
-                 frontend: Endpoint | None = None) -> None:
+                 frontend: Endpoint | None = None,
+                 fqdns: Mapping[str, str] | None = None) -> None:
         self.server = server
         self.tls_context = tls_context
         self.mailbox_delivery = mailbox_delivery
@@ -59,6 +65,7 @@ class NextHops:
         self.sender = sender  # send connectors (transport/smtpsend.py)
         self.hub_transport = hub_transport or {}  # each server's Transport service (2525)
         self.frontend = frontend  # this server's Outbound Proxy Frontend (717)
+        self.fqdns = fqdns or {}  # each server's FQDN by lower-case name (LastError texts)
         self._idle: dict[str, list[HopClient]] = defaultdict(list)
         self.send_log: SendProtocolLog | None = None
 
@@ -67,6 +74,15 @@ class NextHops:
             return None
         return self.send_log.session(connector, endpoint.host, endpoint.port,
                                      self.server.intra_org_connector_protocol_logging_level)
+
+    def _failure(self, exc: BaseException, server: str, endpoint: Endpoint) -> str:
+        """The LastError of a hop that failed before its transaction: Exchange 2016's form for
+        a connection that could not be made (policy/lasterror.py, exchange.md §8.5), else
+        where and what."""
+        if isinstance(exc, HopError) and exc.connect:
+            fqdn = self.fqdns.get(server.lower(), server)
+            return hop_unreachable(socket_error(exc), fqdn, endpoint.host)
+        return f"{endpoint.host}:{endpoint.port}: {exc}"
 
     def close(self) -> None:
         """Drop every idle hop session."""
@@ -120,7 +136,7 @@ class NextHops:
                                           tls_context=context, source=self.server.address,
                                           log=self._log(INTRA_ORG_CONNECTOR, endpoint))
         except (HopError, OSError, TimeoutError) as exc:
-            raise Unreachable(f"{endpoint.host}:{endpoint.port}: {exc}") from exc
+            raise Unreachable(self._failure(exc, server, endpoint)) from exc
         try:
             reply = await hop.command("XSESSIONPARAMS MDBGUID=00000000-0000-0000-0000-000000000000"
                                       " TYPE=Delivery")
@@ -128,30 +144,35 @@ class NextHops:
                 raise Unreachable(f"XSESSIONPARAMS refused: {reply.render()}")
         except HopError as exc:
             hop.abort()
-            raise Unreachable(f"{endpoint.host}:{endpoint.port}: {exc}") from exc
+            raise Unreachable(self._failure(exc, server, endpoint)) from exc
         except BaseException:
             hop.abort()
             raise
         return hop
 
     async def to_connector(self, connector: SendConnector, domain: str, item: QueuedMessage,
-                           rcpts: list[str]) -> tuple[list[tuple[str, Reply]], str, str]:
+                           rcpts: list[str], *, domain_secure: bool = False
+                           ) -> tuple[list[tuple[str, Reply]], str, str, bool]:
         """Through a send connector of this server (transport/smtpsend.py): the recipients
-        refused, and the host name and address that took the message."""
+        refused, the host name and address that took the message, and whether the DSN
+        request went on. ``domain_secure``: Domain Security applies (policy/sendsecure.py)."""
         if self.sender is None:
             raise Unreachable("no send connector client")
         result = await self.sender.send(connector, domain, item.sender, rcpts, item.data,
-                                        domain_secure=False,  # partner10: Domain Security
-                                        message=(item.internal_id, item.message_id))
-        return result.refused, result.host, result.address
+                                        domain_secure=domain_secure,
+                                        message=(item.internal_id, item.message_id),
+                                        dsn=dsn.passed_on(item.metadata, rcpts))
+        return result.refused, result.host, result.address, result.dsn_passed
 
     async def via_frontend(self, connector: SendConnector, domain: str, item: QueuedMessage,
-                           rcpts: list[str]) -> tuple[list[tuple[str, Reply]], str, str]:
+                           rcpts: list[str]) -> tuple[list[tuple[str, Reply]], str, str, bool]:
         """Through the Front End of this server (FrontendProxyEnabled, exchange.md §7.4): a hop
         session to Outbound Proxy Frontend (717), ``XPROXYTO`` with the destinations resolved
         here and the connector's settings, then one transaction per recipient (the Front End
         answers each with the remote's reply, so every recipient gets its own outcome; the
-        remote gets one copy per recipient, exchsim's simplification)."""
+        remote gets one copy per recipient, exchsim's simplification). The DSN request is not
+        passed through the Front End (the hub cannot know whether the remote took it), so a
+        NOTIFY=SUCCESS recipient gets the hub's relay DSN."""
         assert self.sender is not None
         hosts, missing = destinations(connector, domain, self.sender.context.dns)
         if not hosts:
@@ -164,7 +185,7 @@ class NextHops:
             hop = await HopClient.connect(fe.host, fe.port, helo=self.server.fqdn,
                                           tls_context=context, source=self.server.address)
         except (HopError, OSError, TimeoutError) as exc:
-            raise Unreachable(f"{fe.host}:{fe.port}: {exc}") from exc
+            raise Unreachable(self._failure(exc, self.server.name, fe)) from exc
         refused: list[tuple[str, Reply]] = []
         try:
             reply = await hop.command(xproxyto_command(connector, domain, hosts,
@@ -186,15 +207,16 @@ class NextHops:
             hop.abort()
             raise
         await hop.quit()
-        return refused, self.server.fqdn, fe.host
+        return refused, self.server.fqdn, fe.host, False
 
     async def to_hub(self, servers: Sequence[str], item: QueuedMessage,
-                     rcpts: list[str]) -> tuple[list[tuple[str, Reply]], str, str]:
+                     rcpts: list[str]) -> tuple[list[tuple[str, Reply]], str, str, bool]:
         """To the Transport service (2525) of the first of ``servers`` that can be reached,
         over the intra-organization hop (X-ANONYMOUSTLS, EXCHANGEAUTH), where the message is
         routed again: a send connector whose source servers are other servers
         (SmtpRelayToConnectorSourceServers, exchange.md §8.2). The organization's headers
-        stay (an Exchange server of the organization)."""
+        stay (an Exchange server of the organization); the DSN request goes on when that
+        server's Transport service advertises DSN (as its Default receive connector does)."""
         context = self.tls_context()
         if context is None:
             raise Unreachable("no internal transport certificate")
@@ -210,25 +232,29 @@ class NextHops:
                                               source=self.server.address,
                                               log=self._log(INTRA_ORG_CONNECTOR, endpoint))
             except (HopError, OSError, TimeoutError) as exc:
-                failures.append(f"{endpoint.host}:{endpoint.port}: {exc}")
+                failures.append(self._failure(exc, server, endpoint))
                 continue
+            passed = "DSN" in hop.extensions
+            request = dsn.passed_on(item.metadata, rcpts) if passed else dsn.DsnParameters()
             try:
-                params = f"SIZE={len(item.data)}"
+                params = " ".join([f"SIZE={len(item.data)}", *request.mail])
                 if _needs_smtputf8(item.sender, rcpts):
                     params += " SMTPUTF8"
                 hop.log_message(item.internal_id, item.message_id)
-                result = await hop.send_message(item.sender, params, rcpts, item.data)
+                result = await hop.send_message(
+                    item.sender, params, rcpts, item.data,
+                    rcpt_params={r: " ".join(request.of(r)) for r in rcpts if request.of(r)})
             except BaseException:
                 hop.abort()
                 raise
             await hop.quit()
             if result.reply.code != 250:
                 if result.refused and len(result.refused) == len(rcpts):
-                    return list(result.refused), server, endpoint.host
+                    return list(result.refused), server, endpoint.host, passed
                 if result.reply.code >= 500:
-                    return [(r, result.reply) for r in rcpts], server, endpoint.host
+                    return [(r, result.reply) for r in rcpts], server, endpoint.host, passed
                 raise HopError(f"relay to {server} refused: {result.reply.render()}")
-            return list(result.refused), server, endpoint.host
+            return list(result.refused), server, endpoint.host, passed
         raise Unreachable("; ".join(failures) or "no source server to relay to")
 
 

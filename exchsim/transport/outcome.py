@@ -36,10 +36,12 @@ from dataclasses import dataclass
 import aiosmtplib
 
 from exchsim.policy import replies
+from exchsim.policy.lasterror import Winsock, winsock
 from exchsim.policy.replies import Reply
 from exchsim.transport.hopclient import HopError, parse_reply
 
-__all__ = ["Failure", "Kind", "Unreachable", "Unsendable", "classify", "summary"]
+__all__ = ["Failure", "Kind", "Unreachable", "Unsendable", "classify", "socket_error",
+           "summary"]
 
 
 class Kind(enum.Enum):
@@ -65,6 +67,21 @@ class Failure:
     """For a permanent failure: the diagnostic the NDR gives."""
 
 
+def socket_error(exc: BaseException) -> Winsock:
+    """The socket error behind a failed connection (exchange.md §8.5): the first ``errno``
+    found along the exception's causes, or a timeout."""
+    seen: BaseException | None = exc
+    for _ in range(8):
+        if seen is None:
+            break
+        if isinstance(seen, TimeoutError | aiosmtplib.SMTPTimeoutError):
+            return winsock(None, timed_out=True)
+        if isinstance(seen, OSError) and seen.errno is not None:
+            return winsock(seen.errno)
+        seen = seen.__cause__ or seen.__context__
+    return winsock(None)
+
+
 def summary(exc: BaseException) -> str:
     """``Type: text`` on one line, at most 300 characters of text."""
     text = " ".join(str(exc).split())[:300]
@@ -74,7 +91,9 @@ def summary(exc: BaseException) -> str:
 def classify(exc: BaseException) -> Failure | None:
     """The kind of a delivery failure; None when it is a crash (see the module docstring)."""
     if isinstance(exc, Unreachable):
-        return Failure(Kind.UNREACHABLE, " ".join(str(exc).split())[:300])
+        # Exchange's LastError texts run to about 400 characters (exchange.md §8.5); the
+        # bound keeps a remote's long reply quoted in them to one queue line.
+        return Failure(Kind.UNREACHABLE, " ".join(str(exc).split())[:1000])
     if isinstance(exc, Unsendable):
         return Failure(Kind.PERMANENT, summary(exc), replies.UNSENDABLE_ADDRESS)
     if isinstance(exc, aiosmtplib.SMTPResponseException):

@@ -17,9 +17,12 @@ Suspend-Message and Resume-Message (a suspended message is never delivered until
 message in the Poison queue is resumed out of it), Remove-Message with or without an NDR
 (``-WithNDR``; the recipients get ``550 4.3.2 QUEUE.Admin; message deleted by administrative
 action`` and the tracking log FAIL with source ADMIN), Retry-Queue (the next hop is tried at
-once; ``-Resubmit`` is needed for the Unreachable queue, as Exchange's cmdlet requires). A
-message being delivered when an action comes (Exchange's PendingSuspend / PendingRemove) is
-acted on when that attempt ends.
+once; ``-Resubmit`` is needed for the Unreachable queue, as Exchange's cmdlet requires),
+Suspend-Queue and Resume-Queue (a delivery queue; while it is suspended, its Status is
+Suspended, messages still enter it and none leaves: the delivery agent holds every recipient
+routed to it without trying, until Resume-Queue makes its messages due at once, or until they
+expire). A message being delivered when an action comes (Exchange's PendingSuspend /
+PendingRemove) is acted on when that attempt ends.
 """
 
 from __future__ import annotations
@@ -167,6 +170,7 @@ class _Views:
     messages: list[Record]
     members: dict[str, dict[int, list[str]]]  # queue name -> InternalId -> its recipients
     destinations: dict[str, set[str]]  # queue name -> the agent's destinations
+    hops: dict[str, NextHop | None]  # queue name -> its next hop (None: a persistent queue)
 
 
 def _views(lab: Lab, server: Server, rows: list[Row], state: QueueState,
@@ -206,9 +210,10 @@ def _views(lab: Lab, server: Server, rows: list[Row], state: QueueState,
         members = entries[key]
         failure = _failure(state, destinations.get(key, set()), members, by_id, now, live)
         held = [by_id[i] for i in members if not by_id[i].suspended and not by_id[i].poisoned]
-        status = ("Retry" if failure is not None and held else
-                  "Active" if any(busy(i) for i in members) else "Ready")
         hop = hops.get(key)
+        status = ("Suspended" if hop is not None and hop in state.suspended else
+                  "Retry" if failure is not None and held else
+                  "Active" if any(busy(i) for i in members) else "Ready")
         delivery_type, domain = (_PERSISTENT[key] if hop is None
                                  else (hop.delivery_type, hop.domain))
         if key in (UNREACHABLE, POISON) and not members:
@@ -245,7 +250,7 @@ def _views(lab: Lab, server: Server, rows: list[Row], state: QueueState,
                 "ExpirationTime": _iso(row.received_at + lab.lab.message_expiration_timeout),
                 "Recipients": rcpts,
             })
-    return _Views(queues, messages, entries, destinations)
+    return _Views(queues, messages, entries, destinations, hops)
 
 
 def _queue_order(key: str) -> tuple[int, int, str]:
@@ -389,6 +394,46 @@ class QueueAdmin:
         return (f"message {internal_id} removed for {len(rcpts)} recipient(s)" +
                 (", with an NDR to the sender" if ndr and item.sender else ", without an NDR"))
 
+    async def _delivery_queue(self, queue: str, action: str) -> tuple[_Views, str, NextHop]:
+        _, name = queue_name(queue)
+        views = await self.views()
+        key = next((k for k in views.members if k.lower() == name.lower()), None)
+        if key is None:
+            raise AdminError(f"there is no queue {self.server.name}\\{name} (Get-Queue lists "
+                             "them)")
+        hop = views.hops.get(key)
+        if hop is None or key == UNREACHABLE:
+            raise AdminError(f"{action} acts on a delivery queue ({self.server.name}\\<n>), "
+                             f"not on {self.server.name}\\{key}")
+        return views, key, hop
+
+    async def suspend_queue(self, queue: str) -> str:
+        """Suspend-Queue: nothing leaves the queue until Resume-Queue (an attempt under way
+        ends as it would)."""
+        _, key, hop = await self._delivery_queue(queue, "Suspend-Queue")
+        self.agent.state.suspended.add(hop)
+        return f"queue {self.server.name}\\{key} suspended"
+
+    async def resume_queue(self, queue: str) -> str:
+        """Resume-Queue: the queue's messages are due at once."""
+        views, key, hop = await self._delivery_queue(queue, "Resume-Queue")
+        if hop not in self.agent.state.suspended:
+            raise AdminError(f"queue {self.server.name}\\{key} is not suspended")
+        self.agent.state.suspended.discard(hop)
+        await self._due_now(list(views.members[key]))
+        self.agent.retry_now(sorted(views.destinations.get(key, set())))
+        return f"queue {self.server.name}\\{key} resumed"
+
+    async def _due_now(self, ids: list[int]) -> None:
+        moment = to_micros(self.agent.clock.utc())
+
+        def run(conn: sqlite3.Connection) -> None:
+            conn.executemany("UPDATE messages SET next_attempt_at = min(next_attempt_at, ?) "
+                             "WHERE internal_id = ? AND suspended = 0",
+                             [(moment, i) for i in ids])
+
+        await self.queue.write(run)
+
     async def retry(self, queue: str, resubmit: bool) -> str:
         _, name = queue_name(queue)
         views = await self.views()
@@ -403,15 +448,7 @@ class QueueAdmin:
             raise AdminError("messages in the Poison queue are resumed one by one "
                              "(exchsim queue resume)")
         ids = list(views.members[key])
-        now = self.agent.clock.utc()
-        moment = to_micros(now)
-
-        def run(conn: sqlite3.Connection) -> None:
-            conn.executemany("UPDATE messages SET next_attempt_at = min(next_attempt_at, ?) "
-                             "WHERE internal_id = ? AND suspended = 0",
-                             [(moment, i) for i in ids])
-
-        await self.queue.write(run)
+        await self._due_now(ids)
         if resubmit:
             for internal_id in ids:
                 self.agent.state.forget(internal_id)

@@ -13,10 +13,10 @@ one request and one response, each one line of JSON:
 
 Commands: ``get-queue``, ``get-message`` (``queue``), ``suspend-message``, ``resume-message``
 (``identity``), ``remove-message`` (``identity``, ``ndr``), ``retry-queue`` (``queue``,
-``resubmit``). A request larger than :data:`MAX_REQUEST` bytes, one that is not JSON, an unknown
-command or server, a client that sends nothing for :data:`READ_TIMEOUT` seconds: each gets an
-error answer (when it can still be sent) and the connection is closed; nothing a client sends
-stops the daemon.
+``resubmit``), ``suspend-queue``, ``resume-queue`` (``queue``). A request larger than
+:data:`MAX_REQUEST` bytes, one that is not JSON, an unknown command or server, a client that
+sends nothing for :data:`READ_TIMEOUT` seconds: each gets an error answer (when it can still be
+sent) and the connection is closed; nothing a client sends stops the daemon.
 """
 
 from __future__ import annotations
@@ -164,6 +164,8 @@ _COMMANDS: dict[str, _Handler] = {
     "resume-message": lambda a, r: a.resume(_text(r, "identity")),
     "remove-message": lambda a, r: a.remove(_text(r, "identity"), bool(r.get("ndr", True))),
     "retry-queue": lambda a, r: a.retry(_text(r, "queue"), bool(r.get("resubmit", False))),
+    "suspend-queue": lambda a, r: a.suspend_queue(_text(r, "queue")),
+    "resume-queue": lambda a, r: a.resume_queue(_text(r, "queue")),
 }
 
 

@@ -81,6 +81,10 @@ class QueueState:
     """Destination -> why and until when it is in Retry."""
     held: set[int] = field(default_factory=set)
     """Messages an admin is suspending or removing: never handed to a delivery attempt."""
+    suspended: set[NextHop] = field(default_factory=set)
+    """Delivery queues an admin suspended (Suspend-Queue): nothing leaves them until resumed.
+    Kept in memory only, like the delivery queues themselves: after a restart every queue is
+    Ready again (exchsim's choice, exchange.md §8.5)."""
     _numbers: dict[NextHop, int] = field(default_factory=dict)
 
     def route(self, internal_id: int, recipients: dict[str, tuple[NextHop, str]]) -> None:

@@ -96,15 +96,10 @@ class ConnectorLog:
         self._connected = False
         session.attempting()
 
-    def connected(self, local: str, remote: str) -> None:
+    def watch(self, smtp: aiosmtplib.SMTP, banner: aiosmtplib.SMTPResponse) -> None:
+        """Connected: the client's session is logged line by line from here on (:func:`watch`)."""
         self._connected = True
-        self.session.connected(local)
-
-    def sent(self, line: str) -> None:
-        self.session.sent(line)
-
-    def received(self, text: str) -> None:
-        self.session.received(text)
+        watch(smtp, self.session, banner)
 
     def info(self, text: str) -> None:
         self.session.info("", text)

@@ -6,9 +6,10 @@ Entry point (stable; branches that build on it call only this)::
     sender = SmtpSender(SendContext(server=..., dns=lab.dns, port_offset=..., certificate=...,
                                     judge=..., protocol_log=...))
     result = await sender.send(connector, domain, mail_from, recipients, data,
-                               domain_secure=False)
+                               domain_secure=False, dsn=policy.dsn.passed_on(metadata, rcpts))
     # result.refused: [(recipient, Reply)]; result.host / result.address: who took it;
-    # result.reply: the remote's reply to the data
+    # result.reply: the remote's reply to the data; result.dsn_passed: the remote offered DSN
+    # and got the DSN parameters
     # sender.send_to(connector, domain, destinations, ...): the same, hosts already resolved
     # (the Front End's outbound proxy, XPROXYTO)
 
@@ -23,8 +24,8 @@ What it does, in order:
 2. **Each destination in turn** until one takes the message: a host that cannot be reached, whose
    greeting or EHLO is not positive, or whose TLS or authentication fails, is left for the next
    one, as Exchange fails over to the next MX or smart host. The connection comes from the
-   server's own address; EHLO (HELO with ForceHELO) says the connector's Fqdn, else the
-   server's; every command waits at most ConnectionInactivityTimeOut.
+   server's own address; EHLO (HELO with ForceHELO, or after a 5xx reply to EHLO) says the
+   connector's Fqdn, else the server's; every command waits at most ConnectionInactivityTimeOut.
 3. **TLS**: STARTTLS when offered, unless IgnoreSTARTTLS, with Schannel's client profile
    (tls/contexts.client_context_starttls), presenting the certificate the connector's
    TlsCertificateName names, else the server's certificate for the connector's FQDN, else the
@@ -39,28 +40,35 @@ What it does, in order:
 4. **Authentication** to a smart host: SmartHostAuthMechanism BasicAuth / BasicAuthRequireTLS
    with AuthenticationCredential, AUTH LOGIN when offered, else AUTH PLAIN.
 5. **The message**: MAIL FROM (``<>`` for an NDR) with SIZE when offered (SMTPUTF8 when an
-   address needs it), RCPT per recipient (a refused recipient is reported, the others go), DATA
-   with the header firewall applied (``policy/headers.send_firewall``: no organization or forest
-   header leaves, exchange.md §12.5), QUIT.
+   address needs it; RET and ENVID, and on each RCPT NOTIFY and ORCPT, as the queue kept them
+   when the remote advertises DSN: policy/dsn.passed_on, RFC 3461 §6.2.1(a)), RCPT per recipient
+   (a refused recipient is reported, the others go), DATA with the header firewall applied
+   (``policy/headers.send_firewall``: no organization or forest header leaves,
+   exchange.md §12.5), QUIT.
 
 Every failure before MAIL raises :class:`~exchsim.transport.outcome.Unreachable` with the
-queue's reason in Exchange's form (``451 4.4.0 Primary target IP address responded with: "..."
-Attempted failover to alternate host, ...``; the first host's failure quoted, the last endpoint
-named); a refusal of MAIL or DATA raises aiosmtplib's error for transport/outcome.py.
+queue's reason in Exchange's form (policy/lasterror.py, exchange.md §8.5: ``451 4.4.0 Primary
+target IP address responded with: "..." Attempted failover to alternate host, ...``, or ``441
+4.4.1 Error encountered while communicating with primary target IP address: "Failed to connect.
+Winsock error code: ..."`` when the first host could not be connected to; the first host's
+failure quoted, the last endpoint named); a refusal of MAIL or DATA raises aiosmtplib's error
+for transport/outcome.py.
 
 Hooks for the branches built on this module:
 
 - **Protocol log** (SmtpSend, exchange.md §6.1): ``SendContext.protocol_log(connector, session)``
   returns a :class:`SendLog` (or None; the daemon gives transport/smtplog.ConnectorLog, writing
   the server's send log under the connector's name when its ProtocolLoggingLevel is Verbose);
-  the client calls ``connected``, ``sent`` (each command line as sent, AUTH credentials left
-  out), ``received`` (each reply), ``tls_established`` (the handshake), ``sending_message``
-  (before MAIL, with the queue's RecordId and the InternetMessageId ``send`` was given),
-  ``info`` (other facts) and ``closed`` on it.
+  the client calls ``watch`` once connected (from then on every command line as written and
+  every reply as read is logged by the connection's own hook, transport/smtplog.watch: AUTH's
+  334 exchanges with the credentials left out, DATA, its 354 and the reply to the data),
+  ``tls_established`` (the handshake), ``sending_message`` (before MAIL, with the queue's
+  RecordId and the InternetMessageId ``send`` was given), ``info`` (other facts) and ``closed``
+  on it.
 - **Domain Security** (TLSSendDomainSecureList with DomainSecureEnabled, exchange.md §4.3): the
-  ``domain_secure`` argument of :meth:`SmtpSender.send`; the delivery agent passes False for now.
-  When True, TLS is required and the remote certificate must be trusted and name the recipient
-  domain (``policy/outbound.judge_remote_certificate``).
+  ``domain_secure`` argument of :meth:`SmtpSender.send`, which the delivery agent sets with
+  ``policy/sendsecure.domain_secure``. When True, TLS is required and the remote certificate must
+  be trusted and name the recipient domain; the failures are ``policy/sendsecure.judge_remote``'s.
 """
 
 from __future__ import annotations
@@ -75,7 +83,9 @@ import aiosmtplib
 
 from exchsim.config.model import Server
 from exchsim.config.sendconnector import DnsMap, SendConnector, SmartHostAuthMechanism
+from exchsim.policy.dsn import DsnParameters
 from exchsim.policy.headers import send_firewall
+from exchsim.policy.lasterror import CONNECTION_DROPPED, connection_failed, failover
 from exchsim.policy.outbound import (
     Destination,
     destinations,
@@ -84,25 +94,22 @@ from exchsim.policy.outbound import (
     tls_required,
 )
 from exchsim.policy.replies import Reply
+from exchsim.policy.sendsecure import judge_remote
 from exchsim.tls.contexts import client_context_starttls
 from exchsim.tls.pki import CertificateFiles
 from exchsim.tls.validation import ChainStatus, ChainVerdict
 from exchsim.transport.hopclient import parse_reply
-from exchsim.transport.outcome import Unreachable, Unsendable, summary
-from exchsim.transport.smtplog import render
+from exchsim.transport.outcome import Unreachable, Unsendable, socket_error, summary
 
 __all__ = ["SendContext", "SendLog", "SendResult", "SmtpSender", "failover_reason"]
 
-UNABLE_TO_CONNECT = "421 4.2.1 Unable to connect"
 CONNECT_TIMEOUT = 30.0  # seconds for the TCP connection and the greeting
 
 
 class SendLog(Protocol):
     """What the SmtpSend protocol log is told of one session (module docstring)."""
 
-    def connected(self, local: str, remote: str) -> None: ...
-    def sent(self, line: str) -> None: ...
-    def received(self, text: str) -> None: ...
+    def watch(self, smtp: aiosmtplib.SMTP, banner: aiosmtplib.SMTPResponse) -> None: ...
     def info(self, text: str) -> None: ...
     def tls_established(self, protocol: str | None, cipher: str | None, peer_der: bytes | None,
                         local_der: bytes | None) -> None: ...
@@ -111,13 +118,7 @@ class SendLog(Protocol):
 
 
 class _NoLog:
-    def connected(self, local: str, remote: str) -> None:
-        pass
-
-    def sent(self, line: str) -> None:
-        pass
-
-    def received(self, text: str) -> None:
+    def watch(self, smtp: aiosmtplib.SMTP, banner: aiosmtplib.SMTPResponse) -> None:
         pass
 
     def info(self, text: str) -> None:
@@ -161,29 +162,26 @@ class SendResult:
     host: str  # the host name that took the message (its address for an [address] smart host)
     address: str
     reply: Reply | None = None  # the remote's reply to the data (None: every RCPT refused)
+    dsn_passed: bool = False  # the remote advertised DSN and got the DSN parameters
 
 
 class _HostFailed(Exception):
-    """This destination did not take the message; try the next (the text is the reason)."""
+    """This destination did not take the message; try the next (the text is the reason;
+    ``connect``: it could not be connected to)."""
+
+    def __init__(self, reason: str, *, connect: bool = False) -> None:
+        super().__init__(reason)
+        self.connect = connect
 
 
 class _TlsFailed(_HostFailed):
     """The TLS handshake failed (an opportunistic connection may retry without it)."""
 
 
-def failover_reason(first: str, last_endpoint: str) -> str:
+def failover_reason(first: str, last_endpoint: str, *, connect_failure: bool = False) -> str:
     """The queue's reason after every destination failed (Exchange's LastError form,
-    exchange.md §8.2)."""
-    first = first.rstrip(".")
-    return (f'451 4.4.0 Primary target IP address responded with: "{first}." Attempted '
-            "failover to alternate host, but that did not succeed. Either there are no "
-            "alternate hosts, or delivery failed to all alternate hosts. The last endpoint "
-            f"attempted was {last_endpoint}")
-
-
-def _text(response: aiosmtplib.SMTPResponse) -> str:
-    """A reply for the protocol log: its wire lines (the log flattens a multi-line one)."""
-    return render(response)
+    exchange.md §8.5)."""
+    return failover(first, last_endpoint, connect_failure=connect_failure)
 
 
 class SmtpSender:
@@ -203,25 +201,27 @@ class SmtpSender:
     async def send(self, connector: SendConnector, domain: str, mail_from: str,
                    recipients: Sequence[str], data: bytes, *,
                    domain_secure: bool = False,
-                   message: tuple[int, str] | None = None) -> SendResult:
+                   message: tuple[int, str] | None = None,
+                   dsn: DsnParameters | None = None) -> SendResult:
         """Send one message to ``recipients`` (all in ``domain``) through ``connector``;
         ``message`` is its (RecordId, InternetMessageId) for the protocol log."""
         hosts, missing = destinations(connector, domain, self.context.dns)
         if not hosts:
             raise Unreachable(dns_failure(missing or domain))
         return await self.send_to(connector, domain, hosts, mail_from, recipients, data,
-                                  domain_secure=domain_secure, message=message)
+                                  domain_secure=domain_secure, message=message, dsn=dsn)
 
     async def send_to(self, connector: SendConnector, domain: str,
                       hosts: Sequence[Destination], mail_from: str,
                       recipients: Sequence[str], data: bytes, *,
                       domain_secure: bool = False,
-                      message: tuple[int, str] | None = None) -> SendResult:
+                      message: tuple[int, str] | None = None,
+                      dsn: DsnParameters | None = None) -> SendResult:
         """:meth:`send` to destinations already resolved (the Front End's outbound proxy: the
         hub resolved them and named them in XPROXYTO)."""
         # Not an Exchange server of the organization (exchange.md §12.5).
         data = send_firewall(data, exchange_of_organization=False)
-        first: str | None = None
+        first: _HostFailed | None = None
         last = ""
         for destination in hosts:
             last = f"{destination.address}:{destination.port + self.context.port_offset}"
@@ -229,23 +229,24 @@ class SmtpSender:
                 try:
                     return await self._session(connector, domain, destination, mail_from,
                                                recipients, data, domain_secure, use_tls=True,
-                                               message=message)
+                                               message=message, dsn=dsn)
                 except _TlsFailed:
                     if tls_required(connector, domain_secure):
                         raise
                 # Opportunistic TLS failed: once more in clear (module docstring).
                 return await self._session(connector, domain, destination, mail_from,
                                            recipients, data, domain_secure, use_tls=False,
-                                           message=message)
+                                           message=message, dsn=dsn)
             except _HostFailed as failed:
-                first = first or str(failed)
+                first = first or failed
         assert first is not None
-        raise Unreachable(failover_reason(first, last))
+        raise Unreachable(failover_reason(str(first), last, connect_failure=first.connect))
 
     async def _session(self, connector: SendConnector, domain: str, destination: Destination,
                        mail_from: str, recipients: Sequence[str], data: bytes,
                        domain_secure: bool, *, use_tls: bool,
-                       message: tuple[int, str] | None = None) -> SendResult:
+                       message: tuple[int, str] | None = None,
+                       dsn: DsnParameters | None = None) -> SendResult:
         ctx = self.context
         port = destination.port + ctx.port_offset
         where = f"{destination.host or destination.address}[{destination.address}:{port}]"
@@ -265,11 +266,9 @@ class SmtpSender:
                 raise _HostFailed(f"{exc.code} {' '.join(exc.message.split())}") from exc
             except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
                 closed = f"Remote ({summary(exc)})"
-                raise _HostFailed(UNABLE_TO_CONNECT) from exc
-            log.connected(f"{ctx.server.address}:{_local_port(smtp)}",
-                          f"{destination.address}:{port}")
-            log.received(_text(greeting))
-            await self._hello(smtp, connector, helo_name, log)
+                raise _HostFailed(connection_failed(socket_error(exc)), connect=True) from exc
+            log.watch(smtp, greeting)
+            await self._hello(smtp, connector, helo_name)
             secured = False
             required = tls_required(connector, domain_secure)
             offered = smtp.supports_extension("starttls")
@@ -277,48 +276,55 @@ class SmtpSender:
                 await self._starttls(smtp, connector, domain, destination, where,
                                      domain_secure, log)
                 secured = True
-                await self._hello(smtp, connector, helo_name, log)
+                await self._hello(smtp, connector, helo_name)
             elif required:
+                refused = judge_remote(domain, starttls_offered=False, tls_error=None,
+                                       verdict=None) if domain_secure else None
+                if refused is not None:  # policy/sendsecure.py's words
+                    raise _HostFailed(f"{refused.text} ({where})")
                 why = ("STARTTLS was not offered" if not offered or connector.ignore_starttls
                        else "TLS was not used")
                 raise _HostFailed(
                     f"{why} by {where}, and send connector '{connector.name}' requires TLS "
                     "(SmtpSendTLSRequiredFailed)")
-            await self._authenticate(smtp, connector, where, secured, log)
+            await self._authenticate(smtp, connector, where, secured)
             if message is not None:
                 log.sending_message(*message)
-            result, final = await self._transaction(smtp, mail_from, recipients, data, log)
+            passed = dsn if dsn is not None and smtp.supports_extension("dsn") else None
+            result, final = await self._transaction(smtp, mail_from, recipients, data, passed)
             with contextlib.suppress(aiosmtplib.SMTPException, OSError, TimeoutError):
-                log.sent("QUIT")  # its reply is not logged (exchange.md §6.1)
-                await smtp.quit()
+                await smtp.quit()  # its reply is not logged (exchange.md §6.1)
                 closed = "Remote"
             return SendResult(result, destination.host or destination.address,
-                              destination.address, final)
+                              destination.address, final, dsn_passed=passed is not None)
         except _HostFailed as failed:
             log.info(str(failed))
             raise
         except aiosmtplib.SMTPServerDisconnected as exc:
             closed = "Remote"
-            raise _HostFailed(f"421 4.4.2 Connection dropped ({summary(exc)})") from exc
+            raise _HostFailed(CONNECTION_DROPPED) from exc
         finally:
             smtp.close()
             log.closed(closed)
 
-    async def _hello(self, smtp: aiosmtplib.SMTP, connector: SendConnector, name: str,
-                     log: SendLog) -> None:
-        verb = "HELO" if connector.force_helo else "EHLO"
-        log.sent(f"{verb} {name}")
+    async def _hello(self, smtp: aiosmtplib.SMTP, connector: SendConnector, name: str) -> None:
+        """EHLO (HELO with ForceHELO); a 5xx reply to EHLO (500, 501, 502, 550: a server without
+        extensions) is answered with HELO, as RFC 5321 §3.2 lets a client do and Exchange's
+        send side does (exchange.md §8.2); a 4xx reply fails the host."""
         try:
             if connector.force_helo:
-                response = await smtp.helo(hostname=name)
+                await smtp.helo(hostname=name)
             else:
-                response = await smtp.ehlo(hostname=name)
+                try:
+                    await smtp.ehlo(hostname=name)
+                except aiosmtplib.SMTPHeloError as exc:
+                    if not 500 <= exc.code < 600:
+                        raise
+                    await smtp.helo(hostname=name)
         except aiosmtplib.SMTPHeloError as exc:
-            log.received(_text(aiosmtplib.SMTPResponse(exc.code, exc.message)))
             raise _HostFailed(f"{exc.code} {' '.join(exc.message.split())}") from exc
         except (OSError, TimeoutError) as exc:
-            raise _HostFailed(f"421 4.4.2 Connection dropped ({summary(exc)})") from exc
-        log.received(_text(response))
+            raise _HostFailed(CONNECTION_DROPPED) from exc
 
     async def _starttls(self, smtp: aiosmtplib.SMTP, connector: SendConnector, domain: str,
                         destination: Destination, where: str, domain_secure: bool,
@@ -327,17 +333,14 @@ class SmtpSender:
         if cert is None and connector.tls_certificate_name:
             raise _HostFailed("454 4.7.5 The certificate specified in TlsCertificateName of "
                               "the SendConnector could not be found.")
-        log.sent("STARTTLS")
         try:
-            response = await smtp.starttls(tls_context=self._tls_context(cert),
+            await smtp.starttls(tls_context=self._tls_context(cert),
                                            server_hostname=destination.host)
         except aiosmtplib.SMTPResponseException as exc:
-            log.received(_text(aiosmtplib.SMTPResponse(exc.code, exc.message)))
             raise _TlsFailed(f"STARTTLS refused by {where}: {exc.code} "
                              f"{' '.join(exc.message.split())}") from exc
         except (aiosmtplib.SMTPException, OSError, TimeoutError, ssl.SSLError) as exc:
             raise _TlsFailed(f"TLS negotiation with {where} failed: {summary(exc)}") from exc
-        log.received(_text(response))
         ssl_object = smtp.get_transport_info("ssl_object")
         der = ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
         cipher = ssl_object.cipher() if ssl_object is not None else None
@@ -350,13 +353,21 @@ class SmtpSender:
             return
         status: ChainStatus | None = None
         names: tuple[str, ...] = ()
+        verdict: ChainVerdict | None = None
         if der:
             if self.context.judge is None:
                 status = ChainStatus.UNTRUSTED_ROOT
+                verdict = ChainVerdict(status)
             else:
                 verdict = await self.context.judge([der])
                 status, names = verdict.status, verdict.names
             log.info(f"Remote certificate chain validation status: '{status.value}'")
+        if domain_secure:  # policy/sendsecure.py: the recipient's domain, whatever TlsAuthLevel
+            failure = judge_remote(domain, starttls_offered=True, tls_error=None,
+                                   verdict=verdict)
+            if failure is not None:
+                raise _HostFailed(f"{failure.text} ({where})")
+            return
         problem = judge_remote_certificate(connector, domain, status, names,
                                            domain_secure=domain_secure)
         if problem is not None:
@@ -365,7 +376,7 @@ class SmtpSender:
             raise _HostFailed(f"TLS with {where}: {problem} ({level})")
 
     async def _authenticate(self, smtp: aiosmtplib.SMTP, connector: SendConnector, where: str,
-                            secured: bool, log: SendLog) -> None:
+                            secured: bool) -> None:
         mechanism = connector.smart_host_auth_mechanism
         if mechanism not in (SmartHostAuthMechanism.BASIC_AUTH,
                              SmartHostAuthMechanism.BASIC_AUTH_REQUIRE_TLS):
@@ -379,21 +390,18 @@ class SmtpSender:
         if not smtp.supports_extension("auth") or not {"login", "plain"} & set(methods):
             raise _HostFailed(f"{where} offers no basic authentication (AUTH LOGIN or PLAIN), "
                               f"which send connector '{connector.name}' uses")
-        use_login = "login" in methods
-        log.sent("AUTH LOGIN" if use_login else "AUTH PLAIN")
         try:
-            if use_login:
-                response = await smtp.auth_login(credential.user_name, credential.password)
+            if "login" in methods:
+                await smtp.auth_login(credential.user_name, credential.password)
             else:
-                response = await smtp.auth_plain(credential.user_name, credential.password)
+                await smtp.auth_plain(credential.user_name, credential.password)
         except aiosmtplib.SMTPAuthenticationError as exc:
-            log.received(_text(aiosmtplib.SMTPResponse(exc.code, exc.message)))
             raise _HostFailed(f"{exc.code} {' '.join(exc.message.split())}") from exc
-        log.received(_text(response))
 
     async def _transaction(self, smtp: aiosmtplib.SMTP, mail_from: str,
                            recipients: Sequence[str], data: bytes,
-                           log: SendLog) -> tuple[list[tuple[str, Reply]], Reply | None]:
+                           dsn: DsnParameters | None = None,
+                           ) -> tuple[list[tuple[str, Reply]], Reply | None]:
         utf8 = not (mail_from.isascii() and all(r.isascii() for r in recipients))
         options = [f"SIZE={len(data)}"] if smtp.supports_extension("size") else []
         encoding = "ascii"
@@ -402,33 +410,25 @@ class SmtpSender:
                 raise Unsendable("the next hop does not offer SMTPUTF8")
             options.append("SMTPUTF8")
             encoding = "utf-8"
-        line = f"MAIL FROM:<{mail_from}>" + "".join(f" {o}" for o in options)
-        log.sent(line)
+        if dsn is not None:  # the remote offers DSN: the request travels on
+            options.extend(dsn.mail)
         try:
-            log.received(_text(await smtp.mail(mail_from, options=options, encoding=encoding)))
+            await smtp.mail(mail_from, options=options, encoding=encoding)
         except ValueError as exc:
             raise Unsendable(str(exc)) from exc
         refused: list[tuple[str, Reply]] = []
         for rcpt in recipients:
-            log.sent(f"RCPT TO:<{rcpt}>")
+            rcpt_options = list(dsn.of(rcpt)) if dsn is not None else []
             try:
-                log.received(_text(await smtp.rcpt(rcpt, encoding=encoding)))
+                await smtp.rcpt(rcpt, options=rcpt_options, encoding=encoding)
             except aiosmtplib.SMTPRecipientRefused as exc:
-                log.received(_text(aiosmtplib.SMTPResponse(exc.code, exc.message)))
                 refused.append((rcpt, parse_reply(exc.code, [" ".join(exc.message.split())])))
             except ValueError as exc:
                 raise Unsendable(str(exc)) from exc
         if len(refused) == len(recipients):
             with contextlib.suppress(aiosmtplib.SMTPException):
-                log.sent("RSET")
-                log.received(_text(await smtp.rset()))
+                await smtp.rset()
             return refused, None
-        log.sent("DATA")
         response = await smtp.data(data)
-        log.received(_text(response))
         return refused, parse_reply(response.code, [" ".join(response.message.split())])
 
-
-def _local_port(smtp: aiosmtplib.SMTP) -> int:
-    sockname = smtp.get_transport_info("sockname")
-    return int(sockname[1]) if sockname else 0

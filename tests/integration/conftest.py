@@ -17,12 +17,19 @@ from exchsim.config.model import Lab
 from exchsim.daemon import LabDaemon
 
 ROOT = Path(__file__).resolve().parents[2]
-LAB_YAML = (ROOT / "configs" / "lab.yaml").read_text(encoding="utf-8")
-# Queue retries every second in tests (the lab's default is 10 s).
-FAST_LAB_YAML = LAB_YAML.replace(
-    "  InternetSink: {Address: 127.0.10.250, Port: 25}",
-    '  InternetSink: {Address: 127.0.10.250, Port: 25}\n  RetryInterval: "00:00:01"',
-)
+from tests.labyaml import CONFIGS, SEED001_YAML, single_organization  # noqa: E402,F401
+
+
+def fast(text: str) -> str:
+    """Queue retries every second in tests (the lab's default is 10 s)."""
+    return text.replace(
+        "  InternetSink: {Address: 127.0.10.250, Port: 25}",
+        '  InternetSink: {Address: 127.0.10.250, Port: 25}\n  RetryInterval: "00:00:01"',
+    )
+
+
+LAB_YAML = single_organization(SEED001_YAML)
+FAST_LAB_YAML = fast(LAB_YAML)
 
 # Tests that do not test tarpitting turn it off; hop connectors log verbosely.
 FAST = """

@@ -5,6 +5,7 @@ and AUTH), and alice's submission on 587."""
 from __future__ import annotations
 
 import asyncio
+import re
 import ssl
 from dataclasses import dataclass, field
 from email.message import EmailMessage
@@ -51,11 +52,18 @@ class Received:
 class _Handler:
     messages: list[Received] = field(default_factory=list)
     helo: list[str] = field(default_factory=list)
+    dsn: bool = False  # advertise DSN in the EHLO answer
+    ehlo_refusal: str | None = None  # answer EHLO with this (a 5xx) instead
 
     async def handle_EHLO(self, server: SMTP, session: Session, envelope: Envelope,
                           hostname: str, responses: list[str]) -> list[str]:
         self.helo.append(f"EHLO {hostname}")
+        if self.ehlo_refusal is not None:
+            session.extended_smtp = False
+            return [self.ehlo_refusal]
         session.host_name = hostname
+        if self.dsn:
+            responses.insert(len(responses) - 1, "250-DSN")
         return responses
 
     async def handle_HELO(self, server: SMTP, session: Session, envelope: Envelope,
@@ -74,18 +82,50 @@ class _Handler:
         return "250 2.0.0 OK queued"
 
 
+_DSN_PARAMETER = re.compile(r"\s+((?:RET|ENVID|NOTIFY|ORCPT)=\S*)", re.IGNORECASE)
+
+
+class _RecordingSMTP(SMTP):
+    """aiosmtpd's server taking the DSN parameters off MAIL and RCPT (aiosmtpd implements no
+    DSN and refuses them) and recording them as sent: ``(verb, address part, [params])``."""
+
+    def __init__(self, *args: Any, record: list[tuple[str, str, list[str]]],
+                 **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._record = record
+
+    def _take(self, verb: str, arg: str | None) -> str | None:
+        if arg is None:
+            return arg
+        params = _DSN_PARAMETER.findall(arg)
+        rest = _DSN_PARAMETER.sub("", arg)
+        self._record.append((verb, rest.split()[0] if rest.split() else "", params))
+        return rest
+
+    async def smtp_MAIL(self, arg: str | None) -> None:
+        await super().smtp_MAIL(self._take("MAIL", arg))
+
+    async def smtp_RCPT(self, arg: str | None) -> None:
+        await super().smtp_RCPT(self._take("RCPT", arg))
+
+
 class Mta:
-    """An MTA of the lab's internet on ``address``:``port``: stores what it receives."""
+    """An MTA of the lab's internet on ``address``:``port``: stores what it receives.
+
+    ``dsn``: advertises DSN and records the MAIL and RCPT parameters in :attr:`commands`;
+    ``ehlo_refusal``: answers EHLO with that reply (HELO still works)."""
 
     def __init__(self, address: str, port: int, *, name: str = "mta.lab.example",
                  certificate: CertificateFiles | None = None,
-                 credentials: tuple[str, str] | None = None) -> None:
+                 credentials: tuple[str, str] | None = None, dsn: bool = False,
+                 ehlo_refusal: str | None = None) -> None:
         self.address, self.port, self.name = address, port, name
         self.certificate = certificate
         self.credentials = credentials
-        self.handler = _Handler()
+        self.handler = _Handler(dsn=dsn, ehlo_refusal=ehlo_refusal)
         self.server: asyncio.Server | None = None
         self.peer_certificates: list[bytes | None] = []
+        self.commands: list[tuple[str, str, list[str]]] = []
 
     @property
     def messages(self) -> list[Received]:
@@ -105,8 +145,8 @@ class Mta:
         kwargs: dict[str, Any] = {}
         if self.credentials is not None:
             kwargs.update(authenticator=self._authenticate, auth_require_tls=False)
-        return SMTP(self.handler, hostname=self.name, tls_context=context,
-                    require_starttls=False, **kwargs)
+        return _RecordingSMTP(self.handler, hostname=self.name, tls_context=context,
+                              require_starttls=False, record=self.commands, **kwargs)
 
     async def start(self) -> Mta:
         self.server = await asyncio.get_running_loop().create_server(

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from tests.integration.conftest import ROOT
+from tests.integration.conftest import LAB_YAML
 from tests.integration.test_sockets import HOST, start_lab
 
 LIMIT = 2 * 1024 * 1024
@@ -67,7 +67,7 @@ async def send(port: int, source: str, size: int, hang_up_half_way: bool) -> byt
 
 async def test_memory_is_bounded_and_given_back(tmp_path: Path) -> None:
     config = tmp_path / "lab.yaml"
-    config.write_text((ROOT / "configs" / "lab.yaml").read_text() + (
+    config.write_text(LAB_YAML + (
         "ReceiveConnectors:\n"
         f'  - {{Name: Default Frontend EX01, Server: EX01, MaxMessageSize: "{LIMIT}", '
         'TarpitInterval: "00:00:00"}\n'))

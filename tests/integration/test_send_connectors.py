@@ -91,6 +91,19 @@ async def test_the_next_mx_takes_it_when_the_first_is_down(running) -> None:  # 
     assert await pending(lab) == []
 
 
+@pytest.mark.parametrize("refusal", ["502 5.5.2 Error: command not recognized",
+                                     "500 Command unrecognized"])
+async def test_a_remote_that_refuses_ehlo_gets_helo(running, refusal: str) -> None:  # type: ignore[no-untyped-def]
+    """RFC 5321 §3.2 (exchange.md §8.2): a 5xx to EHLO, then HELO, and the message goes."""
+    lab = await running(lab_text(TO_PARTNER, DNS))
+    mx1 = await running.mta("127.0.10.61", lab.port(25), ehlo_refusal=refusal)
+    await submit(lab.port(587), "bob@partner.example", "to an old MTA")
+    await lab.wait_for(lambda: len(mx1.messages) == 1)
+    assert mx1.handler.helo == ["EHLO out.contoso.com", "HELO out.contoso.com"]
+    assert mx1.messages[0].rcpt_tos == ["bob@partner.example"]
+    assert await pending(lab) == []
+
+
 async def test_smart_host_with_basic_auth(running) -> None:  # type: ignore[no-untyped-def]
     connectors = """
   - Name: Via Smarthost

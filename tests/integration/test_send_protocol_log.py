@@ -244,9 +244,9 @@ async def test_auth_secrets_never_reach_the_send_log(tmp_path: Path) -> None:
 
 async def test_a_send_connector_session_is_logged_under_its_name_without_secrets(
         tmp_path: Path) -> None:
-    """A smart host with STARTTLS (a lab-PKI certificate) and BasicAuth, reached through send10's
-    client (transport/smtpsend.py), with the connector at ProtocolLoggingLevel Verbose; a second
-    connector left at None writes nothing."""
+    """A smart host with STARTTLS (a lab-PKI certificate) and BasicAuth, reached through the send
+    connector client (transport/smtpsend.py), with the connector at ProtocolLoggingLevel
+    Verbose, logged line by line; a second connector left at None writes nothing."""
     connectors = """
   - Name: Via Smarthost
     AddressSpaces: ["fabrikam.example"]
@@ -294,6 +294,16 @@ async def test_a_send_connector_session_is_logged_under_its_name_without_secrets
     assert session.tls_certificate_remote is not None
     assert session.tls_certificate_remote.text.startswith("CN=smarthost.lab.example CN=exchsim")
     assert "> STARTTLS" in session.log_text and "> AUTH LOGIN" in session.log_text
+    # Every line as the wire carried it (transport/smtplog.watch): AUTH's 334 exchange with
+    # its secrets left out, then DATA, its 354 and the reply to the data.
+    lines = session.log_text.splitlines()
+    auth = lines.index("> AUTH LOGIN <authentication information>")
+    assert lines[auth + 1:auth + 4] == ["< 334 <authentication response>",
+                                        "> <authentication information>",
+                                        "< 235 2.7.0 Authentication successful"], lines
+    data = lines.index("> DATA")
+    assert lines[data + 1].startswith("< 354 ") and lines[data + 2] == "< 250 2.0.0 OK queued"
+    assert lines[data + 3] == "> QUIT"
     assert session.mail_from == "alice@contoso.com"
     assert session.rcpt_to == "someone@fabrikam.example"
     [(record_id, message_id)] = session.sent_messages

@@ -8,7 +8,7 @@ import csv
 import sys
 from pathlib import Path
 
-from tests.integration.conftest import RunningLab, swaks
+from tests.integration.conftest import LAB_YAML, RunningLab, swaks
 from tests.integration.test_mailflow import FORGED, HOST, send_smtplib
 
 EXCHSIM = [sys.executable, "-m", "exchsim.cli"]
@@ -117,7 +117,7 @@ async def test_unknown_recipient_fails_with_a_dsn_and_tracking_finds_it(
     assert dsn["reference"] == "<to-nobody-1@fabrikam.example>"
 
     config = lab.data / "lab.yaml"
-    config.write_text((Path(__file__).parents[2] / "configs" / "lab.yaml").read_text())
+    config.write_text(LAB_YAML)
     proc = await asyncio.create_subprocess_exec(
         *EXCHSIM, "tracking", "--config", str(config), "--data", str(lab.data),
         "--message-id", "to-nobody-1@fabrikam.example",

@@ -6,10 +6,10 @@ import ipaddress
 from collections.abc import Sequence
 
 from exchsim.config.issues import IssueLog, Place, place, show
-from exchsim.config.model import LabSettings, Server
+from exchsim.config.model import Lab, LabSettings, Server
 from exchsim.config.prose import validate
 
-__all__ = ["validate_lab"]
+__all__ = ["validate_lab", "validate_partners"]
 
 
 def validate_lab(raw: object, servers: Sequence[tuple[int, Server]], log: IssueLog) -> (
@@ -61,3 +61,32 @@ def _same(address: str, ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bo
         return ipaddress.ip_address(address) == ip
     except ValueError:
         return False
+
+
+def validate_partners(servers: Sequence[Server], settings: LabSettings, partners: Sequence[Lab],
+                      log: IssueLog) -> None:
+    """The organizations of ``Lab.Partners`` run beside this one, in the same data directory:
+    no partner names partners of its own, and every server of all of them has its own Name
+    (its queue, logs and certificate store are by name) and its own Address."""
+    order = place("Lab")
+    names = {s.name.lower(): "this file" for s in servers}
+    addresses = {s.address: f"{s.name} of this file" for s in servers}
+    for index, partner in enumerate(partners):
+        key = f"Lab.Partners[{index}].Config"
+        where = settings.partners[index].config
+        if partner.partners:
+            log.add(key, where, f"{show(where)} is not allowed: that config names partners "
+                    "of its own (Lab.Partners); a partner's config may not", order=order)
+        for server in partner.servers:
+            taken = names.get(server.name.lower())
+            if taken is not None:
+                log.add(key, where, f"{show(where)} is not allowed: its server "
+                        f"{server.name} has the Name of a server of {taken}; every server of "
+                        "the lab needs its own Name", order=order)
+            taken = addresses.get(server.address)
+            if taken is not None:
+                log.add(key, where, f"{show(where)} is not allowed: its server "
+                        f"{server.name} has the Address {server.address} of {taken}; every "
+                        "server of the lab needs its own Address", order=order)
+            names.setdefault(server.name.lower(), where)
+            addresses.setdefault(server.address, f"{server.name} of {where}")

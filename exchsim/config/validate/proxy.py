@@ -3,9 +3,10 @@
 - ``HeaderTimeout`` is 0.1 s to 5 minutes;
 - each of ``Ports`` is a port the server listens on (a Bindings port of one of its enabled
   receive connectors, as configured, without ``--port-offset``);
-- no ``TrustedProxies`` range holds a lab server's Address: the servers' own connections (the
-  hops between services, a Mailbox server sending to an Edge) never carry a PROXY header, so on a
-  port that expects one they would be refused.
+- no ``TrustedProxies`` range holds a lab server's Address, a partner organization's included
+  (``Lab.Partners``): the servers' own connections (the hops between services, a Mailbox server
+  sending to an Edge, a partner's send connector) never carry a PROXY header, so on a port that
+  expects one they would be refused.
 """
 
 from __future__ import annotations
@@ -22,8 +23,12 @@ __all__ = ["validate_proxy_protocol"]
 
 
 def validate_proxy_protocol(servers: Sequence[tuple[int, Server]],
-                            connectors: Sequence[ReceiveConnector], log: IssueLog) -> None:
-    """Report what is wrong in each server's ``ExchsimProxyProtocol``."""
+                            connectors: Sequence[ReceiveConnector], log: IssueLog, *,
+                            partners: Sequence[tuple[str, Server]] = ()) -> None:
+    """Report what is wrong in each server's ``ExchsimProxyProtocol``; ``partners`` are the
+    servers of ``Lab.Partners`` with the file each comes from."""
+    everyone = [(f"Servers[{i}] ({s.name})", s) for i, s in servers]
+    everyone += [(f"{s.name} of {source}", s) for source, s in partners]
     for index, server in servers:
         proxy = server.exchsim_proxy_protocol
         if proxy is None:
@@ -46,13 +51,12 @@ def validate_proxy_protocol(servers: Sequence[tuple[int, Server]],
                         "its receive connectors, without --port-offset)",
                         order=order, needs=needs)
         for i, trusted in enumerate(proxy.trusted_proxies):
-            for other_index, other in servers:
+            for name, other in everyone:
                 address = ipaddress.ip_address(other.address)
                 if trusted.contains(address):
                     log.add(f"{path}.TrustedProxies[{i}]", trusted.text,
                             f"{show(trusted.text)} is not allowed: it holds {other.address}, "
-                            f"the Address of Servers[{other_index}] ({other.name}); a lab "
-                            "server's own connections carry no PROXY header and would be "
-                            "refused: trust the proxies' addresses only",
-                            order=order, needs=[("Server", other.name, "Address")])
+                            f"the Address of {name}; a lab server's own connections carry no "
+                            "PROXY header and would be refused: trust the proxies' addresses "
+                            "only", order=order, needs=[("Server", other.name, "Address")])
                     break

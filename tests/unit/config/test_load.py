@@ -206,7 +206,8 @@ SHIPPED = sorted([*ROOT.glob("configs/*.yaml"), *ROOT.glob("configs/examples/*.y
 def test_every_shipped_config_loads(path: Path) -> None:
     lab = load_config(path)
     assert lab.source == str(path)
-    names = [c.name for c in lab.connectors_of("EX01")]
+    first = lab.servers[0].name  # EX01, or PARTNER01 in configs/partner.yaml
+    names = [c.name.replace(first, "EX01") for c in lab.connectors_of(first)]
     assert names[: len(MAILBOX_DEFAULTS)] == list(MAILBOX_DEFAULTS)
 
 
@@ -233,6 +234,26 @@ def test_lab_yaml_is_the_plain_lab() -> None:
         "alice@contoso.com": "P@ssw0rd!",
         "bob@contoso.com": "P@ssw0rd!",
     }
+
+
+def test_lab_yaml_runs_the_partner_organization_of_seed_001() -> None:
+    lab = load_config(ROOT / "configs" / "lab.yaml")
+    (partner,) = lab.partners
+    assert partner.source == str(ROOT / "configs" / "partner.yaml")
+    server = partner.server("PARTNER01")
+    assert (server.fqdn, server.address) == ("mail.partner.example", "127.0.10.60")
+    assert server.exchsim_lab_certificate == ("mail.partner.example", "partner.example")
+    assert lab.server("EX01").exchsim_lab_certificate == ("mail.contoso.com", "contoso.com")
+    assert partner.organization.transport_config.tls_receive_domain_secure_list == (
+        "contoso.com",)
+    assert lab.organization.transport_config.tls_send_domain_secure_list == ("partner.example",)
+    frontend = next(c for c in partner.connectors_of("PARTNER01")
+                    if c.name == "Default Frontend PARTNER01")
+    assert frontend.domain_secure_enabled
+    assert [r.name_exchange for r in lab.dns.mx_of("partner.example")] == [
+        "mail.partner.example"]
+    endpoint = lab.dns.address_of("mail.partner.example")
+    assert endpoint is not None and endpoint.address == "127.0.10.60"
 
 
 def test_most_specific_match_example() -> None:
@@ -990,3 +1011,58 @@ def test_nested_keys_are_named_with_their_section() -> None:
         ("ADPermissions[0] (EX01\\Default EX01).ExtendedRights", None),
     ]
     assert issues[1].message == "required key is missing"
+
+
+def _partner_lab(tmp_path: Path, partner: str, *, lab_text: str | None = None) -> str:
+    """Issues of a lab config naming partner.yaml (both written to tmp_path), or ''."""
+    (tmp_path / "partner.yaml").write_text(partner, encoding="utf-8")
+    config = tmp_path / "lab.yaml"
+    config.write_text(lab_text or (ROOT / "configs" / "lab.yaml").read_text("utf-8"),
+                      encoding="utf-8")
+    try:
+        load_config(config)
+    except ConfigError as err:
+        return str(err)
+    return ""
+
+
+PARTNER_YAML = (ROOT / "configs" / "partner.yaml").read_text("utf-8")
+
+
+def test_a_partner_config_is_loaded_relative_to_the_lab_config(tmp_path: Path) -> None:
+    assert _partner_lab(tmp_path, PARTNER_YAML) == ""
+    missing = (ROOT / "configs" / "lab.yaml").read_text("utf-8").replace(
+        "Config: partner.yaml", "Config: partners/nothere.yaml")
+    text = _partner_lab(tmp_path, PARTNER_YAML, lab_text=missing)
+    assert "lab.yaml: Lab.Partners[0].Config: 'partners/nothere.yaml' is not allowed: no such " \
+           "file" in text
+
+
+def test_a_partner_configs_own_issues_name_its_file(tmp_path: Path) -> None:
+    text = _partner_lab(tmp_path, PARTNER_YAML.replace("Version: \"15.2\"", "Version: \"14.3\""))
+    assert f"{tmp_path / 'partner.yaml'}: Servers[0] (PARTNER01).Version" in text
+
+
+def test_partner_servers_need_their_own_names_and_addresses(tmp_path: Path) -> None:
+    text = _partner_lab(tmp_path, PARTNER_YAML.replace("Name: PARTNER01", "Name: EX01")
+                        .replace("Server: PARTNER01", "Server: EX01")
+                        .replace("127.0.10.60", "127.0.10.1"))
+    assert "its server EX01 has the Name of a server of this file" in text
+    assert "its server EX01 has the Address 127.0.10.1 of EX01 of this file" in text
+
+
+def test_a_partner_names_no_partners_of_its_own(tmp_path: Path) -> None:
+    (tmp_path / "third.yaml").write_text(PARTNER_YAML.replace("PARTNER01", "THIRD01")
+                                         .replace("127.0.10.60", "127.0.10.61"), "utf-8")
+    nested = PARTNER_YAML + "Lab:\n  Partners: [{Config: third.yaml}]\n"
+    text = _partner_lab(tmp_path, nested)
+    assert "that config names partners of its own (Lab.Partners); a partner's config may " \
+           "not" in text
+
+
+def test_lab_certificate_names_are_host_names(tmp_path: Path) -> None:
+    text = _partner_lab(tmp_path, PARTNER_YAML.replace(
+        "ExchsimLabCertificate: [mail.partner.example, partner.example]",
+        "ExchsimLabCertificate: [mail.partner.example, 'bad name']"))
+    assert "Servers[0] (PARTNER01).ExchsimLabCertificate" in text
+    assert "'bad name' is not allowed: expected host names" in text

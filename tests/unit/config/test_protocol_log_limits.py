@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import datetime
-from pathlib import Path
 
 import pytest
 
 from exchsim.config.load import ConfigError, load_config_text
 from exchsim.config.model import MB
-
-LAB_YAML = (Path(__file__).resolve().parents[3] / "configs" / "lab.yaml").read_text("utf-8")
+from tests.integration.conftest import LAB_YAML  # Contoso alone
 
 SERVER = "{Name: EX01, Role: Mailbox, Fqdn: ex01.contoso.com, Address: 127.0.10.1, Version: \"15.2\"}"
 

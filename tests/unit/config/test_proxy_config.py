@@ -9,7 +9,7 @@ import pytest
 
 from exchsim.config.issues import ConfigError
 from exchsim.config.load import load_config_text
-from tests.integration.conftest import LAB_YAML
+from tests.labyaml import CONFIGS, LAB_YAML, SEED001_YAML
 
 SERVER = '{Name: EX01, Role: Mailbox, Fqdn: ex01.contoso.com, Address: 127.0.10.1, Version: "15.2"}'
 SINK = "  InternetSink: {Address: 127.0.10.250, Port: 25}"
@@ -78,6 +78,21 @@ def test_bad_values(proxy: str, expected: str) -> None:
     found = issues(lab_with(proxy))
     assert len(found) == 1, found
     assert found[0].startswith(expected), found[0]
+
+
+def test_a_partner_server_is_no_proxy() -> None:
+    # configs/lab.yaml as shipped runs PARTNER01 (127.0.10.60) beside EX01: its To Contoso
+    # connector sends to EX01's 25 without a PROXY header.
+    server = ', Version: "15.2", ExchsimLabCertificate: [mail.contoso.com, contoso.com]}'
+    text = SEED001_YAML.replace(server, server[:-1] + ", ExchsimProxyProtocol: {Ports: [25], "
+                                "TrustedProxies: [127.0.10.60/31]}}")
+    assert text != SEED001_YAML
+    with pytest.raises(ConfigError) as caught:
+        load_config_text(text, str(CONFIGS / "lab.yaml"))
+    found = [str(issue) for issue in caught.value.issues]
+    assert len(found) == 1, found
+    assert "Servers[0] (EX01).ExchsimProxyProtocol.TrustedProxies[0]: '127.0.10.60/31' is not " \
+        "allowed: it holds 127.0.10.60, the Address of PARTNER01 of " in found[0], found[0]
 
 
 def test_a_bad_gateway() -> None:

@@ -72,3 +72,17 @@ def test_a_report_is_recognised() -> None:
     assert dsn.is_report("text/plain", True)  # X-MS-Exchange-Message-Is-Ndr
     assert not dsn.is_report("multipart/report; report-type=disposition-notification", False)
     assert not dsn.is_report(None, False)
+
+
+def test_the_request_is_passed_on_as_the_queue_kept_it() -> None:
+    kept = {"ret": "HDRS", "envid": "QQ+2B1",
+            dsn.METADATA_KEY: dsn.encode({"a@x.example": {"NOTIFY": "SUCCESS,DELAY",
+                                                          "ORCPT": "rfc822;A+40x"},
+                                          "b@x.example": {"NOTIFY": "NEVER"}}) or ""}
+    passed = dsn.passed_on(kept, ["a@x.example", "b@x.example", "c@x.example"])
+    assert passed.mail == ("RET=HDRS", "ENVID=QQ+2B1")
+    assert passed.of("a@x.example") == ("NOTIFY=SUCCESS,DELAY", "ORCPT=rfc822;A+40x")
+    assert passed.of("b@x.example") == ("NOTIFY=NEVER",)
+    assert passed.of("c@x.example") == ()  # nothing asked, nothing added
+    assert dsn.passed_on({}, ["a@x.example"]) == dsn.DsnParameters((), {})
+    assert dsn.passed_on({dsn.METADATA_KEY: "{broken"}, ["a@x.example"]).of("a@x.example") == ()

@@ -37,9 +37,9 @@ from exchsim.smtp.actions import (
 )
 from exchsim.smtp.message import AcceptedMessage, TlsInfo
 from exchsim.smtp.protocol import SessionCore
+from tests.labyaml import LAB_YAML  # Contoso alone
 
 ROOT = Path(__file__).resolve().parents[3]
-LAB_YAML = (ROOT / "configs" / "lab.yaml").read_text(encoding="utf-8")
 NOW = datetime.datetime(2026, 11, 29, 3, 0, 0, tzinfo=datetime.UTC)
 BANNER_DATE = "Sun, 29 Nov 2026 03:00:00 +0000"
 

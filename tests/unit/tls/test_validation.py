@@ -103,6 +103,9 @@ def test_eku() -> None:
     assert check(PKI.chain(client_only)) is ChainStatus.WRONG_USAGE
     no_eku = PKI.leaf("partner.example", eku=None)
     assert check(PKI.chain(no_eku)) is ChainStatus.VALID  # no extension: every usage (Windows)
+    # An empty EKU is malformed DER (SIZE 1..MAX): unreadable usage, never a crash.
+    empty = PKI.leaf("partner.example", eku=[])
+    assert check(PKI.chain(empty)) is ChainStatus.WRONG_USAGE
 
 
 def test_revoked_leaf_and_intermediate() -> None:

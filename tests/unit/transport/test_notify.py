@@ -19,8 +19,8 @@ from exchsim.logs.tracking import MessageTracking
 from exchsim.policy import dsn
 from exchsim.transport.notify import Notifier
 from exchsim.transport.queue import MessageQueue, QueuedMessage
+from tests.labyaml import LAB_YAML  # Contoso alone
 
-ROOT = Path(__file__).resolve().parents[3]
 T0 = datetime.datetime(2026, 11, 29, 3, 0, tzinfo=datetime.UTC)
 ORIGINAL = b"From: alice@contoso.com\r\nSubject: plans\r\nMessage-ID: <p@x>\r\n\r\nbody\r\n"
 
@@ -37,9 +37,8 @@ class MovingClock(Clock):
 
 
 def lab(transport: str = "{MaxReceiveSize: 10MB, MaxSendSize: 10MB}") -> Lab:
-    text = (ROOT / "configs" / "lab.yaml").read_text(encoding="utf-8")
-    text = text.replace("TransportConfig: {MaxReceiveSize: 10MB, MaxSendSize: 10MB}",
-                        f"TransportConfig: {transport}")
+    text = LAB_YAML.replace("TransportConfig: {MaxReceiveSize: 10MB, MaxSendSize: 10MB}",
+                            f"TransportConfig: {transport}")
     return load_config_text(text, "notify.yaml")
 
 
