@@ -21,7 +21,8 @@ Each refused connection writes one WARNING line to exchsim's log (``exchsim.smtp
 the server, the listener, the peer and the reason, with at most 32 bytes of the peer's input
 quoted (``proxyheader.ProxyHeaderError``). A connection closed before sending a single byte (a
 load balancer's TCP health check) is logged at DEBUG only. ``exchsim lab|serve`` log through
-``logs/repeats.py``'s filter, so a flood of refusals writes one line and one count a minute.
+``logs/repeats.py``'s filter, so a flood of refusals of one kind (untrusted peer, malformed
+header, timeout, cut short) writes one line and one count a minute.
 
 The gateway warning: when ``Lab.ComposeGateway`` is set and a session's client is that address
 (no PROXY header named another), NAT has hidden the real client, and every RemoteIPRanges rule
@@ -52,6 +53,7 @@ __all__ = ["GATEWAY_WARNING_INTERVAL", "Proxied", "ProxyGate"]
 log = logging.getLogger(__name__)
 
 GATEWAY_WARNING_INTERVAL = 300.0
+_ENDED = "the connection ended after %d bytes, before the PROXY header did"
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,24 +96,22 @@ class ProxyGate:
                     chunk = await reader.read(MAX_HEADER - len(data))
                 if not chunk:
                     if data:
-                        self._refuse(local, peer, f"the connection ended after {len(data)} "
-                                     "bytes, before the PROXY header did")
+                        self._refuse(local, peer, _ENDED, len(data))
                     else:
                         log.debug("%s: %s closed %s before sending a PROXY header",
                                   self.server, _endpoint(peer), _endpoint(local))
                     return None
                 data += chunk
         except ProxyHeaderError as error:
-            self._refuse(local, peer, f"malformed PROXY header: {error}")
+            self._refuse(local, peer, "malformed PROXY header: %s", error)
             return None
         except TimeoutError:
-            self._refuse(local, peer, f"no complete PROXY header within "
-                         f"{listeners.timeout:g} s ({len(data)} bytes came)")
+            self._refuse(local, peer, "no complete PROXY header within %g s (%d bytes came)",
+                         listeners.timeout, len(data))
             return None
         except asyncio.CancelledError:  # the peer's EOF or reset (the adapter), or shutdown
             if data:
-                self._refuse(local, peer, f"the connection ended after {len(data)} bytes, "
-                             "before the PROXY header did")
+                self._refuse(local, peer, _ENDED, len(data))
             raise
         client = header.source or peer
         if header.source is None:
@@ -120,9 +120,11 @@ class ProxyGate:
                   header.kind, _endpoint(peer), _endpoint(local), _endpoint(client))
         return Proxied(client, data[header.size:], header)
 
-    def _refuse(self, local: tuple[str, int], peer: tuple[str, int], reason: str) -> None:
-        log.warning("%s: refused a connection from %s to %s (a PROXY protocol port): %s",
-                    self.server, _endpoint(peer), _endpoint(local), reason)
+    def _refuse(self, local: tuple[str, int], peer: tuple[str, int], reason: str,
+                *args: object) -> None:
+        # The reason is part of the template, so that logs/repeats.py counts each kind apart.
+        log.warning("%s: refused a connection from %s to %s (a PROXY protocol port): " + reason,
+                    self.server, _endpoint(peer), _endpoint(local), *args)
 
     def _note(self, client: str) -> None:
         """A session whose client is the TCP peer: warn (rate-limited) if it is the gateway."""

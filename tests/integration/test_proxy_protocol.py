@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import email
+import ipaddress
 import logging
 import shutil
 import smtplib
@@ -21,6 +22,7 @@ from pathlib import Path
 
 import pytest
 
+from exchsim.logs.repeats import record_key
 from exchsim.smtp.proxyheader import V2_SIGNATURE
 from tests.integration.conftest import ROOT, RawClient, RunningLab, start_lab, swaks
 
@@ -51,7 +53,6 @@ def v1(src: str, sport: int, dport: int = 25) -> bytes:
 
 
 def v2(src: str, sport: int, tlvs: bytes = b"", command: int = 1) -> bytes:
-    import ipaddress
     s = ipaddress.ip_address(src)
     d = ipaddress.ip_address(HOST if s.version == 4 else "2001:db8::1")
     body = s.packed + d.packed + sport.to_bytes(2, "big") + (25).to_bytes(2, "big") + tlvs
@@ -270,8 +271,11 @@ async def test_bad_headers_are_closed_without_a_greeting_or_a_leak(
     assert all(results)  # not one byte of greeting
     node = lab.daemon.nodes["EX01"]
     await lab.wait_for(lambda: not node.sessions and not server_sockets(lab.port(25)))
-    refusals = [r.getMessage() for r in caplog.records if r.name == LOGGER]
+    records = [r for r in caplog.records if r.name == LOGGER]
+    refusals = [r.getMessage() for r in records]
     assert len(refusals) == len(BAD) * rounds  # one line per connection
+    # The repeat filter of exchsim lab|serve counts each kind apart: malformed, slow, cut short.
+    assert len({record_key(r) for r in records}) == 3
     assert max(len(m) for m in refusals) < 400  # bounded, whatever was sent
     assert any("malformed PROXY header" in m and "0x0a" in m for m in refusals)
     assert sum("the connection ended after 18 bytes, before the PROXY header did" in m
