@@ -345,3 +345,26 @@ async def test_haproxy_in_front(lab: RunningLab, tmp_path: Path) -> None:
     finally:
         proc.terminate()
         await proc.wait()
+
+
+async def test_connection_limits_count_the_proxied_source(tmp_path: Path) -> None:
+    # MaxInboundConnectionPerSource 1 on the relay connector: one session per client behind
+    # the proxy, although every connection comes from the proxy's one address.
+    text = TEXT.replace("RemoteIPRanges: [\"127.0.30.0/24\"],",
+                        "RemoteIPRanges: [\"127.0.30.0/24\"], MaxInboundConnectionPerSource: 1,")
+    assert text != TEXT
+    lab = await start_lab(text, tmp_path / "data", "proxy-protocol.yaml")
+    clients: list[RawClient] = []
+    try:
+        banners = []
+        for source in ("127.0.30.1", "127.0.30.1", "127.0.30.2"):
+            client = await RawClient.connect(HOST, lab.port(25), PROXY)
+            clients.append(client)
+            await client.send(v1(source, 1000 + len(clients)))
+            banners.append(await client.reply())
+        assert banners[0].startswith("220 ") and banners[2].startswith("220 ")
+        assert banners[1].startswith("421 4.3.2 "), banners[1]
+    finally:
+        for client in clients:
+            client.close()
+        await lab.daemon.stop()
