@@ -182,6 +182,7 @@ async def _serve(lab: Lab, args: argparse.Namespace) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, daemon.reloader.request)  # read the config again
     for listener in daemon.listeners:
         print(f"exchsim: {listener.server} listening on {listener.host}:{listener.port}")
     print("exchsim: ready", flush=True)

@@ -41,6 +41,7 @@ from exchsim.policy.ntlm import identity_of
 from exchsim.policy.permissions import ConnectorAcl, connector_acl
 from exchsim.policy.rates import MessageRateWindow
 from exchsim.policy.retry import RetrySchedule
+from exchsim.reload import ConfigReloader
 from exchsim.smtp.adapter import ExchangeSession
 from exchsim.smtp.message import LocalCertificate, MessageHandler
 from exchsim.smtp.ntlm import WindowsNtlmAcceptor, write_ntlm_users
@@ -367,6 +368,7 @@ class LabDaemon:
         self.failure: str | None = None  # why a task the daemon needs has stopped
         self.failed = asyncio.Event()
         self.control: ControlServer | None = None  # exchsim queue (transport/queuecontrol.py)
+        self.reloader = ConfigReloader(self)  # the config file's routing changes (reload.py)
 
     def servers_to_run(self) -> list[Server]:
         if self.only is None:
@@ -464,6 +466,7 @@ class LabDaemon:
             name: QueueAdmin(self.lab, self.lab.server(name), self.queues[name], agent)
             for name, agent in self.agents.items()})
         await self.control.start()
+        self._spawn(self.reloader.watch(), "config reload")
         if not self.partner:
             self._spawn(self._trim_memory(), "memory trim")
         self._spawn(self._watch_certificate_store(pki, certificates, store_seen),

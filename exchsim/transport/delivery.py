@@ -19,8 +19,9 @@ up to 8 messages at once over idle hop sessions it keeps open, and sorts each re
   organization and forest headers, exchange.md §12.5), or one of other servers through a hop to
   one of its source servers' Transport service (2525), which routes it again; no connector ->
   held with ``A matching connector cannot be found to route the external recipient`` and tried
-  again every RetryInterval, so a connector added to the config (and the lab restarted) takes
-  it (Get-Queue's Unreachable queue).
+  again every RetryInterval (Get-Queue's Unreachable queue); a connector added to the config
+  takes it when the running lab reloads the file (exchsim/reload.py calls :meth:`reconfigure`;
+  each attempt routes with the configuration it started with).
 Every failure is classified (transport/outcome.py, exchange.md §8.4) per group of recipients,
 so one bad recipient never holds up the others:
 - permanent (5xx, an address that cannot be sent) -> an NDR to the sender, none for ``<>``
@@ -45,6 +46,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import datetime
 import logging
 import re
@@ -132,7 +134,6 @@ class DeliveryAgent:
                              fqdns={s.name.lower(): s.fqdn for s in lab.servers})
         self.retry = retry
         self.schedule = schedule or RetrySchedule.fixed(retry)
-        self.secure_domains = lab.organization.transport_config.tls_send_domain_secure_list
         self.state = QueueState()  # what Get-Queue / Get-Message read (transport/queueadmin.py)
         self.expiration = (expiration or server.message_expiration_timeout
                            or lab.lab.message_expiration_timeout)
@@ -161,6 +162,13 @@ class DeliveryAgent:
         self._wake.set()
 
     # --- the admin's actions (transport/queueadmin.py) ---------------------------------------
+
+    def reconfigure(self, lab: Lab) -> None:
+        """A reloaded routing configuration (exchsim/reload.py): attempts that start from now
+        on route with ``lab`` and resolve with its Dns; one under way keeps what it started with."""
+        self.lab = lab
+        if self.hops.sender is not None:
+            self.hops.sender.context = dataclasses.replace(self.hops.sender.context, dns=lab.dns)
 
     def busy(self, internal_id: int) -> bool:
         """Whether the message is being delivered now (Get-Message's Active)."""
@@ -287,8 +295,9 @@ class DeliveryAgent:
     async def _attempt(self, item: QueuedMessage) -> None:
         """One attempt at every pending recipient; each group settles on its own."""
         groups: dict[Route, list[str]] = defaultdict(list)
+        lab = self.lab  # one configuration for the whole attempt (reconfigure)
         for rcpt in item.recipients:
-            groups[categorize(self.lab, rcpt, self.server.name, len(item.data))].append(rcpt)
+            groups[categorize(lab, rcpt, self.server.name, len(item.data))].append(rcpt)
         deferred: dict[str, str] = {}
         retry_at: datetime.datetime | None = None
         failed: dict[str, Reply] = {}
@@ -296,7 +305,7 @@ class DeliveryAgent:
         tried = False
         ndr_sent = False
         for route, rcpts in groups.items():
-            result = await self._attempt_group(item, route, rcpts)
+            result = await self._attempt_group(item, route, rcpts, lab)
             tried = tried or not result.held
             if result.done:  # settled at once: a later group's crash cannot deliver them twice
                 await self._write(self.queue.complete(item.internal_id, result.done))
@@ -335,8 +344,8 @@ class DeliveryAgent:
                     f" until {retry_at:%H:%M:%S} ({_printable(first, 300)})"
                     if deferred and retry_at is not None else "")
 
-    async def _attempt_group(self, item: QueuedMessage, route: Route,
-                             rcpts: list[str]) -> _Attempt:
+    async def _attempt_group(self, item: QueuedMessage, route: Route, rcpts: list[str],
+                             lab: Lab) -> _Attempt:
         if route.kind == "ndr":
             return _Attempt(failed=dict.fromkeys(rcpts, replies.RECIPIENT_NOT_FOUND))
         if route.kind == "toobig":
@@ -354,7 +363,7 @@ class DeliveryAgent:
         destination = destination_of(route)
         self.state.route(item.internal_id, {
             r: (hop, destination) for r in sendable
-            if (hop := next_hop_of(self.lab, route, r)) is not None})
+            if (hop := next_hop_of(lab, route, r)) is not None})
         if route.kind == "unreachable":  # no send connector: held, tried again later
             return self._settle_deferred(item, result, sendable, Kind.UNREACHABLE,
                                          UNREACHABLE_REASON, now + self.retry)
@@ -377,9 +386,10 @@ class DeliveryAgent:
                     route.relay_servers, item, sendable)
                 described = (host, address, "Intra-Organization SMTP Send Connector")
             else:
-                connector = self._connector(route.connector)
+                connector = self._connector(lab, route.connector)
                 domain = rules.domain_of(sendable[0].lower())
-                secure = domain_secure(connector, self.secure_domains, domain)
+                secure = domain_secure(connector, lab.organization.transport_config
+                                       .tls_send_domain_secure_list, domain)
                 if connector.frontend_proxy_enabled and not secure:
                     refused, host, address, result.passed_on = await self.hops.via_frontend(
                         connector, domain, item, sendable)
@@ -417,8 +427,8 @@ class DeliveryAgent:
                                   reasons[temporary[0]].render().split("\r\n")[0])
         return result
 
-    def _connector(self, name: str | None) -> SendConnector:
-        for connector in self.lab.send_connectors:
+    def _connector(self, lab: Lab, name: str | None) -> SendConnector:
+        for connector in lab.send_connectors:
             if connector.name == name:
                 return connector
         raise KeyError(f"send connector {name!r}")

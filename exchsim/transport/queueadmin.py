@@ -17,7 +17,8 @@ Suspend-Message and Resume-Message (a suspended message is never delivered until
 message in the Poison queue is resumed out of it), Remove-Message with or without an NDR
 (``-WithNDR``; the recipients get ``550 4.3.2 QUEUE.Admin; message deleted by administrative
 action`` and the tracking log FAIL with source ADMIN), Retry-Queue (the next hop is tried at
-once; ``-Resubmit`` is needed for the Unreachable queue, as Exchange's cmdlet requires),
+once; ``-Resubmit`` is needed for the Unreachable queue, as Exchange's cmdlet requires, and
+routes the messages again with the config file as it is then: ``refresh``, exchsim/reload.py),
 Suspend-Queue and Resume-Queue (a delivery queue; while it is suspended, its Status is
 Suspended, messages still enter it and none leaves: the delivery agent holds every recipient
 routed to it without trying, until Resume-Queue makes its messages due at once, or until they
@@ -35,7 +36,7 @@ import email.header
 import json
 import re
 import sqlite3
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -49,7 +50,8 @@ from exchsim.transport.queue import MessageQueue
 from exchsim.transport.queuefile import from_micros, open_read_only, to_micros
 from exchsim.transport.queuestate import HopFailure, QueueState, destination_of, next_hop_of
 
-__all__ = ["MAX_MESSAGES", "AdminError", "QueueAdmin", "offline_views", "parse_identity"]
+__all__ = ["MAX_MESSAGES", "AdminError", "QueueAdmin", "Views", "offline_views",
+           "parse_identity"]
 
 MAX_MESSAGES = 5000  # messages one view reads (Get-Message's ResultSize is 1000 by default)
 _BUSY_WAIT = 30.0  # seconds an action waits for the attempt under way to end
@@ -165,7 +167,9 @@ def queue_name(text: str) -> tuple[str | None, str]:
 
 
 @dataclass
-class _Views:
+class Views:
+    """Get-Queue and Get-Message at one moment, and what the actions need of them."""
+
     queues: list[Record]
     messages: list[Record]
     members: dict[str, dict[int, list[str]]]  # queue name -> InternalId -> its recipients
@@ -174,7 +178,7 @@ class _Views:
 
 
 def _views(lab: Lab, server: Server, rows: list[Row], state: QueueState,
-           busy: Callable[[int], bool], now: datetime.datetime, live: bool) -> _Views:
+           busy: Callable[[int], bool], now: datetime.datetime, live: bool) -> Views:
     name = server.name
     entries: dict[str, dict[int, list[str]]] = {SUBMISSION: {}}
     hops: dict[str, NextHop | None] = {SUBMISSION: None}
@@ -250,7 +254,7 @@ def _views(lab: Lab, server: Server, rows: list[Row], state: QueueState,
                 "ExpirationTime": _iso(row.received_at + lab.lab.message_expiration_timeout),
                 "Recipients": rcpts,
             })
-    return _Views(queues, messages, entries, destinations, hops)
+    return Views(queues, messages, entries, destinations, hops)
 
 
 def _queue_order(key: str) -> tuple[int, int, str]:
@@ -296,8 +300,11 @@ class QueueAdmin:
     def __init__(self, lab: Lab, server: Server, queue: MessageQueue,
                  agent: DeliveryAgent) -> None:
         self.lab, self.server, self.queue, self.agent = lab, server, queue, agent
+        # Run before a resubmission routes again: the daemon looks at the config file, so the
+        # messages are routed with the file as it is now (exchsim/reload.py).
+        self.refresh: Callable[[], Awaitable[object]] | None = None
 
-    async def views(self) -> _Views:
+    async def views(self) -> Views:
         rows = await self.queue.read(read_rows)
         present = {row.internal_id for row in rows}
         if len(rows) < MAX_MESSAGES:  # the agent's memory of messages that left: dropped
@@ -394,7 +401,7 @@ class QueueAdmin:
         return (f"message {internal_id} removed for {len(rcpts)} recipient(s)" +
                 (", with an NDR to the sender" if ndr and item.sender else ", without an NDR"))
 
-    async def _delivery_queue(self, queue: str, action: str) -> tuple[_Views, str, NextHop]:
+    async def _delivery_queue(self, queue: str, action: str) -> tuple[Views, str, NextHop]:
         _, name = queue_name(queue)
         views = await self.views()
         key = next((k for k in views.members if k.lower() == name.lower()), None)
@@ -448,9 +455,19 @@ class QueueAdmin:
             raise AdminError("messages in the Poison queue are resumed one by one "
                              "(exchsim queue resume)")
         ids = list(views.members[key])
+        if resubmit and self.refresh is not None:
+            await self.refresh()
+        await self.due_now(ids, views.destinations.get(key, set()), resubmit=resubmit)
+        return f"queue {self.server.name}\\{key}: {len(ids)} message(s) retried now"
+
+    async def due_now(self, ids: Iterable[int], destinations: Iterable[str] = (), *,
+                      resubmit: bool) -> None:
+        """These messages (those not suspended) are due now and ``destinations`` are tried at
+        once; with ``resubmit`` their recorded next hops are forgotten, so that they are routed
+        again (Retry-Queue -Resubmit; a reloaded routing configuration, exchsim/reload.py)."""
+        ids = list(ids)
         await self._due_now(ids)
         if resubmit:
             for internal_id in ids:
                 self.agent.state.forget(internal_id)
-        self.agent.retry_now(sorted(views.destinations.get(key, set())))
-        return f"queue {self.server.name}\\{key}: {len(ids)} message(s) retried now"
+        self.agent.retry_now(sorted(destinations))

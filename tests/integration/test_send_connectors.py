@@ -162,6 +162,11 @@ async def test_a_message_over_the_connectors_max_message_size_gets_an_ndr(runnin
     ndr = lab.mailbox("alice@contoso.com")[0].decode()
     assert "550 5.3.4 ROUTING.SizeLimit; message size exceeds fixed maximum size for route" in ndr
     assert mx1.messages == []
+    # The NDR is queued before the original's recipient is settled: it can arrive first.
+    for _ in range(100):
+        if not await pending(lab):
+            break
+        await asyncio.sleep(0.05)
     assert await pending(lab) == []
 
 
@@ -177,3 +182,37 @@ async def test_a_domain_the_lab_dns_does_not_know_waits_with_exchanges_dns_error
     assert reasons == ["451 4.4.0 DNS query failed. The error was: "
                        "SMTPSEND.DNS.NonExistentDomain; nonexistent domain"], reasons
     assert lab.internet("someone@nowhere.example") == []
+
+
+async def test_organization_headers_stay_between_ex01_and_ex02_and_never_leave(running) -> None:  # type: ignore[no-untyped-def]
+    """One message from alice (EX01) to carol, whose mailbox is on EX02, and to someone at
+    fabrikam.example through the lab's internet connector: carol's copy crossed from EX01's hub
+    to EX02's Mailbox Transport Delivery and keeps the organization headers (exchange.md §5.1);
+    the copy that left the organization has none (exchange.md §12.5)."""
+    ex02 = ('  - {Name: EX02, Role: Mailbox, Fqdn: ex02.contoso.com, Address: 127.0.10.2, '
+            'Version: "15.2"}')
+    carol = ('    - {PrimarySmtpAddress: carol@contoso.com, UserPrincipalName: carol@contoso.com,'
+             ' Password: "P@ssw0rd!", Server: EX02}\n')
+    text = lab_text(None, extra_servers=ex02)
+    text = text.replace("  Mailboxes:\n", "  Mailboxes:\n" + carol, 1)
+    lab = await running(text)
+    message = EmailMessage()
+    message["From"], message["To"], message["Subject"] = (
+        "alice@contoso.com", "carol@contoso.com, someone@fabrikam.example", "both ways")
+    message.set_content("hello\n")
+    await aiosmtplib.send(message, hostname="127.0.10.1", port=lab.port(587), start_tls=True,
+                          validate_certs=False, username="alice@contoso.com",
+                          password="P@ssw0rd!", timeout=30)
+    await lab.wait_for(lambda: len(lab.mailbox("carol@contoso.com")) == 1
+                       and len(lab.internet("someone@fabrikam.example")) == 1)
+    inside = email.message_from_bytes(lab.mailbox("carol@contoso.com")[0])
+    assert inside["X-MS-Exchange-Organization-AuthAs"] == "Internal"
+    assert inside["X-MS-Exchange-Organization-AuthSource"] == "ex01.contoso.com"
+    assert inside["X-MS-Exchange-Organization-Network-Message-Id"]
+    # EX02 delivered it: its Mailbox Transport line names EX02, the hub line before it EX01.
+    received = inside.get_all("Received") or []
+    assert received[0].startswith("from ex01.contoso.com (127.0.10.1) by ex02.contoso.com "
+                                  "(127.0.10.2)"), received[0]
+    outside = lab.internet("someone@fabrikam.example")[0].decode()
+    assert "X-MS-Exchange-Organization-" not in outside
+    assert "Subject: both ways" in outside

@@ -170,7 +170,10 @@ async def test_ignore_starttls_sends_in_clear(harness: Harness) -> None:
 
 
 async def test_no_connector_holds_the_message_until_one_is_added(harness: Harness) -> None:
-    lab = await harness.lab(lab_text("[]", DNS))
+    config = harness.data.parent / "lab.yaml"
+    config.write_text(lab_text("[]", DNS), encoding="utf-8")
+    lab = await start_lab(lab_text("[]", DNS), harness.data, source=str(config))
+    harness.labs.append(lab)
     await submit(lab.port(587), "user@fabrikam.example", "unreachable")
     message = await deferred_with(lab, lambda e: e == UNREACHABLE_REASON)
     assert message.recipients == ("user@fabrikam.example",)
@@ -179,7 +182,22 @@ async def test_no_connector_holds_the_message_until_one_is_added(harness: Harnes
         lab.daemon.agents["EX01"]).get_queues()}
     assert queues["EX01\\Unreachable"]["MessageCount"] == 1
     assert lab.internet("user@fabrikam.example") == []
-    # Adding a connector (the config changes; the lab restarts on the same data) delivers it.
+    # A connector added to the config file: the running lab reloads it and the message goes
+    # (exchsim/reload.py; tests/integration/test_reload.py has the rest).
+    smarthost = await harness.mta(SMARTHOST, lab.port(25))
+    config.write_text(lab_text(smart_host_connector(), DNS), encoding="utf-8")
+    await wait(lab, lambda: len(smarthost.messages) == 1)
+    assert smarthost.messages[0].rcpt_tos == ["user@fabrikam.example"]
+    assert lab.daemon.reloader.reloads == 1
+
+
+async def test_an_unreachable_message_is_sent_after_a_restart_with_a_connector(
+        harness: Harness) -> None:
+    lab = await harness.lab(lab_text("[]", DNS))
+    await submit(lab.port(587), "user@fabrikam.example", "unreachable")
+    await deferred_with(lab, lambda e: e == UNREACHABLE_REASON)
+    # The lab restarts on the same data with a connector in its config: the queue file kept
+    # the message, and the new configuration routes it.
     await harness.stop_lab(lab)
     lab = await harness.lab(lab_text(smart_host_connector(), DNS))
     smarthost = await harness.mta(SMARTHOST, lab.port(25))
