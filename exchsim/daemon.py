@@ -45,6 +45,7 @@ from exchsim.services import Service, log_dir, runs, start_services
 from exchsim.smtp.adapter import ExchangeSession
 from exchsim.smtp.message import LocalCertificate, MessageHandler
 from exchsim.smtp.ntlm import WindowsNtlmAcceptor, write_ntlm_users
+from exchsim.smtp.proxyread import ProxyGate
 from exchsim.smtp.sink import SinkHandler, sink_factory
 from exchsim.tls.certstore import file_version, smtp_certificates, store_path
 from exchsim.tls.contexts import (
@@ -164,6 +165,7 @@ class ServerNode:
         self._started = clock.utc()
         self._logins = logon_table(lab.organization)
         self._ntlm_identity = identity_of(server, lab.organization)
+        self.proxy = ProxyGate(server, lab.lab, clock)  # PROXY protocol ports, gateway warning
 
     # --- ServerRuntime ---------------------------------------------------------------------
 

@@ -18,7 +18,8 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "exchsim"
 
-SMTP_CORE = {"protocol", "actions", "commands", "auth", "certauth", "message", "wire"}
+SMTP_CORE = {"protocol", "actions", "commands", "auth", "certauth", "message", "wire",
+             "proxyheader"}
 PURE_TLS = {"directtrust", "validation"}  # pure: over bytes and values passed in, no I/O
 NO_IO = {"asyncio", "socket", "ssl", "sqlite3", "selectors", "aiosmtpd", "OpenSSL"}
 AIOSMTPD_ALLOWED = {"exchsim.smtp.adapter", "exchsim.smtp.sink"}

@@ -8,7 +8,9 @@ The file has these top-level keys, in Exchange's spelling: ``Organization``, ``S
 2. ``validate.validate_servers`` and ``validate.validate_organization``;
 3. ``resolve.resolve_connectors``: setup's connectors per server plus the file's overrides and
    new connectors (a pure function);
-4. ``validate.validate_connector`` on each, then ``validate.check_conflicts`` between them;
+4. ``validate.validate_connector`` on each, then ``validate.check_conflicts`` between them,
+   and (once the partners are loaded) each server's ``ExchsimProxyProtocol`` against them
+   (``validate/proxy.py``);
 5. ``validate.validate_permissions`` and ``validate.validate_lab``;
 6. ``validate_dns`` and ``validate_send_connectors`` (``validate/sendconnector.py``);
 7. the configs ``Lab.Partners`` names (other organizations the lab runs beside its own), each
@@ -52,6 +54,7 @@ from exchsim.config.validate import (
     validate_servers,
 )
 from exchsim.config.validate.lab import validate_partners
+from exchsim.config.validate.proxy import validate_proxy_protocol
 from exchsim.config.validate.sendconnector import validate_dns, validate_send_connectors
 from exchsim.config.vocabulary import EXTENDED_RIGHTS
 from exchsim.config.yamlfile import parse_yaml
@@ -165,6 +168,8 @@ def load_config_text(text: str, source: str = "<memory>", base: Path | None = No
     if settings is not None and settings.partners:
         partners = _load_partners(settings, Path(source).parent if base is None else base, log)
         validate_partners(valid_servers, settings, partners, log)
+    validate_proxy_protocol(servers, [connector for connector, _ in connectors], log,
+                            partners=[(p.source, s) for p in partners for s in p.servers])
 
     if log.items or organization is None or settings is None or dns is None:
         raise ConfigError(log.in_file_order())

@@ -76,6 +76,7 @@ from exchsim.config.enums import (  # re-exported: Exchange's values are part of
     TransportRole as TransportRole,
     Usage as Usage,
 )
+from exchsim.config.proxy import ProxyProtocol
 from exchsim.config.sendconnector import DnsMap, SendConnector
 from exchsim.config.syntax import (
     is_domain_name,
@@ -304,6 +305,10 @@ class Server(ExchangeObject):
     exchsim_lab_certificate: Annotated[
         tuple[str, ...], BeforeValidator(_split_list), AfterValidator(_certificate_names)
     ] = Field(alias="ExchsimLabCertificate", default=())
+    # exchsim's own, not an Exchange parameter (exchange.md §3.5): the ports of this server
+    # that take a PROXY protocol header, and from which proxies (config/proxy.py).
+    exchsim_proxy_protocol: ProxyProtocol | None = Field(
+        alias="ExchsimProxyProtocol", default=None)
 
     @property
     def version(self) -> str:  # 15.0 | 15.1 | 15.2, what the dialect depends on
@@ -463,6 +468,10 @@ class LabSettings(ExchangeObject):
     partners: tuple[PartnerConfig, ...] = Field(alias="Partners", default=())
     """Other organizations' configs that ``exchsim lab`` runs in the same process, sharing the
     data directory and the lab PKI (README "The partner organization")."""
+    compose_gateway: IPAddress | None = Field(alias="ComposeGateway", default=None)
+    """The gateway of the network the lab's servers are on (a compose network's, where Docker's
+    userland proxy and NAT connect from): a session from it without a PROXY header gets a
+    warning in the log, as the client's own address is lost (smtp/proxyread.py)."""
 
 
 class Lab(ExchangeObject):

@@ -27,6 +27,10 @@ aiosmtpd internals this module still touches, and why:
 Every session closes its transport when it ends, however it ends (QUIT, client EOF without
 QUIT, a reset, a timeout, an error, cancellation at shutdown), so no socket stays in
 CLOSE-WAIT.
+
+Before the core connects, the server's ``ProxyGate`` (``proxyread.py``) names the client: the
+TCP peer, or on an ``ExchsimProxyProtocol`` port the PROXY header's source (or refuses the
+connection, which then ends without a greeting); what followed the header is the first read.
 """
 
 from __future__ import annotations
@@ -54,6 +58,7 @@ from exchsim.smtp.actions import (
 )
 from exchsim.smtp.message import LocalCertificate, MessageHandler, TlsInfo
 from exchsim.smtp.protocol import SessionCore
+from exchsim.smtp.proxyread import ProxyGate
 from exchsim.smtp.readtimer import ReadTimer
 from exchsim.tls.judged import JudgedServerContext, JudgedSSLObject
 from exchsim.tls.pki import CertificateFiles
@@ -67,6 +72,8 @@ _STREAM_LIMIT = 64 * 1024  # the StreamReader pauses the socket past twice this
 
 class ServerRuntime(ServerContext, Protocol):
     """What the adapter needs of its server beyond the core's :class:`ServerContext`."""
+
+    proxy: ProxyGate  # who the client is: a PROXY header's source (smtp/proxyread.py)
 
     def starttls_context(self, connector: ReceiveConnector) -> JudgedServerContext | None: ...
     def anonymous_tls_context(self) -> JudgedServerContext | None: ...
@@ -99,6 +106,7 @@ class ExchangeSession(AioSMTP):
         self.runtime = runtime
         self.core = SessionCore(runtime)
         self._lost_context: str | None = None  # how the transport said the connection ended
+        self._pending = b""  # what came after a PROXY header: the client's first bytes
 
     async def _handle_client(self) -> None:
         self.runtime.track(self, True)
@@ -128,9 +136,15 @@ class ExchangeSession(AioSMTP):
         assert self.transport is not None
         sock = self.transport.get_extra_info("sockname")
         peer = self.transport.get_extra_info("peername")
+        port = self.runtime.configured_port(sock[1])
+        proxied = await self.runtime.proxy.admit(self._reader, self._timer, sock[:2], peer[:2],
+                                                 port)
+        if proxied is None:
+            return  # refused before the greeting (smtp/proxyread.py)
+        client, self._pending = proxied.client, proxied.leftover
         actions: list[Action] | None = self.core.connect(
-            sock[0], self.runtime.configured_port(sock[1]), peer[0], peer[1],
-            self.runtime.clock.monotonic(), listening_port=sock[1])
+            sock[0], port, client[0], client[1], self.runtime.clock.monotonic(),
+            listening_port=sock[1])
         while actions is not None:
             actions = await self._perform(actions)
 
@@ -165,6 +179,9 @@ class ExchangeSession(AioSMTP):
 
     async def _read(self, receive: Receive) -> bytes | None:
         """What the client sent next (b"" at EOF), or None when the time ran out."""
+        if self._pending:
+            pending, self._pending = self._pending, b""
+            return pending
         wait = receive.idle
         if receive.deadline is not None:
             wait = min(wait, receive.deadline - self.runtime.clock.monotonic())
