@@ -45,22 +45,36 @@ class Services:
         self.listening: dict[str, list[int]] = {}
 
     async def start(self, service: str, server: str = "EX01") -> None:
-        """``service`` of ``server`` (``all``: every service, no --service)."""
+        """``service`` of ``server`` (``all``: every service, no --service). A port of the
+        offset taken by another test run moves the first process to another offset."""
+        for _ in range(5):
+            seen = await self._start(service, server)
+            if seen is None:
+                return
+            assert not self.procs and any("address already in use" in s for s in seen), (
+                f"exchsim serve --service {service} exited: {seen}")
+            self.offset = port_offset()
+        raise AssertionError("no free port offset found")
+
+    async def _start(self, service: str, server: str) -> list[str] | None:
         chosen = [] if service == "all" else ["--service", service]
         proc = await asyncio.create_subprocess_exec(
             *EXCHSIM, "serve", "--config", str(self.config), "--data", str(self.data),
             "--port-offset", str(self.offset), "--server", server, *chosen, cwd=ROOT, env=ENV, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
         assert proc.stdout is not None
-        self.procs[service] = proc
         seen: list[str] = []
         while True:
             line = (await asyncio.wait_for(proc.stdout.readline(), 30)).decode().strip()
             if line == "exchsim: ready":
                 break
-            assert line, f"exchsim serve --service {service} exited: {seen}"
+            if not line:
+                await proc.wait()
+                return seen
             seen.append(line)
+        self.procs[service] = proc
         self.listening[service] = sorted(
             int(s.rpartition(":")[2]) - self.offset for s in seen if " listening on " in s)
+        return None
 
     async def stop(self, service: str) -> int:
         proc = self.procs.pop(service)
