@@ -401,13 +401,18 @@ class QueueAdmin:
         return (f"message {internal_id} removed for {len(rcpts)} recipient(s)" +
                 (", with an NDR to the sender" if ndr and item.sender else ", without an NDR"))
 
-    async def _delivery_queue(self, queue: str, action: str) -> tuple[Views, str, NextHop]:
+    async def _queue(self, queue: str) -> tuple[Views, str]:
+        """The views now and the name of the queue ``queue`` names (AdminError if none)."""
         _, name = queue_name(queue)
         views = await self.views()
         key = next((k for k in views.members if k.lower() == name.lower()), None)
         if key is None:
             raise AdminError(f"there is no queue {self.server.name}\\{name} (Get-Queue lists "
                              "them)")
+        return views, key
+
+    async def _delivery_queue(self, queue: str, action: str) -> tuple[Views, str, NextHop]:
+        views, key = await self._queue(queue)
         hop = views.hops.get(key)
         if hop is None or key == UNREACHABLE:
             raise AdminError(f"{action} acts on a delivery queue ({self.server.name}\\<n>), "
@@ -427,8 +432,8 @@ class QueueAdmin:
         if hop not in self.agent.state.suspended:
             raise AdminError(f"queue {self.server.name}\\{key} is not suspended")
         self.agent.state.suspended.discard(hop)
-        await self._due_now(list(views.members[key]))
-        self.agent.retry_now(sorted(views.destinations.get(key, set())))
+        await self.due_now(views.members[key], views.destinations.get(key, set()),
+                           resubmit=False)
         return f"queue {self.server.name}\\{key} resumed"
 
     async def _due_now(self, ids: list[int]) -> None:
@@ -442,12 +447,7 @@ class QueueAdmin:
         await self.queue.write(run)
 
     async def retry(self, queue: str, resubmit: bool) -> str:
-        _, name = queue_name(queue)
-        views = await self.views()
-        key = next((k for k in views.members if k.lower() == name.lower()), None)
-        if key is None:
-            raise AdminError(f"there is no queue {self.server.name}\\{name} (Get-Queue lists "
-                             "them)")
+        views, key = await self._queue(queue)
         if key == UNREACHABLE and not resubmit:
             raise AdminError("the Unreachable queue is retried with --resubmit only "
                              "(Retry-Queue -Resubmit $true)")
