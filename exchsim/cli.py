@@ -32,6 +32,7 @@ from exchsim.config.model import Lab
 from exchsim.config.report import format_connectors, format_issues, format_send_connectors
 from exchsim.daemon import LabDaemon
 from exchsim.logs.repeats import RepeatFilter, install
+from exchsim.services import Service, missing_service_message, parse_service
 from exchsim.transport.queue import QueueUnavailableError
 
 DEFAULT_CONFIG = "configs/lab.yaml"
@@ -91,10 +92,22 @@ def _parser() -> argparse.ArgumentParser:
         if name == "serve":
             p.add_argument("--server", required=True, metavar="NAME",
                            help="the Name of the server to run, as in the config's Servers")
+            p.add_argument("--service", type=_service, metavar="SERVICE",
+                           help="run one transport service of the server on its own: "
+                                "FrontEnd (25, 587, 717 and the proxy to a hub), Transport "
+                                "(2525, 465, the queue and the send connectors) or "
+                                "MailboxDelivery (475 and the mailboxes); default: all of them")
     pkicli.add_parser(sub)
     trackingcli.add_parser(sub)
     queuecli.add_parser(sub)
     return parser
+
+
+def _service(value: str) -> Service:
+    try:
+        return parse_service(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _load(path: str) -> Lab | None:
@@ -165,6 +178,7 @@ async def _serve(lab: Lab, args: argparse.Namespace) -> int:
         port_offset=args.port_offset,
         only=getattr(args, "server", None),
         run_sink=args.command == "lab",
+        service=getattr(args, "service", None),
     )
     try:
         await daemon.start()
@@ -217,6 +231,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.command == "serve":
         unknown = unknown_server_message(lab, args.server, args.config)
+        if unknown is None and args.service is not None:
+            unknown = missing_service_message(lab.server(args.server), args.service)
         if unknown is not None:
             print(unknown, file=sys.stderr)
             return 2

@@ -40,8 +40,8 @@ from exchsim.policy.connectors import ConnectorIndex
 from exchsim.policy.ntlm import identity_of
 from exchsim.policy.permissions import ConnectorAcl, connector_acl
 from exchsim.policy.rates import MessageRateWindow
-from exchsim.policy.retry import RetrySchedule
 from exchsim.reload import ConfigReloader
+from exchsim.services import Service, log_dir, runs, start_services
 from exchsim.smtp.adapter import ExchangeSession
 from exchsim.smtp.message import LocalCertificate, MessageHandler
 from exchsim.smtp.ntlm import WindowsNtlmAcceptor, write_ntlm_users
@@ -61,24 +61,18 @@ from exchsim.tls.resumption import ClientSessionCache
 from exchsim.tls.revocation import CertificateJudge
 from exchsim.tls.schannel import LegacyProtocols
 from exchsim.tls.validation import ChainVerdict
-from exchsim.transport.delivery import DeliveryAgent, Endpoint
-from exchsim.transport.frontend import FrontendProxy, HubEndpoint
+from exchsim.transport.delivery import DeliveryAgent
+from exchsim.transport.frontend import FrontendProxy
 from exchsim.transport.hopclient import HopTls
-from exchsim.transport.hub import HubReceiver
 from exchsim.transport.mailbox import MailboxDeliveryReceiver
 from exchsim.transport.queue import MessageQueue
 from exchsim.transport.queueadmin import QueueAdmin
 from exchsim.transport.queuecontrol import ControlServer, control_path
-from exchsim.transport.restart import GaveUp, RestartPolicy, keep_running
+from exchsim.transport.restart import GaveUp, RestartPolicy
 from exchsim.transport.smtplog import ConnectorLog
-from exchsim.transport.smtpsend import SendContext, SmtpSender
 
 log = logging.getLogger(__name__)
 
-PORT_HUB_DEFAULT = 2525
-PORT_CLIENT_PROXY = 465
-PORT_MAILBOX_DELIVERY = 475
-PORT_OUTBOUND_PROXY = 717
 PRIVATE_UMASK = 0o077
 TRIM_INTERVAL = 5.0  # seconds between returns of freed memory to the system
 STORE_POLL = 1.0  # seconds between looks at DATA/pki/store.json (certificates enabled live)
@@ -105,8 +99,11 @@ class ServerNode:
         port_offset: int,
         certificates: Mapping[str, CertificateFiles],
         smtp_certificates: Sequence[CertificateFiles] | None = None,
+        service: Service | None = None,
     ) -> None:
         self.lab = lab
+        self.service = service  # None: every service of the server (services.py)
+        logs = log_dir(data_dir, server.name, service) / "ProtocolLog"
         self.server = server
         self.clock = clock
         self.port_offset = port_offset
@@ -134,7 +131,7 @@ class ServerNode:
         self._anon_client = ClientSessionCache(
             client_context_anonymous_tls(self.certificate), clock.monotonic)
         self.receive_log = ProtocolLog(
-            data_dir / "logs" / server.name / "ProtocolLog" / "SmtpReceive",
+            logs / "SmtpReceive",
             "SmtpReceive",
             clock.utc,
             max_file_size=server.receive_protocol_log_max_file_size,
@@ -144,7 +141,7 @@ class ServerNode:
         # The client side of every hop this server makes (logs/sendlog.py, exchange.md §6.1).
         cert = self.certificate
         self.send_log = SendProtocolLog(
-            ProtocolLog(data_dir / "logs" / server.name / "ProtocolLog" / "SmtpSend", "SmtpSend",
+            ProtocolLog(logs / "SmtpSend", "SmtpSend",
                         clock.utc, max_file_size=server.send_protocol_log_max_file_size,
                         max_directory_size=server.send_protocol_log_max_directory_size,
                         max_age=server.send_protocol_log_max_age),
@@ -316,6 +313,8 @@ class ServerNode:
         own = ipaddress.ip_address(self.server.address)
         out: set[tuple[str, int]] = set()
         for connector in self.index.connectors:
+            if not runs(self.service, connector.transport_role):
+                continue  # another service's listener (services.py)
             for binding in connector.bindings:
                 if binding.is_wildcard:
                     if binding.address.version == own.version:
@@ -345,12 +344,14 @@ class LabDaemon:
         only: str | None = None,
         run_sink: bool = True,
         partner: bool = False,
+        service: Service | None = None,
     ) -> None:
         self.lab = lab
         self.data_dir = data_dir
         self.port_offset = port_offset
         self.clock = clock
         self.only = only
+        self.service = service  # serve --service: one service of the server (services.py)
         self.run_sink = run_sink
         self.partner = partner  # the servers of a Lab.Partners config, run by the lab's daemon
         self.partners: list[LabDaemon] = []
@@ -405,51 +406,9 @@ class LabDaemon:
                 port_offset=self.port_offset, certificates=certificates,
                 smtp_certificates=await asyncio.to_thread(
                     smtp_certificates, pki, server.name, certificates[server.name]),
+                service=self.service,
             )
-            queue = await MessageQueue.open(self.data_dir / "queue" / f"{server.name}.sqlite",
-                                            clock=self.clock)
-            send_context = SendContext(
-                server=server, dns=self.lab.dns, port_offset=self.port_offset,
-                certificate=node.send_certificate, judge=node.judge_certificate,
-                protocol_log=node.connector_log)
-            self.queues[server.name] = queue
-            agent = DeliveryAgent(
-                self.lab, server, self.clock, queue, node.client_tls_context,
-                mailbox_delivery={
-                    s.name.lower(): Endpoint(s.address, PORT_MAILBOX_DELIVERY + self.port_offset)
-                    for s in self.lab.servers
-                },
-                internet=Endpoint(
-                    self.lab.lab.internet_sink.address,
-                    self.lab.lab.internet_sink.port + self.port_offset,
-                ),
-                retry=self.lab.lab.retry_interval,
-                tracking=node.tracking,
-                schedule=RetrySchedule.of(server, self.lab.lab.retry_interval),
-                # Send connectors: their ports get the lab's offset too (transport/smtpsend.py).
-                sender=SmtpSender(send_context),
-                hub_transport={
-                    s.name.lower(): Endpoint(s.address, PORT_HUB_DEFAULT + self.port_offset)
-                    for s in self.lab.servers
-                },
-                frontend=Endpoint(server.address, PORT_OUTBOUND_PROXY + self.port_offset),
-            )
-            self.agents[server.name] = agent
-            agent.hops.send_log = node.send_log
-            node.frontend = FrontendProxy(
-                server, self.clock, node.client_tls_context,
-                default_hub=HubEndpoint(server.address, PORT_HUB_DEFAULT + self.port_offset),
-                client_proxy=HubEndpoint(server.address, PORT_CLIENT_PROXY + self.port_offset),
-                sender=SmtpSender(send_context),  # Outbound Proxy Frontend's client (XPROXYTO)
-                send_log=node.send_log,
-            )
-            node.handlers = {
-                Role.FRONTEND: node.frontend,
-                Role.HUB: HubReceiver(server, self.clock, queue, agent.submit, node.tracking),
-                Role.EDGE: HubReceiver(server, self.clock, queue, agent.submit, node.tracking),
-                Role.MAILBOX_DELIVERY: MailboxDeliveryReceiver(
-                    server, self.clock, self.data_dir / "mailboxes", node.tracking),
-            }
+            await start_services(self, node, server)
             self.nodes[server.name] = node
             for host, port in node.endpoints():
                 factory = _session_factory(node)
@@ -458,18 +417,17 @@ class LabDaemon:
                 self._servers.append(srv)
                 self._by_endpoint[(host, port)] = (srv, factory)
                 self.listeners.append(Listener(server.name, host, port))
-            self._spawn(keep_running(f"delivery {server.name}", agent.run,
-                                     self.restart_policy), f"delivery {server.name}")
         # A partner's daemon answers exchsim queue for its servers as `serve --server` would.
         only = self.lab.servers[0].name if self.partner else self.only
-        self.control = ControlServer(control_path(self.data_dir, only), {
-            name: QueueAdmin(self.lab, self.lab.server(name), self.queues[name], agent)
-            for name, agent in self.agents.items()})
-        await self.control.start()
-        self._spawn(self.reloader.watch(), "config reload")
+        if self.agents:  # the queue's owner: the Transport service (services.py)
+            self.control = ControlServer(control_path(self.data_dir, only), {
+                name: QueueAdmin(self.lab, self.lab.server(name), self.queues[name], agent)
+                for name, agent in self.agents.items()})
+            await self.control.start()
+        self.spawn(self.reloader.watch(), "config reload")
         if not self.partner:
-            self._spawn(self._trim_memory(), "memory trim")
-        self._spawn(self._watch_certificate_store(pki, certificates, store_seen),
+            self.spawn(self._trim_memory(), "memory trim")
+        self.spawn(self._watch_certificate_store(pki, certificates, store_seen),
                     "certificate store")
         if self.run_sink:
             sink = self.lab.lab.internet_sink
@@ -488,7 +446,7 @@ class LabDaemon:
                 self.partners.append(daemon)
                 await daemon.start()
                 self.listeners.extend(daemon.listeners)
-                self._spawn(_partner_failed(daemon), f"partner {partner.organization.name}")
+                self.spawn(_partner_failed(daemon), f"partner {partner.organization.name}")
 
     async def _start_crl_server(self, pki: Path, now: datetime.datetime) -> None:
         """The lab CA (made on first start) and its CRL distribution point (tls/crlhttp.py)."""
@@ -546,7 +504,7 @@ class LabDaemon:
             await asyncio.sleep(TRIM_INTERVAL)
             await asyncio.to_thread(allocator.trim)
 
-    def _spawn(self, coro: Any, name: str) -> None:
+    def spawn(self, coro: Any, name: str) -> None:
         task = asyncio.get_running_loop().create_task(coro, name=name)
         self._tasks.add(task)
         task.add_done_callback(self._task_done)

@@ -39,7 +39,7 @@ def layer(module: str) -> int:
         return 3
     if top in ("smtp", "transport", "tls", "logs"):
         return 4
-    if top in ("daemon", "allocator", "reload"):
+    if top in ("daemon", "allocator", "reload", "services"):
         return 5
     if top in ("cli", "pkicli", "queuecli", "trackingcli", "__main__"):
         return 6

@@ -19,6 +19,8 @@ Decisions where the sources leave a choice (written down here and in exchange.md
 - The implicit Mailbox Transport Delivery listener on 475 is modelled as a connector named
   ``Mailbox Delivery <SRV>`` with TransportRole ``MailboxDelivery`` (Exchange does not show it).
 - Edge: ``Default internal receive connector <SRV>`` binds 0.0.0.0:25 only.
+- ClientAccess (Exchange 2013's Client Access server, exchange.md §7.9): the three
+  FrontendTransport connectors only (Default Frontend, Outbound Proxy Frontend, Client Frontend).
 """
 
 from __future__ import annotations
@@ -50,7 +52,7 @@ def default_connectors(server: str, role: ServerRole, fqdn: str) -> list[RawConn
                 **_SETUP_HOPS,
             }
         ]
-    return [
+    connectors: list[RawConnector] = [
         {
             "Name": f"Default Frontend {server}",
             "Server": server,
@@ -120,6 +122,9 @@ def default_connectors(server: str, role: ServerRole, fqdn: str) -> list[RawConn
             **_SETUP_HOPS,
         },
     ]
+    if role is ServerRole.CLIENT_ACCESS:  # 2013's Client Access server: the Front End only
+        return [c for c in connectors if c["TransportRole"] == "FrontendTransport"]
+    return connectors
 
 
 # exchange.md §3.2: what New-ReceiveConnector -<Usage> sets when the config does not say.

@@ -77,5 +77,9 @@ class DomainType(enum.StrEnum):
 
 
 class ServerRole(enum.StrEnum):
+    """A server's Exchange role: ``ClientAccess`` is Exchange 2013's Client Access server
+    (the Front End Transport service only, exchange.md §7.9)."""
+
     MAILBOX = "Mailbox"
     EDGE = "Edge"
+    CLIENT_ACCESS = "ClientAccess"

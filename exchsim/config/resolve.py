@@ -195,5 +195,7 @@ def _new_connector(server: Server, item: Mapping[str, Any]) -> dict[str, Any]:
         role_default = TransportRole.EDGE.value
     else:
         base = dict(USAGE_DEFAULTS[usage])
-        role_default = TransportRole.HUB.value
+        # A Client Access server hosts the Front End Transport service only (exchange.md §7.9).
+        role_default = (TransportRole.FRONTEND.value if server.role is ServerRole.CLIENT_ACCESS
+                        else TransportRole.HUB.value)
     return {**base, "TransportRole": role_default, **item, "Server": server.name}

@@ -63,6 +63,10 @@ def write_ntlm_users(lab: Lab, path: Path) -> None:
         ):
             lines.append(f"{domain}:{user}:{mailbox.password}")
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    path.chmod(0o600)
+    # Written aside and renamed: services started on one data directory (services.py) never
+    # see a half-written file another one is writing.
+    tmp = path.with_name(f".{path.name}.{os.getpid()}")
+    tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    tmp.chmod(0o600)
+    os.replace(tmp, path)
     os.environ["NTLM_USER_FILE"] = str(path)

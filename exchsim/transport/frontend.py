@@ -4,7 +4,9 @@ The Front End accepts MAIL and RCPT itself (its own connector's checks), and at 
 data hands the message to the hub over one hop session per client session: ``XPROXYFROM`` to
 the hub's ``Default <SRV>`` (2525) for everything but Client Frontend, which uses ``XPROXY`` to
 ``Client Proxy <SRV>`` (465). The client gets the hub's own final reply, so it sees 250 only
-once the hub has committed the message. When no hub can be reached the client gets
+once the hub has committed the message. The hubs are tried in the order policy/hubselect.py
+gives (the recipient's mailbox server first), each one that cannot be reached skipped for the
+next (exchange.md §7.2). When no hub can be reached the client gets
 ``451 4.7.0 Temporary server error. Please try again later. PRX4`` and keeps the message.
 
 exchsim opens the hop at end of data rather than at end of headers (Exchange's
@@ -44,7 +46,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import aiosmtplib
@@ -82,6 +84,10 @@ class HubEndpoint:
     port: int  # the port to connect to (offset applied)
 
 
+# (recipients, the submitting user or None) -> each hub's (2525, 465) endpoints, best first.
+HubChooser = Callable[[Sequence[str], str | None], Sequence[tuple[HubEndpoint, HubEndpoint]]]
+
+
 @dataclass(frozen=True, slots=True)
 class _Hop:
     """The hub session proxying one client session, for the identity it was opened with."""
@@ -105,6 +111,7 @@ class FrontendProxy:
         hop_timeout: float = 30.0,
         sender: SmtpSender | None = None,
         send_log: SendProtocolLog | None = None,
+        hubs: HubChooser | None = None,
     ) -> None:
         self.server = server
         self.sender = sender  # the Outbound Proxy Frontend's client (XPROXYTO)
@@ -114,6 +121,7 @@ class FrontendProxy:
         self.client_proxy = client_proxy
         self.hop_timeout = hop_timeout  # seconds for each hub reply
         self.send_log = send_log
+        self.hubs = hubs  # None: the default hub / client proxy only
         self._hops: dict[str, _Hop] = {}  # by client session id
 
     async def __call__(self, message: AcceptedMessage) -> Reply:
@@ -124,9 +132,15 @@ class FrontendProxy:
         received = received_for(self.server, self.clock, message, "Frontend Transport")
         stamped = parsed.prepend(received).to_bytes()
         context.log("", proxy_destinations_line(uuid.uuid4()))
-        for attempt in range(2):
+        targets = self._targets(message)
+        attempts = [0] * len(targets)
+        i = 0
+        while i < len(targets):
+            attempts[i] += 1
+            connected = False
             try:
-                hop = await self._hop(context)
+                hop = await self._hop(context, targets[i])
+                connected = True
                 params = _mail_params(message)
                 hop.log_message(0, (parsed.first("Message-ID") or "").strip())
                 # All or none: the client already has a 250 for every recipient, so one the
@@ -138,13 +152,27 @@ class FrontendProxy:
                 return result.reply
             except HopError as exc:
                 self.session_closed(context.session_id)
-                log.info("proxy to hub failed (attempt %d): %s", attempt + 1, exc)
+                log.info("proxy to hub failed (attempt %d): %s", sum(attempts), exc)
                 context.log("", f"Failed to proxy message: {exc}")
                 if exc.data_sent:
                     # The hub may have committed it: never a second transaction.
                     context.log("", "Message data sent; outcome unknown, not retried")
                     break
+                # A hub that cannot be reached: the next one (hub selection); a session lost
+                # before the data: once more to the same hub, then the next.
+                if not connected or attempts[i] >= 2:
+                    i += 1
         return replies.proxy_failure(4)
+
+    def _targets(self, message: AcceptedMessage) -> list[HubEndpoint]:
+        """The hubs to try, best first: the proxy destinations (policy/hubselect.py)."""
+        context = message.context
+        submission = context.local.port == CLIENT_SUBMISSION_PORT
+        if self.hubs is None:
+            return [self.client_proxy if submission else self.default_hub]
+        user = context.identity.name if context.identity.kind is IdentityKind.USER else None
+        return [pair[1] if submission else pair[0]
+                for pair in self.hubs(message.recipients, user if submission else None)]
 
     async def _outbound(self, message: AcceptedMessage, proxy_to: ProxyTo) -> Reply:
         """A hub's message through Outbound Proxy Frontend (XPROXYTO, exchange.md §7.4): out
@@ -169,7 +197,7 @@ class FrontendProxy:
         assert result.reply is not None
         return result.reply
 
-    async def _hop(self, context: MessageContext) -> HopClient:
+    async def _hop(self, context: MessageContext, target: HubEndpoint) -> HopClient:
         cached = self._hops.get(context.session_id)
         if (cached is not None and cached.identity == context.identity
                 and cached.rights == context.rights and cached.client.usable):
@@ -179,7 +207,6 @@ class FrontendProxy:
         if tls is None:
             raise HopError("no internal transport certificate")
         submission = context.local.port == CLIENT_SUBMISSION_PORT
-        target = self.client_proxy if submission else self.default_hub
         log = None
         if self.send_log is not None:
             service = self.server.frontend_transport_service

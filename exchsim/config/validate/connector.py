@@ -295,6 +295,12 @@ class _Rules:
                 self.add("Usage", self.value("Usage"),
                          f"'Client' is not allowed on Edge server {server.name}: Client "
                          "connectors exist on Mailbox servers only (exchange.md §3.2)")
+        elif server.role is ServerRole.CLIENT_ACCESS:
+            if c.transport_role is not TransportRole.FRONTEND:
+                self.add("TransportRole", self.value("TransportRole"),
+                         f"'{c.transport_role.value}' is not allowed on Client Access server "
+                         f"{server.name}: expected FrontendTransport (a Client Access server "
+                         "runs the Front End Transport service only, exchange.md §7.9)")
         elif c.transport_role is TransportRole.EDGE:
             self.add("TransportRole", self.value("TransportRole"),
                      f"'{c.transport_role.value}' is not allowed on Mailbox server "

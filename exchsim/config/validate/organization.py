@@ -143,8 +143,8 @@ def validate_mailboxes(
             log.add(
                 f"{path}.Server",
                 mailbox.server,
-                f"{show(mailbox.server)} is an {server.role.value} server: mailboxes live on "
-                "Mailbox servers",
+                f"{show(mailbox.server)} is a server of Role {server.role.value}: mailboxes "
+                "live on Mailbox servers",
                 order=_ORDER,
             )
         listed = [("PrimarySmtpAddress", mailbox.primary_smtp_address)] + [

@@ -11,7 +11,7 @@ import ipaddress
 from collections.abc import Mapping, MutableMapping
 
 from exchsim.config.issues import IssueLog, label, place, show
-from exchsim.config.model import Server, misshapen
+from exchsim.config.model import Server, ServerRole, misshapen
 from exchsim.config.prose import validate
 from exchsim.config.windows import SUPPORTED_OS
 
@@ -74,6 +74,12 @@ def validate_server(
                     f"{name}MaxFileSize must not be larger than "
                     f"{name}MaxDirectorySize (exchange.md §{section})", order=order)
             ok = False
+    if server.role is ServerRole.CLIENT_ACCESS and server.version != "15.0":
+        log.add(f"{path}.Role", server.role.value,
+                f"{show(server.role.value)} is not allowed with Version {server.version}: the "
+                "Client Access role exists on Exchange 2013 (Version 15.0) only; from 2016 on "
+                "the Mailbox role holds the Front End (exchange.md §7.9)", order=order)
+        ok = False
     supported = SUPPORTED_OS[server.version]
     if server.windows not in supported:
         log.add(f"{path}.OperatingSystem", server.windows.value,
@@ -118,4 +124,11 @@ def validate_servers(raw: object, log: IssueLog) -> list[tuple[int, Server]]:
         if server is not None:
             names[server.name.lower()] = i
             servers.append((i, server))
+    if servers and not any(s.role is ServerRole.MAILBOX for _, s in servers):
+        for i, server in servers:
+            if server.role is ServerRole.CLIENT_ACCESS:
+                log.add(f"Servers[{i}] ({server.name}).Role", server.role.value,
+                        f"Client Access server {server.name} needs a Mailbox server in the "
+                        "config: its Front End proxies every message to a Mailbox server's "
+                        "hub (exchange.md §7.2)", order=place("Servers", i))
     return servers
