@@ -27,6 +27,8 @@ Adding a connector parameter is one field here (plus its setup default in ``defa
 from __future__ import annotations
 
 import datetime
+from collections.abc import Mapping
+from functools import cached_property
 from typing import Annotated
 
 from pydantic import AfterValidator, BeforeValidator, Field
@@ -411,6 +413,17 @@ class Organization(ExchangeObject):
     def netbios(self) -> str:
         """The NetBIOS domain name (``CONTOSO``) used by NTLM logons."""
         return self.netbios_name or self.default_domain.split(".", 1)[0].upper()
+
+    @cached_property
+    def mailbox_servers(self) -> Mapping[str, str]:
+        """Every mailbox address (lower case) -> the Name of the server holding the mailbox,
+        built once (routing reads it for every recipient); the first mailbox with an address
+        wins."""
+        homes: dict[str, str] = {}
+        for mailbox in self.mailboxes:
+            for address in mailbox.addresses:
+                homes.setdefault(address, mailbox.server)
+        return homes
 
 
 class ADPermission(ExchangeObject):

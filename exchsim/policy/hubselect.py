@@ -25,10 +25,7 @@ def hub_order(lab: Lab, frontend: Server, recipients: Iterable[str],
               submitter: str | None = None) -> tuple[str, ...]:
     """The Names of the Mailbox servers to try, best first (each once). ``submitter``: the
     authenticated user's address (an Identity's name) on client submission."""
-    homes: dict[str, str] = {}
-    for mailbox in lab.organization.mailboxes:
-        for address in mailbox.addresses:
-            homes.setdefault(address, mailbox.server)
+    homes = lab.organization.mailbox_servers
     hubs = {s.name.lower(): s.name for s in lab.servers if s.role is ServerRole.MAILBOX}
     wanted: list[str] = []
     if submitter is not None:

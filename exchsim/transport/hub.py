@@ -193,9 +193,9 @@ def categorize(lab: Lab, recipient: str, server: str | None = None,
 
 def _route(org: Organization, recipient: str) -> Route:
     address = recipient.lower()
-    for mailbox in org.mailboxes:
-        if address in mailbox.addresses:
-            return Route("mailbox", mailbox.server, mailbox_next_hop(mailbox.server))
+    server = org.mailbox_servers.get(address)
+    if server is not None:
+        return Route("mailbox", server, mailbox_next_hop(server))
     domain = rules.match_accepted_domain(org.accepted_domains, rules.domain_of(address))
     if domain is not None and domain.domain_type is DomainType.AUTHORITATIVE:
         return Route("ndr")
