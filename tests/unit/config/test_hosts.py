@@ -82,9 +82,10 @@ def test_parse_collects_every_problem() -> None:
 
 
 def test_a_config_and_its_partner_configs_get_the_hosts(tmp_path: Path) -> None:
-    """configs/lab.yaml as shipped with configs/partner.yaml: both files are translated."""
-    for name in ("lab.yaml", "partner.yaml"):
-        (tmp_path / name).write_text((CONFIGS / name).read_text(encoding="utf-8"),
+    """configs/single-server.yaml as shipped with configs/partner.yaml: both files are
+    translated."""
+    for name, copy in (("single-server.yaml", "lab.yaml"), ("partner.yaml", "partner.yaml")):
+        (tmp_path / copy).write_text((CONFIGS / name).read_text(encoding="utf-8"),
                                      encoding="utf-8")
     hosts = parse_hosts({"Addresses": {"127.0.10.1": "198.51.100.11",
                                        "127.0.10.60": "198.51.100.60",
