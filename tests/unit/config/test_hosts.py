@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from exchsim.config.hosts import Hosts, apply_hosts, parse_hosts, translate, unused
+from exchsim.config.hosts import Hosts, apply_hosts, load_hosts, parse_hosts, translate, unused
 from exchsim.config.load import ConfigError, load_config, load_config_text
 from exchsim.config.model import Server, TransportRole
 from exchsim.services import Service, address_of, listen_address, outbound_frontend
@@ -138,3 +138,13 @@ def test_the_hubs_outbound_proxy_front_end() -> None:
     assert outbound_frontend([ex13, cas], ex13) is cas
     assert outbound_frontend([ex13], ex13) is ex13
     assert outbound_frontend([ex19, cas], ex19) is ex19
+
+
+def test_the_shipped_hosts_file_has_the_compose_plan() -> None:
+    hosts = load_hosts(CONFIGS / "compose-hosts.yaml")
+    assert {str(k): v for k, v in hosts.addresses.items()} == {
+        "127.0.10.1": "198.51.100.11", "127.0.10.2": "198.51.100.21",
+        "127.0.10.10": "198.51.100.31", "127.0.10.250": "198.51.100.50",
+        "127.0.10.251": "198.51.100.50", "127.0.10.60": "198.51.100.60"}
+    assert hosts.services == {"EX01": {"FrontEnd": "198.51.100.11", "Transport": "198.51.100.12",
+                                       "MailboxDelivery": "198.51.100.13"}}
