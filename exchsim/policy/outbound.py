@@ -20,9 +20,10 @@ picks for the recipient's domain on this server, as a :class:`~exchsim.policy.ne
 Destinations (:func:`destinations`): the smart hosts in order (a name through ``Dns.A``, or an
 ``[address]``), or the recipient domain's MX records by preference, each host through its
 record's address or ``Dns.A``; a domain without MX records is its own mail host when ``Dns.A``
-has it (RFC 5321 §5.1's implicit MX). The port is the record's, else the connector's Port; the
-lab's port offset is added by the caller, to every one of them. A name the lab's DNS does not know
-is a DNS failure: :func:`dns_failure` (exchange.md §8.2).
+has it (RFC 5321 §5.1's implicit MX), else the records of the map's ``"*"`` MX entry, if any.
+The port is the record's, else the connector's Port; the lab's port offset is added by the
+caller, to every one of them. A name the lab's DNS does not know is a DNS failure:
+:func:`dns_failure` (exchange.md §8.2).
 
 The remote certificate (:func:`judge_remote_certificate`): TlsAuthLevel ``EncryptionOnly`` (or
 none) checks nothing; ``CertificateValidation`` wants a chain to a trusted root, in date, for
@@ -153,10 +154,12 @@ def destinations(connector: SendConnector, domain: str,
         records = dns.mx_of(domain)
         if not records:  # RFC 5321 §5.1: no MX, the domain itself is the host
             endpoint = dns.address_of(domain)
-            if endpoint is None:
+            if endpoint is not None:
+                return [Destination(domain.lower(), endpoint.address,
+                                    endpoint.port or connector.port)], None
+            records = dns.wildcard_mx()  # the lab's "*" MX (config/sendconnector.py)
+            if not records:
                 return [], domain
-            return [Destination(domain.lower(), endpoint.address,
-                                endpoint.port or connector.port)], None
         for record in records:
             endpoint = record.address or dns.address_of(record.name_exchange)
             if endpoint is None:
