@@ -59,8 +59,10 @@ __all__ = [
     "Destination",
     "OutboundRoute",
     "ProxyTo",
+    "connectors_of",
     "destinations",
     "dns_failure",
+    "edge_inbound",
     "judge_remote_certificate",
     "mailbox_next_hop",
     "parse_xproxyto",
@@ -109,29 +111,64 @@ def _smart_host_domain(connector: SendConnector) -> str:
     return ",".join(connector.smart_hosts).lower()
 
 
+def _is_edge(lab: Lab, server: str) -> bool:
+    return any(s.role is ServerRole.EDGE and s.name.lower() == server.lower()
+               for s in lab.servers)
+
+
+def connectors_of(lab: Lab, server: str) -> tuple[SendConnector, ...]:
+    """The send connectors routing on ``server`` may choose: on an Edge server only those it
+    is a source server of (an Edge has what EdgeSync gave it: its own connectors), on a
+    Mailbox server every connector of the organization (exchange.md §7.6, §8.2)."""
+    if not _is_edge(lab, server):
+        return lab.send_connectors
+    return tuple(c for c in lab.send_connectors
+                 if server.lower() in {s.lower() for s in c.source_transport_servers})
+
+
 def route_external(lab: Lab, server: str, domain: str, size: int | None) -> OutboundRoute:
     """The next hop of a recipient in ``domain`` that is no mailbox of the organization and in
-    no Authoritative domain, routed on ``server`` for a message of ``size`` bytes."""
+    no Authoritative domain, routed on ``server`` for a message of ``size`` bytes. A connector
+    of an Edge server, chosen on a Mailbox server, is ``SmtpRelayWithinAdSiteToEdge`` with the
+    connector's name as NextHopDomain (Microsoft's queue page, exchange.md §7.6): the message
+    goes to the Edge's port 25 over the Direct Trust hop."""
     mailbox_servers = [s.name for s in lab.servers if s.role is ServerRole.MAILBOX]
-    chosen = select_send_connector(lab.send_connectors, domain, server, mailbox_servers, size)
+    connectors = connectors_of(lab, server)
+    chosen = select_send_connector(connectors, domain, server, mailbox_servers, size)
     if chosen is None:
         too_big = size is not None and select_send_connector(
-            lab.send_connectors, domain, server, mailbox_servers, None) is not None
+            connectors, domain, server, mailbox_servers, None) is not None
         return OutboundRoute(NextHop(DeliveryType.UNREACHABLE, UNREACHABLE_DOMAIN.lower()),
                              too_big=too_big)
     connector = chosen.connector
     if not chosen.local:
         others = tuple(s for s in source_servers(connector, mailbox_servers)
                        if s.lower() != server.lower())
-        return OutboundRoute(
-            NextHop(DeliveryType.SMTP_RELAY_TO_CONNECTOR_SOURCE_SERVERS, connector.name.lower(),
-                    connector.name),
-            connector.name, others)
+        kind = DeliveryType.SMTP_RELAY_TO_CONNECTOR_SOURCE_SERVERS
+        if others and all(_is_edge(lab, s) for s in others):
+            kind = DeliveryType.SMTP_RELAY_WITHIN_AD_SITE_TO_EDGE
+        return OutboundRoute(NextHop(kind, connector.name.lower(), connector.name),
+                             connector.name, others)
     if connector.uses_dns:
         return OutboundRoute(NextHop(DeliveryType.DNS_CONNECTOR_DELIVERY, domain.lower(),
                                      connector.name), connector.name)
     return OutboundRoute(NextHop(DeliveryType.SMART_HOST_CONNECTOR_DELIVERY,
                                  _smart_host_domain(connector), connector.name), connector.name)
+
+
+def edge_inbound(lab: Lab, server: str) -> SendConnector | None:
+    """On Edge server ``server``: the connector for the organization's own domains (an
+    address space ``--``, exchange.md §7.6), the lowest cost then the lowest name; None when
+    the Edge has none (the message is Unreachable)."""
+    best: tuple[tuple[int, str], SendConnector] | None = None
+    for connector in connectors_of(lab, server):
+        costs = [s.cost for s in connector.address_spaces if s.domain == "--"]
+        if not connector.enabled or not costs:
+            continue
+        key = (min(costs), connector.name.lower())
+        if best is None or key < best[0]:
+            best = (key, connector)
+    return None if best is None else best[1]
 
 
 @dataclass(frozen=True, slots=True)
