@@ -115,7 +115,7 @@ class ServerNode:
         # store enabled for SMTP, the setup certificate included (tls/certstore.py).
         self.smtp_certificates = tuple(smtp_certificates or (self.certificate,))
         # The certificates of the servers this one takes for Exchange servers of the
-        # organization, and of those it trusts directly (policy/edgetrust.py, §7.6).
+        # organization, and of those it trusts directly (policy/edgetrust.py, exchange.md §7.6).
         self.published_certs: Mapping[str, bytes] = {
             lab.server(s).fqdn.lower(): certificates[lab.server(s).name].load_der()
             for s in known_servers(lab, server.name)}

@@ -47,7 +47,8 @@ def direct_trust(s: SessionCore) -> None:
     """After X-ANONYMOUSTLS: a certificate of a server this one trusts directly (an Edge and
     the Mailbox servers of its subscription, policy/edgetrust.py) authenticates the session
     as that Exchange server, AuthMechanism DirectTrustTLS, with no X-EXPS (exchange.md §4.1
-    item 3, §7.6). The protocol log's line for it is exchsim's wording (no public sample)."""
+    item 3; exchange.md §7.6). The protocol log's line for it is exchsim's wording (no public
+    sample)."""
     tls = s.tls
     if tls is None or not tls.anonymous or tls.peer_der is None:
         return

@@ -134,9 +134,9 @@ class HopClient:
         """A hop session ready for the hop's own command (module docstring).
 
         ``direct_trust``: a hop between an Edge server and a Mailbox server (exchange.md §4.1
-        item 3, §7.6): the certificate presented in X-ANONYMOUSTLS authenticates the session
-        and no X-EXPS follows (the Edge offers no EXCHANGEAUTH); a server that does not take
-        the certificate answers the EHLO after the handshake with ``454 4.7.0``.
+        item 3; exchange.md §7.6): the certificate presented in X-ANONYMOUSTLS authenticates
+        the session and no X-EXPS follows (the Edge offers no EXCHANGEAUTH); a server that
+        does not take the certificate answers the EHLO after the handshake with ``454 4.7.0``.
 
         With a :class:`ClientSessionCache` the handshake offers the session cached for
         ``host:port`` (TLS session resumption, tls/resumption.py); the session is kept once
