@@ -261,3 +261,78 @@ async def test_check_names_a_bad_subscription(tmp_path: Path) -> None:
     assert (f"{bad}: EdgeSubscriptions[0] (EX02).Server: 'EX02' is not allowed: EX02 is a "
             "server of Role Mailbox; an Edge subscription names a server of Role Edge "
             "(EDGE01; exchange.md §7.6)") in out + err
+
+
+def anonymous_tls_session(port: int, source: str, cert: Path, key: Path,
+                          rcpt: str) -> tuple[str, str]:
+    """Python's ssl as an Exchange server's hop client: EHLO, X-ANONYMOUSTLS presenting
+    ``cert``, then EHLO and (if that was accepted) MAIL and RCPT; the two replies that matter."""
+    import socket
+    import ssl
+
+    def reply(stream: Any) -> str:
+        lines = []
+        while True:
+            line = stream.readline().decode().rstrip("\r\n")
+            lines.append(line)
+            if line[3:4] != "-":
+                return "\n".join(lines)
+
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    context.maximum_version = ssl.TLSVersion.TLSv1_2
+    context.load_cert_chain(cert, key)
+    with socket.create_connection(("127.0.10.1", port), timeout=10,
+                                  source_address=(source, 0)) as raw:
+        stream = raw.makefile("rwb")
+        reply(stream)
+        for line in ("EHLO edge01.contoso.com", "X-ANONYMOUSTLS"):
+            stream.write(line.encode() + b"\r\n")
+            stream.flush()
+            reply(stream)
+        with context.wrap_socket(raw) as tls:
+            secure = tls.makefile("rwb")
+            secure.write(b"EHLO edge01.contoso.com\r\n")
+            secure.flush()
+            ehlo = reply(secure)
+            if not ehlo.startswith("250"):
+                return ehlo, ""
+            secure.write(f"MAIL FROM:<carol@fabrikam.example>\r\nRCPT TO:<{rcpt}>\r\n"
+                         .encode())
+            secure.flush()
+            reply(secure)
+            return ehlo, reply(secure)
+
+
+@pytest.mark.parametrize("subscribed", [True, False])
+async def test_direct_trust_exists_only_with_the_subscription(tmp_path: Path,
+                                                              subscribed: bool) -> None:
+    text = edge_lab_text()
+    if not subscribed:
+        text = text.replace("  - {Server: EDGE01, Site: Default-First-Site-Name}\n", "")
+        text = text.replace("EdgeSubscriptions:\n", "")
+    lab = load_config_text(text, "edge.yaml")
+    assert bool(lab.edge_subscriptions) is subscribed
+    for _ in range(20):
+        offset = port_offset()
+        daemon = LabDaemon(lab, tmp_path / "data", port_offset=offset)
+        try:
+            await daemon.start()
+        except OSError:
+            continue
+        break
+    else:
+        raise RuntimeError("no free port offset found")
+    try:
+        servers = tmp_path / "data" / "pki" / "servers"
+        ehlo, rcpt = await asyncio.to_thread(
+            anonymous_tls_session, 25 + offset, "127.0.10.10", servers / "EDGE01.crt",
+            servers / "EDGE01.key", "user@fabrikam.example")
+    finally:
+        await daemon.stop()
+    if subscribed:  # the Edge's certificate: an Exchange server, which may relay
+        assert ehlo.startswith("250-"), ehlo
+        assert rcpt.startswith("250 2.1.5"), rcpt
+    else:  # not published without a subscription (exchange.md §4.1 item 3)
+        assert ehlo == "454 4.7.0 Temporary authentication failure"
