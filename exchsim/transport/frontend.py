@@ -56,6 +56,11 @@ from exchsim.config.model import Server
 from exchsim.logs.sendlog import INTRA_ORG_CONNECTOR, SendProtocolLog
 from exchsim.policy import replies
 from exchsim.policy.headers import parse_message
+from exchsim.policy.lasterror import (
+    CONNECTION_DROPPED,
+    CONNECTION_TIMED_OUT,
+    NO_TRANSPORT_CERTIFICATE,
+)
 from exchsim.policy.outbound import ProxyTo
 from exchsim.policy.permissions import Identity, IdentityKind, Rights, rights_to_mask
 from exchsim.policy.replies import Reply
@@ -156,7 +161,8 @@ class FrontendProxy:
             except HopError as exc:
                 self.session_closed(context.session_id)
                 log.info("proxy to hub failed (attempt %d): %s", sum(attempts), exc)
-                context.log("", f"Failed to proxy message: {exc}")
+                context.log("", f"Failed to proxy message to {targets[i].host}:"
+                                f"{targets[i].port}: {exc.what or exc}")
                 if exc.data_sent:
                     # The hub may have committed it: never a second transaction.
                     context.log("", "Message data sent; outcome unknown, not retried")
@@ -194,7 +200,8 @@ class FrontendProxy:
         except (aiosmtplib.SMTPResponseException) as exc:
             return parse_reply(exc.code, [" ".join(exc.message.split())])
         except (aiosmtplib.SMTPException, OSError, TimeoutError, Unsendable) as exc:
-            return Reply(451, "4.4.2", f"Outbound proxy failed: {summary(exc)}")
+            message.context.log("", f"Outbound proxy failed: {summary(exc)}")
+            return Reply(451, "4.4.2", f"Outbound proxy failed: {_broken(exc)}")
         if result.refused:
             return result.refused[0][1]
         assert result.reply is not None
@@ -208,7 +215,7 @@ class FrontendProxy:
         self.session_closed(context.session_id)
         tls = self.tls_context()
         if tls is None:
-            raise HopError("no internal transport certificate")
+            raise HopError("no internal transport certificate", what=NO_TRANSPORT_CERTIFICATE)
         submission = context.local.port == CLIENT_SUBMISSION_PORT
         log = None
         if self.send_log is not None:
@@ -237,6 +244,16 @@ class FrontendProxy:
         cached = self._hops.pop(session_id, None)
         if cached is not None:
             cached.client.abort()
+
+
+def _broken(exc: BaseException) -> str:
+    """Why the remote's transaction broke, in Exchange's words (policy/lasterror.py): the
+    connection timed out, or was dropped; an address the client cannot send, as it says."""
+    if isinstance(exc, Unsendable):
+        return str(exc)
+    if isinstance(exc, TimeoutError | aiosmtplib.SMTPTimeoutError):
+        return CONNECTION_TIMED_OUT
+    return CONNECTION_DROPPED
 
 
 def _mail_params(message: AcceptedMessage) -> str:

@@ -100,6 +100,8 @@ def classify(exc: BaseException) -> Failure | None:
         reply = parse_reply(exc.code, [" ".join(exc.message.split())])
         kind = Kind.PERMANENT if exc.code >= 500 else Kind.TRANSIENT
         return Failure(kind, reply.render().strip(), reply if kind is Kind.PERMANENT else None)
+    if isinstance(exc, HopError) and exc.last_error:
+        return Failure(Kind.TRANSIENT, exc.last_error)
     if isinstance(exc, (HopError, aiosmtplib.SMTPException, OSError, TimeoutError)):
         return Failure(Kind.TRANSIENT, summary(exc))
     return None
