@@ -33,7 +33,10 @@ arrive (the same Internet Message-ID, transport/mailbox.py).
 Outbound Proxy Frontend (717): a hub session that said ``XPROXYTO`` (a send connector with
 FrontendProxyEnabled, exchange.md §7.4) is not proxied to a hub: its messages go out through the
 send connector client (transport/smtpsend.py) to the destinations XPROXYTO named, with the
-connector's TLS settings, and the hub gets the remote's reply.
+connector's TLS settings, and the hub gets the remote's reply. The hub's DSN request (RET and
+ENVID on MAIL, NOTIFY and ORCPT on RCPT) goes on to a remote that offers DSN, and then the reply
+ends with the line ``X-DSN-PASSED-ON`` (policy/replies.py, exchsim's own, exchange.md §7.4), so
+the hub sends no relay DSN, as after a direct send.
 
 Each hop session is written to the server's send protocol log under the implicit
 ``Intra-Organization SMTP Send Connector`` when the Front End's
@@ -54,7 +57,7 @@ import aiosmtplib
 from exchsim.clock import Clock
 from exchsim.config.model import Server
 from exchsim.logs.sendlog import INTRA_ORG_CONNECTOR, SendProtocolLog
-from exchsim.policy import replies
+from exchsim.policy import dsn, replies
 from exchsim.policy.headers import parse_message
 from exchsim.policy.lasterror import (
     CONNECTION_DROPPED,
@@ -190,10 +193,11 @@ class FrontendProxy:
         no destination took it."""
         if self.sender is None:
             return replies.proxy_failure(4)
+        request = dsn.requested(message.mail_params, message.rcpt_params, message.recipients)
         try:
             result = await self.sender.send_to(
                 proxy_to.as_connector(), proxy_to.domain, proxy_to.destinations,
-                message.mail_from, message.recipients, message.data)
+                message.mail_from, message.recipients, message.data, dsn=request)
         except Unreachable as exc:
             message.context.log("", f"Outbound proxy failed: {exc}")
             return Reply(451, "4.4.0", f"Outbound proxy failed: {exc}")
@@ -205,6 +209,8 @@ class FrontendProxy:
         if result.refused:
             return result.refused[0][1]
         assert result.reply is not None
+        if result.dsn_passed and result.reply.code == 250:
+            return replies.with_dsn_passed_on(result.reply)
         return result.reply
 
     async def _hop(self, context: MessageContext, target: HubEndpoint) -> HopClient:

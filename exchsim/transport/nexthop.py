@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from exchsim.config.model import Server
 from exchsim.config.sendconnector import SendConnector
 from exchsim.logs.sendlog import INTRA_ORG_CONNECTOR, SendLogSession, SendProtocolLog
-from exchsim.policy import dsn
+from exchsim.policy import dsn, replies
 from exchsim.policy.lasterror import hop_failed, hop_unreachable
 from exchsim.policy.outbound import destinations, dns_failure, xproxyto_command
 from exchsim.policy.replies import Reply
@@ -193,9 +193,10 @@ class NextHops:
         session to Outbound Proxy Frontend (717), ``XPROXYTO`` with the destinations resolved
         here and the connector's settings, then one transaction per recipient (the Front End
         answers each with the remote's reply, so every recipient gets its own outcome; the
-        remote gets one copy per recipient, exchsim's simplification). The DSN request is not
-        passed through the Front End (the hub cannot know whether the remote took it), so a
-        NOTIFY=SUCCESS recipient gets the hub's relay DSN."""
+        remote gets one copy per recipient, exchsim's simplification). The DSN request goes to
+        the Front End when its 717 advertises DSN, and on to the remote when the remote does:
+        the Front End's reply then ends with ``X-DSN-PASSED-ON`` (policy/replies.py), and only
+        when every recipient's did is the request passed on (no relay DSN)."""
         assert self.sender is not None
         hosts, missing = destinations(connector, domain, self.sender.context.dns)
         if not hosts:
@@ -211,6 +212,9 @@ class NextHops:
         except (HopError, OSError, TimeoutError) as exc:
             raise Unreachable(self._failure(exc, self.server.name, fe)) from exc
         refused: list[tuple[str, Reply]] = []
+        offered = "DSN" in hop.extensions
+        request = dsn.passed_on(item.metadata, rcpts) if offered else dsn.DsnParameters()
+        passed = offered
         try:
             reply = await hop.command(xproxyto_command(connector, domain, hosts,
                                                        uuid.uuid4().hex))
@@ -218,15 +222,19 @@ class NextHops:
                 raise Unreachable(self._failure(HopError("XPROXYTO refused", reply),
                                                 self.server.name, fe))
             for index, rcpt in enumerate(rcpts):
-                params = f"SIZE={len(item.data)}"
+                params = " ".join([f"SIZE={len(item.data)}", *request.mail])
                 if _needs_smtputf8(item.sender, [rcpt]):
                     params += " SMTPUTF8"
+                extra = {rcpt: " ".join(request.of(rcpt))} if request.of(rcpt) else None
                 try:
-                    result = await hop.send_message(item.sender, params, [rcpt], item.data)
+                    result = await hop.send_message(item.sender, params, [rcpt], item.data,
+                                                    rcpt_params=extra)
                 except HopError as exc:
                     self._broke(exc, self.server.name, fe)
                     raise
-                if result.reply.code == 250:
+                final, took = replies.dsn_passed_on(result.reply)
+                if final.code == 250:
+                    passed = passed and took
                     continue
                 if result.reply.code < 500 and index == 0:
                     # Nothing went: the Front End's destinations are the ones in trouble.
@@ -236,7 +244,7 @@ class NextHops:
             hop.abort()
             raise
         await hop.quit()
-        return refused, self.server.fqdn, fe.host, False
+        return refused, self.server.fqdn, fe.host, passed
 
     async def to_frontend(self, servers: Sequence[str], item: QueuedMessage,
                           rcpts: list[str]) -> tuple[list[tuple[str, Reply]], str, str, bool]:
