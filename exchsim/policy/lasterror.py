@@ -62,8 +62,9 @@ from __future__ import annotations
 import errno
 
 __all__ = ["CONNECTION_DROPPED", "CONNECTION_TIMED_OUT", "EXCHANGE_AUTH_FAILED",
-           "NO_TRANSPORT_CERTIFICATE", "Winsock", "connection_failed", "failover", "hop_failed",
-           "hop_unreachable", "one_line", "tls_failed", "unable_to_connect", "winsock"]
+           "NO_TRANSPORT_CERTIFICATE", "UNABLE_TO_CONNECT", "Winsock", "connection_failed",
+           "failover", "hop_failed", "hop_unreachable", "one_line", "tls_failed",
+           "unable_to_connect", "winsock"]
 
 CONNECTION_DROPPED = "421 4.4.2 Connection dropped due to SocketError"
 CONNECTION_TIMED_OUT = "421 4.4.1 Connection timed out"

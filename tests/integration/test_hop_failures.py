@@ -22,8 +22,9 @@ import pytest
 
 from tests.certfactory import make_leaf
 from tests.integration.conftest import FAST, RunningLab, start_lab, with_connectors
-from tests.integration.sendlab import submit
+from tests.integration.sendlab import lab_text, submit
 from tests.integration.test_queue_cli import SLOW_RETRY, queue_json
+from tests.integration.test_queue_lasterror import EX02, SLOW
 
 LED = "{LED=451 4.4.397 Error communicating with target host. -> "
 TAIL = "};{MSG=};{FQDN=ex01.contoso.com};{IP=127.0.10.1};"
@@ -153,8 +154,15 @@ class _Labs:
         return running, config
 
     async def replace_mailbox_delivery(self, running: RunningLab, script: Script) -> Peer:
-        await running.daemon.pause_listener("127.0.10.1", 475)
-        peer = Peer("127.0.10.1", running.port(475), script)
+        return await self.replace(running, "127.0.10.1", 475, script)
+
+    async def replace(self, running: RunningLab, host: str, port: int, script: Script) -> Peer:
+        """The lab's listener on ``host:port`` closed, the test's peer in its place."""
+        await running.daemon.pause_listener(host, port)
+        return self.peer(host, running.port(port), script)
+
+    def peer(self, host: str, port: int, script: Script) -> Peer:
+        peer = Peer(host, port, script)
         self.peers.append(peer)
         return peer
 
@@ -259,3 +267,86 @@ async def test_a_peer_that_drops_the_connection_during_the_transaction(
         await asyncio.sleep(0.05)
     [message] = messages
     assert message["LastError"] == LED + "421 4.4.2 Connection dropped due to SocketError" + TAIL
+
+
+SMART_HOST = """
+  - Name: Via Smarthost
+    AddressSpaces: ["fabrikam.example"]
+    SmartHosts: ["[127.0.10.71]"]
+    ProtocolLoggingLevel: VerboseEXTRA
+"""
+
+
+async def test_a_source_server_that_drops_the_connection_after_ehlo(labs: _Labs) -> None:
+    text = lab_text(SMART_HOST.replace("EXTRA", "\n    SourceTransportServers: [EX02]"),
+                    extra_servers=EX02).replace(*SLOW)
+    running, config = await labs.start(text)
+    await labs.replace(running, "127.0.10.2", 2525, drops_after_ehlo)  # EX02's Transport
+    await submit(running.port(587), "someone@fabrikam.example", "through ex02")
+    queue = await _queue_in_retry(running, config)
+    assert queue["DeliveryType"] == "SmtpRelayToConnectorSourceServers"
+    assert queue["LastError"] == (LED + "421 4.4.2 Connection dropped due to SocketError"
+                                  "};{MSG=};{FQDN=ex02.contoso.com};{IP=127.0.10.2};")
+
+
+async def test_an_outbound_proxy_frontend_that_never_answers(labs: _Labs) -> None:
+    text = lab_text(SMART_HOST.replace("EXTRA", "\n    FrontendProxyEnabled: true")).replace(
+        *SLOW).replace("  InternetSink: {Address: 127.0.10.250, Port: 25}",
+                       '  InternetSink: {Address: 127.0.10.250, Port: 25}\n  HopTimeout: "00:00:01"')
+    running, config = await labs.start(text)
+    await labs.replace(running, "127.0.10.1", 717, never_answers)
+    await submit(running.port(587), "someone@fabrikam.example", "through 717")
+    queue = await _queue_in_retry(running, config)
+    assert queue["DeliveryType"] == "SmartHostConnectorDelivery"
+    assert queue["LastError"] == LED + "421 4.4.1 Connection timed out" + TAIL
+
+
+def starttls_fails(context: ssl.SSLContext) -> Script:
+    """A remote MTA that offers STARTTLS and takes TLS 1.3 only."""
+    def script(conn: socket.socket) -> None:
+        conn.sendall(b"220 mx.fabrikam.example ESMTP\r\n")
+        _line(conn)
+        conn.sendall(b"250-mx.fabrikam.example\r\n250 STARTTLS\r\n")
+        assert _line(conn).startswith(b"STARTTLS")
+        conn.sendall(b"220 2.0.0 Ready to start TLS\r\n")
+        with contextlib.suppress(ssl.SSLError, OSError):
+            context.wrap_socket(conn, server_side=True).close()
+    return script
+
+
+@pytest.mark.parametrize("frontend", [False, True], ids=["direct", "via-frontend-717"])
+async def test_a_remote_whose_tls_handshake_fails_on_a_require_tls_connector(
+        labs: _Labs, tls_contexts: dict[str, ssl.SSLContext], frontend: bool) -> None:
+    extra = "\n    RequireTLS: true" + ("\n    FrontendProxyEnabled: true" if frontend else "")
+    running, config = await labs.start(lab_text(SMART_HOST.replace("EXTRA", extra))
+                                       .replace(*SLOW))
+    labs.peer("127.0.10.71", running.port(25), starttls_fails(tls_contexts["tls13"]))
+    await submit(running.port(587), "someone@fabrikam.example", "TLS required")
+    queue = await _queue_in_retry(running, config)
+    # The send connector's failover sentence with the 2016 queue's text for a failed TLS
+    # negotiation (exchange.md §8.5); through 717 the Front End's answer to the hub says it.
+    assert queue["LastError"] == ("451 4.4.0 Outbound proxy failed: " if frontend else "") + (
+        '451 4.4.0 Primary target IP address responded with: "421 4.2.1 Unable to connect." '
+        "Attempted failover to alternate host, but that did not succeed. Either there are no "
+        "alternate hosts, or delivery failed to all alternate hosts. The last endpoint "
+        f"attempted was 127.0.10.71:{running.port(25)}")
+    if not frontend:  # the connector's send log names the failure as Schannel does
+        logs = running.data / "logs" / "EX01" / "ProtocolLog" / "SmtpSend"
+        log = "".join(p.read_bytes().decode("utf-8") for p in sorted(logs.iterdir()))
+        assert ",Via Smarthost," in log
+        assert ",*,,TLS negotiation failed with error AlgorithmMismatch\r\n" in log
+
+
+async def test_a_front_end_whose_hub_drops_the_connection_logs_exchanges_words(
+        labs: _Labs) -> None:
+    connectors = FAST.replace("{Name: Client Frontend EX01, Server: EX01,",
+                              "{Name: Client Frontend EX01, Server: EX01, "
+                              "ProtocolLoggingLevel: Verbose,")
+    assert connectors != FAST
+    running, _ = await labs.start(with_connectors(SLOW_RETRY, connectors))
+    await labs.replace(running, "127.0.10.1", 465, drops_after_ehlo)  # Client Proxy EX01
+    with pytest.raises(Exception) as refused:
+        await submit(running.port(587), "alice@contoso.com", "to a hub that drops")
+    assert "PRX4" in str(refused.value)
+    assert (f",*,,Failed to proxy message to 127.0.10.1:{running.port(465)}: 421 4.4.2 "
+            "Connection dropped due to SocketError\r\n") in running.protocol_log()
