@@ -23,6 +23,13 @@ import pytest
 from tests.certfactory import make_leaf
 from tests.integration.conftest import FAST, RunningLab, start_lab, with_connectors
 from tests.integration.sendlab import lab_text, submit
+from tests.integration.test_edge import (
+    ALICE,
+    EdgeLab,
+    edge_lab,  # noqa: F401 (the fixture)
+    exchsim_queue as edge_queue,
+    send,
+)
 from tests.integration.test_queue_cli import SLOW_RETRY, queue_json
 from tests.integration.test_queue_lasterror import EX02, SLOW
 
@@ -350,3 +357,38 @@ async def test_a_front_end_whose_hub_drops_the_connection_logs_exchanges_words(
     assert "PRX4" in str(refused.value)
     assert (f",*,,Failed to proxy message to 127.0.10.1:{running.port(465)}: 421 4.4.2 "
             "Connection dropped due to SocketError\r\n") in running.protocol_log()
+
+
+def refuses_direct_trust(context: ssl.SSLContext) -> Script:
+    """An Edge's port 25 that does not take the Mailbox server's certificate: a good handshake,
+    then the EHLO after it answered ``454 4.7.0`` (exchange.md §7.6)."""
+    def script(conn: socket.socket) -> None:
+        _to_tls(conn)
+        tls = context.wrap_socket(conn, server_side=True)
+        assert _line(tls).startswith(b"EHLO")
+        tls.sendall(b"454 4.7.0 Temporary authentication failure\r\n")
+        _line(tls)
+        tls.close()
+    return script
+
+
+async def test_an_edge_that_refuses_direct_trust(
+        edge_lab: EdgeLab, tls_contexts: dict[str, ssl.SSLContext]) -> None:  # noqa: F811
+    await edge_lab.stop("EDGE01")
+    peer = Peer("127.0.10.10", edge_lab.port(25), refuses_direct_trust(tls_contexts["tls12"]))
+    try:
+        await asyncio.to_thread(send, "127.0.10.1", edge_lab.port(587), ALICE[0],
+                                "later@fabrikam.example", "to an edge that refuses", login=ALICE)
+        for _ in range(200):
+            found = [q for q in await edge_queue(edge_lab, "get")
+                     if q["DeliveryType"] == "SmtpRelayWithinAdSiteToEdge"]
+            if found and found[0]["Status"] == "Retry":
+                break
+            await asyncio.sleep(0.1)
+        else:
+            raise AssertionError("the Edge's queue never reached Retry")
+    finally:
+        peer.stop()
+    assert found[0]["LastError"] == (
+        LED + "454 4.7.0 Temporary authentication failure};{MSG=};{FQDN=edge01.contoso.com};"
+        "{IP=127.0.10.10};")
