@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime
-import ipaddress
 import logging
 import os
 from collections import Counter
@@ -41,7 +40,13 @@ from exchsim.policy.ntlm import identity_of
 from exchsim.policy.permissions import ConnectorAcl, connector_acl
 from exchsim.policy.rates import MessageRateWindow
 from exchsim.reload import ConfigReloader
-from exchsim.services import Service, log_dir, runs, start_services
+from exchsim.services import (
+    Service,
+    listen_endpoints,
+    log_dir,
+    ntlm_users_path,
+    start_services,
+)
 from exchsim.smtp.adapter import ExchangeSession
 from exchsim.smtp.message import LocalCertificate, MessageHandler
 from exchsim.smtp.ntlm import WindowsNtlmAcceptor, write_ntlm_users
@@ -310,18 +315,7 @@ class ServerNode:
 
     def endpoints(self) -> list[tuple[str, int]]:
         """Where this server listens: each binding on the server's own address."""
-        own = ipaddress.ip_address(self.server.address)
-        out: set[tuple[str, int]] = set()
-        for connector in self.index.connectors:
-            if not runs(self.service, connector.transport_role):
-                continue  # another service's listener (services.py)
-            for binding in connector.bindings:
-                if binding.is_wildcard:
-                    if binding.address.version == own.version:
-                        out.add((self.server.address, binding.port + self.port_offset))
-                else:
-                    out.add((str(binding.address), binding.port + self.port_offset))
-        return sorted(out)
+        return listen_endpoints(self.lab, self.server, self.service, self.port_offset)
 
 
 def _session_factory(node: ServerNode) -> Callable[[], ExchangeSession]:
@@ -396,7 +390,7 @@ class LabDaemon:
             for s in self.lab.servers
         }
         if not self.partner:  # NTLM_USER_FILE is the process's: the lab's own users
-            write_ntlm_users(self.lab, self.data_dir / "ntlm" / "users.txt")
+            write_ntlm_users(self.lab, ntlm_users_path(self.data_dir, self.only, self.service))
         await asyncio.to_thread(ensure_lab_certificates, pki, self.lab, self.servers_to_run(),
                                 certificates, now, self.port_offset)
         store_seen = await asyncio.to_thread(file_version, store_path(pki))
