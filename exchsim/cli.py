@@ -1,5 +1,6 @@
 """``exchsim lab | serve | check | pki | tracking | queue``: the command line (``pki``:
-exchsim/pkicli.py; ``tracking``: exchsim/trackingcli.py; ``queue``: exchsim/queuecli.py).
+exchsim/pkicli.py; ``tracking``: exchsim/trackingcli.py; ``queue``: exchsim/queuecli.py;
+``health``: exchsim/healthcli.py).
 
 Exit status 2 means the command line or the config is wrong (every config problem is printed,
 nothing starts; an unknown ``--server``; a port the process may not listen on, which
@@ -25,7 +26,7 @@ import sys
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
-from exchsim import pkicli, queuecli, trackingcli
+from exchsim import healthcli, pkicli, queuecli, trackingcli
 from exchsim.clock import SYSTEM_CLOCK
 from exchsim.config.load import ConfigError, load_config
 from exchsim.config.model import Lab
@@ -100,6 +101,7 @@ def _parser() -> argparse.ArgumentParser:
     pkicli.add_parser(sub)
     trackingcli.add_parser(sub)
     queuecli.add_parser(sub)
+    healthcli.add_parser(sub)
     return parser
 
 
@@ -220,6 +222,8 @@ def main(argv: list[str] | None = None) -> int:
         return trackingcli.run(args)
     if args.command == "queue":
         return queuecli.run(args)
+    if args.command == "health":  # the container's HEALTHCHECK (healthcli.py)
+        return healthcli.run(args, lambda argv: _parser().parse_args(argv))
     lab = _load(args.config)
     if lab is None:
         return 2

@@ -41,7 +41,7 @@ def layer(module: str) -> int:
         return 4
     if top in ("daemon", "allocator", "reload", "services"):
         return 5
-    if top in ("cli", "pkicli", "queuecli", "trackingcli", "__main__"):
+    if top in ("cli", "pkicli", "queuecli", "trackingcli", "healthcli", "__main__"):
         return 6
     raise AssertionError(f"{module} is in no layer: add it to tests/test_architecture.py")
 
