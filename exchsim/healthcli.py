@@ -11,8 +11,8 @@ internet sink and the CRL server too) and connects to each, all at once, each wi
 ``--timeout``:
 
 - an SMTP listener must send a ``220`` banner; the check then sends ``QUIT`` and closes, so the
-  session ends as a client's does (what Exchange's own health probes do over SMTP, exchange.md
-  §7.8; a connector with protocol logging Verbose logs the probe's session);
+  session ends as a client's does (Exchange's own health probes also use SMTP, see
+  exchange.md §7.8; a connector with protocol logging Verbose logs the probe's session);
 - the CRL server must answer an HTTP request with a status line;
 - a port of ``ExchsimProxyProtocol`` is only checked for a listening socket in the process's
   network namespace (``/proc/<pid>/net/tcp``): its connections must come from a trusted proxy
