@@ -11,7 +11,9 @@ the plain forms ``*.contoso.com`` and ``contoso.com;5`` mean type SMTP and cost 
 ``DnsMap`` is the lab's resolver, so that nothing leaves the lab: ``Dns.MX`` maps a domain to
 its mail exchangers (preference, host name, and the loopback ``address[:port]`` the host has);
 ``Dns.A`` maps a host name (a smart host, an MX host) to a loopback ``address[:port]``. A port
-is the lab's addition (real DNS has none): several lab MTAs may share one address.
+is the lab's addition (real DNS has none): several lab MTAs may share one address. An ``MX``
+entry ``"*"`` (exchsim's own) answers for every domain that has neither an MX nor an A record
+of its own (``destinations`` in policy/outbound.py).
 
 Rules between fields and objects are in ``validate/sendconnector.py``; the choice of a
 connector for a domain is ``policy/sendrouting.py``.
@@ -37,6 +39,7 @@ from exchsim.config.base import (
     _split_list,
 )
 from exchsim.config.enums import ProtocolLoggingLevel
+from exchsim.config.labnet import is_lab_address
 from exchsim.config.syntax import is_host_name
 
 __all__ = [
@@ -119,6 +122,8 @@ def parse_address_space(value: Any) -> Any:
         cost = int(cost_text)
     domain = text.strip().lower()
     bare = domain[2:] if domain.startswith("*.") else domain
+    if domain == "--":  # an Edge subscription's inbound space (config/edgesync.py)
+        return AddressSpace(kind, domain, cost)
     if domain != "*" and not is_host_name(bare):
         raise ValueError(f"{value!r} is not allowed: expected {_SPACE_EXPECTED}")
     return AddressSpace(kind, domain, cost)
@@ -166,7 +171,7 @@ def parse_endpoint(value: Any) -> Any:
         ip = ipaddress.ip_address(host)
     except ValueError:
         raise ValueError(f"expected {_ENDPOINT_EXPECTED}") from None
-    if not ip.is_loopback:
+    if not is_lab_address(ip):  # or a host of --hosts (config/labnet.py)
         raise ValueError(f"{host} is not a loopback address: expected {_ENDPOINT_EXPECTED}")
     if port is not None and not 1 <= port <= 65535:
         raise ValueError(f"port {port} is not allowed: expected 1 to 65535")
@@ -183,6 +188,8 @@ def _smart_host(value: Any) -> Any:
     if not isinstance(value, str):
         return value
     text = value.strip()
+    if text == "--":  # the subscribed site's Mailbox servers (config/edgesync.py)
+        return text
     inner = text[1:-1] if text.startswith("[") and text.endswith("]") else text
     try:
         return f"[{ipaddress.ip_address(inner)}]"
@@ -302,6 +309,12 @@ class DnsMap(ExchangeObject):
             if name.lower().rstrip(".") == domain.lower().rstrip("."):
                 return tuple(sorted(records, key=lambda r: r.preference))
         return ()
+
+    def wildcard_mx(self) -> tuple[MxRecord, ...]:
+        """The records of the ``"*"`` entry (exchsim's own: the MX of every domain the lab's
+        DNS has no MX or A record for, e.g. the internet sink in a lab whose send connectors
+        route by DNS; none when the map has no such entry)."""
+        return self.mx_of("*")
 
     def address_of(self, host: str) -> Endpoint | None:
         """The A record of ``host``, if the lab's DNS has one."""
