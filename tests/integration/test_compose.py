@@ -205,7 +205,8 @@ def test_containers_share_one_volume_and_start_after_the_sink(
         assert c.entry["restart"] == "unless-stopped", name
         if c.server is not None:
             assert c.entry["depends_on"]["sink"] == {"condition": "service_healthy"}, name
-    assert containers["ex01-frontend"].entry["depends_on"]["ex01-transport"]
+    assert containers["ex01-frontend"].entry["depends_on"]["ex01-transport"] == {
+        "condition": "service_healthy"}
 
 
 def written_paths(c: Container) -> set[Path]:
