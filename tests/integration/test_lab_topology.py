@@ -27,6 +27,7 @@ from pathlib import Path
 import pytest
 
 from tests.integration.conftest import ROOT, port_offset, swaks
+from tests.integration.test_health import health
 
 EXCHSIM = [sys.executable, "-m", "exchsim.cli"]
 ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
@@ -122,7 +123,7 @@ def submit(host: str, port: int, user: str, rcpt: str, subject: str) -> None:
         client.sendmail(user, [rcpt], body.encode())
 
 
-def test_the_lab_runs_every_server_of_the_topology(lab: Lab) -> None:
+async def test_the_lab_runs_every_server_of_the_topology(lab: Lab, tmp_path: Path) -> None:
     listening = {line.split(" listening on ")[1] for line in lab.listening
                  if " listening on " in line}
     mailbox_ports = (25, 465, 475, 587, 717, 2525)
@@ -131,6 +132,11 @@ def test_the_lab_runs_every_server_of_the_topology(lab: Lab) -> None:
     expected |= {f"{EDGE01}:{lab.port(25)}", f"127.0.10.250:{lab.port(25)}",
                  f"127.0.10.251:{lab.port(80)}"}
     assert listening == expected
+    # exchsim health (the image's HEALTHCHECK) on the lab process: every listener answers.
+    code, out, err = await health(lab.proc.pid, cwd=tmp_path)
+    assert code == 0, (out, err)
+    probed = {line.split()[3] for line in out}
+    assert probed == expected and all(line.endswith(" ok") for line in out), out
 
 
 async def test_internet_mail_through_the_edge_lands_in_bobs_maildir_on_ex02(lab: Lab) -> None:
