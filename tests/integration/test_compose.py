@@ -17,6 +17,7 @@ cannot drift apart:
 
 from __future__ import annotations
 
+import fnmatch
 import ipaddress
 import shutil
 import subprocess
@@ -248,3 +249,43 @@ def test_the_roles_run_where_the_lab_says(containers: dict[str, Container]) -> N
     assert edge.server is not None and edge.server.role.value == "Edge"
     assert any(c.transport_role is TransportRole.EDGE
                for c in edge.lab.connectors_of(edge.server.name))
+
+
+def dockerignored(path: str, patterns: list[str]) -> bool:
+    """Whether the build context leaves ``path`` out (.dockerignore's rules as Docker applies
+    them to paths of the context: each pattern against the path and its parent folders, a
+    later ``!`` pattern taking a path back)."""
+    parts = path.split("/")
+    candidates = ["/".join(parts[:i]) for i in range(1, len(parts) + 1)]
+    ignored = False
+    for pattern in patterns:
+        negate = pattern.startswith("!")
+        pattern = pattern.removeprefix("!").strip("/")
+        matched = any(fnmatch.fnmatchcase(c, pattern) or
+                      (pattern.startswith("**/") and
+                       fnmatch.fnmatchcase(c.rsplit("/", 1)[-1], pattern.removeprefix("**/")))
+                      for c in candidates)
+        if matched:
+            ignored = not negate
+    return ignored
+
+
+def test_the_image_builds_from_what_it_needs_and_checks_its_health() -> None:
+    dockerfile = (ROOT / "Dockerfile").read_text(encoding="utf-8").splitlines()
+    patterns = [line.strip() for line in
+                (ROOT / ".dockerignore").read_text(encoding="utf-8").splitlines()
+                if line.strip() and not line.startswith("#")]
+    assert [line for line in dockerfile if line.startswith("FROM ")] == ["FROM python:3.11-slim"]
+    assert 'CMD ["exchsim", "health"]' in next(line for line in dockerfile
+                                               if line.startswith("HEALTHCHECK "))
+    copied = [word for line in dockerfile if line.startswith("COPY ")
+              for word in line.split()[1:-1]]
+    assert set(copied) == {"pyproject.toml", "README.md", "exchsim", "configs"}
+    tracked = subprocess.run(["git", "ls-files", *copied], cwd=ROOT, capture_output=True,
+                             text=True, check=True).stdout.split()
+    assert "configs/lab.yaml" in tracked and "configs/compose-hosts.yaml" in tracked
+    assert not [path for path in tracked if dockerignored(path, patterns)]
+    for unwanted in (".venv/bin/python", "data/queue/EX01.sqlite", ".git/HEAD",
+                     "exchsim/__pycache__/cli.cpython-311.pyc", ".pytest_cache/v/x",
+                     "tests/integration/test_compose.py", "wt-compose11/exchsim/cli.py"):
+        assert dockerignored(unwanted, patterns), unwanted
