@@ -334,8 +334,9 @@ async def test_tls_send_domain_secure_list_applies_to_the_next_message(
 
 
 async def test_the_partner_organization_reloads_its_own_file(tmp_path: Path) -> None:
-    for name in ("lab.yaml", "partner.yaml"):
-        (tmp_path / name).write_text((CONFIGS / name).read_text(encoding="utf-8"),
+    # The running lab is configs/single-server.yaml (SEED001_YAML), written where it runs from.
+    for name, shipped in (("lab.yaml", "single-server.yaml"), ("partner.yaml", "partner.yaml")):
+        (tmp_path / name).write_text((CONFIGS / shipped).read_text(encoding="utf-8"),
                                      encoding="utf-8")
     running = await start_lab(fast(SEED001_YAML), tmp_path / "data",
                               source=str(tmp_path / "lab.yaml"))
