@@ -204,7 +204,8 @@ class FrontendProxy:
         except (aiosmtplib.SMTPResponseException) as exc:
             return parse_reply(exc.code, [" ".join(exc.message.split())])
         except (aiosmtplib.SMTPException, OSError, TimeoutError, Unsendable) as exc:
-            message.context.log("", f"Outbound proxy failed: {summary(exc)}")
+            log.info("outbound proxy failed: %s", summary(exc))
+            message.context.log("", f"Outbound proxy failed: {_broken(exc)}")
             return Reply(451, "4.4.2", f"Outbound proxy failed: {_broken(exc)}")
         if result.refused:
             return result.refused[0][1]

@@ -392,3 +392,30 @@ async def test_an_edge_that_refuses_direct_trust(
     assert found[0]["LastError"] == (
         LED + "454 4.7.0 Temporary authentication failure};{MSG=};{FQDN=edge01.contoso.com};"
         "{IP=127.0.10.10};")
+
+
+def drops_at_data(conn: socket.socket) -> None:
+    """A remote MTA that takes MAIL and RCPT and closes the connection at DATA."""
+    conn.sendall(b"220 mx.fabrikam.example ESMTP\r\n")
+    _line(conn)
+    conn.sendall(b"250-mx.fabrikam.example\r\n250 8BITMIME\r\n")
+    for reply in (b"250 2.1.0 Ok\r\n", b"250 2.1.5 Ok\r\n"):
+        _line(conn)
+        conn.sendall(reply)
+    assert _line(conn).upper().startswith(b"DATA")
+
+
+async def test_a_remote_that_drops_the_connection_behind_the_outbound_proxy_frontend(
+        labs: _Labs) -> None:
+    running, config = await labs.start(lab_text(SMART_HOST.replace(
+        "EXTRA", "\n    FrontendProxyEnabled: true")).replace(*SLOW))
+    labs.peer("127.0.10.71", running.port(25), drops_at_data)
+    await submit(running.port(587), "someone@fabrikam.example", "dropped behind 717")
+    queue = await _queue_in_retry(running, config)
+    # The Front End's answer to the hub: its send connector client's failover sentence.
+    assert queue["LastError"] == (
+        '451 4.4.0 Outbound proxy failed: 451 4.4.0 Primary target IP address responded with: '
+        '"421 4.4.2 Connection dropped due to SocketError." Attempted failover to alternate '
+        "host, but that did not succeed. Either there are no alternate hosts, or delivery "
+        "failed to all alternate hosts. The last endpoint attempted was "
+        f"127.0.10.71:{running.port(25)}")
