@@ -257,7 +257,7 @@ async def test_a_peer_that_never_answers_times_out_after_the_configured_hop_time
     assert 'HopTimeout: "00:00:01"' in text
     started = asyncio.get_running_loop().time()
     queue, message, _ = await _last_error(labs, never_answers, text)
-    assert asyncio.get_running_loop().time() - started < 8  # 1 s, not the default 30 s
+    assert asyncio.get_running_loop().time() - started < 20  # 1 s, not the default 30 s
     assert queue == LED + "421 4.4.1 Connection timed out" + TAIL
     assert message == queue
 
