@@ -229,6 +229,7 @@ def _frontend_proxy(daemon: LabDaemon, node: ServerNode) -> FrontendProxy:
         send_log=node.send_log,
         hubs=_hub_chooser(daemon, server),
         source=address_of(server, Service.FRONTEND),
+        hop_timeout=daemon.lab.lab.hop_timeout.total_seconds(),
     )
 
 

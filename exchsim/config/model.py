@@ -483,6 +483,13 @@ class LabSettings(ExchangeObject):
     when_revocation_offline: Annotated[RevocationOffline, _enum_ci(RevocationOffline)] = Field(
         alias="WhenRevocationOffline", default=RevocationOffline.FAIL)
     """What a client certificate chain whose CRLs cannot be had gets (exchange.md §4.8)."""
+    hop_timeout: TimeSpan = Field(
+        alias="HopTimeout", default=datetime.timedelta(seconds=30),
+        ge=datetime.timedelta(seconds=1), le=datetime.timedelta(minutes=10))
+    """How long a hop between the organization's servers (Front End -> hub, hub -> Mailbox
+    Transport Delivery, hub -> hub, hub -> Outbound Proxy Frontend, Edge <-> Mailbox) waits for
+    the connection, the TLS handshake and each reply before it counts as failed (``421 4.4.1
+    Connection timed out`` in the queue, exchange.md §8.5); exchsim's own key."""
     retry_interval: TimeSpan = Field(
         alias="RetryInterval", default=datetime.timedelta(seconds=10)
     )

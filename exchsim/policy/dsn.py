@@ -173,3 +173,16 @@ def passed_on(metadata: Mapping[str, str], rcpts: Iterable[str]) -> DsnParameter
             if params:
                 rcpt[address] = params
     return DsnParameters(mail, rcpt)
+
+
+def requested(mail_params: Mapping[str, str | None],
+              rcpt_params: Mapping[str, Mapping[str, str | None]],
+              rcpts: Iterable[str]) -> DsnParameters:
+    """The DSN request of a message as a client gave it (RET and ENVID on MAIL, NOTIFY and
+    ORCPT on each RCPT), in the form :func:`passed_on` gives a queued message's."""
+    metadata = {key: value for param, key in (("RET", "ret"), ("ENVID", "envid"))
+                if (value := mail_params.get(param))}
+    encoded = encode(rcpt_params)
+    if encoded is not None:
+        metadata[METADATA_KEY] = encoded
+    return passed_on(metadata, rcpts)

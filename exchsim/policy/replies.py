@@ -212,6 +212,25 @@ XPROXYFROM_ACCEPTED = _r(250, None, "XProxyFrom accepted")
 XPROXY_ACCEPTED_AUTHENTICATED = _r(250, None, "XProxy accepted and authenticated")
 XPROXYTO_ACCEPTED = _r(250, None, "XProxyTo accepted")
 
+# The last line the Outbound Proxy Frontend adds to a remote's positive reply when the remote
+# offered DSN and got the message's DSN request (exchsim's own, exchange.md §7.4): the hub then
+# sends no relay DSN, as after a direct send to such a remote.
+DSN_PASSED_ON_LINE = "X-DSN-PASSED-ON"
+
+
+def with_dsn_passed_on(reply: Reply) -> Reply:
+    """The Front End's answer to the hub: the remote's reply and :data:`DSN_PASSED_ON_LINE`."""
+    return Reply(reply.code, reply.enhanced, f"{reply.text}\n{DSN_PASSED_ON_LINE}", reply.close)
+
+
+def dsn_passed_on(reply: Reply) -> tuple[Reply, bool]:
+    """The hub's reading of the Front End's answer: the remote's reply, and whether the Front
+    End passed the DSN request on (:func:`with_dsn_passed_on`)."""
+    head, sep, last = reply.text.rpartition("\n")
+    if sep and last.strip() == DSN_PASSED_ON_LINE:
+        return Reply(reply.code, reply.enhanced, head, reply.close), True
+    return reply, False
+
 
 def banner(fqdn: str, now: datetime.datetime, *, uppercase: bool = False) -> Reply:
     """``220 <fqdn> Microsoft ESMTP MAIL Service ready at <date>`` (exchange.md §1.1).

@@ -134,7 +134,8 @@ class DeliveryAgent:
         self.hops = NextHops(server, tls_context, mailbox_delivery, internet, sender=sender,
                              hub_transport=hub_transport, frontend=frontend,
                              fqdns={s.name.lower(): s.fqdn for s in lab.servers},
-                             default_frontend=default_frontend, edges=edges)
+                             default_frontend=default_frontend, edges=edges,
+                             timeout=lab.lab.hop_timeout.total_seconds())
         self.retry = retry
         self.schedule = schedule or RetrySchedule.fixed(retry)
         self.state = QueueState()  # what Get-Queue / Get-Message read (transport/queueadmin.py)

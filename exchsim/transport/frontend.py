@@ -33,7 +33,10 @@ arrive (the same Internet Message-ID, transport/mailbox.py).
 Outbound Proxy Frontend (717): a hub session that said ``XPROXYTO`` (a send connector with
 FrontendProxyEnabled, exchange.md §7.4) is not proxied to a hub: its messages go out through the
 send connector client (transport/smtpsend.py) to the destinations XPROXYTO named, with the
-connector's TLS settings, and the hub gets the remote's reply.
+connector's TLS settings, and the hub gets the remote's reply. The hub's DSN request (RET and
+ENVID on MAIL, NOTIFY and ORCPT on RCPT) goes on to a remote that offers DSN, and then the reply
+ends with the line ``X-DSN-PASSED-ON`` (policy/replies.py, exchsim's own, exchange.md §7.4), so
+the hub sends no relay DSN, as after a direct send.
 
 Each hop session is written to the server's send protocol log under the implicit
 ``Intra-Organization SMTP Send Connector`` when the Front End's
@@ -54,8 +57,13 @@ import aiosmtplib
 from exchsim.clock import Clock
 from exchsim.config.model import Server
 from exchsim.logs.sendlog import INTRA_ORG_CONNECTOR, SendProtocolLog
-from exchsim.policy import replies
+from exchsim.policy import dsn, replies
 from exchsim.policy.headers import parse_message
+from exchsim.policy.lasterror import (
+    CONNECTION_DROPPED,
+    CONNECTION_TIMED_OUT,
+    NO_TRANSPORT_CERTIFICATE,
+)
 from exchsim.policy.outbound import ProxyTo
 from exchsim.policy.permissions import Identity, IdentityKind, Rights, rights_to_mask
 from exchsim.policy.replies import Reply
@@ -156,7 +164,8 @@ class FrontendProxy:
             except HopError as exc:
                 self.session_closed(context.session_id)
                 log.info("proxy to hub failed (attempt %d): %s", sum(attempts), exc)
-                context.log("", f"Failed to proxy message: {exc}")
+                context.log("", f"Failed to proxy message to {targets[i].host}:"
+                                f"{targets[i].port}: {exc.what or exc}")
                 if exc.data_sent:
                     # The hub may have committed it: never a second transaction.
                     context.log("", "Message data sent; outcome unknown, not retried")
@@ -184,20 +193,25 @@ class FrontendProxy:
         no destination took it."""
         if self.sender is None:
             return replies.proxy_failure(4)
+        request = dsn.requested(message.mail_params, message.rcpt_params, message.recipients)
         try:
             result = await self.sender.send_to(
                 proxy_to.as_connector(), proxy_to.domain, proxy_to.destinations,
-                message.mail_from, message.recipients, message.data)
+                message.mail_from, message.recipients, message.data, dsn=request)
         except Unreachable as exc:
             message.context.log("", f"Outbound proxy failed: {exc}")
             return Reply(451, "4.4.0", f"Outbound proxy failed: {exc}")
         except (aiosmtplib.SMTPResponseException) as exc:
             return parse_reply(exc.code, [" ".join(exc.message.split())])
         except (aiosmtplib.SMTPException, OSError, TimeoutError, Unsendable) as exc:
-            return Reply(451, "4.4.2", f"Outbound proxy failed: {summary(exc)}")
+            log.info("outbound proxy failed: %s", summary(exc))
+            message.context.log("", f"Outbound proxy failed: {_broken(exc)}")
+            return Reply(451, "4.4.2", f"Outbound proxy failed: {_broken(exc)}")
         if result.refused:
             return result.refused[0][1]
         assert result.reply is not None
+        if result.dsn_passed and result.reply.code == 250:
+            return replies.with_dsn_passed_on(result.reply)
         return result.reply
 
     async def _hop(self, context: MessageContext, target: HubEndpoint) -> HopClient:
@@ -208,7 +222,7 @@ class FrontendProxy:
         self.session_closed(context.session_id)
         tls = self.tls_context()
         if tls is None:
-            raise HopError("no internal transport certificate")
+            raise HopError("no internal transport certificate", what=NO_TRANSPORT_CERTIFICATE)
         submission = context.local.port == CLIENT_SUBMISSION_PORT
         log = None
         if self.send_log is not None:
@@ -237,6 +251,16 @@ class FrontendProxy:
         cached = self._hops.pop(session_id, None)
         if cached is not None:
             cached.client.abort()
+
+
+def _broken(exc: BaseException) -> str:
+    """Why the remote's transaction broke, in Exchange's words (policy/lasterror.py): the
+    connection timed out, or was dropped; an address the client cannot send, as it says."""
+    if isinstance(exc, Unsendable):
+        return str(exc)
+    if isinstance(exc, TimeoutError | aiosmtplib.SMTPTimeoutError):
+        return CONNECTION_TIMED_OUT
+    return CONNECTION_DROPPED
 
 
 def _mail_params(message: AcceptedMessage) -> str:

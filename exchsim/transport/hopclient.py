@@ -29,6 +29,14 @@ server's send protocol log as it goes (exchange.md §6.1): the connection, every
 ``sending message`` line the caller asks for with :meth:`HopClient.log_message`, and the end of
 the connection (``Local`` when this side closes, ``Remote`` when the server had closed or after
 QUIT, ``Remote(ConnectionReset)`` / ``Remote(SocketError)`` when the connection broke).
+
+Every :class:`HopError` says in ``what`` what went wrong in Exchange's words (the table of
+policy/lasterror.py, exchange.md §8.5): the reply of a peer that refused, ``451 5.7.3 Cannot
+achieve Exchange Server authentication`` when X-ANONYMOUSTLS is not offered, ``421 4.2.1 Unable
+to connect -> ...`` for the TCP connect or the TLS handshake, ``421 4.4.2 Connection dropped due
+to SocketError`` for a connection the peer closed or broke, ``421 4.4.1 Connection timed out``
+for a reply that did not come within the timeout. The exception's own text is for exchsim's log;
+the queue's LastError and the Front End's protocol log take ``what``.
 """
 
 from __future__ import annotations
@@ -40,7 +48,17 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from exchsim.logs.sendlog import SendLogSession, endpoint
+from exchsim.policy.lasterror import (
+    CONNECTION_DROPPED,
+    CONNECTION_TIMED_OUT,
+    EXCHANGE_AUTH_FAILED,
+    one_line,
+    tls_failed,
+    unable_to_connect,
+    winsock,
+)
 from exchsim.policy.replies import Reply
+from exchsim.policy.schannel import failure_name
 from exchsim.tls.directtrust import make_exchangeauth_blob
 from exchsim.tls.resumption import ClientSessionCache
 
@@ -55,15 +73,20 @@ class HopError(Exception):
     """The hop could not be set up or broke; ``reply`` is what the server said, if anything.
 
     ``data_sent``: the message data had been written when it broke, so the server may have
-    committed the message (the outcome is unknown); False means it cannot have.
+    committed the message (the outcome is unknown); False means it cannot have. ``what``: the
+    failure in Exchange's words (module docstring); the reply itself when there is one.
     """
 
     def __init__(self, message: str, reply: Reply | None = None, *,
-                 data_sent: bool = False, connect: bool = False) -> None:
+                 data_sent: bool = False, connect: bool = False,
+                 what: str | None = None) -> None:
         super().__init__(message)
         self.reply = reply
         self.data_sent = data_sent
         self.connect = connect  # the TCP connection itself could not be made
+        self.what = what or (one_line(reply.render()) if reply is not None else None)
+        # The queue's LastError, when the caller knows the hop (transport/nexthop.py).
+        self.last_error: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,7 +135,10 @@ class HopClient:
                 timeout,
             )
         except (OSError, TimeoutError) as exc:
-            raise HopError(f"cannot connect to {host}:{port}: {exc}", connect=True) from exc
+            error = winsock(None if isinstance(exc, TimeoutError) else exc.errno,
+                            timed_out=isinstance(exc, TimeoutError))
+            raise HopError(f"cannot connect to {host}:{port}: {exc}", connect=True,
+                           what=unable_to_connect(error)) from exc
         if log is not None:
             local = writer.get_extra_info("sockname")
             log.connected(endpoint(local[0], local[1]) if local else "")
@@ -155,14 +181,17 @@ class HopClient:
             await client._expect(await client.read_reply(), 220)
             await client.ehlo(helo)
             if "X-ANONYMOUSTLS" not in client.extensions:
-                raise HopError(f"{host}:{port} does not offer X-ANONYMOUSTLS")
+                raise HopError(f"{host}:{port} does not offer X-ANONYMOUSTLS",
+                               what=EXCHANGE_AUTH_FAILED)
             await client._expect(await client.command("X-ANONYMOUSTLS"), 220)
             try:
                 await writer.start_tls(context, ssl_handshake_timeout=timeout)
             except (OSError, TimeoutError) as exc:
+                error = f"{type(exc).__name__}: {exc}"
                 if log is not None:
-                    log.tls_failed(f"{type(exc).__name__}: {exc}")
-                raise
+                    log.tls_failed(error)
+                raise HopError(f"TLS handshake with {host}:{port} failed: {error}",
+                               what=tls_failed(failure_name(error))) from exc
             handshake_done = True
             client._log_tls()
             await client.ehlo(helo)
@@ -170,7 +199,7 @@ class HopClient:
             if not direct_trust:
                 unique = ssl_object.get_channel_binding("tls-unique") if ssl_object else None
                 if unique is None:
-                    raise HopError("no tls-unique channel binding")
+                    raise HopError("no tls-unique channel binding", what=EXCHANGE_AUTH_FAILED)
                 blob = make_exchangeauth_blob(helo, unique)
                 await client._expect(
                     await client.command(f"X-EXPS EXCHANGEAUTH SHA256 {blob}"), 235)
@@ -228,13 +257,15 @@ class HopClient:
                     raise _ProtocolError(f"reply of more than {MAX_REPLY_LINES} lines")
         except asyncio.LimitOverrunError as exc:
             self.abort()
-            raise HopError(f"protocol error: reply line over {MAX_REPLY_LINE} bytes") from exc
+            raise HopError(f"protocol error: reply line over {MAX_REPLY_LINE} bytes",
+                           what=CONNECTION_DROPPED) from exc
         except _ProtocolError as exc:
             self.abort()
-            raise HopError(f"protocol error: {exc}") from exc
+            raise HopError(f"protocol error: {exc}", what=CONNECTION_DROPPED) from exc
         except (OSError, TimeoutError, asyncio.IncompleteReadError) as exc:
             self.abort(_lost_context(exc))
-            raise HopError(f"connection lost: {exc!r}") from exc
+            what = CONNECTION_TIMED_OUT if isinstance(exc, TimeoutError) else CONNECTION_DROPPED
+            raise HopError(f"connection lost: {exc!r}", what=what) from exc
 
     async def command(self, line: str) -> Reply:
         if self.log is not None:

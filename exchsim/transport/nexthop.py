@@ -31,8 +31,8 @@ from dataclasses import dataclass
 from exchsim.config.model import Server
 from exchsim.config.sendconnector import SendConnector
 from exchsim.logs.sendlog import INTRA_ORG_CONNECTOR, SendLogSession, SendProtocolLog
-from exchsim.policy import dsn
-from exchsim.policy.lasterror import hop_unreachable
+from exchsim.policy import dsn, replies
+from exchsim.policy.lasterror import hop_failed, hop_unreachable
 from exchsim.policy.outbound import destinations, dns_failure, xproxyto_command
 from exchsim.policy.replies import Reply
 from exchsim.transport.hopclient import HopClient, HopError, HopTls
@@ -59,8 +59,9 @@ class NextHops:
                  frontend: Endpoint | None = None,
                  fqdns: Mapping[str, str] | None = None,
                  default_frontend: Mapping[str, Endpoint] | None = None,
-                 edges: frozenset[str] = frozenset()) -> None:
+                 edges: frozenset[str] = frozenset(), timeout: float = 30.0) -> None:
         self.server = server
+        self.timeout = timeout  # seconds for the connection, the handshake, each reply
         self.source = server.address  # the Transport service's address (services.py)
         self.tls_context = tls_context
         self.mailbox_delivery = mailbox_delivery
@@ -84,13 +85,20 @@ class NextHops:
                                      self.server.intra_org_connector_protocol_logging_level)
 
     def _failure(self, exc: BaseException, server: str, endpoint: Endpoint) -> str:
-        """The LastError of a hop that failed before its transaction: Exchange 2016's form for
-        a connection that could not be made (policy/lasterror.py, exchange.md §8.5), else
-        where and what."""
+        """The LastError of a hop that failed: Exchange 2016's form (policy/lasterror.py,
+        exchange.md §8.5) with what the hop client says went wrong."""
+        fqdn = self.fqdns.get(server.lower(), server)
         if isinstance(exc, HopError) and exc.connect:
-            fqdn = self.fqdns.get(server.lower(), server)
             return hop_unreachable(socket_error(exc), fqdn, endpoint.host)
+        if isinstance(exc, HopError) and exc.what:
+            return hop_failed(exc.what, fqdn, endpoint.host)
         return f"{endpoint.host}:{endpoint.port}: {exc}"
+
+    def _broke(self, exc: HopError, server: str, endpoint: Endpoint) -> HopError:
+        """A hop that broke during its transaction, with its LastError (the failure stays
+        transient: transport/outcome.py)."""
+        exc.last_error = self._failure(exc, server, endpoint)
+        return exc
 
     def close(self) -> None:
         """Drop every idle hop session."""
@@ -116,6 +124,10 @@ class NextHops:
                 params += " SMTPUTF8"
             hop.log_message(item.internal_id, item.message_id)
             result = await hop.send_message(item.sender, params, rcpts, item.data)
+        except HopError as exc:
+            hop.abort()
+            self._broke(exc, server, endpoint)
+            raise
         except BaseException:
             hop.abort()
             raise
@@ -125,7 +137,8 @@ class NextHops:
                 return list(result.refused)  # every recipient refused: each with its reply
             if result.reply.code >= 500:
                 return [(r, result.reply) for r in rcpts]
-            raise HopError(f"mailbox delivery refused: {result.reply.render()}")
+            raise self._broke(HopError(f"mailbox delivery refused: {result.reply.render()}",
+                                       result.reply), server, endpoint)
         return list(result.refused)
 
     async def _take_hop(self, server: str, endpoint: Endpoint) -> HopClient:
@@ -141,7 +154,8 @@ class NextHops:
             raise Unreachable("no internal transport certificate")
         try:
             hop = await HopClient.connect(endpoint.host, endpoint.port, helo=self.server.fqdn,
-                                          tls_context=context, source=self.source,
+                                          tls_context=context, timeout=self.timeout,
+                                          source=self.source,
                                           log=self._log(INTRA_ORG_CONNECTOR, endpoint))
         except (HopError, OSError, TimeoutError) as exc:
             raise Unreachable(self._failure(exc, server, endpoint)) from exc
@@ -149,7 +163,8 @@ class NextHops:
             reply = await hop.command("XSESSIONPARAMS MDBGUID=00000000-0000-0000-0000-000000000000"
                                       " TYPE=Delivery")
             if reply.code != 250:
-                raise Unreachable(f"XSESSIONPARAMS refused: {reply.render()}")
+                raise Unreachable(self._failure(HopError("XSESSIONPARAMS refused", reply),
+                                                server, endpoint))
         except HopError as exc:
             hop.abort()
             raise Unreachable(self._failure(exc, server, endpoint)) from exc
@@ -178,9 +193,10 @@ class NextHops:
         session to Outbound Proxy Frontend (717), ``XPROXYTO`` with the destinations resolved
         here and the connector's settings, then one transaction per recipient (the Front End
         answers each with the remote's reply, so every recipient gets its own outcome; the
-        remote gets one copy per recipient, exchsim's simplification). The DSN request is not
-        passed through the Front End (the hub cannot know whether the remote took it), so a
-        NOTIFY=SUCCESS recipient gets the hub's relay DSN."""
+        remote gets one copy per recipient, exchsim's simplification). The DSN request goes to
+        the Front End when its 717 advertises DSN, and on to the remote when the remote does:
+        the Front End's reply then ends with ``X-DSN-PASSED-ON`` (policy/replies.py), and only
+        when every recipient's did is the request passed on (no relay DSN)."""
         assert self.sender is not None
         hosts, missing = destinations(connector, domain, self.sender.context.dns)
         if not hosts:
@@ -191,21 +207,34 @@ class NextHops:
         fe = self.frontend
         try:
             hop = await HopClient.connect(fe.host, fe.port, helo=self.server.fqdn,
-                                          tls_context=context, source=self.source)
+                                          tls_context=context, timeout=self.timeout,
+                                          source=self.source)
         except (HopError, OSError, TimeoutError) as exc:
             raise Unreachable(self._failure(exc, self.server.name, fe)) from exc
         refused: list[tuple[str, Reply]] = []
+        offered = "DSN" in hop.extensions
+        request = dsn.passed_on(item.metadata, rcpts) if offered else dsn.DsnParameters()
+        passed = offered
         try:
             reply = await hop.command(xproxyto_command(connector, domain, hosts,
                                                        uuid.uuid4().hex))
             if reply.code != 250:
-                raise Unreachable(f"XPROXYTO refused: {reply.render()}")
+                raise Unreachable(self._failure(HopError("XPROXYTO refused", reply),
+                                                self.server.name, fe))
             for index, rcpt in enumerate(rcpts):
-                params = f"SIZE={len(item.data)}"
+                params = " ".join([f"SIZE={len(item.data)}", *request.mail])
                 if _needs_smtputf8(item.sender, [rcpt]):
                     params += " SMTPUTF8"
-                result = await hop.send_message(item.sender, params, [rcpt], item.data)
-                if result.reply.code == 250:
+                extra = {rcpt: " ".join(request.of(rcpt))} if request.of(rcpt) else None
+                try:
+                    result = await hop.send_message(item.sender, params, [rcpt], item.data,
+                                                    rcpt_params=extra)
+                except HopError as exc:
+                    self._broke(exc, self.server.name, fe)
+                    raise
+                final, took = replies.dsn_passed_on(result.reply)
+                if final.code == 250:
+                    passed = passed and took
                     continue
                 if result.reply.code < 500 and index == 0:
                     # Nothing went: the Front End's destinations are the ones in trouble.
@@ -215,7 +244,7 @@ class NextHops:
             hop.abort()
             raise
         await hop.quit()
-        return refused, self.server.fqdn, fe.host, False
+        return refused, self.server.fqdn, fe.host, passed
 
     async def to_frontend(self, servers: Sequence[str], item: QueuedMessage,
                           rcpts: list[str]) -> tuple[list[tuple[str, Reply]], str, str, bool]:
@@ -249,7 +278,8 @@ class NextHops:
             try:
                 hop = await HopClient.connect(
                     endpoint.host, endpoint.port, helo=self.server.fqdn, tls_context=context,
-                    source=self.source, log=self._log(INTRA_ORG_CONNECTOR, endpoint),
+                    timeout=self.timeout, source=self.source,
+                    log=self._log(INTRA_ORG_CONNECTOR, endpoint),
                     direct_trust=direct_trust or server.lower() in self.edges)
             except (HopError, OSError, TimeoutError) as exc:
                 failures.append(self._failure(exc, server, endpoint))
@@ -264,6 +294,10 @@ class NextHops:
                 result = await hop.send_message(
                     item.sender, params, rcpts, item.data,
                     rcpt_params={r: " ".join(request.of(r)) for r in rcpts if request.of(r)})
+            except HopError as exc:
+                hop.abort()
+                self._broke(exc, server, endpoint)
+                raise
             except BaseException:
                 hop.abort()
                 raise
@@ -273,7 +307,9 @@ class NextHops:
                     return list(result.refused), server, endpoint.host, passed
                 if result.reply.code >= 500:
                     return [(r, result.reply) for r in rcpts], server, endpoint.host, passed
-                raise HopError(f"relay to {server} refused: {result.reply.render()}")
+                raise self._broke(HopError(f"relay to {server} refused: "
+                                           f"{result.reply.render()}", result.reply),
+                                  server, endpoint)
             return list(result.refused), server, endpoint.host, passed
         raise Unreachable("; ".join(failures) or "no source server to relay to")
 

@@ -7,8 +7,10 @@ The hub's delivery agent (transport/delivery.py) sorts every failure into one of
   ``ValueError``, or exchsim's own address syntax does). The recipient is done: an NDR goes to
   the sender, or nothing for the null sender ``<>`` (one log line either way).
 - **transient**: the next hop answered 4xx, or the connection broke or timed out during the
-  transaction. The recipients stay queued; the next attempt is MessageRetryInterval later
-  (policy/retry.py, exchange.md §8.5).
+  transaction (the reason: ``421 4.4.2 Connection dropped due to SocketError`` or ``421 4.4.1
+  Connection timed out``, or for an intra-organization hop the queue form of
+  policy/lasterror.py that transport/nexthop.py gives the HopError). The recipients stay
+  queued; the next attempt is MessageRetryInterval later (policy/retry.py, exchange.md §8.5).
 - **unreachable**: the next hop could not be reached or the session could not be set up
   (connect, TLS, EXCHANGEAUTH, XSESSIONPARAMS). That is the destination's problem, not the
   message's: like an Exchange queue in Retry state, the destination is retried after
@@ -36,7 +38,7 @@ from dataclasses import dataclass
 import aiosmtplib
 
 from exchsim.policy import replies
-from exchsim.policy.lasterror import Winsock, winsock
+from exchsim.policy.lasterror import CONNECTION_DROPPED, CONNECTION_TIMED_OUT, Winsock, winsock
 from exchsim.policy.replies import Reply
 from exchsim.transport.hopclient import HopError, parse_reply
 
@@ -100,6 +102,13 @@ def classify(exc: BaseException) -> Failure | None:
         reply = parse_reply(exc.code, [" ".join(exc.message.split())])
         kind = Kind.PERMANENT if exc.code >= 500 else Kind.TRANSIENT
         return Failure(kind, reply.render().strip(), reply if kind is Kind.PERMANENT else None)
-    if isinstance(exc, (HopError, aiosmtplib.SMTPException, OSError, TimeoutError)):
+    if isinstance(exc, HopError):
+        return Failure(Kind.TRANSIENT, exc.last_error or exc.what or summary(exc))
+    # A transaction that broke (exchange.md §8.5): Exchange's words, not the exception's.
+    if isinstance(exc, TimeoutError | aiosmtplib.SMTPTimeoutError):
+        return Failure(Kind.TRANSIENT, CONNECTION_TIMED_OUT)
+    if isinstance(exc, aiosmtplib.SMTPServerDisconnected | OSError):
+        return Failure(Kind.TRANSIENT, CONNECTION_DROPPED)
+    if isinstance(exc, aiosmtplib.SMTPException):
         return Failure(Kind.TRANSIENT, summary(exc))
     return None

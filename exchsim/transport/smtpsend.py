@@ -85,7 +85,12 @@ from exchsim.config.model import Server
 from exchsim.config.sendconnector import DnsMap, SendConnector, SmartHostAuthMechanism
 from exchsim.policy.dsn import DsnParameters
 from exchsim.policy.headers import send_firewall
-from exchsim.policy.lasterror import CONNECTION_DROPPED, connection_failed, failover
+from exchsim.policy.lasterror import (
+    CONNECTION_DROPPED,
+    UNABLE_TO_CONNECT,
+    connection_failed,
+    failover,
+)
 from exchsim.policy.outbound import (
     Destination,
     destinations,
@@ -94,6 +99,7 @@ from exchsim.policy.outbound import (
     tls_required,
 )
 from exchsim.policy.replies import Reply
+from exchsim.policy.schannel import failure_name
 from exchsim.policy.sendsecure import judge_remote
 from exchsim.tls.contexts import client_context_starttls
 from exchsim.tls.pki import CertificateFiles
@@ -267,7 +273,7 @@ class SmtpSender:
                 closed = "Remote"
                 raise _HostFailed(f"{exc.code} {' '.join(exc.message.split())}") from exc
             except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
-                closed = f"Remote ({summary(exc)})"
+                closed = "Remote(SocketError)"
                 raise _HostFailed(connection_failed(socket_error(exc)), connect=True) from exc
             log.watch(smtp, greeting)
             await self._hello(smtp, connector, helo_name)
@@ -342,7 +348,10 @@ class SmtpSender:
             raise _TlsFailed(f"STARTTLS refused by {where}: {exc.code} "
                              f"{' '.join(exc.message.split())}") from exc
         except (aiosmtplib.SMTPException, OSError, TimeoutError, ssl.SSLError) as exc:
-            raise _TlsFailed(f"TLS negotiation with {where} failed: {summary(exc)}") from exc
+            # The send log names the failure as Schannel does; the queue says only that the
+            # host could not be connected to (exchange.md §8.5).
+            log.info(f"TLS negotiation failed with error {failure_name(summary(exc))}")
+            raise _TlsFailed(UNABLE_TO_CONNECT) from exc
         ssl_object = smtp.get_transport_info("ssl_object")
         der = ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
         cipher = ssl_object.cipher() if ssl_object is not None else None

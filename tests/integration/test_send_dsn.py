@@ -2,7 +2,8 @@
 a remote that advertises DSN gets RET and ENVID on MAIL and NOTIFY and ORCPT on each RCPT as the
 queue kept them, and the hub sends no relay DSN; a remote without DSN gets none of them and a
 NOTIFY=SUCCESS recipient gets the hub's relay DSN. The same over the intra-organization relay to
-a connector's source server. The remotes are aiosmtpd servers that record the parameters
+a connector's source server, and through the Front End's Outbound Proxy Frontend (717) for a
+connector with FrontendProxyEnabled (one transaction per recipient there, exchange.md §7.4). The remotes are aiosmtpd servers that record the parameters
 (tests/integration/sendlab.py); the message is submitted with smtplib on 587."""
 
 from __future__ import annotations
@@ -53,8 +54,11 @@ class _Lab:
         self.lab: RunningLab | None = None
         self.mta: Mta | None = None
 
-    async def start(self, *, dsn: bool, relay: bool = False) -> tuple[RunningLab, Mta]:
+    async def start(self, *, dsn: bool, relay: bool = False,
+                    frontend: bool = False) -> tuple[RunningLab, Mta]:
         source = ", SourceTransportServers: [EX02]" if relay else ""
+        if frontend:
+            source += ", FrontendProxyEnabled: true"
         self.lab = await start_lab(
             lab_text(TO_PARTNER.replace("SOURCE", source), DNS,
                      extra_servers=EX02 if relay else ""), self.data)
@@ -84,30 +88,38 @@ def _subjects(lab: RunningLab) -> list[str]:
     return [str(email.message_from_bytes(m)["Subject"]) for m in lab.mailbox("alice@contoso.com")]
 
 
-@pytest.mark.parametrize("relay", [False, True], ids=["own-connector", "via-source-server"])
+PATHS = pytest.mark.parametrize(("relay", "frontend"), [(False, False), (True, False),
+                                                       (False, True)],
+                                 ids=["own-connector", "via-source-server", "via-frontend-717"])
+MAIL = ("MAIL", "FROM:<alice@contoso.com>", ["RET=HDRS", "ENVID=QQ314159"])
+BOB = ("RCPT", "TO:<bob@partner.example>", ["NOTIFY=SUCCESS,FAILURE", ORCPT])
+CAROL = ("RCPT", "TO:<carol@partner.example>", [])
+
+
+@PATHS
 async def test_a_remote_with_dsn_gets_the_request_and_the_hub_sends_no_relay_dsn(
-        harness: _Lab, relay: bool) -> None:
-    lab, mta = await harness.start(dsn=True, relay=relay)
+        harness: _Lab, relay: bool, frontend: bool) -> None:
+    lab, mta = await harness.start(dsn=True, relay=relay, frontend=frontend)
     await _send(lab)
-    await lab.wait_for(lambda: len(mta.messages) == 1)
+    copies = 2 if frontend else 1  # the Front End sends one transaction per recipient
+    await lab.wait_for(lambda: len(mta.messages) == copies)
     if relay:
         assert mta.messages[0].peer == "127.0.10.2"  # EX02 sent it out
-    assert mta.commands == [  # the DSN parameters each command carried, as sent
-        ("MAIL", "FROM:<alice@contoso.com>", ["RET=HDRS", "ENVID=QQ314159"]),
-        ("RCPT", "TO:<bob@partner.example>", ["NOTIFY=SUCCESS,FAILURE", ORCPT]),
-        ("RCPT", "TO:<carol@partner.example>", []),
-    ]
+    # The DSN parameters each command carried, as sent.
+    assert mta.commands == ([MAIL, BOB, MAIL, CAROL] if frontend else [MAIL, BOB, CAROL])
     await asyncio.sleep(1.5)  # a relay DSN would be in alice's mailbox by now
     assert _subjects(lab) == []
 
 
-@pytest.mark.parametrize("relay", [False, True], ids=["own-connector", "via-source-server"])
+@PATHS
 async def test_a_remote_without_dsn_gets_nothing_and_success_is_a_relay_dsn(
-        harness: _Lab, relay: bool) -> None:
-    lab, mta = await harness.start(dsn=False, relay=relay)
+        harness: _Lab, relay: bool, frontend: bool) -> None:
+    lab, mta = await harness.start(dsn=False, relay=relay, frontend=frontend)
     await _send(lab)
-    await lab.wait_for(lambda: len(mta.messages) == 1)
-    assert [params for _, _, params in mta.commands] == [[], [], []], mta.commands
+    copies = 2 if frontend else 1
+    await lab.wait_for(lambda: len(mta.messages) == copies)
+    assert [params for _, _, params in mta.commands] == [[]] * (2 * copies + (not frontend)), (
+        mta.commands)
     await lab.wait_for(lambda: _subjects(lab) == ["Relayed: plans"])
     await asyncio.sleep(1.0)
     assert _subjects(lab) == ["Relayed: plans"]  # one, not one from each hub

@@ -86,3 +86,13 @@ def test_the_request_is_passed_on_as_the_queue_kept_it() -> None:
     assert passed.of("c@x.example") == ()  # nothing asked, nothing added
     assert dsn.passed_on({}, ["a@x.example"]) == dsn.DsnParameters((), {})
     assert dsn.passed_on({dsn.METADATA_KEY: "{broken"}, ["a@x.example"]).of("a@x.example") == ()
+
+
+def test_a_clients_request_as_the_front_end_passes_it_on() -> None:
+    request = dsn.requested({"RET": "HDRS", "ENVID": "QQ314159", "BODY": "8BITMIME"},
+                            {"bob@partner.example": {"NOTIFY": "SUCCESS", "ORCPT": None}},
+                            ["bob@partner.example", "carol@partner.example"])
+    assert request.mail == ("RET=HDRS", "ENVID=QQ314159")
+    assert request.of("bob@partner.example") == ("NOTIFY=SUCCESS",)
+    assert request.of("carol@partner.example") == ()
+    assert dsn.requested({}, {}, ["bob@partner.example"]) == dsn.DsnParameters((), {})

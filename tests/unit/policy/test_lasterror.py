@@ -37,3 +37,16 @@ def test_the_intra_organization_hop_form() -> None:
         "{LED=451 4.4.397 Error communicating with target host. -> 421 4.2.1 Unable to connect "
         "-> SocketTimedout: Socket error code 10060};{MSG=};{FQDN=ex02.contoso.com};"
         "{IP=10.0.0.2};")
+
+
+def test_a_hop_that_failed_after_connecting_has_the_2016_form_with_what_went_wrong() -> None:
+    assert lasterror.hop_failed("535 5.7.3 Authentication\r\n unsuccessful", "ex02.contoso.com",
+                                "127.0.10.2") == (
+        "{LED=451 4.4.397 Error communicating with target host. -> 535 5.7.3 Authentication "
+        "unsuccessful};{MSG=};{FQDN=ex02.contoso.com};{IP=127.0.10.2};")
+    assert lasterror.tls_failed("IllegalMessage") == (
+        "421 4.2.1 Unable to connect -> TLS negotiation failed with error IllegalMessage")
+    refused = lasterror.winsock(errno.ECONNREFUSED)
+    assert lasterror.hop_unreachable(refused, "a", "b") == lasterror.hop_failed(
+        lasterror.unable_to_connect(refused), "a", "b")
+    assert len(lasterror.hop_failed("x" * 2000, "a", "b")) < 400  # one queue line

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from exchsim.policy import replies
 from exchsim.policy.dialect import Dialect
 from exchsim.policy.replies import ECHOED_ID_MAX, echoed_id, queued, unrecognized
 
@@ -42,3 +43,13 @@ def test_an_unknown_verb_is_quoted_only_on_15_2_and_only_when_printable() -> Non
         assert reply.render() == "500 5.3.3 Unrecognized command 'unknown'"
         assert reply.lines() == [reply.render()]  # one line: nothing of the client's echoed
     assert unrecognized("QUIT\n!", older).render() == "500 5.3.3 Unrecognized command"
+
+
+def test_the_front_ends_dsn_line_round_trips_and_is_only_read_as_the_last_line() -> None:
+    remote = replies.Reply(250, "2.0.0", "OK queued")
+    marked = replies.with_dsn_passed_on(remote)
+    assert marked.render() == "250-2.0.0 OK queued\r\n250 X-DSN-PASSED-ON"
+    assert replies.dsn_passed_on(marked) == (remote, True)
+    assert replies.dsn_passed_on(remote) == (remote, False)
+    odd = replies.Reply(250, None, "X-DSN-PASSED-ON")  # a one-line reply is the remote's own
+    assert replies.dsn_passed_on(odd) == (odd, False)

@@ -77,6 +77,11 @@ def test_the_negotiation_line_per_suite(cipher: str, group: str | None, tail: st
 @pytest.mark.parametrize(("error", "name"), [
     ("SSLError: TLS error: [('SSL routines', '', 'no shared cipher')]", "AlgorithmMismatch"),
     ("SSLError: TLS error: [('SSL routines', '', 'unsupported protocol')]", "AlgorithmMismatch"),
+    # The client's side of a server that takes no TLS 1.2: the peer's protocol_version alert.
+    ("SSLError: [SSL: TLSV1_ALERT_PROTOCOL_VERSION] tlsv1 alert protocol version (_ssl.c:1006)",
+     "AlgorithmMismatch"),
+    ("SSLError: [SSL: SSLV3_ALERT_HANDSHAKE_FAILURE] sslv3 alert handshake failure",
+     "AlgorithmMismatch"),
     ("SSLError: TLS error: [('SSL routines', '', 'wrong version number')]", "IllegalMessage"),
     ("SSLError: TLS error: [('SSL routines', '', 'decryption failed or bad record mac')]",
      "MessageAltered"),

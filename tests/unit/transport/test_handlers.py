@@ -116,7 +116,8 @@ async def test_frontend_answers_prx4_when_no_hub_answers(tmp_path: Path) -> None
     [message] = t.delivered
     reply = await frontend(message)
     assert reply.render() == "451 4.7.0 Temporary server error. Please try again later. PRX4"
-    assert ("*", "", "Failed to proxy message: no internal transport certificate") in (
+    assert ("*", "", "Failed to proxy message to 127.0.10.1:9: 451 5.7.3 Cannot load Internal "
+            "Transport Certificate. Exchange Server authentication failed.") in (
         runtime.logs[-1].events)
 
 

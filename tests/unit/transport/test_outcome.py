@@ -43,3 +43,21 @@ def test_failures_are_classified(exc: BaseException, kind: Kind, reply: str | No
                                  AttributeError("no"), RecursionError()])
 def test_anything_else_is_a_crash(exc: BaseException) -> None:
     assert classify(exc) is None
+
+
+@pytest.mark.parametrize(("exc", "reason"), [
+    (aiosmtplib.SMTPServerDisconnected("Connection lost"),
+     "421 4.4.2 Connection dropped due to SocketError"),
+    (ConnectionResetError(104, "Connection reset by peer"),
+     "421 4.4.2 Connection dropped due to SocketError"),
+    (aiosmtplib.SMTPTimeoutError("Timed out waiting for server response"),
+     "421 4.4.1 Connection timed out"),
+    (TimeoutError(), "421 4.4.1 Connection timed out"),
+    (HopError("connection lost: IncompleteReadError(...)",
+              what="421 4.4.2 Connection dropped due to SocketError"),
+     "421 4.4.2 Connection dropped due to SocketError"),
+])
+def test_a_broken_transaction_is_said_in_exchanges_words(exc: BaseException, reason: str) -> None:
+    failure = classify(exc)
+    assert failure is not None and failure.kind is Kind.TRANSIENT
+    assert failure.reason == reason
