@@ -25,7 +25,9 @@ earlier versions made) is replaced on the next start.
 Files are ``<pki_dir>/servers/<server_name>.crt`` (PEM, 0644) and ``.key`` (PKCS#8 PEM, 0600),
 each written atomically (temporary file in the same directory, fsync, ``os.replace``). The key is
 written first, so a crash between the two writes leaves a key that does not match the
-certificate, which the next call detects and repairs by regenerating.
+certificate, which the next call detects and repairs by regenerating. A certificate is made under
+the lab PKI's exclusive ``flock`` on ``<pki_dir>/.lock`` (checked again once the lock is held), so
+processes starting at once on one data directory make it once and all use that one.
 
 Names are shown the way Exchange shows them: DNs most-specific RDN first, joined by ``", "``
 (``CN=mail.contoso.com, O=Contoso, C=US``), with Windows attribute names ``S`` (state) and ``E``
@@ -36,11 +38,12 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import fcntl
 import hashlib
 import os
 import secrets
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -233,16 +236,36 @@ def ensure_server_certificate(
         return existing
 
     directory.mkdir(parents=True, exist_ok=True)
-    key = rsa.generate_private_key(public_exponent=65537, key_size=RSA_BITS)
-    cert = _setup_certificate(key, server_name, fqdn, now)
-    key_pem = key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    )
-    atomic_write(key_path, key_pem, KEY_FILE_MODE)
-    atomic_write(cert_path, cert.public_bytes(serialization.Encoding.PEM), CERT_FILE_MODE)
-    return _describe(cert, cert_path, key_path)
+    with _creation_lock(pki_dir):
+        # Another process (a service of the same data directory) may have made it meanwhile.
+        existing = _reusable(cert_path, key_path, server_name, fqdn, now)
+        if existing is not None:
+            return existing
+        key = rsa.generate_private_key(public_exponent=65537, key_size=RSA_BITS)
+        cert = _setup_certificate(key, server_name, fqdn, now)
+        key_pem = key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+        atomic_write(key_path, key_pem, KEY_FILE_MODE)
+        atomic_write(cert_path, cert.public_bytes(serialization.Encoding.PEM), CERT_FILE_MODE)
+        return _describe(cert, cert_path, key_path)
+
+
+@contextlib.contextmanager
+def _creation_lock(pki_dir: Path) -> Iterator[None]:
+    """The lab PKI's exclusive ``flock`` (``<pki_dir>/.lock``, as tls/labca.py's ``pki_lock``,
+    which imports this module) while a certificate is made: processes starting at once on one
+    data directory (the services of a server, the servers of a lab) would otherwise each write
+    a key and a certificate, and one could pair the key of one with the certificate of
+    another."""
+    with (pki_dir / ".lock").open("a") as fh:
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
 
 
 def _five_years_later(when: datetime.datetime) -> datetime.datetime:

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import datetime
 import hashlib
+import multiprocessing
 import os
 import stat
+import time
 from pathlib import Path
 
 import pytest
@@ -237,3 +239,25 @@ def test_an_ecdsa_certificate_of_an_earlier_version_is_replaced(tmp_path: Path) 
     files = ensure_server_certificate(tmp_path, "EX01", "ex01.contoso.com", NOW)
     assert isinstance(_cert(files).public_key(), rsa.RSAPublicKey)
     assert files.not_before == NOW.replace(microsecond=0)
+
+
+def _made_at(args: tuple[Path, float]) -> str:
+    """In a child process: wait for the common start time, then make EX01's certificate."""
+    directory, start = args
+    while time.time() < start:
+        time.sleep(0.001)
+    files = ensure_server_certificate(directory, "EX01", "ex01.contoso.com", NOW)
+    load_certificate_files(files.cert_path, files.key_path)  # the pair on disk matches
+    return files.thumbprint
+
+
+def test_processes_starting_at_once_make_one_certificate(tmp_path: Path) -> None:
+    """The services of a server started at once on one data directory: one key and one
+    certificate, the same for all (an flock around the check and the creation)."""
+    context = multiprocessing.get_context("fork")
+    with context.Pool(4) as pool:
+        start = time.time() + 0.5
+        thumbprints = pool.map(_made_at, [(tmp_path, start)] * 4, chunksize=1)
+    assert len(set(thumbprints)) == 1, thumbprints
+    files = ensure_server_certificate(tmp_path, "EX01", "ex01.contoso.com", NOW)
+    assert files.thumbprint == thumbprints[0]
