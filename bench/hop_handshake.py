@@ -2,7 +2,7 @@
 
     python bench/hop_handshake.py [--count 300]
 
-Starts ``exchsim lab`` (configs/lab.yaml, fresh data directory, a port offset) in this
+Starts ``exchsim lab`` (configs/single-server.yaml, fresh data directory, a port offset) in this
 process and opens hop sessions to Mailbox Transport Delivery (475) the way the hub does:
 connect, EHLO, ``X-ANONYMOUSTLS`` (EX01's certificate as the client certificate), EHLO,
 ``X-EXPS EXCHANGEAUTH``, QUIT -- ``count`` of them one after the other,
@@ -57,8 +57,8 @@ async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--count", type=int, default=300)
     args = parser.parse_args()
-    lab = load_config_text((ROOT / "configs" / "lab.yaml").read_text(encoding="utf-8"),
-                           "configs/lab.yaml")
+    lab = load_config_text((ROOT / "configs" / "single-server.yaml").read_text(encoding="utf-8"),
+                           "configs/single-server.yaml")
     with tempfile.TemporaryDirectory(prefix="exchsim-bench-") as tmp:
         daemon = LabDaemon(lab, Path(tmp), port_offset=random.randrange(1000, 30000, 10))
         await daemon.start()

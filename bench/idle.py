@@ -2,7 +2,7 @@
 
     python bench/idle.py [--connections 5000]
 
-Starts ``exchsim lab`` (configs/lab.yaml with Default Frontend's limits raised so that N
+Starts ``exchsim lab`` (configs/single-server.yaml with Default Frontend's limits raised so that N
 connections from one address are admitted) and, in the same run, a bare aiosmtpd server,
 each in its own process; opens N connections to each, waits for every banner, and reads the
 server's resident memory (VmRSS) before and after. Prints MB in all and KB per connection, and
@@ -80,7 +80,7 @@ async def main() -> None:
         finally:
             await stop_process(bare)
         config = Path(tmp) / "lab.yaml"
-        config.write_text((ROOT / "configs" / "lab.yaml").read_text() + LIMITS)
+        config.write_text((ROOT / "configs" / "single-server.yaml").read_text() + LIMITS)
         lab = await start_process(
             [sys.executable, "-m", "exchsim.cli", "lab", "--config", str(config),
              "--data", str(Path(tmp) / "data"), "--port-offset", str(offset)],

@@ -2,7 +2,7 @@
 
     python bench/throughput.py [--seconds 10] [--clients 20] [--size 1024] [--new-connection]
 
-Starts ``exchsim lab`` (configs/lab.yaml, fresh data directory, a port offset) and a bare
+Starts ``exchsim lab`` (configs/single-server.yaml, fresh data directory, a port offset) and a bare
 aiosmtpd server (a handler that answers 250 and stores nothing), each in its own process,
 then drives each with the same load: N concurrent clients (aiosmtplib), each on one
 connection sending 1 KB messages to alice@contoso.com for a fixed time (with
@@ -203,8 +203,9 @@ async def main() -> None:
                 await stop_process(bare)
         if args.only != "bare":
             lab = await start_process(
-                [sys.executable, "-m", "exchsim.cli", "lab", "--config", "configs/lab.yaml",
-                 "--data", tmp, "--port-offset", str(offset)], b"exchsim: ready")
+                [sys.executable, "-m", "exchsim.cli", "lab",
+                 "--config", "configs/single-server.yaml", "--data", tmp,
+                 "--port-offset", str(offset)], b"exchsim: ready")
             try:
                 cpu = tree_cpu(lab.pid)
                 started = time.monotonic()

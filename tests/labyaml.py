@@ -1,4 +1,4 @@
-"""configs/lab.yaml as the tests use it: as shipped (Contoso with seed 001's partner
+"""configs/single-server.yaml (the one-server lab) as the tests use it: as shipped (Contoso with seed 001's partner
 organization), or Contoso alone, as most tests want it."""
 
 from __future__ import annotations
@@ -7,8 +7,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "configs"
-# configs/lab.yaml as shipped: Contoso with the partner organization of seed 001.
-SEED001_YAML = (CONFIGS / "lab.yaml").read_text(encoding="utf-8")
+# configs/single-server.yaml as shipped: Contoso with the partner organization of seed 001.
+SEED001_YAML = (CONFIGS / "single-server.yaml").read_text(encoding="utf-8")
 _SEED001_EDITS = (
     (", TLSSendDomainSecureList: [partner.example], TLSReceiveDomainSecureList: "
      "[partner.example]}", "}"),
@@ -28,10 +28,10 @@ _TO_PARTNER = "  # Seed 001: mail to partner.example"
 def single_organization(text: str) -> str:
     """The lab config without seed 001's partner: Contoso alone, its connector to the internet
     sink, no lab certificate for EX01, as most tests want it (each edit must apply)."""
-    assert _TO_PARTNER in text, "configs/lab.yaml changed: update single_organization"
+    assert _TO_PARTNER in text, "configs/single-server.yaml changed: update single_organization"
     text = text[:text.index(_TO_PARTNER)]
     for old, new in _SEED001_EDITS:
-        assert old in text, f"configs/lab.yaml changed: {old!r} not found"
+        assert old in text, f"configs/single-server.yaml changed: {old!r} not found"
         text = text.replace(old, new)
     return text
 

@@ -54,12 +54,12 @@ async def test_version_comes_from_the_package_metadata() -> None:
 
 
 async def test_serve_with_an_unknown_server_exits_2_naming_the_servers(tmp_path: Path) -> None:
-    code, out, err = await run("serve", "--server", "EX09", "--config", "configs/lab.yaml",
+    code, out, err = await run("serve", "--server", "EX09", "--config", "configs/single-server.yaml",
                                "--data", str(tmp_path / "data"), "--port-offset", "31000")
     assert code == 2, (out, err)
     assert "Traceback" not in err
     assert "exchsim: ready" not in out
-    assert err.strip() == ("exchsim: configs/lab.yaml has no server named 'EX09'; "
+    assert err.strip() == ("exchsim: configs/single-server.yaml has no server named 'EX09'; "
                            "its servers are: EX01")
     assert not (tmp_path / "data").exists()  # refused before anything was created
 
@@ -85,7 +85,7 @@ def without_bind_privilege() -> tuple[str, ...]:
 async def test_a_bind_refused_for_lack_of_privilege_points_at_port_offset(tmp_path: Path) -> None:
     prefix = without_bind_privilege()
     for command in (["lab"], ["serve", "--server", "ex01"]):  # names match case-insensitively
-        code, out, err = await run(*command, "--config", "configs/lab.yaml",
+        code, out, err = await run(*command, "--config", "configs/single-server.yaml",
                                    "--data", str(tmp_path / "data"), "--port-offset", "0",
                                    prefix=prefix)
         assert code == 2, (command, out, err)

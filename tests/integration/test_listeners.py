@@ -1,4 +1,4 @@
-"""The six listeners of configs/lab.yaml: banner, EHLO before and after STARTTLS (exchange.md §1.5)."""
+"""The six listeners of configs/single-server.yaml: banner, EHLO before and after STARTTLS (exchange.md §1.5)."""
 
 from __future__ import annotations
 

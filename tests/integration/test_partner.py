@@ -24,8 +24,8 @@ CLASSIFICATION = "030e9e2f-134b-4020-861c-5bfc616f113d"
 
 
 async def start_seed001(data: Path, text: str = SEED001_YAML) -> RunningLab:
-    """configs/lab.yaml as shipped (its partner file found next to it), retries fast."""
-    return await start_lab(fast(text), data, source=str(CONFIGS / "lab.yaml"))
+    """configs/single-server.yaml as shipped (its partner file found next to it), retries fast."""
+    return await start_lab(fast(text), data, source=str(CONFIGS / "single-server.yaml"))
 
 
 @pytest.fixture

@@ -104,7 +104,7 @@ async def test_a_revoked_partner_certificate_keeps_the_message_queued(
     assert "451 4.4.0 Primary target IP address responded with" in message.last_error
     # `exchsim queue get` on the running lab (Get-Queue): partner.example's queue is in Retry.
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "exchsim.cli", "queue", "--config", str(CONFIGS / "lab.yaml"),
+        sys.executable, "-m", "exchsim.cli", "queue", "--config", str(CONFIGS / "single-server.yaml"),
         "--data", str(lab.data), "--format", "json", "get",
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
     out, err = await asyncio.wait_for(proc.communicate(), 30)

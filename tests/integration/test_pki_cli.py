@@ -16,7 +16,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID
 from tests.integration.conftest import ROOT
 
 EXCHSIM = str(Path(sys.executable).with_name("exchsim"))  # the installed console script
-CONFIG = str(ROOT / "configs" / "lab.yaml")
+CONFIG = str(ROOT / "configs" / "single-server.yaml")
 
 
 async def pki(*args: str, cwd: Path = ROOT) -> tuple[int, str, str]:

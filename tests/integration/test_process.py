@@ -54,7 +54,7 @@ async def test_a_config_with_three_mistakes_exits_2_and_names_all_three(tmp_path
 
 
 async def test_check_prints_every_connector() -> None:
-    code, out, _ = await run("check", "--config", "configs/lab.yaml")
+    code, out, _ = await run("check", "--config", "configs/single-server.yaml")
     assert code == 0
     for name in ("Default Frontend EX01", "Client Frontend EX01", "Outbound Proxy Frontend EX01",
                  "Default EX01", "Client Proxy EX01", "Mailbox Delivery EX01"):
@@ -209,7 +209,7 @@ async def test_kill_9_under_load_loses_nothing_that_got_250(tmp_path: Path) -> N
 async def test_serve_runs_one_server_without_the_sink(tmp_path: Path) -> None:
     offset = port_offset()
     proc = await asyncio.create_subprocess_exec(
-        *EXCHSIM, "serve", "--config", "configs/lab.yaml", "--server", "EX01",
+        *EXCHSIM, "serve", "--config", "configs/single-server.yaml", "--server", "EX01",
         "--data", str(tmp_path / "data"), "--port-offset", str(offset), cwd=ROOT,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
     assert proc.stdout is not None

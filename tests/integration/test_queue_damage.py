@@ -58,7 +58,7 @@ async def serve(data: Path) -> tuple[asyncio.subprocess.Process, int]:
     """``exchsim serve --server EX01`` on ``data``, once it printed ``exchsim: ready``."""
     offset = port_offset()
     proc = await asyncio.create_subprocess_exec(
-        *EXCHSIM, "serve", "--config", "configs/lab.yaml", "--server", "EX01",
+        *EXCHSIM, "serve", "--config", "configs/single-server.yaml", "--server", "EX01",
         "--data", str(data), "--port-offset", str(offset), cwd=ROOT,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
     assert proc.stdout is not None and proc.stderr is not None
@@ -122,7 +122,7 @@ async def test_serve_on_a_queue_of_a_newer_exchsim_refuses_to_start_and_leaves_i
     conn.close()
     before = path.read_bytes()
     proc = await asyncio.create_subprocess_exec(
-        *EXCHSIM, "serve", "--config", "configs/lab.yaml", "--server", "EX01",
+        *EXCHSIM, "serve", "--config", "configs/single-server.yaml", "--server", "EX01",
         "--data", str(data), "--port-offset", str(port_offset()), cwd=ROOT,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
     out, err = await asyncio.wait_for(proc.communicate(), 30)

@@ -36,7 +36,7 @@ TO_INTERNET = '    SmartHosts: ["[127.0.10.250]"]\n    DNSRoutingEnabled: false\
 
 def _config(fields: str = "", sink_logging: str = "None") -> str:
     """The fast lab, with ``fields`` on EX01 and its send connector to the internet sink
-    (``To Internet``, configs/lab.yaml) at ProtocolLoggingLevel ``sink_logging``."""
+    (``To Internet``, configs/single-server.yaml) at ProtocolLoggingLevel ``sink_logging``."""
     assert SERVER in FAST_LAB_YAML and TO_INTERNET in FAST_LAB_YAML
     server = SERVER if not fields else SERVER[:-1] + ", " + fields + "}"
     connectors = FAST.replace("{Name: Client Frontend EX01, Server: EX01,",

@@ -185,7 +185,7 @@ async def test_the_front_end_alone_answers_prx_and_keeps_nothing(services: Servi
 
 async def test_an_unknown_service_is_a_command_line_error(tmp_path: Path) -> None:
     proc = await asyncio.create_subprocess_exec(
-        *EXCHSIM, "serve", "--config", "configs/lab.yaml", "--data", str(tmp_path / "d"),
+        *EXCHSIM, "serve", "--config", "configs/single-server.yaml", "--data", str(tmp_path / "d"),
         "--server", "EX01", "--service", "Hub", cwd=ROOT, env=ENV,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
     out, err = await asyncio.wait_for(proc.communicate(), 30)

@@ -1,6 +1,6 @@
 """Clients that leave without QUIT leave no socket behind in ``exchsim lab``.
 
-A real ``exchsim lab`` process (configs/lab.yaml, a port offset) takes 1,000 connections on
+A real ``exchsim lab`` process (configs/single-server.yaml, a port offset) takes 1,000 connections on
 each of its six listeners from a raw client that closes without QUIT: after reading the 220
 banner, after EHLO and its reply, or before reading anything. Then, within a few seconds, the
 server must hold no socket in CLOSE-WAIT (``ss -tanp`` filtered by its pid: a socket whose peer
@@ -30,7 +30,7 @@ import pytest
 from tests.integration.conftest import ROOT, port_offset
 
 HOST = "127.0.10.1"
-PORTS = (25, 587, 717, 2525, 465, 475)  # the six listeners of EX01 in configs/lab.yaml
+PORTS = (25, 587, 717, 2525, 465, 475)  # the six listeners of EX01 in configs/single-server.yaml
 CONNECTIONS = 1000  # per listener
 SETTLE = 5.0  # seconds the server gets to close what its clients left
 
@@ -47,7 +47,7 @@ class LabProcess:
         return self.proc.pid
 
     def listeners(self) -> int:
-        """How many listeners the lab said it opened (configs/lab.yaml: 14)."""
+        """How many listeners the lab said it opened (configs/single-server.yaml: 14)."""
         return sum(1 for line in self.lines if " listening on " in line)
 
     async def _read_rest(self) -> None:
@@ -63,7 +63,7 @@ class LabProcess:
         await self._drain
 
 
-async def start_lab(data: Path, config: str = "configs/lab.yaml") -> LabProcess:
+async def start_lab(data: Path, config: str = "configs/single-server.yaml") -> LabProcess:
     for _ in range(5):
         offset = port_offset()
         proc = await asyncio.create_subprocess_exec(

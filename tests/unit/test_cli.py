@@ -44,9 +44,9 @@ def test_unknown_server_lists_the_configs_servers_and_matches_names_case_insensi
 
 def test_a_partner_server_is_run_from_its_own_config() -> None:
     from tests.labyaml import CONFIGS, SEED001_YAML
-    lab = load_config_text(SEED001_YAML, str(CONFIGS / "lab.yaml"))
+    lab = load_config_text(SEED001_YAML, str(CONFIGS / "single-server.yaml"))
     partner = str(CONFIGS / "partner.yaml")
-    assert unknown_server_message(lab, "partner01", "configs/lab.yaml") == (
+    assert unknown_server_message(lab, "partner01", "configs/single-server.yaml") == (
         f"exchsim: partner01 is a server of the partner organization in {partner}; "
         f"run it with --config {partner}")
-    assert unknown_server_message(lab, "EX01", "configs/lab.yaml") is None
+    assert unknown_server_message(lab, "EX01", "configs/single-server.yaml") is None

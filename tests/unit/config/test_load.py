@@ -214,14 +214,14 @@ def test_every_shipped_config_loads(path: Path) -> None:
 def test_the_shipped_configs_include_lab_yaml_and_both_examples() -> None:
     relative = {str(p.relative_to(ROOT)) for p in SHIPPED}
     assert {
-        "configs/lab.yaml",
+        "configs/single-server.yaml",
         "configs/examples/most-specific-match.yaml",
         "configs/examples/relay-recipes.yaml",
     } <= relative
 
 
 def test_lab_yaml_is_the_plain_lab() -> None:
-    lab = load_config(ROOT / "configs" / "lab.yaml")
+    lab = load_config(ROOT / "configs" / "single-server.yaml")
     assert [c.name for c in lab.receive_connectors] == list(MAILBOX_DEFAULTS)
     assert lab.ad_permissions == ()
     assert lab.lab.internet_sink.address == "127.0.10.250"
@@ -237,7 +237,7 @@ def test_lab_yaml_is_the_plain_lab() -> None:
 
 
 def test_lab_yaml_runs_the_partner_organization_of_seed_001() -> None:
-    lab = load_config(ROOT / "configs" / "lab.yaml")
+    lab = load_config(ROOT / "configs" / "single-server.yaml")
     (partner,) = lab.partners
     assert partner.source == str(ROOT / "configs" / "partner.yaml")
     server = partner.server("PARTNER01")
@@ -1017,7 +1017,7 @@ def _partner_lab(tmp_path: Path, partner: str, *, lab_text: str | None = None) -
     """Issues of a lab config naming partner.yaml (both written to tmp_path), or ''."""
     (tmp_path / "partner.yaml").write_text(partner, encoding="utf-8")
     config = tmp_path / "lab.yaml"
-    config.write_text(lab_text or (ROOT / "configs" / "lab.yaml").read_text("utf-8"),
+    config.write_text(lab_text or (ROOT / "configs" / "single-server.yaml").read_text("utf-8"),
                       encoding="utf-8")
     try:
         load_config(config)
@@ -1031,7 +1031,7 @@ PARTNER_YAML = (ROOT / "configs" / "partner.yaml").read_text("utf-8")
 
 def test_a_partner_config_is_loaded_relative_to_the_lab_config(tmp_path: Path) -> None:
     assert _partner_lab(tmp_path, PARTNER_YAML) == ""
-    missing = (ROOT / "configs" / "lab.yaml").read_text("utf-8").replace(
+    missing = (ROOT / "configs" / "single-server.yaml").read_text("utf-8").replace(
         "Config: partner.yaml", "Config: partners/nothere.yaml")
     text = _partner_lab(tmp_path, PARTNER_YAML, lab_text=missing)
     assert "lab.yaml: Lab.Partners[0].Config: 'partners/nothere.yaml' is not allowed: no such " \

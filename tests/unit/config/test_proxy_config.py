@@ -81,14 +81,14 @@ def test_bad_values(proxy: str, expected: str) -> None:
 
 
 def test_a_partner_server_is_no_proxy() -> None:
-    # configs/lab.yaml as shipped runs PARTNER01 (127.0.10.60) beside EX01: its To Contoso
+    # configs/single-server.yaml as shipped runs PARTNER01 (127.0.10.60) beside EX01: its To Contoso
     # connector sends to EX01's 25 without a PROXY header.
     server = ', Version: "15.2", ExchsimLabCertificate: [mail.contoso.com, contoso.com]}'
     text = SEED001_YAML.replace(server, server[:-1] + ", ExchsimProxyProtocol: {Ports: [25], "
                                 "TrustedProxies: [127.0.10.60/31]}}")
     assert text != SEED001_YAML
     with pytest.raises(ConfigError) as caught:
-        load_config_text(text, str(CONFIGS / "lab.yaml"))
+        load_config_text(text, str(CONFIGS / "single-server.yaml"))
     found = [str(issue) for issue in caught.value.issues]
     assert len(found) == 1, found
     assert "Servers[0] (EX01).ExchsimProxyProtocol.TrustedProxies[0]: '127.0.10.60/31' is not " \

@@ -40,7 +40,7 @@ def _item(n: int, subject: str = "hello, world") -> QueuedMessage:
 
 
 def _tracking(tmp_path: Path, clock: FakeClock, **limits: object) -> MessageTracking:
-    lab = load_config(ROOT / "configs" / "lab.yaml")
+    lab = load_config(ROOT / "configs" / "single-server.yaml")
     return MessageTracking.open(lab.servers[0], tmp_path, clock, **limits)  # type: ignore[arg-type]
 
 
@@ -48,7 +48,7 @@ def test_defaults_are_set_transportservices() -> None:
     assert MAX_FILE_SIZE == 10 * 1024 * 1024
     assert MAX_DIRECTORY_SIZE == 1000 * 1024 * 1024
     assert datetime.timedelta(days=30) == MAX_AGE
-    lab = load_config(ROOT / "configs" / "lab.yaml")
+    lab = load_config(ROOT / "configs" / "single-server.yaml")
     server = lab.servers[0]
     assert server.message_tracking_log_enabled
     assert server.message_tracking_log_max_file_size == MAX_FILE_SIZE

@@ -1,6 +1,6 @@
 """Run the session core without sockets: a server context in memory and a fixed clock.
 
-The context is built from the real lab config (configs/lab.yaml) and the real policy core
+The context is built from the real lab config (configs/single-server.yaml) and the real policy core
 (connector index, ACLs, rate windows); only the I/O is absent. A :class:`Transcript` plays the
 adapter's part: it feeds client bytes, answers StartTls and Deliver, and collects what the
 server sent.
