@@ -14,9 +14,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import re
+import signal
 import smtplib
 import ssl
+import subprocess
 import threading
 import time
 from collections import Counter
@@ -27,7 +30,15 @@ from pathlib import Path
 import pytest
 
 from exchsim.transport.queue import MessageQueue
-from tests.integration.netns import EXCHSIM, NetLab, netlab
+from tests.integration.netns import (
+    EXCHSIM,
+    FAMILY,
+    NetLab,
+    ip,
+    namespaces,
+    netlab,
+    remove_stale,
+)
 
 CONFIG = """\
 Organization:
@@ -356,3 +367,26 @@ def test_kill_9_of_ex01s_hub_under_load_loses_nothing_acknowledged(org: Org) -> 
     # it before the kill without recording it) or one the client sent again (the first attempt
     # may have been committed): at most 2 mailbox copies of each (alice, bob).
     assert dropped <= 2 * (held + resent), report
+
+
+def test_namespaces_left_by_a_killed_run_are_removed_by_the_next(tmp_path: Path) -> None:
+    """A run killed with its processes still running (its pid gone): the next run kills them
+    and deletes the namespaces; a live run's namespaces are left alone."""
+    dead = subprocess.Popen(["sleep", "0"])
+    dead.wait(timeout=10)  # a pid that no process has any more
+    stale = f"{FAMILY}-{dead.pid}-abc123-host"
+    live = f"{FAMILY}-{os.getpid()}-abc123-host"
+    ip("netns", "add", stale)
+    ip("netns", "add", live)
+    orphan = subprocess.Popen(["ip", "netns", "exec", stale, "sleep", "60"],
+                              start_new_session=True)
+    try:
+        until(lambda: ip("netns", "pids", stale).split(), 10, "the orphan runs in it")
+        assert remove_stale() == [stale]
+        assert orphan.wait(timeout=10) == -signal.SIGKILL
+        assert stale not in namespaces() and live in namespaces()
+    finally:
+        orphan.kill()
+        orphan.wait(timeout=10)
+        for name in (stale, live):
+            ip("netns", "del", name, check=False)
