@@ -1,5 +1,6 @@
-"""``exchsim lab | serve | check | pki | tracking | queue``: the command line (``pki``:
-exchsim/pkicli.py; ``tracking``: exchsim/trackingcli.py; ``queue``: exchsim/queuecli.py).
+"""``exchsim lab | serve | check | sink | pki | tracking | queue``: the command line (``pki``:
+exchsim/pkicli.py; ``tracking``: exchsim/trackingcli.py; ``queue``: exchsim/queuecli.py;
+``sink``: exchsim/sinkcli.py; ``--hosts``: exchsim/config/hosts.py).
 
 Exit status 2 means the command line or the config is wrong (every config problem is printed,
 nothing starts; an unknown ``--server``; a port the process may not listen on, which
@@ -25,8 +26,9 @@ import sys
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
-from exchsim import pkicli, queuecli, trackingcli
+from exchsim import pkicli, queuecli, sinkcli, trackingcli
 from exchsim.clock import SYSTEM_CLOCK
+from exchsim.config.hosts import Hosts, format_addresses, load_hosts, unused_in_files
 from exchsim.config.load import ConfigError, load_config
 from exchsim.config.model import Lab
 from exchsim.config.report import format_connectors, format_issues, format_send_connectors
@@ -76,19 +78,7 @@ def _parser() -> argparse.ArgumentParser:
     for name, text, description in COMMANDS:
         p = sub.add_parser(name, help=text, description=description,
                            epilog=CHECK_EPILOG if name == "check" else EPILOG)
-        p.add_argument("--config", default=DEFAULT_CONFIG, metavar="FILE",
-                       help="the lab's YAML config (default: %(default)s)")
-        if name == "check":
-            continue
-        p.add_argument("--data", default="data", metavar="DIR",
-                       help="data directory: queues, mailboxes, logs, certificates "
-                            "(default: ./%(default)s)")
-        p.add_argument("--port-offset", type=int, default=0, metavar="N",
-                       help="add N to every port, so that the lab runs without root "
-                            f"(default: %(default)s; for example {SUGGESTED_PORT_OFFSET} "
-                            "listens on 10025 instead of 25)")
-        p.add_argument("--log-level", default="WARNING", metavar="LEVEL",
-                       help="DEBUG, INFO, WARNING or ERROR (default: %(default)s)")
+        _common_options(p, name)
         if name == "serve":
             p.add_argument("--server", required=True, metavar="NAME",
                            help="the Name of the server to run, as in the config's Servers")
@@ -97,10 +87,31 @@ def _parser() -> argparse.ArgumentParser:
                                 "FrontEnd (25, 587, 717 and the proxy to a hub), Transport "
                                 "(2525, 465, the queue and the send connectors) or "
                                 "MailboxDelivery (475 and the mailboxes); default: all of them")
+    _common_options(sinkcli.add_parser(sub, EPILOG), "sink")
     pkicli.add_parser(sub)
     trackingcli.add_parser(sub)
     queuecli.add_parser(sub)
     return parser
+
+
+def _common_options(p: argparse.ArgumentParser, name: str) -> None:
+    p.add_argument("--config", default=DEFAULT_CONFIG, metavar="FILE",
+                   help="the lab's YAML config (default: %(default)s)")
+    p.add_argument("--hosts", metavar="FILE",
+                   help="a hosts file (configs/compose-hosts.yaml): the config's addresses "
+                        "moved to the addresses of their own hosts, and servers whose services "
+                        "run on hosts of their own")
+    if name == "check":
+        return
+    p.add_argument("--data", default="data", metavar="DIR",
+                   help="data directory: queues, mailboxes, logs, certificates "
+                        "(default: ./%(default)s)")
+    p.add_argument("--port-offset", type=int, default=0, metavar="N",
+                   help="add N to every port, so that the lab runs without root "
+                        f"(default: %(default)s; for example {SUGGESTED_PORT_OFFSET} "
+                        "listens on 10025 instead of 25)")
+    p.add_argument("--log-level", default="WARNING", metavar="LEVEL",
+                   help="DEBUG, INFO, WARNING or ERROR (default: %(default)s)")
 
 
 def _service(value: str) -> Service:
@@ -110,12 +121,13 @@ def _service(value: str) -> Service:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
-def _load(path: str) -> Lab | None:
+def _load(path: str, hosts_file: str | None = None) -> tuple[Lab | None, Hosts | None]:
     try:
-        return load_config(Path(path))
+        hosts = load_hosts(hosts_file) if hosts_file is not None else None
+        return load_config(Path(path), hosts), hosts
     except ConfigError as err:
         print(format_issues(err), file=sys.stderr)
-        return None
+        return None, None
 
 
 def unknown_server_message(lab: Lab, name: str, config: str) -> str | None:
@@ -163,15 +175,16 @@ async def _flush_repeats(filters: list[RepeatFilter]) -> None:
             repeat_filter.flush_due()
 
 
-async def _run(lab: Lab, args: argparse.Namespace, filters: list[RepeatFilter]) -> int:
+async def _run(lab: Lab, args: argparse.Namespace, filters: list[RepeatFilter],
+               hosts: Hosts | None = None) -> int:
     flusher = asyncio.ensure_future(_flush_repeats(filters))
     try:
-        return await _serve(lab, args)
+        return await _serve(lab, args, hosts)
     finally:
         flusher.cancel()
 
 
-async def _serve(lab: Lab, args: argparse.Namespace) -> int:
+async def _serve(lab: Lab, args: argparse.Namespace, hosts: Hosts | None = None) -> int:
     daemon = LabDaemon(
         lab,
         Path(args.data),
@@ -179,6 +192,7 @@ async def _serve(lab: Lab, args: argparse.Namespace) -> int:
         only=getattr(args, "server", None),
         run_sink=args.command == "lab",
         service=getattr(args, "service", None),
+        hosts=hosts,
     )
     try:
         await daemon.start()
@@ -212,6 +226,16 @@ async def _serve(lab: Lab, args: argparse.Namespace) -> int:
     return 0
 
 
+def _sink(lab: Lab, args: argparse.Namespace) -> int:
+    """``exchsim sink``: the internet sink and the CRL server alone (sinkcli.py)."""
+    try:
+        return asyncio.run(sinkcli.serve(lab, Path(args.data), args.port_offset))
+    except OSError as exc:
+        refused = bind_refused_message(exc, args.port_offset)
+        print(refused or f"exchsim: cannot start: {exc}", file=sys.stderr)
+        return 2 if refused else 1
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "pki":
@@ -220,10 +244,15 @@ def main(argv: list[str] | None = None) -> int:
         return trackingcli.run(args)
     if args.command == "queue":
         return queuecli.run(args)
-    lab = _load(args.config)
+    lab, hosts = _load(args.config, args.hosts)
     if lab is None:
         return 2
     if args.command == "check":
+        if args.hosts is not None:
+            print(format_addresses(lab))
+            for note in unused_in_files(hosts or Hosts(), lab):
+                print(f"  note: {args.hosts}: {note}")
+            print()
         print(format_connectors(lab))
         if lab.send_connectors:
             print()
@@ -238,7 +267,9 @@ def main(argv: list[str] | None = None) -> int:
             return 2
     filters = configure_logging(args.log_level)
     try:
-        return asyncio.run(_run(lab, args, filters))
+        if args.command == "sink":
+            return _sink(lab, args)
+        return asyncio.run(_run(lab, args, filters, hosts))
     finally:
         for repeat_filter in filters:
             repeat_filter.flush()

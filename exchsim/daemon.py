@@ -23,6 +23,7 @@ from typing import Any
 
 from exchsim import allocator
 from exchsim.clock import SYSTEM_CLOCK, Clock
+from exchsim.config.hosts import Hosts
 from exchsim.config.model import (
     Lab,
     Mailbox,
@@ -33,6 +34,7 @@ from exchsim.config.model import (
 )
 from exchsim.config.sendconnector import SendConnector
 from exchsim.config.vocabulary import logon_table
+from exchsim.labpieces import LabPieces, start_crl_server, start_sink
 from exchsim.logs.protocol import ProtocolLog, ProtocolLogSession, new_session_id
 from exchsim.logs.sendlog import SendProtocolLog
 from exchsim.logs.tracking import MessageTracking
@@ -41,12 +43,12 @@ from exchsim.policy.ntlm import identity_of
 from exchsim.policy.permissions import ConnectorAcl, connector_acl
 from exchsim.policy.rates import MessageRateWindow
 from exchsim.reload import ConfigReloader
-from exchsim.services import Service, log_dir, runs, start_services
+from exchsim.services import Service, listen_address, log_dir, runs, start_services
 from exchsim.smtp.adapter import ExchangeSession
 from exchsim.smtp.message import LocalCertificate, MessageHandler
 from exchsim.smtp.ntlm import WindowsNtlmAcceptor, write_ntlm_users
 from exchsim.smtp.proxyread import ProxyGate
-from exchsim.smtp.sink import SinkHandler, sink_factory
+from exchsim.smtp.sink import SinkHandler
 from exchsim.tls.certstore import file_version, smtp_certificates, store_path
 from exchsim.tls.contexts import (
     client_context_anonymous_tls,
@@ -54,7 +56,7 @@ from exchsim.tls.contexts import (
 )
 from exchsim.tls.crlhttp import CrlServer
 from exchsim.tls.judged import JudgedServerContext
-from exchsim.tls.labca import LabCa, PkiError, crl_base_url, crl_dir, ensure_lab_ca
+from exchsim.tls.labca import LabCa, PkiError
 from exchsim.tls.labcerts import ensure_lab_certificates
 from exchsim.tls.pki import CertificateFiles, ensure_server_certificate, select_certificate
 from exchsim.tls.resumption import ClientSessionCache
@@ -126,7 +128,7 @@ class ServerNode:
         self.judge = CertificateJudge(
             data_dir / "pki", clock,
             timeout=lab.lab.crl_retrieval_timeout.total_seconds(),
-            offline=lab.lab.when_revocation_offline)
+            offline=lab.lab.when_revocation_offline, hosts=(lab.lab.crl_server.address,))
         # Hops resume TLS sessions per next hop, as Schannel's client cache (tls/resumption.py).
         self._anon_client = ClientSessionCache(
             client_context_anonymous_tls(self.certificate), clock.monotonic)
@@ -309,16 +311,16 @@ class ServerNode:
         return max(limit for limit in limits if limit is not None)
 
     def endpoints(self) -> list[tuple[str, int]]:
-        """Where this server listens: each binding on the server's own address."""
-        own = ipaddress.ip_address(self.server.address)
+        """Where this server listens: each wildcard binding on its service's own address."""
         out: set[tuple[str, int]] = set()
         for connector in self.index.connectors:
             if not runs(self.service, connector.transport_role):
                 continue  # another service's listener (services.py)
+            own = listen_address(self.server, connector.transport_role)
             for binding in connector.bindings:
                 if binding.is_wildcard:
-                    if binding.address.version == own.version:
-                        out.add((self.server.address, binding.port + self.port_offset))
+                    if binding.address.version == ipaddress.ip_address(own).version:
+                        out.add((own, binding.port + self.port_offset))
                 else:
                     out.add((str(binding.address), binding.port + self.port_offset))
         return sorted(out)
@@ -345,8 +347,10 @@ class LabDaemon:
         run_sink: bool = True,
         partner: bool = False,
         service: Service | None = None,
+        hosts: Hosts | None = None,
     ) -> None:
         self.lab = lab
+        self.hosts = hosts  # --hosts: applied again when the config is reloaded (reload.py)
         self.data_dir = data_dir
         self.port_offset = port_offset
         self.clock = clock
@@ -362,6 +366,7 @@ class LabDaemon:
         self.sink: SinkHandler | None = None
         self.lab_ca: LabCa | None = None  # with run_sink: the lab CA, its CRLs served
         self.crl_server: CrlServer | None = None
+        self.pieces = LabPieces()  # with run_sink: the sink and the CRL server
         self._servers: list[asyncio.Server] = []
         self._by_endpoint: dict[tuple[str, int], tuple[asyncio.Server, Callable[[], Any]]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
@@ -429,39 +434,20 @@ class LabDaemon:
             self.spawn(self._trim_memory(), "memory trim")
         self.spawn(self._watch_certificate_store(pki, certificates, store_seen),
                     "certificate store")
-        if self.run_sink:
-            sink = self.lab.lab.internet_sink
-            self.sink = SinkHandler(self.data_dir / "internet")
-            srv = await loop.create_server(
-                sink_factory(self.sink, "internet.sink"), sink.address,
-                sink.port + self.port_offset, reuse_address=True,
-            )
-            self._servers.append(srv)
-            self.listeners.append(Listener("InternetSink", sink.address,
-                                           sink.port + self.port_offset))
-            await self._start_crl_server(pki, now)
+        if self.run_sink:  # the lab's own pieces (labpieces.py)
+            await start_sink(self.pieces, self.lab, self.data_dir, self.port_offset)
+            await start_crl_server(self.pieces, self.lab, pki, self.port_offset, now)
+            self.sink, self.lab_ca = self.pieces.sink, self.pieces.lab_ca
+            self.crl_server = self.pieces.crl_server
+            self.listeners.extend(Listener(*entry) for entry in self.pieces.listeners)
             for partner in self.lab.partners:  # README "The partner organization"
                 daemon = LabDaemon(partner, self.data_dir, port_offset=self.port_offset,
-                                   clock=self.clock, run_sink=False, partner=True)
+                                   clock=self.clock, run_sink=False, partner=True,
+                                   hosts=self.hosts)
                 self.partners.append(daemon)
                 await daemon.start()
                 self.listeners.extend(daemon.listeners)
                 self.spawn(_partner_failed(daemon), f"partner {partner.organization.name}")
-
-    async def _start_crl_server(self, pki: Path, now: datetime.datetime) -> None:
-        """The lab CA (made on first start) and its CRL distribution point (tls/crlhttp.py)."""
-        crl = self.lab.lab.crl_server
-        port = crl.port + self.port_offset
-        wanted = crl_base_url(crl.address, port)
-        self.lab_ca = await asyncio.to_thread(ensure_lab_ca, pki, now, crl_base_url=wanted)
-        if self.lab_ca.crl_base_url != wanted:
-            log.warning("the lab CA of %s points its certificates' CRL distribution points at "
-                        "%s, but this run serves the CRLs at %s (Lab.CrlServer and "
-                        "--port-offset); certificates issued earlier cannot be checked",
-                        pki, self.lab_ca.crl_base_url, wanted)
-        self.crl_server = CrlServer(crl_dir(pki), crl.address, port)
-        await self.crl_server.start()
-        self.listeners.append(Listener("CrlServer", crl.address, port))
 
     async def pause_listener(self, host: str, port: int) -> None:
         """Close one listener (the port as configured, without offset): a hub going down."""
@@ -525,9 +511,8 @@ class LabDaemon:
         if self.control is not None:
             await self.control.stop()
             self.control = None
-        if self.crl_server is not None:
-            await self.crl_server.stop()
-            self.crl_server = None
+        await self.pieces.stop()
+        self.crl_server = None
         for srv in self._servers:
             srv.close()
         for node in self.nodes.values():
@@ -552,5 +537,4 @@ class LabDaemon:
             node.send_log.close()
             node.tracking.close()
             await node.judge.close()
-        if self.sink is not None:
-            await self.sink.close()
+        self.sink = None

@@ -127,7 +127,8 @@ class ConfigReloader:
                 return False
             loaded: Lab | ConfigError
             try:
-                loaded = await asyncio.to_thread(load_config_text, text, self.daemon.lab.source)
+                loaded = await asyncio.to_thread(load_config_text, text, self.daemon.lab.source,
+                                                 hosts=self.daemon.hosts)
             except ConfigError as err:
                 loaded = err
             if await asyncio.to_thread(file_version, self.path) != version:

@@ -14,8 +14,13 @@ the Front End Transport service (MSExchangeFrontEndTransport), the Transport ser
 
 Without ``--service`` a process runs every service, as before. Split services talk to each other
 only over the network, exactly as the services of one process do (the front end proxies to
-``Address:2525``, the hub delivers to ``Address:475``), so they can run on one data directory or
-on separate ones, on one host or several.
+the hub's 2525, the hub delivers to 475), so they can run on one data directory or on separate
+ones, on one host or several. Each service has an address: the server's ``Address``, or its own
+from ``ExchsimServiceAddresses`` (config/serviceaddr.py). It listens there (:func:`listen_address`),
+its connections leave from there, and the other services reach it there: a Front End proxies to
+each hub's Transport address, a hub delivers to the MailboxDelivery address of the mailbox's
+server and proxies outbound mail (FrontendProxyEnabled) to :func:`outbound_frontend`'s FrontEnd
+address.
 
 One writer per file: the queue file and the control socket belong to the Transport service
 alone. Protocol logs go, for a split service, to the service's own folder as Exchange's do
@@ -112,15 +117,43 @@ def log_dir(data_dir: Path, server: str, service: Service | None) -> Path:
     return base if service is None else base / LOG_FOLDERS[service]
 
 
+ROLE_SERVICES = {Role.FRONTEND: Service.FRONTEND, Role.HUB: Service.TRANSPORT,
+                 Role.EDGE: Service.TRANSPORT, Role.MAILBOX_DELIVERY: Service.MAILBOX_DELIVERY}
+
+
+def address_of(server: Server, service: Service) -> str:
+    """Where a service of ``server`` runs: its ExchsimServiceAddresses entry, else Address."""
+    return server.service_address(service.value)
+
+
+def listen_address(server: Server, role: Role) -> str:
+    """The address a wildcard binding of a ``role`` connector listens on."""
+    return address_of(server, ROLE_SERVICES[role])
+
+
+def outbound_frontend(servers: Sequence[Server], hub: Server) -> Server:
+    """The server whose Front End a hub's FrontendProxyEnabled send connectors go through (the
+    Outbound Proxy Frontend, 717; exchange.md §7.4): on Exchange 2013 (Version 15.0) with Client
+    Access servers in the config, the first of them in the config's order (the Front End
+    Transport service runs on the Client Access servers, exchange.md §7.9; the config has one
+    site); otherwise the hub's own server, whose Front End runs beside its hub."""
+    if hub.version == "15.0":
+        for server in servers:
+            if server.role is ServerRole.CLIENT_ACCESS:
+                return server
+    return hub
+
+
 def _delivery_agent(daemon: LabDaemon, node: ServerNode, queue: MessageQueue) -> DeliveryAgent:
     lab, server, offset = daemon.lab, node.server, daemon.port_offset
     send_context = SendContext(
         server=server, dns=lab.dns, port_offset=offset,
         certificate=node.send_certificate, judge=node.judge_certificate,
-        protocol_log=node.connector_log)
+        protocol_log=node.connector_log, source=address_of(server, Service.TRANSPORT))
     agent = DeliveryAgent(
         lab, server, daemon.clock, queue, node.client_tls_context,
-        mailbox_delivery={s.name.lower(): Endpoint(s.address, PORT_MAILBOX_DELIVERY + offset)
+        mailbox_delivery={s.name.lower(): Endpoint(address_of(s, Service.MAILBOX_DELIVERY),
+                                                   PORT_MAILBOX_DELIVERY + offset)
                           for s in lab.servers},
         internet=Endpoint(lab.lab.internet_sink.address, lab.lab.internet_sink.port + offset),
         retry=lab.lab.retry_interval,
@@ -128,11 +161,14 @@ def _delivery_agent(daemon: LabDaemon, node: ServerNode, queue: MessageQueue) ->
         schedule=RetrySchedule.of(server, lab.lab.retry_interval),
         # Send connectors: their ports get the lab's offset too (transport/smtpsend.py).
         sender=SmtpSender(send_context),
-        hub_transport={s.name.lower(): Endpoint(s.address, PORT_HUB_DEFAULT + offset)
+        hub_transport={s.name.lower(): Endpoint(address_of(s, Service.TRANSPORT),
+                                                PORT_HUB_DEFAULT + offset)
                        for s in lab.servers},
-        frontend=Endpoint(server.address, PORT_OUTBOUND_PROXY + offset),
+        frontend=Endpoint(address_of(outbound_frontend(lab.servers, server), Service.FRONTEND),
+                          PORT_OUTBOUND_PROXY + offset),
     )
     agent.hops.send_log = node.send_log
+    agent.hops.source = address_of(server, Service.TRANSPORT)
     return agent
 
 
@@ -141,20 +177,23 @@ def _frontend_proxy(daemon: LabDaemon, node: ServerNode) -> FrontendProxy:
     send_context = SendContext(
         server=server, dns=daemon.lab.dns, port_offset=offset,
         certificate=node.send_certificate, judge=node.judge_certificate,
-        protocol_log=node.connector_log)
+        protocol_log=node.connector_log, source=address_of(server, Service.FRONTEND))
+    hub = address_of(server, Service.TRANSPORT)
     return FrontendProxy(
         server, daemon.clock, node.client_tls_context,
-        default_hub=HubEndpoint(server.address, PORT_HUB_DEFAULT + offset),
-        client_proxy=HubEndpoint(server.address, PORT_CLIENT_PROXY + offset),
+        default_hub=HubEndpoint(hub, PORT_HUB_DEFAULT + offset),
+        client_proxy=HubEndpoint(hub, PORT_CLIENT_PROXY + offset),
         sender=SmtpSender(send_context),  # Outbound Proxy Frontend's client (XPROXYTO)
         send_log=node.send_log,
         hubs=_hub_chooser(daemon, server),
+        source=address_of(server, Service.FRONTEND),
     )
 
 
 def _hub_chooser(daemon: LabDaemon, frontend: Server) -> HubChooser:
     """The Front End's proxy destinations (policy/hubselect.py): each Mailbox server's 2525 and
-    465, best first, from the lab's configuration of the moment (reload.py may replace it)."""
+    465 at its Transport address, best first, from the lab's configuration of the moment
+    (reload.py may replace it)."""
     offset = daemon.port_offset
 
     def choose(recipients: Sequence[str],
@@ -162,7 +201,7 @@ def _hub_chooser(daemon: LabDaemon, frontend: Server) -> HubChooser:
         lab = daemon.lab
         out = []
         for name in hub_order(lab, frontend, recipients, submitter):
-            address = lab.server(name).address
+            address = address_of(lab.server(name), Service.TRANSPORT)
             out.append((HubEndpoint(address, PORT_HUB_DEFAULT + offset),
                         HubEndpoint(address, PORT_CLIENT_PROXY + offset)))
         return out

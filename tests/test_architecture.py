@@ -39,9 +39,9 @@ def layer(module: str) -> int:
         return 3
     if top in ("smtp", "transport", "tls", "logs"):
         return 4
-    if top in ("daemon", "allocator", "reload", "services"):
+    if top in ("daemon", "allocator", "reload", "services", "labpieces"):
         return 5
-    if top in ("cli", "pkicli", "queuecli", "trackingcli", "__main__"):
+    if top in ("cli", "pkicli", "queuecli", "sinkcli", "trackingcli", "__main__"):
         return 6
     raise AssertionError(f"{module} is in no layer: add it to tests/test_architecture.py")
 

@@ -4,7 +4,7 @@ The file has these top-level keys, in Exchange's spelling: ``Organization``, ``S
 ``ReceiveConnectors``, ``ADPermissions`` and (optional) ``Lab``, ``SendConnectors`` and ``Dns``
 (the lab's resolver). Loading runs, in order:
 
-1. ``yamlfile.parse_yaml``: the text as plain data;
+1. ``yamlfile.parse_yaml``: the text as plain data, then ``--hosts`` (``hosts.apply_hosts``);
 2. ``validate.validate_servers`` and ``validate.validate_organization``;
 3. ``resolve.resolve_connectors``: setup's connectors per server plus the file's overrides and
    new connectors (a pure function);
@@ -29,6 +29,7 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
+from exchsim.config.hosts import Hosts, apply_hosts
 from exchsim.config.implied import implied_internet_connector
 from exchsim.config.issues import (
     TOP_LEVEL_KEYS,
@@ -39,6 +40,7 @@ from exchsim.config.issues import (
     place,
     show,
 )
+from exchsim.config.labnet import lab_hosts
 from exchsim.config.model import Lab, LabSettings, Mailbox, Organization, ReceiveConnector
 from exchsim.config.prose import validate
 from exchsim.config.resolve import resolve_connectors
@@ -69,8 +71,9 @@ __all__ = [
 ]
 
 
-def load_config(path: Path | str) -> Lab:
-    """Read and resolve a config file; raise ``ConfigError`` listing every problem."""
+def load_config(path: Path | str, hosts: Hosts | None = None) -> Lab:
+    """Read and resolve a config file; raise ``ConfigError`` listing every problem.
+    ``hosts``: a hosts file (``--hosts``, config/hosts.py) applied to it and its partners."""
     source = str(path)
     try:
         text = Path(path).read_text(encoding="utf-8")
@@ -78,10 +81,11 @@ def load_config(path: Path | str) -> Lab:
         raise ConfigError([Issue(source, "", source, "file not found")]) from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError([Issue(source, "", source, f"cannot read the file: {exc}")]) from None
-    return load_config_text(text, source)
+    return load_config_text(text, source, hosts=hosts)
 
 
-def _load_partners(settings: LabSettings, base: Path, log: IssueLog) -> list[Lab]:
+def _load_partners(settings: LabSettings, base: Path, log: IssueLog,
+                   hosts: Hosts | None) -> list[Lab]:
     """The organizations of ``Lab.Partners``; their files' issues join this file's."""
     partners: list[Lab] = []
     for index, entry in enumerate(settings.partners):
@@ -93,17 +97,29 @@ def _load_partners(settings: LabSettings, base: Path, log: IssueLog) -> list[Lab
                     "to this file", order=place("Lab"))
             continue
         try:
-            partners.append(load_config(path))
+            partners.append(load_config(path, hosts))
         except ConfigError as err:
             log.items.extend(dataclasses.replace(i, order=place("Lab")) for i in err.issues)
     return partners
 
 
-def load_config_text(text: str, source: str = "<memory>", base: Path | None = None) -> Lab:
+def load_config_text(text: str, source: str = "<memory>", base: Path | None = None,
+                     hosts: Hosts | None = None) -> Lab:
     """Parse and resolve a config given as text; ``source`` names it in issues. ``base``: where
-    the files of ``Lab.Partners`` are (default: ``source``'s directory)."""
+    the files of ``Lab.Partners`` are (default: ``source``'s directory). ``hosts``: applied to
+    the parsed YAML before anything is validated (config/hosts.py)."""
+    if hosts is None:
+        return _load_text(text, source, base, None)
+    with lab_hosts(hosts.targets()):  # the hosts' addresses are the lab's (config/labnet.py)
+        lab = _load_text(text, source, base, hosts)
+    return lab.model_copy(update={"hosts": hosts.targets()})
+
+
+def _load_text(text: str, source: str, base: Path | None, hosts: Hosts | None) -> Lab:
     log = IssueLog(source)
     data = parse_yaml(text, log)
+    if hosts is not None and data is not None:
+        data = apply_hosts(data, hosts)
     if log.items and data is None:
         raise ConfigError(log.items)
     if not isinstance(data, dict):
@@ -166,7 +182,8 @@ def load_config_text(text: str, source: str = "<memory>", base: Path | None = No
         send_connectors = [implied_internet_connector(str(sink.address), sink.port)]
     partners: list[Lab] = []
     if settings is not None and settings.partners:
-        partners = _load_partners(settings, Path(source).parent if base is None else base, log)
+        partners = _load_partners(settings, Path(source).parent if base is None else base, log,
+                                  hosts)
         validate_partners(valid_servers, settings, partners, log)
     validate_proxy_protocol(servers, [connector for connector, _ in connectors], log,
                             partners=[(p.source, s) for p in partners for s in p.servers])

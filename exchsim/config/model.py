@@ -80,6 +80,7 @@ from exchsim.config.enums import (  # re-exported: Exchange's values are part of
 )
 from exchsim.config.proxy import ProxyProtocol
 from exchsim.config.sendconnector import DnsMap, SendConnector
+from exchsim.config.serviceaddr import SERVICE_KEYS, ServiceAddresses
 from exchsim.config.syntax import (
     is_domain_name,
     is_host_name,
@@ -311,6 +312,19 @@ class Server(ExchangeObject):
     # that take a PROXY protocol header, and from which proxies (config/proxy.py).
     exchsim_proxy_protocol: ProxyProtocol | None = Field(
         alias="ExchsimProxyProtocol", default=None)
+    # exchsim's own: each transport service on a host of its own (config/serviceaddr.py).
+    exchsim_service_addresses: ServiceAddresses | None = Field(
+        alias="ExchsimServiceAddresses", default=None)
+
+    def service_address(self, service: str) -> str:
+        """The address of one of the server's services (SERVICE_KEYS): its own, else Address."""
+        given = self.exchsim_service_addresses
+        return (given.of(service) if given is not None else None) or self.address
+
+    @property
+    def addresses(self) -> frozenset[str]:
+        """Every address of the server: its Address and each service's."""
+        return frozenset({self.address, *(self.service_address(key) for key in SERVICE_KEYS)})
 
     @property
     def version(self) -> str:  # 15.0 | 15.1 | 15.2, what the dialect depends on
@@ -500,6 +514,8 @@ class Lab(ExchangeObject):
     partners: tuple[Lab, ...] = ()
     """The organizations of ``Lab.Partners``, loaded from their own files."""
     source: str = "<memory>"
+    hosts: frozenset[str] = frozenset()
+    """The addresses of the lab's hosts when loaded with ``--hosts`` (config/labnet.py)."""
 
     def server(self, name: str) -> Server:
         for server in self.servers:

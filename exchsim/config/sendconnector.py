@@ -37,6 +37,7 @@ from exchsim.config.base import (
     _split_list,
 )
 from exchsim.config.enums import ProtocolLoggingLevel
+from exchsim.config.labnet import is_lab_address
 from exchsim.config.syntax import is_host_name
 
 __all__ = [
@@ -166,7 +167,7 @@ def parse_endpoint(value: Any) -> Any:
         ip = ipaddress.ip_address(host)
     except ValueError:
         raise ValueError(f"expected {_ENDPOINT_EXPECTED}") from None
-    if not ip.is_loopback:
+    if not is_lab_address(ip):  # or a host of --hosts (config/labnet.py)
         raise ValueError(f"{host} is not a loopback address: expected {_ENDPOINT_EXPECTED}")
     if port is not None and not 1 <= port <= 65535:
         raise ValueError(f"port {port} is not allowed: expected 1 to 65535")

@@ -223,7 +223,8 @@ class MessageTracking:
         self._write(self.hub, Event(
             "SEND", "SMTP", message_id=item.message_id, sender_address=item.sender,
             recipients=recipients, recipient_status=["250 2.1.5 Recipient OK"] * len(recipients),
-            client_ip=self.server.address, client_hostname=self.server.fqdn, server_ip=ip,
+            client_ip=self.server.service_address("Transport"), client_hostname=self.server.fqdn,
+            server_ip=ip,
             server_hostname=host, connector_id=connector,
             internal_message_id=str(item.internal_id),
         ), MessageFacts.of(item.data, item.message_id))

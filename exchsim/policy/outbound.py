@@ -41,6 +41,7 @@ import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from exchsim.config.labnet import is_lab_address
 from exchsim.config.model import Lab, ServerRole
 from exchsim.config.sendconnector import (
     DnsMap,
@@ -265,9 +266,11 @@ def xproxyto_command(connector: SendConnector, domain: str,
     return "XPROXYTO " + " ".join(parts)
 
 
-def parse_xproxyto(params: Mapping[str, str]) -> ProxyTo | None:
+def parse_xproxyto(params: Mapping[str, str],
+                   lab_hosts: frozenset[str] = frozenset()) -> ProxyTo | None:
     """XPROXYTO's keyword arguments -> :class:`ProxyTo`; None when they are not usable (no
-    destination, an address outside 127.0.0.0/8, a bad port or TLS level)."""
+    destination, an address outside 127.0.0.0/8 and ``lab_hosts`` (the lab's hosts of --hosts,
+    config/labnet.py), a bad port or TLS level)."""
     hosts: list[Destination] = []
     for item in params.get("DESTINATIONS", "").split(","):
         found = _DESTINATION.fullmatch(item)
@@ -278,7 +281,7 @@ def parse_xproxyto(params: Mapping[str, str]) -> ProxyTo | None:
         except ValueError:
             return None
         port = int(found["port"])
-        if not address.is_loopback or not 1 <= port <= 65535:
+        if not is_lab_address(address, lab_hosts) or not 1 <= port <= 65535:
             return None
         hosts.append(Destination(found["host"] or None, str(address), port))
     level_text = params.get("TLSAUTHLEVEL", "")

@@ -151,7 +151,7 @@ def xproxyto(s: SessionCore, arg: str | None) -> None:
     """XPROXYTO from a hub on Outbound Proxy Frontend (exchange.md §7.4): where the session's
     messages go and the send connector's settings (policy/outbound.py); the Front End sends
     them out itself (transport/frontend.py)."""
-    proxy_to = outbound.parse_xproxyto(wire.parse_keyword_args(arg))
+    proxy_to = outbound.parse_xproxyto(wire.parse_keyword_args(arg), s.runtime.lab.hosts)
     if proxy_to is None:
         s.protocol_error(replies.INVALID_ARGUMENTS)
         return

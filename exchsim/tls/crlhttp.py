@@ -16,11 +16,13 @@ time share one request, each within its own bound. Any failure (timeout, refused
 HTTP status other than 200, a body that is not a CRL) raises :class:`CrlFetchError` with a
 one-line reason; what to do then is the caller's setting.
 
-The fetcher connects to **loopback only** (an address literal in 127.0.0.0/8 or ``::1``, or
-``localhost``): the URLs come from certificates that clients present, and the lab never opens a
-connection (or a DNS lookup) outside the machine. Any other host is refused at once, without a
-connection, as a CRL that cannot be had (so a real-world certificate presented by an ordinary
-sender costs no wait).
+The fetcher connects to **loopback** (an address literal in 127.0.0.0/8 or ``::1``, or
+``localhost``) and to the hosts it is given: the lab's own CRL server (``Lab.CrlServer``'s
+address, which ``--hosts`` may move to a host of its own, config/hosts.py), nothing else. The
+URLs come from certificates that clients present, and the lab never opens a connection (or a
+DNS lookup) anywhere else. Any other host is refused at once, without a connection, as a CRL
+that cannot be had (so a real-world certificate presented by an ordinary sender costs no
+wait).
 """
 
 from __future__ import annotations
@@ -123,6 +125,21 @@ def is_loopback_url(url: str) -> bool:
         return False
 
 
+def _normal(host: str) -> str:
+    try:
+        return str(ipaddress.ip_address(host.strip("[]")))
+    except ValueError:
+        return host.lower()
+
+
+def _url_host(url: str) -> str | None:
+    try:
+        host = urlsplit(url).hostname
+    except ValueError:
+        return None
+    return None if host is None else _normal(host)
+
+
 class CrlFetchError(Exception):
     """A CRL that could not be had; ``reason`` is one line (``timed out after 10 s``, ...)."""
 
@@ -142,8 +159,10 @@ class CrlFetcher:
     """Fetches CRLs over HTTP with a bounded time, caching each until its nextUpdate."""
 
     def __init__(self, clock: Clock, *, timeout: float = DEFAULT_TIMEOUT,
-                 max_entries: int = CACHE_ENTRIES, max_bytes: int = MAX_CRL_BYTES) -> None:
+                 max_entries: int = CACHE_ENTRIES, max_bytes: int = MAX_CRL_BYTES,
+                 hosts: Iterable[str] = ()) -> None:
         self.clock = clock
+        self.hosts = frozenset(_normal(host) for host in hosts)  # allowed beside loopback
         self.timeout = timeout
         self.max_entries = max_entries
         self.max_bytes = max_bytes
@@ -188,9 +207,9 @@ class CrlFetcher:
             return hit
         if urlsplit(url).scheme.lower() not in ("http", "https"):
             raise CrlFetchError(url, "not an HTTP URL")
-        if not is_loopback_url(url):
-            raise CrlFetchError(url, "not a loopback address (the lab fetches CRLs from loopback "
-                                     "only)")
+        if not (is_loopback_url(url) or _url_host(url) in self.hosts):
+            raise CrlFetchError(url, "not a loopback address nor the lab's CRL server (the lab "
+                                     "fetches CRLs from nowhere else)")
         bound = self.timeout if timeout is None else timeout
         download = self._inflight.get(url)
         if download is None:  # callers that want the same CRL at once share one request

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from cryptography import x509
@@ -76,12 +76,14 @@ class CertificateJudge:
     """Judges presented chains for one server (see the module docstring)."""
 
     def __init__(self, pki_dir: Path, clock: Clock, *, timeout: float,
-                 offline: RevocationOffline = RevocationOffline.FAIL) -> None:
+                 offline: RevocationOffline = RevocationOffline.FAIL,
+                 hosts: Iterable[str] = ()) -> None:
         self.pki_dir = pki_dir
         self.timeout = timeout
         self.offline = offline
         self.clock = clock
-        self.fetcher = CrlFetcher(clock, timeout=timeout, max_entries=0)
+        # ``hosts``: the lab's CRL server (Lab.CrlServer), reachable beside loopback.
+        self.fetcher = CrlFetcher(clock, timeout=timeout, max_entries=0, hosts=hosts)
 
     async def judge(self, chain: Sequence[bytes]) -> ChainVerdict:
         anchors, known = await asyncio.to_thread(read_stores, self.pki_dir)

@@ -112,8 +112,11 @@ class FrontendProxy:
         sender: SmtpSender | None = None,
         send_log: SendProtocolLog | None = None,
         hubs: HubChooser | None = None,
+        source: str | None = None,
     ) -> None:
         self.server = server
+        # The address its hops leave from: the FrontEnd's (config/serviceaddr.py).
+        self.source = source or server.address
         self.sender = sender  # the Outbound Proxy Frontend's client (XPROXYTO)
         self.clock = clock
         self.tls_context = tls_context
@@ -214,7 +217,7 @@ class FrontendProxy:
                                         service.intra_org_connector_protocol_logging_level)
         hop = await HopClient.connect(
             target.host, target.port, helo=self.server.fqdn, tls_context=tls,
-            timeout=self.hop_timeout, source=self.server.address, log=log,
+            timeout=self.hop_timeout, source=self.source, log=log,
         )
         try:
             if submission and context.identity.kind is IdentityKind.USER:

@@ -59,6 +59,7 @@ class NextHops:
                  frontend: Endpoint | None = None,
                  fqdns: Mapping[str, str] | None = None) -> None:
         self.server = server
+        self.source = server.address  # the Transport service's address (services.py)
         self.tls_context = tls_context
         self.mailbox_delivery = mailbox_delivery
         self.internet = internet
@@ -133,7 +134,7 @@ class NextHops:
             raise Unreachable("no internal transport certificate")
         try:
             hop = await HopClient.connect(endpoint.host, endpoint.port, helo=self.server.fqdn,
-                                          tls_context=context, source=self.server.address,
+                                          tls_context=context, source=self.source,
                                           log=self._log(INTRA_ORG_CONNECTOR, endpoint))
         except (HopError, OSError, TimeoutError) as exc:
             raise Unreachable(self._failure(exc, server, endpoint)) from exc
@@ -183,7 +184,7 @@ class NextHops:
         fe = self.frontend
         try:
             hop = await HopClient.connect(fe.host, fe.port, helo=self.server.fqdn,
-                                          tls_context=context, source=self.server.address)
+                                          tls_context=context, source=self.source)
         except (HopError, OSError, TimeoutError) as exc:
             raise Unreachable(self._failure(exc, self.server.name, fe)) from exc
         refused: list[tuple[str, Reply]] = []
@@ -229,7 +230,7 @@ class NextHops:
             try:
                 hop = await HopClient.connect(endpoint.host, endpoint.port,
                                               helo=self.server.fqdn, tls_context=context,
-                                              source=self.server.address,
+                                              source=self.source,
                                               log=self._log(INTRA_ORG_CONNECTOR, endpoint))
             except (HopError, OSError, TimeoutError) as exc:
                 failures.append(self._failure(exc, server, endpoint))

@@ -154,6 +154,8 @@ class SendContext:
     """Judges the remote chain (leaf first, DER) with the lab's trust stores and CRLs (None:
     no trust store, every chain is untrusted)."""
     protocol_log: Callable[[SendConnector, str], SendLog | None] = field(default=_no_log)
+    source: str | None = None
+    """The address connections leave from (None: the server's Address; config/serviceaddr.py)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -255,7 +257,7 @@ class SmtpSender:
         helo_name = connector.fqdn or ctx.server.fqdn
         smtp = aiosmtplib.SMTP(hostname=destination.address, port=port,
                                local_hostname=helo_name,
-                               source_address=(ctx.server.address, 0),
+                               source_address=(ctx.source or ctx.server.address, 0),
                                start_tls=False, use_tls=False, timeout=timeout)
         closed = "Local"
         try:

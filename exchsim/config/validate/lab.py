@@ -6,6 +6,7 @@ import ipaddress
 from collections.abc import Sequence
 
 from exchsim.config.issues import IssueLog, Place, place, show
+from exchsim.config.labnet import is_lab_address
 from exchsim.config.model import Lab, LabSettings, Server
 from exchsim.config.prose import validate
 
@@ -39,9 +40,9 @@ def _validate_crl_server(settings: LabSettings, servers: Sequence[tuple[int, Ser
     crl = settings.crl_server
     ip = ipaddress.ip_address(crl.address)  # the type checked it
     key = "Lab.CrlServer.Address"
-    if not ip.is_loopback:
+    if not is_lab_address(ip):  # or a host of --hosts (config/labnet.py)
         log.add(key, crl.address, f"{show(crl.address)} is not allowed: the lab serves its "
-                "CRLs on loopback only (127.0.0.0/8 or ::1)", order=order)
+                "CRLs on loopback only (127.0.0.0/8 or ::1, or a host of --hosts)", order=order)
         return
     for i, server in servers:
         if _same(server.address, ip):

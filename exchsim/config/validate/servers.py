@@ -10,9 +10,10 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Mapping, MutableMapping
 
-from exchsim.config.issues import IssueLog, label, place, show
+from exchsim.config.issues import IssueLog, Place, label, place, show
 from exchsim.config.model import Server, ServerRole, misshapen
 from exchsim.config.prose import validate
+from exchsim.config.serviceaddr import SERVICE_KEYS, role_services
 from exchsim.config.windows import SUPPORTED_OS
 
 __all__ = ["validate_server", "validate_servers"]
@@ -87,24 +88,44 @@ def validate_server(
                 f"expected {' or '.join(show(os.value) for os in supported)} (Exchange's "
                 "supportability matrix, exchange.md §1.7.1)", order=order)
         ok = False
+    ok = _service_addresses(server, path, order, log) and ok
     if addresses is not None and "Address" not in bad:
-        key = str(ipaddress.ip_address(server.address))
-        if key in addresses:
-            log.add(
-                f"{path}.Address",
-                server.address,
-                f"{show(server.address)} is already the Address of Servers[{addresses[key]}]:"
-                " each server owns its own address",
-                order=order,
-            )
-            ok = False
-        addresses.setdefault(key, index)
+        owned = {str(ipaddress.ip_address(a)): a for a in server.addresses}
+        for key, given in owned.items():
+            if key in addresses:
+                where = "Address" if given == server.address else "ExchsimServiceAddresses"
+                log.add(
+                    f"{path}.{where}",
+                    given,
+                    f"{show(given)} is already an address of Servers[{addresses[key]}]:"
+                    " each server owns its own addresses",
+                    order=order,
+                )
+                ok = False
+        for key in owned:
+            addresses.setdefault(key, index)
     if not ok:
         log.fail("ServerName", server.name)
         return None
     for key in bad:
         log.fail("Server", server.name, key)
     return server
+
+
+def _service_addresses(server: Server, path: str, order: Place, log: IssueLog) -> bool:
+    """``ExchsimServiceAddresses`` names only services the server's Role has."""
+    given = server.exchsim_service_addresses
+    if given is None:
+        return True
+    has = role_services(server.role)
+    ok = True
+    for key in SERVICE_KEYS:
+        if given.of(key) is not None and key not in has:
+            log.add(f"{path}.ExchsimServiceAddresses.{key}", given.of(key),
+                    f"a server of Role {server.role.value} has no {key} service: expected "
+                    f"only {', '.join(has)} (exchange.md §7.9)", order=order)
+            ok = False
+    return ok
 
 
 def validate_servers(raw: object, log: IssueLog) -> list[tuple[int, Server]]:

@@ -199,3 +199,17 @@ async def test_the_fetcher_never_leaves_loopback(url: str) -> None:
 ])
 def test_is_loopback_url(url: str, loopback: bool) -> None:
     assert is_loopback_url(url) is loopback
+
+
+async def test_the_fetcher_reaches_only_the_crl_server_it_is_given_beside_loopback() -> None:
+    """``hosts`` (the lab's CRL server of --hosts) opens that address, not its neighbours."""
+    async with CrlFetcher(Clock(), timeout=30, hosts=["198.51.100.50",
+                                                      "[2001:db8::50]"]) as fetcher:
+        assert fetcher.hosts == {"198.51.100.50", "2001:db8::50"}
+        for url in ("http://198.51.100.51/x.crl", "http://198.51.100.5/x.crl",
+                    "https://[2001:db8::51]/x.crl"):
+            started = time.monotonic()
+            with pytest.raises(CrlFetchError, match="not a loopback address nor the lab's CRL "
+                                                    "server"):
+                await fetcher.fetch(url)
+            assert time.monotonic() - started < 1.0

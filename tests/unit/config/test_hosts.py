@@ -1,0 +1,150 @@
+"""The hosts overlay (config/hosts.py), ExchsimServiceAddresses (config/serviceaddr.py) and
+the hub's Outbound Proxy Front End (services.py ``outbound_frontend``)."""
+
+from __future__ import annotations
+
+import ipaddress
+from pathlib import Path
+
+import pytest
+
+from exchsim.config.hosts import Hosts, apply_hosts, load_hosts, parse_hosts, translate, unused
+from exchsim.config.load import ConfigError, load_config, load_config_text
+from exchsim.config.model import Server, TransportRole
+from exchsim.services import Service, address_of, listen_address, outbound_frontend
+from tests.labyaml import CONFIGS, LAB_YAML
+
+MAP = {ipaddress.ip_address("127.0.10.1"): "198.51.100.11",
+       ipaddress.ip_address("::1"): "2001:db8::5"}
+
+
+@pytest.mark.parametrize(("value", "expected"), [
+    ("127.0.10.1", "198.51.100.11"),
+    ("[127.0.10.1]", "[198.51.100.11]"),
+    ("127.0.10.1:2525", "198.51.100.11:2525"),
+    ("[::1]:25", "[2001:db8::5]:25"),
+    ("::1", "2001:db8::5"),
+    ("[::1]", "[2001:db8::5]"),
+    ("127.0.10.10", "127.0.10.10"),        # not mapped
+    ("127.0.10.1/32", "127.0.10.1/32"),    # a range is left alone
+    ("127.0.10.1-127.0.10.5", "127.0.10.1-127.0.10.5"),
+    ("0.0.0.0:25", "0.0.0.0:25"),
+    ("ex01.contoso.com", "ex01.contoso.com"),
+    ("127.0.10.1:port", "127.0.10.1:port"),
+])
+def test_translate_exact_bracketed_and_with_port(value: str, expected: str) -> None:
+    assert translate(value, MAP) == expected
+
+
+def test_apply_walks_nested_lists_and_mappings_and_keeps_the_input() -> None:
+    data = {"Lab": {"InternetSink": {"Address": "127.0.10.1", "Port": 25}},
+            "SendConnectors": [{"SmartHosts": ["[127.0.10.1]", "relay.lab"], "Port": 25}],
+            "Dns": {"A": {"mail.partner.example": "127.0.10.1:2525"}, "127.0.10.1": "key"},
+            "Other": [[["127.0.10.1"]], 127, None, True]}
+    out = apply_hosts(data, Hosts(MAP))
+    assert out == {"Lab": {"InternetSink": {"Address": "198.51.100.11", "Port": 25}},
+                   "SendConnectors": [{"SmartHosts": ["[198.51.100.11]", "relay.lab"],
+                                       "Port": 25}],
+                   "Dns": {"A": {"mail.partner.example": "198.51.100.11:2525"},
+                           "198.51.100.11": "key"},
+                   "Other": [[["198.51.100.11"]], 127, None, True]}
+    assert data["Lab"] == {"InternetSink": {"Address": "127.0.10.1", "Port": 25}}
+
+
+def test_services_set_the_key_by_name_case_insensitively_and_replace_one_given() -> None:
+    data = {"Servers": [{"Name": "EX01", "Address": "127.0.10.1",
+                         "ExchsimServiceAddresses": {"FrontEnd": "127.0.10.7"}},
+                        {"Name": "EX02", "Address": "127.0.10.2"}]}
+    hosts = Hosts(MAP, {"ex01": {"Transport": "198.51.100.12"}, "EX09": {"FrontEnd": "1.2.3.4"}})
+    out = apply_hosts(data, hosts)
+    assert isinstance(out, dict)
+    assert out["Servers"] == [
+        {"Name": "EX01", "Address": "198.51.100.11",
+         "ExchsimServiceAddresses": {"Transport": "198.51.100.12"}},
+        {"Name": "EX02", "Address": "127.0.10.2"}]
+    assert unused(hosts, {"a.yaml": data}) == [
+        "Addresses.::1: no config has this address (ignored)",
+        "Services.EX09: no config has a server of this Name (ignored)"]
+
+
+def test_parse_collects_every_problem() -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_hosts({"Addresses": {"x": "127.0.0.1", "127.0.0.2": "y"}, "Extra": 1,
+                     "Services": {"EX01": {"Frontend": "127.0.0.3"}, "EX02": "127.0.0.4"}},
+                    "h.yaml")
+    text = str(caught.value)
+    assert "h.yaml: Addresses.x: 'x' is not allowed" in text
+    assert "h.yaml: Addresses.127.0.0.2: 'y' is not allowed: expected an IP address" in text
+    assert "h.yaml: Extra: unknown key 'Extra'" in text
+    assert "h.yaml: Services.EX01.Frontend: unknown service 'Frontend'" in text
+    assert "did you mean 'FrontEnd'?" in text
+    assert "h.yaml: Services.EX02: '127.0.0.4' is not allowed: expected a mapping" in text
+
+
+def test_a_config_and_its_partner_configs_get_the_hosts(tmp_path: Path) -> None:
+    """configs/single-server.yaml as shipped with configs/partner.yaml: both files are
+    translated."""
+    for name, copy in (("single-server.yaml", "lab.yaml"), ("partner.yaml", "partner.yaml")):
+        (tmp_path / copy).write_text((CONFIGS / name).read_text(encoding="utf-8"),
+                                     encoding="utf-8")
+    hosts = parse_hosts({"Addresses": {"127.0.10.1": "198.51.100.11",
+                                       "127.0.10.60": "198.51.100.60",
+                                       "127.0.10.250": "198.51.100.50",
+                                       "127.0.10.251": "198.51.100.50"},
+                         "Services": {"EX01": {"Transport": "198.51.100.12"}}}, "h.yaml")
+    lab = load_config(tmp_path / "lab.yaml", hosts)
+    ex01 = lab.server("EX01")
+    assert ex01.address == "198.51.100.11"
+    assert address_of(ex01, Service.TRANSPORT) == "198.51.100.12"
+    assert address_of(ex01, Service.FRONTEND) == "198.51.100.11"
+    assert listen_address(ex01, TransportRole.HUB) == "198.51.100.12"
+    assert ex01.addresses == {"198.51.100.11", "198.51.100.12"}
+    assert lab.dns.a["mail.partner.example"].address == "198.51.100.60"
+    assert lab.lab.crl_server.address == "198.51.100.50"
+    (partner,) = lab.partners
+    assert partner.servers[0].address == "198.51.100.60"
+    assert partner.dns.a["mail.contoso.com"].address == "198.51.100.11"
+    assert "198.51.100.60" in lab.hosts and "198.51.100.12" in partner.hosts
+    # Without the hosts file those addresses are outside the lab: refused.
+    moved = (tmp_path / "lab.yaml").read_text().replace("127.0.10.60", "198.51.100.60")
+    with pytest.raises(ConfigError, match=r"198\.51\.100\.60 is not a loopback address"):
+        load_config_text(moved, str(tmp_path / "lab.yaml"))
+
+
+def test_a_service_address_is_the_servers_own() -> None:
+    text = LAB_YAML.replace(
+        'Address: 127.0.10.1, Version: "15.2"}',
+        'Address: 127.0.10.1, Version: "15.2", ExchsimServiceAddresses: {Transport: 127.0.10.2}}'
+        '\n  - {Name: EX02, Role: Mailbox, Fqdn: ex02.contoso.com, Address: 127.0.10.2}')
+    with pytest.raises(ConfigError) as caught:
+        load_config_text(text, "x.yaml")
+    assert ("x.yaml: Servers[1] (EX02).Address: '127.0.10.2' is already an address of "
+            "Servers[0]: each server owns its own addresses") in str(caught.value)
+    with pytest.raises(ConfigError, match=r"ExchsimServiceAddresses.MailboxDelivery: 'x' is "):
+        load_config_text(LAB_YAML.replace(
+            'Address: 127.0.10.1, Version: "15.2"}',
+            'Address: 127.0.10.1, Version: "15.2", ExchsimServiceAddresses: '
+            '{MailboxDelivery: x}}'), "x.yaml")
+
+
+def _server(name: str, role: str, version: str) -> Server:
+    return Server.model_validate({"Name": name, "Role": role, "Fqdn": f"{name}.contoso.com",
+                                  "Address": "127.0.10.9", "Version": version})
+
+
+def test_the_hubs_outbound_proxy_front_end() -> None:
+    ex13, cas = _server("EX13", "Mailbox", "15.0"), _server("CAS01", "ClientAccess", "15.0")
+    ex19 = _server("EX19", "Mailbox", "15.2")
+    assert outbound_frontend([ex13, cas], ex13) is cas
+    assert outbound_frontend([ex13], ex13) is ex13
+    assert outbound_frontend([ex19, cas], ex19) is ex19
+
+
+def test_the_shipped_hosts_file_has_the_compose_plan() -> None:
+    hosts = load_hosts(CONFIGS / "compose-hosts.yaml")
+    assert {str(k): v for k, v in hosts.addresses.items()} == {
+        "127.0.10.1": "198.51.100.11", "127.0.10.2": "198.51.100.21",
+        "127.0.10.10": "198.51.100.31", "127.0.10.250": "198.51.100.50",
+        "127.0.10.251": "198.51.100.50", "127.0.10.60": "198.51.100.60"}
+    assert hosts.services == {"EX01": {"FrontEnd": "198.51.100.11", "Transport": "198.51.100.12",
+                                       "MailboxDelivery": "198.51.100.13"}}
