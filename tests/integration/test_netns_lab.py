@@ -1,13 +1,15 @@
-"""The organization across hosts for real: each server in its own network namespace on a
-bridge (tests/integration/netns.py), started with the commands a container runs
-(``exchsim serve --config ... --server ... [--service ...] --data DIR --port-offset 0``), one
-data directory shared by all (the lab PKI as an organization's AD would share it).
+"""The organization across hosts for real: each server, and each transport service of EX01, in
+its own network namespace on a bridge (tests/integration/netns.py), started with the commands
+its container runs in docker-compose.yml (``exchsim serve --config ... --hosts
+configs/compose-hosts.yaml --server ... [--service ...] --data DIR --port-offset 0``,
+``exchsim sink``), one data directory shared by all (the lab PKI as an organization's AD would
+share it).
 
-Hosts (the compose address plan, 198.51.100.0/24): ``ex01`` (EX01: its Front End, Transport and
-Mailbox Transport Delivery services as three processes), ``ex02`` (EX02, bob's mailbox),
-``sink`` (the internet sink), ``client``. The config is configs/lab.yaml's organization at its
-loopback addresses (EX01 127.0.10.1, EX02 127.0.10.2, sink 127.0.10.250), each mapped to its
-host's address.
+Hosts (the compose address plan of configs/compose-hosts.yaml, 198.51.100.0/24): EX01's Front
+End (.11), Transport (.12) and Mailbox Transport Delivery (.13), EX02 (.21, bob's mailbox),
+the internet sink and CRL server (.50) and a client (.100). The config is configs/lab.yaml's
+organization at its loopback addresses (EX01 127.0.10.1, EX02 127.0.10.2, sink 127.0.10.250,
+CRL 127.0.10.251), which the hosts file maps to those hosts.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from exchsim.transport.queue import MessageQueue
 from tests.integration.netns import (
     EXCHSIM,
     FAMILY,
+    ROOT,
     NetLab,
     ip,
     namespaces,
@@ -61,25 +64,20 @@ SendConnectors:
      DNSRoutingEnabled: false, Port: 25}
 ReceiveConnectors:
 """
-# Tarpitting off: the tests time mail flow, not tarpits.
+# Tarpitting off: the tests time mail flow, not tarpits. (EX01's TransientFailureRetryInterval:
+# an unreachable next hop is retried every 4 s, so its queue is seen in Retry between tries.)
 for _server in ("EX01", "EX02"):
     for _name in ("Default Frontend", "Client Frontend", "Default", "Client Proxy"):
         CONFIG += (f'  - {{Name: {_name} {_server}, Server: {_server}, '
                    'TarpitInterval: "00:00:00", AuthTarpitInterval: "00:00:00"}\n')
 
-# The loopback addresses of the config -> the address of their host (the compose plan).
-ADDRESSES = {"127.0.10.1": "198.51.100.11", "127.0.10.2": "198.51.100.21",
-             "127.0.10.250": "198.51.100.50"}
-HOSTS = {"ex01": "198.51.100.11", "ex02": "198.51.100.21", "sink": "198.51.100.50",
+HOSTS_FILE = ROOT / "configs" / "compose-hosts.yaml"
+HOSTS = {"ex01fe": "198.51.100.11", "ex01hub": "198.51.100.12", "ex01mbx": "198.51.100.13",
+         "ex02": "198.51.100.21", "sink": "198.51.100.50",
          "client": "198.51.100.100"}
-EX01, EX02, SINK = HOSTS["ex01"], HOSTS["ex02"], HOSTS["sink"]
+EX01, EX01_HUB, EX01_MBX = HOSTS["ex01fe"], HOSTS["ex01hub"], HOSTS["ex01mbx"]
+EX02, SINK = HOSTS["ex02"], HOSTS["sink"]
 PASSWORD = "P@ssw0rd!"
-
-
-def mapped(text: str) -> str:
-    """The config with each loopback address of ADDRESSES replaced by its host's."""
-    return re.sub(r"(?<![\d.])127\.0\.10\.\d+(?![\d.])",
-                  lambda m: ADDRESSES.get(m[0], m[0]), text)
 
 
 @dataclass
@@ -96,7 +94,7 @@ class Org:
 
     def queue(self, server: str, *args: str) -> tuple[int, str]:
         """``exchsim queue`` run on the host of ``server``'s Transport service."""
-        host = {"EX01": "ex01", "EX02": "ex02"}[server]
+        host = {"EX01": "ex01hub", "EX02": "ex02"}[server]
         done = self.net.command(host, *EXCHSIM, "queue", "--config", str(self.config),
                                 "--data", str(self.data), "--server", server, *args)
         return done.returncode, done.stdout + done.stderr
@@ -129,17 +127,18 @@ def until(predicate: Callable[[], object], timeout: float, what: str) -> None:
 @pytest.fixture
 def org(tmp_path: Path) -> Iterator[Org]:
     config = tmp_path / "lab.yaml"
-    config.write_text(mapped(CONFIG), encoding="utf-8")
+    config.write_text(CONFIG, encoding="utf-8")
     data = tmp_path / "data"
     with netlab(HOSTS, tmp_path) as net:
-        serve = ("serve", "--config", str(config), "--data", str(data), "--port-offset", "0")
-        for service in ("FrontEnd", "Transport", "MailboxDelivery"):
-            net.exchsim(f"ex01-{service}", "ex01", *serve, "--server", "EX01",
+        common = ("--config", str(config), "--hosts", str(HOSTS_FILE), "--data", str(data),
+                  "--port-offset", "0")
+        for service, host in (("FrontEnd", "ex01fe"), ("Transport", "ex01hub"),
+                              ("MailboxDelivery", "ex01mbx")):
+            net.exchsim(f"ex01-{service}", host, "serve", *common, "--server", "EX01",
                         "--service", service)
-        net.exchsim("ex02", "ex02", *serve, "--server", "EX02")
-        net.add("sink", "sink", str(Path(EXCHSIM[0]).parent / "python"), "-m",
-                "tests.integration.netns_sink", "--data", str(data), "--address", SINK)
-        net.start("sink", "ex01-FrontEnd", "ex01-Transport", "ex01-MailboxDelivery", "ex02")
+        net.exchsim("ex02", "ex02", "serve", *common, "--server", "EX02")
+        net.exchsim("sink", "sink", "sink", *common)
+        net.start(*net.procs)
         yield Org(net, config, data)
 
 
@@ -247,7 +246,7 @@ def test_the_front_end_fails_over_to_ex02s_hub_then_answers_prx4_with_every_hub_
     until(lambda: len(org.mailbox("alice@contoso.com")) == 1, 20, "alice gets it via EX02")
     delivered = org.mailbox("alice@contoso.com")[0].decode().replace("\r\n ", " ")
     assert f"from ex01.contoso.com ({EX01}) by ex02.contoso.com ({EX02})" in delivered
-    assert f"from ex02.contoso.com ({EX02}) by ex01.contoso.com ({EX01})" in delivered
+    assert f"from ex02.contoso.com ({EX02}) by ex01.contoso.com ({EX01_MBX})" in delivered
 
     assert org.net.stop("ex02") == 0  # every hub down
     with pytest.raises(smtplib.SMTPDataError) as refused:
