@@ -62,14 +62,13 @@ def namespaces() -> list[str]:
     return [line.split()[0] for line in ip("netns", "list").splitlines() if line.strip()]
 
 
-def _alive(pid: int) -> bool:
+def alive(pid: int) -> bool:
+    """A process with this pid runs (a zombie, killed but not yet reaped, does not)."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
         return False
-    except PermissionError:
-        return True
-    return True
+    return stat.rpartition(")")[2].split()[0] != "Z"
 
 
 def delete_namespace(name: str) -> None:
@@ -88,7 +87,7 @@ def delete_namespace(name: str) -> None:
 def remove_stale() -> list[str]:
     """Namespaces of this family whose test process is gone (a killed run); removed."""
     stale = [n for n in namespaces()
-             if (m := _NAME.match(n)) is not None and not _alive(int(m[1]))]
+             if (m := _NAME.match(n)) is not None and not alive(int(m[1]))]
     for name in stale:
         delete_namespace(name)
     return stale

@@ -18,10 +18,10 @@ import asyncio
 import json
 import os
 import re
-import signal
 import smtplib
 import ssl
 import subprocess
+import sys
 import threading
 import time
 from collections import Counter
@@ -37,6 +37,7 @@ from tests.integration.netns import (
     FAMILY,
     ROOT,
     NetLab,
+    alive,
     ip,
     namespaces,
     netlab,
@@ -368,24 +369,41 @@ def test_kill_9_of_ex01s_hub_under_load_loses_nothing_acknowledged(org: Org) -> 
     assert dropped <= 2 * (held + resent), report
 
 
+KILLED_RUN = """
+import subprocess, sys
+from pathlib import Path
+from tests.integration.netns import NetLab
+lab = NetLab({"a": "198.51.100.77", "b": "198.51.100.78"}, Path(sys.argv[1]))
+lab.build()
+subprocess.Popen(["ip", "netns", "exec", lab.ns("a"), "sleep", "60"], start_new_session=True)
+print(lab.run, flush=True)
+sys.stdin.read()
+"""
+
+
 def test_namespaces_left_by_a_killed_run_are_removed_by_the_next(tmp_path: Path) -> None:
-    """A run killed with its processes still running (its pid gone): the next run kills them
-    and deletes the namespaces; a live run's namespaces are left alone."""
-    dead = subprocess.Popen(["sleep", "0"])
-    dead.wait(timeout=10)  # a pid that no process has any more
-    stale = f"{FAMILY}-{dead.pid}-abc123-host"
+    """A test process killed with SIGKILL leaves its namespaces and what runs in them: the
+    next run kills those processes and deletes the namespaces (netns.remove_stale); a live
+    run's namespaces are left alone."""
+    killed = subprocess.Popen([sys.executable, "-c", KILLED_RUN, str(tmp_path)], cwd=ROOT,
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     live = f"{FAMILY}-{os.getpid()}-abc123-host"
-    ip("netns", "add", stale)
-    ip("netns", "add", live)
-    orphan = subprocess.Popen(["ip", "netns", "exec", stale, "sleep", "60"],
-                              start_new_session=True)
     try:
-        until(lambda: ip("netns", "pids", stale).split(), 10, "the orphan runs in it")
-        assert remove_stale() == [stale]
-        assert orphan.wait(timeout=10) == -signal.SIGKILL
-        assert stale not in namespaces() and live in namespaces()
+        assert killed.stdout is not None
+        run = killed.stdout.readline().strip()
+        assert run.startswith(f"{FAMILY}-{killed.pid}-"), run
+        left = sorted(n for n in namespaces() if n.startswith(run))
+        assert left == [f"{run}-a", f"{run}-b", f"{run}-sw"]
+        orphans = [int(p) for p in ip("netns", "pids", f"{run}-a").split()]
+        assert orphans
+        killed.kill()
+        killed.wait(timeout=10)
+        ip("netns", "add", live)
+        assert sorted(remove_stale()) == left
+        assert not [n for n in namespaces() if n.startswith(run)]
+        assert live in namespaces()
+        until(lambda: not any(alive(p) for p in orphans), 10, "the orphans are gone")
     finally:
-        orphan.kill()
-        orphan.wait(timeout=10)
-        for name in (stale, live):
-            ip("netns", "del", name, check=False)
+        killed.kill()
+        killed.wait(timeout=10)
+        ip("netns", "del", live, check=False)
