@@ -39,6 +39,7 @@ from exchsim.logs.protocol import ProtocolLog, ProtocolLogSession, new_session_i
 from exchsim.logs.sendlog import SendProtocolLog
 from exchsim.logs.tracking import MessageTracking
 from exchsim.policy.connectors import ConnectorIndex
+from exchsim.policy.edgetrust import direct_trust_peers, known_servers
 from exchsim.policy.ntlm import identity_of
 from exchsim.policy.permissions import ConnectorAcl, connector_acl
 from exchsim.policy.rates import MessageRateWindow
@@ -115,9 +116,14 @@ class ServerNode:
         # What STARTTLS selects among (exchange.md §4.5): every certificate of the server's
         # store enabled for SMTP, the setup certificate included (tls/certstore.py).
         self.smtp_certificates = tuple(smtp_certificates or (self.certificate,))
+        # The certificates of the servers this one takes for Exchange servers of the
+        # organization, and of those it trusts directly (policy/edgetrust.py, exchange.md §7.6).
         self.published_certs: Mapping[str, bytes] = {
-            s.fqdn.lower(): certificates[s.name].load_der() for s in lab.servers
-        }
+            lab.server(s).fqdn.lower(): certificates[lab.server(s).name].load_der()
+            for s in known_servers(lab, server.name)}
+        self.direct_trust_certs: Mapping[str, bytes] = {
+            lab.server(s).fqdn.lower(): certificates[lab.server(s).name].load_der()
+            for s in direct_trust_peers(lab, server.name)}
         self._acls: dict[str, ConnectorAcl] = {}
         self._starttls: dict[str, tuple[JudgedServerContext | None,
                                         datetime.datetime | None]] = {}

@@ -41,6 +41,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from exchsim.config.model import Server, ServerRole, TransportRole as Role
+from exchsim.policy.edgetrust import direct_trust_peers
 from exchsim.policy.hubselect import hub_order
 from exchsim.policy.retry import RetrySchedule
 from exchsim.smtp.message import MessageHandler
@@ -55,6 +56,7 @@ from exchsim.transport.smtpsend import SendContext, SmtpSender
 if TYPE_CHECKING:
     from exchsim.daemon import LabDaemon, ServerNode
 
+PORT_DEFAULT_FRONTEND = 25  # a Mailbox server's Default Frontend; an Edge's internal connector
 PORT_HUB_DEFAULT = 2525
 PORT_CLIENT_PROXY = 465
 PORT_MAILBOX_DELIVERY = 475
@@ -161,11 +163,18 @@ def _delivery_agent(daemon: LabDaemon, node: ServerNode, queue: MessageQueue) ->
         schedule=RetrySchedule.of(server, lab.lab.retry_interval),
         # Send connectors: their ports get the lab's offset too (transport/smtpsend.py).
         sender=SmtpSender(send_context),
-        hub_transport={s.name.lower(): Endpoint(address_of(s, Service.TRANSPORT),
-                                                PORT_HUB_DEFAULT + offset)
+        hub_transport={s.name.lower(): Endpoint(address_of(s, Service.TRANSPORT), (
+            PORT_DEFAULT_FRONTEND if s.role is ServerRole.EDGE else PORT_HUB_DEFAULT) + offset)
                        for s in lab.servers},
         frontend=Endpoint(address_of(outbound_frontend(lab.servers, server), Service.FRONTEND),
                           PORT_OUTBOUND_PROXY + offset),
+        # Direct Trust hops (policy/edgetrust.py, exchange.md §7.6): an Edge's entry above is
+        # its port 25; an Edge reaches the Mailbox servers' Default Frontend (25).
+        default_frontend={s.name.lower(): Endpoint(address_of(s, Service.FRONTEND),
+                                                   PORT_DEFAULT_FRONTEND + offset)
+                          for s in lab.servers if s.role is ServerRole.MAILBOX},
+        edges=frozenset(e.lower() for e in direct_trust_peers(lab, server.name)
+                        if lab.server(e).role is ServerRole.EDGE),
     )
     agent.hops.send_log = node.send_log
     agent.hops.source = address_of(server, Service.TRANSPORT)

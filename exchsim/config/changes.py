@@ -39,7 +39,7 @@ RELOADED = ("SendConnectors", "Dns", "Organization.TransportConfig.TLSSendDomain
 # daemons (a change to the list of partners is Lab.Partners).
 _TOP = {"organization": "Organization", "servers": "Servers",
         "receive_connectors": "ReceiveConnectors", "ad_permissions": "ADPermissions",
-        "lab": "Lab"}
+        "lab": "Lab", "edge_subscriptions": "EdgeSubscriptions"}
 
 
 @dataclass(frozen=True, slots=True)

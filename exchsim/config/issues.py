@@ -54,6 +54,7 @@ TOP_LEVEL_KEYS: tuple[str, ...] = (
     "Lab",
     "SendConnectors",
     "Dns",
+    "EdgeSubscriptions",
 )
 
 #: Something that can fail validation: an object kind and its name, and optionally a key.
@@ -71,6 +72,7 @@ _LABEL_KEYS = {
     "ADPermissions": "Identity",
     "AcceptedDomains": "DomainName",
     "Mailboxes": "PrimarySmtpAddress",
+    "EdgeSubscriptions": "Server",
 }
 
 

@@ -12,7 +12,9 @@ The file has these top-level keys, in Exchange's spelling: ``Organization``, ``S
    and (once the partners are loaded) each server's ``ExchsimProxyProtocol`` against them
    (``validate/proxy.py``);
 5. ``validate.validate_permissions`` and ``validate.validate_lab``;
-6. ``validate_dns`` and ``validate_send_connectors`` (``validate/sendconnector.py``);
+6. ``validate_dns``, ``validate_edge_subscriptions`` (``validate/edgesync.py``) and
+   ``validate_send_connectors`` (``validate/sendconnector.py``) on the file's send connectors
+   with the Edge subscriptions' merged in (``edgesync.py``);
 7. the configs ``Lab.Partners`` names (other organizations the lab runs beside its own), each
    loaded the same way from its own file, relative to this one, then ``validate_partners``
    (no partner of a partner; server names and addresses unique across all of them).
@@ -29,6 +31,7 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
+from exchsim.config.edgesync import edgesync_raw_connectors, merge_send_connectors
 from exchsim.config.hosts import Hosts, apply_hosts
 from exchsim.config.implied import implied_internet_connector
 from exchsim.config.issues import (
@@ -55,6 +58,7 @@ from exchsim.config.validate import (
     validate_permissions,
     validate_servers,
 )
+from exchsim.config.validate.edgesync import validate_edge_subscriptions
 from exchsim.config.validate.lab import validate_partners
 from exchsim.config.validate.proxy import validate_proxy_protocol
 from exchsim.config.validate.sendconnector import validate_dns, validate_send_connectors
@@ -174,12 +178,17 @@ def _load_text(text: str, source: str, base: Path | None, hosts: Hosts | None) -
     )
     settings = validate_lab(data.get("Lab"), servers, log)
     dns = validate_dns(data.get("Dns"), log)
-    send_connectors = validate_send_connectors(data.get("SendConnectors"), valid_servers, dns,
-                                               log)
-    if "SendConnectors" not in data and settings is not None:
+    subscriptions = validate_edge_subscriptions(data.get("EdgeSubscriptions"), valid_servers,
+                                                log)
+    # The EdgeSync connectors, changed by SendConnectors entries of their names (edgesync.py).
+    edgesync = edgesync_raw_connectors(subscriptions)
+    send_connectors = validate_send_connectors(
+        merge_send_connectors(data.get("SendConnectors"), edgesync), valid_servers, dns, log)
+    internet_by_edge = any(s.create_internet_send_connector for s in subscriptions)
+    if "SendConnectors" not in data and settings is not None and not internet_by_edge:
         # No SendConnectors key: exchsim's implied connector to the internet sink (implied.py).
         sink = settings.internet_sink
-        send_connectors = [implied_internet_connector(str(sink.address), sink.port)]
+        send_connectors.append(implied_internet_connector(str(sink.address), sink.port))
     partners: list[Lab] = []
     if settings is not None and settings.partners:
         partners = _load_partners(settings, Path(source).parent if base is None else base, log,
@@ -199,5 +208,6 @@ def _load_text(text: str, source: str, base: Path | None, hosts: Hosts | None) -
         send_connectors=tuple(send_connectors),
         dns=dns,
         partners=tuple(partners),
+        edge_subscriptions=tuple(subscriptions),
         source=source,
     )

@@ -67,6 +67,7 @@ from exchsim.config.capabilities import (
     client_certificate_name,
     one_or_list,
 )
+from exchsim.config.edgesync import EdgeSubscription
 from exchsim.config.enums import (  # re-exported: Exchange's values are part of the model
     AuthMechanism as AuthMechanism,
     DomainType as DomainType,
@@ -513,6 +514,8 @@ class Lab(ExchangeObject):
     dns: DnsMap = Field(default_factory=DnsMap)
     partners: tuple[Lab, ...] = ()
     """The organizations of ``Lab.Partners``, loaded from their own files."""
+    edge_subscriptions: tuple[EdgeSubscription, ...] = ()
+    """``EdgeSubscriptions`` (config/edgesync.py): the Edge servers subscribed to the site."""
     source: str = "<memory>"
     hosts: frozenset[str] = frozenset()
     """The addresses of the lab's hosts when loaded with ``--hosts`` (config/labnet.py)."""

@@ -11,7 +11,9 @@ the plain forms ``*.contoso.com`` and ``contoso.com;5`` mean type SMTP and cost 
 ``DnsMap`` is the lab's resolver, so that nothing leaves the lab: ``Dns.MX`` maps a domain to
 its mail exchangers (preference, host name, and the loopback ``address[:port]`` the host has);
 ``Dns.A`` maps a host name (a smart host, an MX host) to a loopback ``address[:port]``. A port
-is the lab's addition (real DNS has none): several lab MTAs may share one address.
+is the lab's addition (real DNS has none): several lab MTAs may share one address. An ``MX``
+entry ``"*"`` (exchsim's own) answers for every domain that has neither an MX nor an A record
+of its own (``destinations`` in policy/outbound.py).
 
 Rules between fields and objects are in ``validate/sendconnector.py``; the choice of a
 connector for a domain is ``policy/sendrouting.py``.
@@ -120,6 +122,8 @@ def parse_address_space(value: Any) -> Any:
         cost = int(cost_text)
     domain = text.strip().lower()
     bare = domain[2:] if domain.startswith("*.") else domain
+    if domain == "--":  # an Edge subscription's inbound space (config/edgesync.py)
+        return AddressSpace(kind, domain, cost)
     if domain != "*" and not is_host_name(bare):
         raise ValueError(f"{value!r} is not allowed: expected {_SPACE_EXPECTED}")
     return AddressSpace(kind, domain, cost)
@@ -184,6 +188,8 @@ def _smart_host(value: Any) -> Any:
     if not isinstance(value, str):
         return value
     text = value.strip()
+    if text == "--":  # the subscribed site's Mailbox servers (config/edgesync.py)
+        return text
     inner = text[1:-1] if text.startswith("[") and text.endswith("]") else text
     try:
         return f"[{ipaddress.ip_address(inner)}]"
@@ -303,6 +309,12 @@ class DnsMap(ExchangeObject):
             if name.lower().rstrip(".") == domain.lower().rstrip("."):
                 return tuple(sorted(records, key=lambda r: r.preference))
         return ()
+
+    def wildcard_mx(self) -> tuple[MxRecord, ...]:
+        """The records of the ``"*"`` entry (exchsim's own: the MX of every domain the lab's
+        DNS has no MX or A record for, e.g. the internet sink in a lab whose send connectors
+        route by DNS; none when the map has no such entry)."""
+        return self.mx_of("*")
 
     def address_of(self, host: str) -> Endpoint | None:
         """The A record of ``host``, if the lab's DNS has one."""

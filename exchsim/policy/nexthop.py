@@ -10,7 +10,9 @@ The DeliveryType names are those of Exchange's queue viewer; exchsim produces a 
 database), ``DnsConnectorDelivery`` and ``SmartHostConnectorDelivery`` (a send connector of this
 server; NextHopDomain = the recipient domain or the smart host list),
 ``SmtpRelayToConnectorSourceServers`` (a send connector of another server: relayed to one of its
-source servers), ``Unreachable`` (no send connector matches; NextHopDomain names why).
+source servers), ``SmtpRelayWithinAdSiteToEdge`` (a send connector of subscribed Edge servers:
+relayed to an Edge's 25, NextHopDomain the connector's name; exchange.md §7.6), ``Unreachable``
+(no send connector matches; NextHopDomain names why).
 """
 
 from __future__ import annotations

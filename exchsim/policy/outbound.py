@@ -20,9 +20,10 @@ picks for the recipient's domain on this server, as a :class:`~exchsim.policy.ne
 Destinations (:func:`destinations`): the smart hosts in order (a name through ``Dns.A``, or an
 ``[address]``), or the recipient domain's MX records by preference, each host through its
 record's address or ``Dns.A``; a domain without MX records is its own mail host when ``Dns.A``
-has it (RFC 5321 §5.1's implicit MX). The port is the record's, else the connector's Port; the
-lab's port offset is added by the caller, to every one of them. A name the lab's DNS does not know
-is a DNS failure: :func:`dns_failure` (exchange.md §8.2).
+has it (RFC 5321 §5.1's implicit MX), else the records of the map's ``"*"`` MX entry, if any.
+The port is the record's, else the connector's Port; the lab's port offset is added by the
+caller, to every one of them. A name the lab's DNS does not know is a DNS failure:
+:func:`dns_failure` (exchange.md §8.2).
 
 The remote certificate (:func:`judge_remote_certificate`): TlsAuthLevel ``EncryptionOnly`` (or
 none) checks nothing; ``CertificateValidation`` wants a chain to a trusted root, in date, for
@@ -59,8 +60,10 @@ __all__ = [
     "Destination",
     "OutboundRoute",
     "ProxyTo",
+    "connectors_of",
     "destinations",
     "dns_failure",
+    "edge_inbound",
     "judge_remote_certificate",
     "mailbox_next_hop",
     "parse_xproxyto",
@@ -109,29 +112,64 @@ def _smart_host_domain(connector: SendConnector) -> str:
     return ",".join(connector.smart_hosts).lower()
 
 
+def _is_edge(lab: Lab, server: str) -> bool:
+    return any(s.role is ServerRole.EDGE and s.name.lower() == server.lower()
+               for s in lab.servers)
+
+
+def connectors_of(lab: Lab, server: str) -> tuple[SendConnector, ...]:
+    """The send connectors routing on ``server`` may choose: on an Edge server only those it
+    is a source server of (an Edge has what EdgeSync gave it: its own connectors), on a
+    Mailbox server every connector of the organization (exchange.md §7.6, §8.2)."""
+    if not _is_edge(lab, server):
+        return lab.send_connectors
+    return tuple(c for c in lab.send_connectors
+                 if server.lower() in {s.lower() for s in c.source_transport_servers})
+
+
 def route_external(lab: Lab, server: str, domain: str, size: int | None) -> OutboundRoute:
     """The next hop of a recipient in ``domain`` that is no mailbox of the organization and in
-    no Authoritative domain, routed on ``server`` for a message of ``size`` bytes."""
+    no Authoritative domain, routed on ``server`` for a message of ``size`` bytes. A connector
+    of an Edge server, chosen on a Mailbox server, is ``SmtpRelayWithinAdSiteToEdge`` with the
+    connector's name as NextHopDomain (Microsoft's queue page, exchange.md §7.6): the message
+    goes to the Edge's port 25 over the Direct Trust hop."""
     mailbox_servers = [s.name for s in lab.servers if s.role is ServerRole.MAILBOX]
-    chosen = select_send_connector(lab.send_connectors, domain, server, mailbox_servers, size)
+    connectors = connectors_of(lab, server)
+    chosen = select_send_connector(connectors, domain, server, mailbox_servers, size)
     if chosen is None:
         too_big = size is not None and select_send_connector(
-            lab.send_connectors, domain, server, mailbox_servers, None) is not None
+            connectors, domain, server, mailbox_servers, None) is not None
         return OutboundRoute(NextHop(DeliveryType.UNREACHABLE, UNREACHABLE_DOMAIN.lower()),
                              too_big=too_big)
     connector = chosen.connector
     if not chosen.local:
         others = tuple(s for s in source_servers(connector, mailbox_servers)
                        if s.lower() != server.lower())
-        return OutboundRoute(
-            NextHop(DeliveryType.SMTP_RELAY_TO_CONNECTOR_SOURCE_SERVERS, connector.name.lower(),
-                    connector.name),
-            connector.name, others)
+        kind = DeliveryType.SMTP_RELAY_TO_CONNECTOR_SOURCE_SERVERS
+        if others and all(_is_edge(lab, s) for s in others):
+            kind = DeliveryType.SMTP_RELAY_WITHIN_AD_SITE_TO_EDGE
+        return OutboundRoute(NextHop(kind, connector.name.lower(), connector.name),
+                             connector.name, others)
     if connector.uses_dns:
         return OutboundRoute(NextHop(DeliveryType.DNS_CONNECTOR_DELIVERY, domain.lower(),
                                      connector.name), connector.name)
     return OutboundRoute(NextHop(DeliveryType.SMART_HOST_CONNECTOR_DELIVERY,
                                  _smart_host_domain(connector), connector.name), connector.name)
+
+
+def edge_inbound(lab: Lab, server: str) -> SendConnector | None:
+    """On Edge server ``server``: the connector for the organization's own domains (an
+    address space ``--``, exchange.md §7.6), the lowest cost then the lowest name; None when
+    the Edge has none (the message is Unreachable)."""
+    best: tuple[tuple[int, str], SendConnector] | None = None
+    for connector in connectors_of(lab, server):
+        costs = [s.cost for s in connector.address_spaces if s.domain == "--"]
+        if not connector.enabled or not costs:
+            continue
+        key = (min(costs), connector.name.lower())
+        if best is None or key < best[0]:
+            best = (key, connector)
+    return None if best is None else best[1]
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,10 +192,12 @@ def destinations(connector: SendConnector, domain: str,
         records = dns.mx_of(domain)
         if not records:  # RFC 5321 §5.1: no MX, the domain itself is the host
             endpoint = dns.address_of(domain)
-            if endpoint is None:
+            if endpoint is not None:
+                return [Destination(domain.lower(), endpoint.address,
+                                    endpoint.port or connector.port)], None
+            records = dns.wildcard_mx()  # the lab's "*" MX (config/sendconnector.py)
+            if not records:
                 return [], domain
-            return [Destination(domain.lower(), endpoint.address,
-                                endpoint.port or connector.port)], None
         for record in records:
             endpoint = record.address or dns.address_of(record.name_exchange)
             if endpoint is None:

@@ -33,6 +33,7 @@ __all__ = [
     "ANONYMOUS",
     "ANONYMOUS_LOGON",
     "AUTHENTICATED_USERS",
+    "DIRECT_TRUST_TLS",
     "EDGE_TRANSPORT_SERVERS",
     "EXTERNALLY_SECURED",
     "EXTERNALLY_SECURED_SERVERS",
@@ -137,6 +138,8 @@ class Identity:
 
 ANONYMOUS = Identity(IdentityKind.ANONYMOUS)
 EXTERNALLY_SECURED = Identity(IdentityKind.EXTERNALLY_SECURED, "", "10")
+DIRECT_TRUST_TLS = "11"
+"""The AuthMechanism of a session authenticated by Direct Trust (exchange.md §4.1 item 3)."""
 
 
 def principals(identity: Identity, netbios: str, mailbox: Mailbox | None = None) -> frozenset[str]:

@@ -72,6 +72,9 @@ class ServerContext(Protocol):
     index: ConnectorIndex
     clock: Clock
     published_certs: Mapping[str, bytes]
+    direct_trust_certs: Mapping[str, bytes]
+    """FQDN -> certificate of the servers a session authenticates with by Direct Trust alone
+    (an Edge and the Mailbox servers of its subscription, policy/edgetrust.py)."""
     local_fqdns: frozenset[str]
 
     def acl(self, connector: ReceiveConnector) -> ConnectorAcl: ...

@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from exchsim.policy import domainsecure
+from exchsim.policy.permissions import DIRECT_TRUST_TLS, Identity, IdentityKind
 from exchsim.policy.rules import MailCommand, domain_of
 from exchsim.tls.validation import EMPTY, ChainVerdict, describe
 
@@ -40,6 +41,22 @@ def tls_established(s: SessionCore) -> None:
     leaf = tls.peer_chain[0] if tls.peer_chain else tls.peer_der
     if leaf is not None:
         s.info(" " + describe(leaf), REMOTE_CERTIFICATE)  # leading space: as Sending certificate
+
+
+def direct_trust(s: SessionCore) -> None:
+    """After X-ANONYMOUSTLS: a certificate of a server this one trusts directly (an Edge and
+    the Mailbox servers of its subscription, policy/edgetrust.py) authenticates the session
+    as that Exchange server, AuthMechanism DirectTrustTLS, with no X-EXPS (exchange.md §4.1
+    item 3; exchange.md §7.6). The protocol log's line for it is exchsim's wording (no public
+    sample)."""
+    tls = s.tls
+    if tls is None or not tls.anonymous or tls.peer_der is None:
+        return
+    for fqdn, der in s.runtime.direct_trust_certs.items():
+        if der == tls.peer_der:
+            s.set_identity(Identity(IdentityKind.EXCHANGE_SERVER, fqdn, DIRECT_TRUST_TLS))
+            s.info(fqdn, "authenticated by Direct Trust (DirectTrustTLS)")
+            return
 
 
 def hello_after_tls(s: SessionCore) -> None:

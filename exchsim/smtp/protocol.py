@@ -210,6 +210,7 @@ class SessionCore:
         self.phase, self.greeting, self.helo_name, self.txn = Phase.CONNECTED, None, "", None
         self._keywords = None
         self.set_identity(self.base_identity(), log=self.dialect.session_permissions_at_connect)
+        certauth.direct_trust(self)
         self.mode = Mode.COMMAND
         self._run()
         return self._done()

@@ -120,6 +120,8 @@ class DeliveryAgent:
         sender: SmtpSender | None = None,
         hub_transport: Mapping[str, Endpoint] | None = None,
         frontend: Endpoint | None = None,
+        default_frontend: Mapping[str, Endpoint] | None = None,
+        edges: frozenset[str] = frozenset(),
     ) -> None:
         self.lab = lab
         self.tracking = tracking or MessageTracking.disabled(server)
@@ -131,7 +133,8 @@ class DeliveryAgent:
         sender = sender or SmtpSender(SendContext(server=server, dns=lab.dns, port_offset=0))
         self.hops = NextHops(server, tls_context, mailbox_delivery, internet, sender=sender,
                              hub_transport=hub_transport, frontend=frontend,
-                             fqdns={s.name.lower(): s.fqdn for s in lab.servers})
+                             fqdns={s.name.lower(): s.fqdn for s in lab.servers},
+                             default_frontend=default_frontend, edges=edges)
         self.retry = retry
         self.schedule = schedule or RetrySchedule.fixed(retry)
         self.state = QueueState()  # what Get-Queue / Get-Message read (transport/queueadmin.py)
@@ -385,6 +388,10 @@ class DeliveryAgent:
                 refused, host, address, result.passed_on = await self.hops.to_hub(
                     route.relay_servers, item, sendable)
                 described = (host, address, "Intra-Organization SMTP Send Connector")
+            elif route.kind == "inbound":  # an Edge's EdgeSync - Inbound (exchange.md §7.6)
+                refused, host, address, result.passed_on = await self.hops.to_frontend(
+                    route.relay_servers, item, sendable)
+                described = (host, address, route.connector or "")
             else:
                 connector = self._connector(lab, route.connector)
                 domain = rules.domain_of(sendable[0].lower())

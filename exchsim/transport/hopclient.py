@@ -129,8 +129,14 @@ class HopClient:
         timeout: float = 30.0,
         source: str | None = None,
         log: SendLogSession | None = None,
+        direct_trust: bool = False,
     ) -> HopClient:
         """A hop session ready for the hop's own command (module docstring).
+
+        ``direct_trust``: a hop between an Edge server and a Mailbox server (exchange.md §4.1
+        item 3; exchange.md §7.6): the certificate presented in X-ANONYMOUSTLS authenticates
+        the session and no X-EXPS follows (the Edge offers no EXCHANGEAUTH); a server that
+        does not take the certificate answers the EHLO after the handshake with ``454 4.7.0``.
 
         With a :class:`ClientSessionCache` the handshake offers the session cached for
         ``host:port`` (TLS session resumption, tls/resumption.py); the session is kept once
@@ -161,11 +167,13 @@ class HopClient:
             client._log_tls()
             await client.ehlo(helo)
             ssl_object = writer.get_extra_info("ssl_object")
-            unique = ssl_object.get_channel_binding("tls-unique") if ssl_object else None
-            if unique is None:
-                raise HopError("no tls-unique channel binding")
-            blob = make_exchangeauth_blob(helo, unique)
-            await client._expect(await client.command(f"X-EXPS EXCHANGEAUTH SHA256 {blob}"), 235)
+            if not direct_trust:
+                unique = ssl_object.get_channel_binding("tls-unique") if ssl_object else None
+                if unique is None:
+                    raise HopError("no tls-unique channel binding")
+                blob = make_exchangeauth_blob(helo, unique)
+                await client._expect(
+                    await client.command(f"X-EXPS EXCHANGEAUTH SHA256 {blob}"), 235)
         except BaseException:
             if sessions is not None and handshake_done:
                 sessions.forget(host, port)

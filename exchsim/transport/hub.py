@@ -15,7 +15,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from exchsim.clock import Clock
-from exchsim.config.model import DomainType, Lab, Organization, Server
+from exchsim.config.edgesync import SITE_SERVERS
+from exchsim.config.model import DomainType, Lab, Organization, Server, ServerRole
 from exchsim.logs.tracking import MessageTracking
 from exchsim.policy import dsn, replies, rules
 from exchsim.policy.dialect import Dialect
@@ -28,8 +29,13 @@ from exchsim.policy.headers import (
     sender_addresses,
     stamp_arrival,
 )
-from exchsim.policy.nexthop import NextHop
-from exchsim.policy.outbound import mailbox_next_hop, route_external
+from exchsim.policy.nexthop import DeliveryType, NextHop
+from exchsim.policy.outbound import (
+    UNREACHABLE_DOMAIN,
+    edge_inbound,
+    mailbox_next_hop,
+    route_external,
+)
 from exchsim.policy.permissions import Right
 from exchsim.policy.replies import Reply, queued
 from exchsim.smtp.message import AcceptedMessage
@@ -159,7 +165,10 @@ class Route:
       NDR at once);
     - ``connector``: the send connector ``connector`` of this server;
     - ``relay``: the send connector ``connector`` of other servers, through one of
-      ``relay_servers`` (their Transport service, 2525);
+      ``relay_servers`` (their Transport service, 2525; an Edge server's 25);
+    - ``inbound``: on an Edge server, the ``EdgeSync - Inbound to <Site>`` connector
+      ``connector``: to the Default Frontend (25) of one of ``relay_servers``, the Mailbox
+      servers, over the Direct Trust hop;
     - ``unreachable``: no send connector matches (held, retried).
 
     ``next_hop`` is what its delivery queue is keyed by (policy/nexthop.py); None for ``ndr``
@@ -177,10 +186,16 @@ def categorize(lab: Lab, recipient: str, server: str | None = None,
                size: int | None = None) -> Route:
     """The route of ``recipient`` for a message of ``size`` bytes routed on ``server`` (the
     first server of the config when not given)."""
-    route = _route(lab.organization, recipient)
-    if route.kind != "external":
-        return route
     source = server if server is not None else lab.servers[0].name
+    if any(s.role is ServerRole.EDGE and s.name.lower() == source.lower()
+           for s in lab.servers):
+        inbound = _edge_route(lab, source, recipient)
+        if inbound is not None:
+            return inbound
+    else:
+        route = _route(lab.organization, recipient)
+        if route.kind != "external":
+            return route
     found = route_external(lab, source, rules.domain_of(recipient.lower()), size)
     if found.too_big:
         return Route("toobig")
@@ -189,6 +204,34 @@ def categorize(lab: Lab, recipient: str, server: str | None = None,
     kind = "relay" if found.relay_servers else "connector"
     return Route(kind, next_hop=found.next_hop, connector=found.connector,
                  relay_servers=found.relay_servers)
+
+
+def _edge_route(lab: Lab, edge: str, recipient: str) -> Route | None:
+    """On an Edge server: a recipient in an Authoritative or InternalRelay domain goes through
+    the Edge's ``--`` connector (``EdgeSync - Inbound to <Site>``) to the Mailbox servers, a
+    known mailbox or not (the Edge has no mailboxes and, without recipient filtering, no
+    recipient list: the Mailbox server NDRs an unknown one; exchange.md §7.6). None: any other
+    recipient, routed by the Edge's other connectors."""
+    address = recipient.lower()
+    domain = rules.match_accepted_domain(lab.organization.accepted_domains,
+                                         rules.domain_of(address))
+    if domain is None or domain.domain_type not in (DomainType.AUTHORITATIVE,
+                                                    DomainType.INTERNAL_RELAY):
+        return None
+    connector = edge_inbound(lab, edge)
+    if connector is None:
+        return Route("unreachable", next_hop=NextHop(DeliveryType.UNREACHABLE,
+                                                     UNREACHABLE_DOMAIN.lower()))
+    hop = NextHop(DeliveryType.SMART_HOST_CONNECTOR_DELIVERY, connector.name.lower(),
+                  connector.name)
+    if connector.smart_hosts != (SITE_SERVERS,):
+        return Route("connector", next_hop=hop, connector=connector.name)
+    mailbox = [s.name for s in lab.servers if s.role is ServerRole.MAILBOX]
+    home = lab.organization.mailbox_servers.get(address)
+    if home is not None:  # the recipient's own server first (exchsim's choice, as hubselect)
+        mailbox.sort(key=lambda name: name.lower() != home.lower())
+    return Route("inbound", next_hop=hop, connector=connector.name,
+                 relay_servers=tuple(mailbox))
 
 
 def _route(org: Organization, recipient: str) -> Route:

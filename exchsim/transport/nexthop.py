@@ -57,7 +57,9 @@ class NextHops:
                  sender: SmtpSender | None = None,
                  hub_transport: Mapping[str, Endpoint] | None = None,
                  frontend: Endpoint | None = None,
-                 fqdns: Mapping[str, str] | None = None) -> None:
+                 fqdns: Mapping[str, str] | None = None,
+                 default_frontend: Mapping[str, Endpoint] | None = None,
+                 edges: frozenset[str] = frozenset()) -> None:
         self.server = server
         self.source = server.address  # the Transport service's address (services.py)
         self.tls_context = tls_context
@@ -67,6 +69,11 @@ class NextHops:
         self.hub_transport = hub_transport or {}  # each server's Transport service (2525)
         self.frontend = frontend  # this server's Outbound Proxy Frontend (717)
         self.fqdns = fqdns or {}  # each server's FQDN by lower-case name (LastError texts)
+        # Each Mailbox server's Default Frontend (25): an Edge's EdgeSync - Inbound hop.
+        self.default_frontend = default_frontend or {}
+        # The Edge servers (lower-case names) this server reaches over Direct Trust: their
+        # entry in hub_transport is their port 25 (exchange.md §7.6).
+        self.edges = edges
         self._idle: dict[str, list[HopClient]] = defaultdict(list)
         self.send_log: SendProtocolLog | None = None
 
@@ -210,8 +217,19 @@ class NextHops:
         await hop.quit()
         return refused, self.server.fqdn, fe.host, False
 
+    async def to_frontend(self, servers: Sequence[str], item: QueuedMessage,
+                          rcpts: list[str]) -> tuple[list[tuple[str, Reply]], str, str, bool]:
+        """An Edge server's ``EdgeSync - Inbound to <Site>``: to the Default Frontend (25) of
+        the first of the Mailbox ``servers`` that can be reached, over the Direct Trust hop
+        (X-ANONYMOUSTLS with the Edge's certificate, exchange.md §7.6); that Front End proxies
+        it to a hub as it does any message, the organization's headers kept."""
+        return await self.to_hub(servers, item, rcpts, endpoints=self.default_frontend,
+                                 direct_trust=True)
+
     async def to_hub(self, servers: Sequence[str], item: QueuedMessage,
-                     rcpts: list[str]) -> tuple[list[tuple[str, Reply]], str, str, bool]:
+                     rcpts: list[str], *, endpoints: Mapping[str, Endpoint] | None = None,
+                     direct_trust: bool = False
+                     ) -> tuple[list[tuple[str, Reply]], str, str, bool]:
         """To the Transport service (2525) of the first of ``servers`` that can be reached,
         over the intra-organization hop (X-ANONYMOUSTLS, EXCHANGEAUTH), where the message is
         routed again: a send connector whose source servers are other servers
@@ -223,15 +241,16 @@ class NextHops:
             raise Unreachable("no internal transport certificate")
         failures: list[str] = []
         for server in servers:
-            endpoint = self.hub_transport.get(server.lower())
+            endpoint = (self.hub_transport if endpoints is None else endpoints).get(
+                server.lower())
             if endpoint is None:
                 failures.append(f"{server}: not a server of this lab")
                 continue
             try:
-                hop = await HopClient.connect(endpoint.host, endpoint.port,
-                                              helo=self.server.fqdn, tls_context=context,
-                                              source=self.source,
-                                              log=self._log(INTRA_ORG_CONNECTOR, endpoint))
+                hop = await HopClient.connect(
+                    endpoint.host, endpoint.port, helo=self.server.fqdn, tls_context=context,
+                    source=self.source, log=self._log(INTRA_ORG_CONNECTOR, endpoint),
+                    direct_trust=direct_trust or server.lower() in self.edges)
             except (HopError, OSError, TimeoutError) as exc:
                 failures.append(self._failure(exc, server, endpoint))
                 continue

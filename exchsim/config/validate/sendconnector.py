@@ -128,7 +128,7 @@ def validate_send_connectors(
                 ok = False
         if dns is not None:
             for host in connector.smart_hosts:
-                if not host.startswith("[") and dns.address_of(host) is None:
+                if host != "--" and not host.startswith("[") and dns.address_of(host) is None:
                     log.add(_path(index, connector.name, "SmartHosts"), host,
                             f"{show(host)} is not allowed: the lab's DNS has no A record for "
                             "it; add it under Dns.A or write the smart host as [address]",
@@ -148,9 +148,9 @@ def validate_dns(raw: object, log: IssueLog) -> DnsMap | None:
         return None
     ok = True
     for domain, records in dns.mx.items():
-        if not is_host_name(domain.rstrip(".")):
+        if domain != "*" and not is_host_name(domain.rstrip(".")):
             log.add(f"Dns.MX.{domain}", domain, f"{show(domain)} is not allowed: expected a "
-                    "domain name like partner.example", order=order)
+                    "domain name like partner.example, or * (every other domain)", order=order)
             ok = False
         for i, record in enumerate(records):
             if not is_host_name(record.name_exchange.rstrip(".")):

@@ -100,6 +100,7 @@ class Runtime:
         self.index = ConnectorIndex.build(lab.connectors_of(server))
         self.clock: Clock = FixedClock()
         self.published_certs: Mapping[str, bytes] = published_certs or {}
+        self.direct_trust_certs: Mapping[str, bytes] = {}
         self.local_fqdns = frozenset(s.fqdn.lower() for s in lab.servers)
         self.logs: list[RecordingLog] = []
         self.admitted: Counter[tuple[str, str]] = Counter()
