@@ -7,14 +7,17 @@ share it).
 
 Hosts (the compose address plan of configs/compose-hosts.yaml, 198.51.100.0/24): EX01's Front
 End (.11), Transport (.12) and Mailbox Transport Delivery (.13), EX02 (.21, bob's mailbox),
-the internet sink and CRL server (.50) and a client (.100). The config is configs/lab.yaml's
-organization at its loopback addresses (EX01 127.0.10.1, EX02 127.0.10.2, sink 127.0.10.250,
-CRL 127.0.10.251), which the hosts file maps to those hosts.
+EDGE01 (.31, Edge Transport subscribed to the site), the internet sink and CRL server (.50) and
+a client (.100). The config is configs/lab.yaml's organization at its loopback addresses
+(EX01 127.0.10.1, EX02 127.0.10.2, EDGE01 127.0.10.10, sink 127.0.10.250, CRL 127.0.10.251),
+which the hosts file maps to those hosts.
 """
 
 from __future__ import annotations
 
 import asyncio
+import email
+import email.policy
 import json
 import os
 import re
@@ -56,14 +59,21 @@ Servers:
   - {Name: EX01, Role: Mailbox, Fqdn: ex01.contoso.com, Address: 127.0.10.1, Version: "15.2",
      TransientFailureRetryInterval: "00:00:04"}
   - {Name: EX02, Role: Mailbox, Fqdn: ex02.contoso.com, Address: 127.0.10.2, Version: "15.2"}
+  - {Name: EDGE01, Role: Edge, Fqdn: edge01.contoso.com, Address: 127.0.10.10, Version: "15.2"}
+EdgeSubscriptions:
+  - {Server: EDGE01, Site: Default-First-Site-Name}
 Lab:
   InternetSink: {Address: 127.0.10.250, Port: 25}
   CrlServer: {Address: 127.0.10.251, Port: 80}
   RetryInterval: "00:00:01"
-SendConnectors:
-  - {Name: To Internet, Usage: Internet, AddressSpaces: ["*"], SmartHosts: ["[127.0.10.250]"],
-     DNSRoutingEnabled: false, Port: 25}
+# EdgeSync - Default-First-Site-Name to Internet routes by DNS: every other domain's MX is the
+# internet sink.
+Dns:
+  MX:
+    "*":
+      - {Preference: 10, NameExchange: internet.lab.example, Address: 127.0.10.250}
 ReceiveConnectors:
+  - {Name: Default internal receive connector EDGE01, Server: EDGE01, TarpitInterval: "00:00:00"}
 """
 # Tarpitting off: the tests time mail flow, not tarpits. (EX01's TransientFailureRetryInterval:
 # an unreachable next hop is retried every 4 s, so its queue is seen in Retry between tries.)
@@ -74,10 +84,10 @@ for _server in ("EX01", "EX02"):
 
 HOSTS_FILE = ROOT / "configs" / "compose-hosts.yaml"
 HOSTS = {"ex01fe": "198.51.100.11", "ex01hub": "198.51.100.12", "ex01mbx": "198.51.100.13",
-         "ex02": "198.51.100.21", "sink": "198.51.100.50",
+         "ex02": "198.51.100.21", "edge01": "198.51.100.31", "sink": "198.51.100.50",
          "client": "198.51.100.100"}
 EX01, EX01_HUB, EX01_MBX = HOSTS["ex01fe"], HOSTS["ex01hub"], HOSTS["ex01mbx"]
-EX02, SINK = HOSTS["ex02"], HOSTS["sink"]
+EX02, EDGE01, SINK = HOSTS["ex02"], HOSTS["edge01"], HOSTS["sink"]
 PASSWORD = "P@ssw0rd!"
 
 
@@ -95,7 +105,7 @@ class Org:
 
     def queue(self, server: str, *args: str) -> tuple[int, str]:
         """``exchsim queue`` run on the host of ``server``'s Transport service."""
-        host = {"EX01": "ex01hub", "EX02": "ex02"}[server]
+        host = {"EX01": "ex01hub", "EX02": "ex02", "EDGE01": "edge01"}[server]
         done = self.net.command(host, *EXCHSIM, "queue", "--config", str(self.config),
                                 "--data", str(self.data), "--server", server, *args)
         return done.returncode, done.stdout + done.stderr
@@ -138,6 +148,7 @@ def org(tmp_path: Path) -> Iterator[Org]:
             net.exchsim(f"ex01-{service}", host, "serve", *common, "--server", "EX01",
                         "--service", service)
         net.exchsim("ex02", "ex02", "serve", *common, "--server", "EX02")
+        net.exchsim("edge01", "edge01", "serve", *common, "--server", "EDGE01")
         net.exchsim("sink", "sink", "sink", *common)
         net.start(*net.procs)
         yield Org(net, config, data)
@@ -367,6 +378,41 @@ def test_kill_9_of_ex01s_hub_under_load_loses_nothing_acknowledged(org: Org) -> 
     # it before the kill without recording it) or one the client sent again (the first attempt
     # may have been committed): at most 2 mailbox copies of each (alice, bob).
     assert dropped <= 2 * (held + resent), report
+
+
+def test_internet_mail_at_edge01_lands_in_bobs_maildir_on_ex02(org: Org) -> None:
+    """swaks from the client to EDGE01:25; EdgeSync - Inbound to Default-First-Site-Name takes
+    it to a Mailbox server's Default Frontend, whose hub delivers to EX02's 475."""
+    done = org.net.command(
+        "client", "swaks", "--hide-informational", "--server", f"{EDGE01}:25",
+        "--helo", "mta.fabrikam.example", "--from", "carol@fabrikam.example",
+        "--to", "bob@contoso.com", "--header", "Subject: from-the-internet")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert re.search(r"<-  250 2\.6\.0 .* Hostname=edge01\.contoso\.com\] .* Queued mail for "
+                     r"delivery", done.stdout), done.stdout
+    until(lambda: len(org.mailbox("bob@contoso.com")) == 1, 20, "bob gets it")
+    delivered = org.mailbox("bob@contoso.com")[0].decode().replace("\r\n ", " ")
+    assert "Subject: from-the-internet" in delivered
+    assert f"by edge01.contoso.com ({EDGE01})" in delivered
+    assert "X-MS-Exchange-Organization-" in delivered  # stamped inside the organization
+
+
+def test_alice_mails_the_internet_through_edge01_without_organization_headers(
+        org: Org) -> None:
+    """alice on 587 of EX01's Front End to user@fabrikam.example: EX01's hub relays to
+    EDGE01:25, whose EdgeSync - Default-First-Site-Name to Internet finds the sink by MX."""
+    org.net.client().run(submit, ["user@fabrikam.example"], "to-the-internet")
+    until(lambda: len(org.internet("user@fabrikam.example")) == 1, 20, "the sink gets it")
+    raw = org.internet("user@fabrikam.example")[0]
+    parsed = email.message_from_bytes(raw, policy=email.policy.compat32)
+    assert parsed["Subject"] == "to-the-internet"
+    received = " ".join(str(v) for v in parsed.get_all("Received", []))
+    received = re.sub(r"\s+", " ", received)
+    assert f"by edge01.contoso.com ({EDGE01})" in received, received
+    organization = [k for k, _ in parsed.items()
+                    if k.lower().startswith("x-ms-exchange-organization-")]
+    assert organization == [], organization
+    assert pending_live(org) == 0
 
 
 KILLED_RUN = """
