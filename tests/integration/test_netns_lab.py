@@ -393,7 +393,14 @@ def test_internet_mail_at_edge01_lands_in_bobs_maildir_on_ex02(org: Org) -> None
     until(lambda: len(org.mailbox("bob@contoso.com")) == 1, 20, "bob gets it")
     delivered = org.mailbox("bob@contoso.com")[0].decode().replace("\r\n ", " ")
     assert "Subject: from-the-internet" in delivered
-    assert f"by edge01.contoso.com ({EDGE01})" in delivered
+    client = HOSTS["client"]
+    assert f"from mta.fabrikam.example ({client}) by edge01.contoso.com ({EDGE01})" in delivered
+    # Direct Trust to a Mailbox server's Default Frontend (EX01's at .11 or EX02's at .21).
+    assert re.search(rf"from edge01\.contoso\.com \({re.escape(EDGE01)}\) by "
+                     rf"ex0[12]\.contoso\.com \(({re.escape(EX01)}|{re.escape(EX02)})\) "
+                     r"[^;]*via Frontend Transport;", delivered), delivered
+    assert re.search(rf"by ex02\.contoso\.com \({re.escape(EX02)}\) [^;]*via Mailbox Transport;",
+                     delivered), delivered
     assert "X-MS-Exchange-Organization-" in delivered  # stamped inside the organization
 
 
@@ -408,7 +415,11 @@ def test_alice_mails_the_internet_through_edge01_without_organization_headers(
     assert parsed["Subject"] == "to-the-internet"
     received = " ".join(str(v) for v in parsed.get_all("Received", []))
     received = re.sub(r"\s+", " ", received)
-    assert f"by edge01.contoso.com ({EDGE01})" in received, received
+    # client -> EX01's Front End -> EX01's hub -> EDGE01 -> the sink
+    assert f"from ex01.contoso.com ({EX01_HUB}) by edge01.contoso.com ({EDGE01})" in received, (
+        received)
+    assert f"from ex01.contoso.com ({EX01}) by ex01.contoso.com ({EX01_HUB})" in received, (
+        received)
     organization = [k for k, _ in parsed.items()
                     if k.lower().startswith("x-ms-exchange-organization-")]
     assert organization == [], organization
