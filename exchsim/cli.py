@@ -1,6 +1,7 @@
-"""``exchsim lab | serve | check | sink | pki | tracking | queue``: the command line (``pki``:
-exchsim/pkicli.py; ``tracking``: exchsim/trackingcli.py; ``queue``: exchsim/queuecli.py;
-``sink``: exchsim/sinkcli.py; ``--hosts``: exchsim/config/hosts.py).
+"""``exchsim lab | serve | check | sink | pki | tracking | queue | health``: the command line
+(``pki``: exchsim/pkicli.py; ``tracking``: exchsim/trackingcli.py; ``queue``:
+exchsim/queuecli.py; ``sink``: exchsim/sinkcli.py; ``--hosts``: exchsim/config/hosts.py;
+``health``: exchsim/healthcli.py).
 
 Exit status 2 means the command line or the config is wrong (every config problem is printed,
 nothing starts; an unknown ``--server``; a port the process may not listen on, which
@@ -26,7 +27,7 @@ import sys
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
-from exchsim import pkicli, queuecli, sinkcli, trackingcli
+from exchsim import healthcli, pkicli, queuecli, sinkcli, trackingcli
 from exchsim.clock import SYSTEM_CLOCK
 from exchsim.config.hosts import Hosts, format_addresses, load_hosts, unused_in_files
 from exchsim.config.load import ConfigError, load_config
@@ -91,6 +92,7 @@ def _parser() -> argparse.ArgumentParser:
     pkicli.add_parser(sub)
     trackingcli.add_parser(sub)
     queuecli.add_parser(sub)
+    healthcli.add_parser(sub)
     return parser
 
 
@@ -244,6 +246,8 @@ def main(argv: list[str] | None = None) -> int:
         return trackingcli.run(args)
     if args.command == "queue":
         return queuecli.run(args)
+    if args.command == "health":  # the container's HEALTHCHECK (healthcli.py)
+        return healthcli.run(args, lambda argv: _parser().parse_args(argv))
     lab, hosts = _load(args.config, args.hosts)
     if lab is None:
         return 2

@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime
-import ipaddress
 import logging
 import os
 from collections import Counter
@@ -44,7 +43,13 @@ from exchsim.policy.ntlm import identity_of
 from exchsim.policy.permissions import ConnectorAcl, connector_acl
 from exchsim.policy.rates import MessageRateWindow
 from exchsim.reload import ConfigReloader
-from exchsim.services import Service, listen_address, log_dir, runs, start_services
+from exchsim.services import (
+    Service,
+    listen_endpoints,
+    log_dir,
+    ntlm_users_path,
+    start_services,
+)
 from exchsim.smtp.adapter import ExchangeSession
 from exchsim.smtp.message import LocalCertificate, MessageHandler
 from exchsim.smtp.ntlm import WindowsNtlmAcceptor, write_ntlm_users
@@ -317,19 +322,8 @@ class ServerNode:
         return max(limit for limit in limits if limit is not None)
 
     def endpoints(self) -> list[tuple[str, int]]:
-        """Where this server listens: each wildcard binding on its service's own address."""
-        out: set[tuple[str, int]] = set()
-        for connector in self.index.connectors:
-            if not runs(self.service, connector.transport_role):
-                continue  # another service's listener (services.py)
-            own = listen_address(self.server, connector.transport_role)
-            for binding in connector.bindings:
-                if binding.is_wildcard:
-                    if binding.address.version == ipaddress.ip_address(own).version:
-                        out.add((own, binding.port + self.port_offset))
-                else:
-                    out.add((str(binding.address), binding.port + self.port_offset))
-        return sorted(out)
+        """Where this server listens: each binding on the server's own address."""
+        return listen_endpoints(self.lab, self.server, self.service, self.port_offset)
 
 
 def _session_factory(node: ServerNode) -> Callable[[], ExchangeSession]:
@@ -407,7 +401,7 @@ class LabDaemon:
             for s in self.lab.servers
         }
         if not self.partner:  # NTLM_USER_FILE is the process's: the lab's own users
-            write_ntlm_users(self.lab, self.data_dir / "ntlm" / "users.txt")
+            write_ntlm_users(self.lab, ntlm_users_path(self.data_dir, self.only, self.service))
         await asyncio.to_thread(ensure_lab_certificates, pki, self.lab, self.servers_to_run(),
                                 certificates, now, self.port_offset)
         store_seen = await asyncio.to_thread(file_version, store_path(pki))

@@ -4,7 +4,10 @@ issue, revoke and crl act on the lab CA (exchsim/tls/labca.py, exchsim/tls/issue
 by the first command that needs it, with its CRL distribution point at the config's
 ``Lab.CrlServer`` (plus ``--port-offset``) when the config file exists, else at the default
 ``http://127.0.10.251:80``. get, enable and import act on a server's certificate store
-(exchsim/tls/certstore.py): they read the config for its servers.
+(exchsim/tls/certstore.py): they read the config for its servers. ``--hosts FILE`` (as for
+``exchsim lab``, ``serve``, ``sink``; config/hosts.py) moves the config's addresses, so a lab CA
+made here points at the CRL server's host, as the one ``exchsim sink --hosts`` makes would; with
+no config file, the default CRL address is moved by the hosts file too.
 
 Exit status: 0 done; 1 the PKI refused (an unknown name to revoke, an unknown thumbprint, a
 file that cannot be written), with one ``exchsim:`` line on stderr; 2 a wrong command line or
@@ -23,6 +26,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from exchsim.clock import SYSTEM_CLOCK
+from exchsim.config.hosts import Hosts, load_hosts, translate
 from exchsim.config.load import ConfigError, load_config
 from exchsim.config.model import Lab, LabSettings, Server
 from exchsim.config.report import format_issues
@@ -82,6 +86,10 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         p.add_argument("--port-offset", type=int, default=0, metavar="N",
                        help="the --port-offset the lab runs with: a new lab CA points its CRL "
                             "distribution points at Lab.CrlServer's port plus N")
+        p.add_argument("--hosts", metavar="FILE",
+                       help="the hosts file the lab runs with (configs/compose-hosts.yaml): a "
+                            "new lab CA points its CRL distribution points at the CRL "
+                            "server's host")
         _add_options(name, p)
 
 
@@ -159,12 +167,21 @@ def run(args: argparse.Namespace) -> int:
         return 1
 
 
+def _hosts(args: argparse.Namespace) -> Hosts | None:
+    try:
+        return load_hosts(args.hosts) if args.hosts is not None else None
+    except ConfigError as err:
+        print(format_issues(err), file=sys.stderr)
+        raise _Usage("") from err
+
+
 def _load(args: argparse.Namespace, *, required: bool) -> Lab | None:
     path = Path(args.config or DEFAULT_CONFIG)
+    hosts = _hosts(args)
     if args.config is None and not required and not path.exists():
         return None
     try:
-        return load_config(path)
+        return load_config(path, hosts)
     except ConfigError as err:
         print(format_issues(err), file=sys.stderr)
         raise _Usage("") from err
@@ -177,7 +194,11 @@ def _pki_dir(args: argparse.Namespace) -> Path:
 def _lab_ca(args: argparse.Namespace, *, untrusted: bool = False) -> LabCa:
     lab = _load(args, required=False)
     crl = (lab.lab if lab is not None else LabSettings()).crl_server
-    base = crl_base_url(crl.address, crl.port + args.port_offset)
+    address = str(crl.address)
+    hosts = _hosts(args) if lab is None else None
+    if hosts is not None:  # no config file: the default CRL address, moved as a config's is
+        address = translate(address, hosts.addresses)
+    base = crl_base_url(address, crl.port + args.port_offset)
     return ensure_lab_ca(_pki_dir(args), SYSTEM_CLOCK.utc(), crl_base_url=base,
                          untrusted=untrusted)
 

@@ -30,17 +30,20 @@ every service keeps ``DATA/logs/<server>/ProtocolLog`` as before. The message tr
 stays shared (``DATA/logs/<server>/MessageTracking``): the hub writes the ``MSGTRK`` files and
 Mailbox Transport Delivery the ``MSGTRKMD`` files (exchange.md §6.2), so each file still has
 one writer. The certificates under ``DATA/pki`` are written atomically under a lock, and the
-NTLM user file atomically, so services starting on one data directory share them safely.
+NTLM user file atomically, so services starting on one data directory share them safely. The
+NTLM user file is the process's own (:func:`ntlm_users_path`): containers of other organizations
+share one data volume (docker-compose.yml), and a partner's users must never replace Contoso's.
 """
 
 from __future__ import annotations
 
 import enum
+import ipaddress
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from exchsim.config.model import Server, ServerRole, TransportRole as Role
+from exchsim.config.model import Lab, Server, ServerRole, TransportRole as Role
 from exchsim.policy.edgetrust import direct_trust_peers
 from exchsim.policy.hubselect import hub_order
 from exchsim.policy.retry import RetrySchedule
@@ -144,6 +147,36 @@ def outbound_frontend(servers: Sequence[Server], hub: Server) -> Server:
             if server.role is ServerRole.CLIENT_ACCESS:
                 return server
     return hub
+
+
+def listen_endpoints(lab: Lab, server: Server, service: Service | None,
+                     port_offset: int) -> list[tuple[str, int]]:
+    """Where ``server`` listens when a process runs ``service`` of it (None: every service):
+    each binding of its enabled receive connectors of those services, a wildcard binding on
+    its service's address (``listen_address``) when of the binding's family, each port plus
+    ``port_offset``. The daemon opens these (daemon.py); ``exchsim health`` probes them."""
+    out: set[tuple[str, int]] = set()
+    for connector in lab.connectors_of(server.name):
+        if not connector.enabled or not runs(service, connector.transport_role):
+            continue  # disabled, or another service's listener
+        own = listen_address(server, connector.transport_role)
+        for binding in connector.bindings:
+            if binding.is_wildcard:
+                if binding.address.version == ipaddress.ip_address(own).version:
+                    out.add((own, binding.port + port_offset))
+            else:
+                out.add((str(binding.address), binding.port + port_offset))
+    return sorted(out)
+
+
+def ntlm_users_path(data_dir: Path, server: str | None, service: Service | None) -> Path:
+    """The NTLM user file a process writes (smtp/ntlm.py): ``ntlm/users.txt`` for ``exchsim
+    lab``, ``ntlm/<server>.txt`` for ``serve --server``, ``ntlm/<server>-<service>.txt`` for
+    one service, so that no two processes on one data directory write the same file."""
+    if server is None:
+        return data_dir / "ntlm" / "users.txt"
+    name = server if service is None else f"{server}-{service.value}"
+    return data_dir / "ntlm" / f"{name}.txt"
 
 
 def _delivery_agent(daemon: LabDaemon, node: ServerNode, queue: MessageQueue) -> DeliveryAgent:

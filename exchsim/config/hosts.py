@@ -44,8 +44,8 @@ from exchsim.config.model import Lab
 from exchsim.config.serviceaddr import SERVICE_KEYS, role_services
 from exchsim.config.yamlfile import parse_yaml
 
-__all__ = ["HOSTS_KEYS", "Hosts", "apply_hosts", "format_addresses", "load_hosts", "unused",
-           "unused_in_files"]
+__all__ = ["HOSTS_KEYS", "Hosts", "apply_hosts", "format_addresses", "load_hosts", "translate",
+           "unused", "unused_in_files"]
 
 HOSTS_KEYS = ("Addresses", "Services")
 _WITH_PORT = re.compile(r"^(?:\[(?P<v6>[^\]]+)\]|(?P<v4>[0-9.]+)):(?P<port>[0-9]{1,5})$")

@@ -30,9 +30,10 @@ After a restart nothing is leased and every pending message is due again.
 The file itself -- schema, the integrity check at every open, what happens to a damaged file
 (moved aside, never deleted; what can be read is salvaged into a new queue) -- is
 :mod:`exchsim.transport.queuefile`; what Get-Queue, Get-Message and the admin's actions read and
-change is :mod:`exchsim.transport.queueadmin`, through :meth:`MessageQueue.read` and
-:meth:`MessageQueue.write`. Only these three modules import :mod:`sqlite3`. A suspended message
-(``messages.suspended``, schema version 3) is never due until it is resumed.
+change is :mod:`exchsim.transport.queueadmin`, whose SQL is :mod:`exchsim.transport.queuesql`
+(named methods over :meth:`MessageQueue.read` and :meth:`MessageQueue.write`). Only queue.py,
+queuefile.py and queuesql.py import :mod:`sqlite3` or hold SQL (tests/test_architecture.py).
+A suspended message (``messages.suspended``, schema version 3) is never due until it is resumed.
 """
 
 from __future__ import annotations

@@ -33,9 +33,7 @@ import contextlib
 import datetime
 import email.errors
 import email.header
-import json
 import re
-import sqlite3
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,15 +45,13 @@ from exchsim.policy.nexthop import DeliveryType, NextHop
 from exchsim.transport.delivery import DeliveryAgent
 from exchsim.transport.hub import categorize
 from exchsim.transport.queue import MessageQueue
-from exchsim.transport.queuefile import from_micros, open_read_only, to_micros
+from exchsim.transport.queuesql import MAX_MESSAGES, QueueRecords, Row, read_file
 from exchsim.transport.queuestate import HopFailure, QueueState, destination_of, next_hop_of
 
 __all__ = ["MAX_MESSAGES", "AdminError", "QueueAdmin", "Views", "offline_views",
            "parse_identity"]
 
-MAX_MESSAGES = 5000  # messages one view reads (Get-Message's ResultSize is 1000 by default)
 _BUSY_WAIT = 30.0  # seconds an action waits for the attempt under way to end
-_NEVER = datetime.datetime(9999, 1, 1, tzinfo=datetime.UTC)
 SUBMISSION, UNREACHABLE, POISON = "Submission", "Unreachable", "Poison"
 _PERSISTENT = {SUBMISSION: (DeliveryType.UNDEFINED, "Submission"),
                UNREACHABLE: (DeliveryType.UNREACHABLE, "Unreachable Domain"),
@@ -67,69 +63,6 @@ _SUBJECT = re.compile(rb"^subject:[ \t]*(.*(?:\r?\n[ \t].*)*)", re.IGNORECASE | 
 
 class AdminError(Exception):
     """An action or identity the queue cannot carry out (the text says why)."""
-
-
-@dataclass(frozen=True, slots=True)
-class Row:
-    """One queued message as the file holds it."""
-
-    internal_id: int
-    message_id: str
-    sender: str
-    recipients: tuple[str, ...]
-    size: int
-    headers: bytes
-    received_at: datetime.datetime
-    attempts: int
-    next_attempt_at: datetime.datetime
-    last_error: str | None
-    metadata: dict[str, str]
-    suspended: bool
-    poisoned: bool
-
-
-def _when(micros: int) -> datetime.datetime:
-    return min(from_micros(micros), _NEVER)
-
-
-def read_rows(conn: sqlite3.Connection, ids: Iterable[int] | None = None,
-              limit: int = MAX_MESSAGES) -> list[Row]:
-    """The pending messages (or those of ``ids``), oldest first, with their recipients."""
-    columns = {row[1] for row in conn.execute("PRAGMA table_info(messages)")}
-    suspended = "m.suspended" if "suspended" in columns else "0"
-    crashes = conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'crashes'").fetchone()
-    poisoned = ("EXISTS (SELECT 1 FROM crashes c WHERE c.internal_id = m.internal_id AND "
-                "c.poisoned_at IS NOT NULL)") if crashes else "0"
-    where = "EXISTS (SELECT 1 FROM recipients r WHERE r.internal_id = m.internal_id)"
-    args: list[int] = []
-    if ids is not None:
-        wanted = sorted(set(ids))[:limit]
-        where += f" AND m.internal_id IN ({','.join('?' * len(wanted)) or 'NULL'})"
-        args = wanted
-    rows = conn.execute(
-        "SELECT m.internal_id, m.message_id, m.sender, length(m.data), substr(m.data, 1, 16384),"
-        " m.received_at, m.attempts, m.next_attempt_at, m.last_error, m.metadata, "
-        f"{suspended}, {poisoned} FROM messages m WHERE {where} "
-        "ORDER BY m.internal_id LIMIT ?", (*args, limit)).fetchall()
-    rcpts: dict[int, list[str]] = {row[0]: [] for row in rows}
-    found = list(rcpts)
-    for start in range(0, len(found), 500):
-        chunk = found[start:start + 500]
-        for internal_id, address in conn.execute(
-                "SELECT internal_id, address FROM recipients WHERE internal_id IN "
-                f"({','.join('?' * len(chunk))}) ORDER BY internal_id, position", chunk):
-            rcpts[internal_id].append(address)
-    out = []
-    for (internal_id, message_id, sender, size, head, received, attempts, next_at, error,
-         meta, held, poison) in rows:
-        try:
-            metadata = {str(k): str(v) for k, v in json.loads(meta).items()}
-        except (ValueError, AttributeError):
-            metadata = {}
-        out.append(Row(internal_id, message_id, sender, tuple(rcpts[internal_id]), size,
-                       bytes(head), _when(received), attempts, _when(next_at), error, metadata,
-                       bool(held), bool(poison)))
-    return out
 
 
 def _subject(headers: bytes) -> str:
@@ -285,11 +218,7 @@ def _iso(moment: datetime.datetime) -> str:
 def offline_views(lab: Lab, server: Server, path: Path,
                   now: datetime.datetime) -> tuple[list[Record], list[Record]]:
     """Get-Queue and Get-Message from the queue file alone (the lab is not running)."""
-    conn = open_read_only(path)
-    try:
-        rows = read_rows(conn)
-    finally:
-        conn.close()
+    rows = read_file(path)
     views = _views(lab, server, rows, QueueState(), lambda _: False, now, live=False)
     return views.queues, views.messages
 
@@ -300,12 +229,13 @@ class QueueAdmin:
     def __init__(self, lab: Lab, server: Server, queue: MessageQueue,
                  agent: DeliveryAgent) -> None:
         self.lab, self.server, self.queue, self.agent = lab, server, queue, agent
+        self.records = QueueRecords(queue)  # the SQL: transport/queuesql.py
         # Run before a resubmission routes again: the daemon looks at the config file, so the
         # messages are routed with the file as it is now (exchsim/reload.py).
         self.refresh: Callable[[], Awaitable[object]] | None = None
 
     async def views(self) -> Views:
-        rows = await self.queue.read(read_rows)
+        rows = await self.records.rows()
         present = {row.internal_id for row in rows}
         if len(rows) < MAX_MESSAGES:  # the agent's memory of messages that left: dropped
             for gone in [i for i in self.agent.state.routed if i not in present]:
@@ -324,7 +254,7 @@ class QueueAdmin:
         return [m for m in found if m["Queue"].lower() == f"{self.server.name}\\{name}".lower()]
 
     async def _row(self, internal_id: int) -> Row:
-        rows = await self.queue.read(lambda conn: read_rows(conn, [internal_id]))
+        rows = await self.records.rows([internal_id])
         if not rows:
             raise AdminError(f"there is no message {internal_id} in the queues of "
                              f"{self.server.name} (Get-Message lists them)")
@@ -348,8 +278,7 @@ class QueueAdmin:
         self.agent.state.held.add(internal_id)  # from now on, no attempt takes it
         try:
             await self._idle(internal_id)
-            await self.queue.write(lambda conn: conn.execute(
-                "UPDATE messages SET suspended = 1 WHERE internal_id = ?", (internal_id,)))
+            await self.records.suspend(internal_id)
             self.agent.forget(internal_id)
         finally:
             self.agent.state.held.discard(internal_id)
@@ -365,10 +294,7 @@ class QueueAdmin:
             if item is not None:  # POISONMESSAGE: also when a message leaves the Poison queue
                 self.agent.tracking.poison(item, "resumed by an administrator")
         else:
-            moment = to_micros(now)
-            await self.queue.write(lambda conn: conn.execute(
-                "UPDATE messages SET suspended = 0, next_attempt_at = min(next_attempt_at, ?) "
-                "WHERE internal_id = ?", (moment, internal_id)))
+            await self.records.resume(internal_id, now)
         self.agent.retry_now()
         return f"message {internal_id} resumed"
 
@@ -436,16 +362,6 @@ class QueueAdmin:
                            resubmit=False)
         return f"queue {self.server.name}\\{key} resumed"
 
-    async def _due_now(self, ids: list[int]) -> None:
-        moment = to_micros(self.agent.clock.utc())
-
-        def run(conn: sqlite3.Connection) -> None:
-            conn.executemany("UPDATE messages SET next_attempt_at = min(next_attempt_at, ?) "
-                             "WHERE internal_id = ? AND suspended = 0",
-                             [(moment, i) for i in ids])
-
-        await self.queue.write(run)
-
     async def retry(self, queue: str, resubmit: bool) -> str:
         views, key = await self._queue(queue)
         if key == UNREACHABLE and not resubmit:
@@ -466,7 +382,7 @@ class QueueAdmin:
         once; with ``resubmit`` their recorded next hops are forgotten, so that they are routed
         again (Retry-Queue -Resubmit; a reloaded routing configuration, exchsim/reload.py)."""
         ids = list(ids)
-        await self._due_now(ids)
+        await self.records.make_due(ids, self.agent.clock.utc())
         if resubmit:
             for internal_id in ids:
                 self.agent.state.forget(internal_id)

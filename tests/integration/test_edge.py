@@ -7,12 +7,15 @@ Mailbox server's Default Frontend (25) over Direct Trust; mail to the Internet l
 server for EDGE01:25 (SmtpRelayWithinAdSiteToEdge) and goes out through ``EdgeSync - <Site> to
 Internet`` by DNS (the lab's ``*`` MX: the sink). The organization's headers are stripped from
 what arrives at the Edge from the Internet and from what the Edge sends out, kept between the
-Edge and the Mailbox servers.
+Edge and the Mailbox servers: a message to ``held.example`` (its MX, an MTA of the test's,
+is not listening at first) waits in the Edge's queue, where its header block shows what the Edge
+received from the Mailbox server, before it leaves for that MTA.
 """
 
 from __future__ import annotations
 
 import asyncio
+import datetime
 import email
 import email.policy
 import json
@@ -30,6 +33,7 @@ from exchsim.config.load import load_config_text
 from exchsim.config.model import Lab
 from exchsim.daemon import LabDaemon
 from tests.integration.conftest import port_offset, swaks, with_connectors
+from tests.integration.sendlab import Mta
 
 ROOT = Path(__file__).resolve().parents[2]
 EDGE_LAB = ROOT / "tests" / "configs" / "edge-lab.yaml"
@@ -43,9 +47,16 @@ NO_TARPIT = """
 """
 
 
+HELD_MX = "127.0.10.249"
+"""``held.example``'s MX: nothing listens there until a test starts its MTA."""
+
+
 def edge_lab_text() -> str:
     text = EDGE_LAB.read_text(encoding="utf-8").replace(
         'RetryInterval: "00:00:02"', 'RetryInterval: "00:00:01"')
+    text = text.replace("\n  MX:\n", "\n  MX:\n    held.example:\n      - {Preference: 10, "
+                        f"NameExchange: mx.held.example, Address: {HELD_MX}}}\n", 1)
+    assert "held.example" in text
     return with_connectors(text, NO_TARPIT)
 
 
@@ -191,6 +202,53 @@ async def test_mail_to_the_internet_leaves_through_the_edge_without_org_headers(
     assert hops[0] == "edge01.contoso.com" and "ex01.contoso.com" in hops
     log = edge_lab.receive_log("EDGE01")
     assert "ex01.contoso.com,authenticated by Direct Trust (DirectTrustTLS)" in log
+
+
+async def held_at_the_edge(running: EdgeLab, rcpt: str, timeout: float = 20.0) -> bytes:
+    """The bytes of the message for ``rcpt`` in the Edge's queue, once the Edge has tried to send
+    it (and failed: nothing listens at its MX yet)."""
+    queue = running.daemons["EDGE01"].queues["EDGE01"]
+    deadline = asyncio.get_running_loop().time() + timeout
+    while asyncio.get_running_loop().time() < deadline:
+        later = datetime.datetime.now(datetime.UTC) + datetime.timedelta(days=1)
+        for item in await queue.due(later, limit=100):
+            if rcpt in item.recipients and item.attempts >= 1:
+                return item.data
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"no message for {rcpt} waits in the Edge's queue")
+
+
+async def test_org_headers_survive_the_hop_to_the_edge_and_go_at_the_internet(
+        edge_lab: EdgeLab) -> None:
+    await asyncio.to_thread(send, "127.0.10.1", edge_lab.port(587), ALICE[0],
+                            "user@held.example", "held at the edge", login=ALICE)
+    # What the Edge received from EX01 (Direct Trust, ExchangeServers' rights: the organization
+    # headers are accepted, exchange.md §5.1): EX01's authentication stamps, not the Edge's own.
+    # Had the Edge taken EX01 for an anonymous sender, it would have removed them and stamped
+    # AuthAs Anonymous with itself as the AuthSource (exchange.md §5.2).
+    held = headers(await held_at_the_edge(edge_lab, "user@held.example"))
+    assert held["X-MS-Exchange-Organization-AuthAs"] == "Internal"
+    assert held["X-MS-Exchange-Organization-AuthSource"] == "ex01.contoso.com"
+    assert held["X-MS-Exchange-Organization-AuthMechanism"] is not None
+    assert held["X-MS-Exchange-Organization-Network-Message-Id"] is not None
+    assert received_by(held)[0] == "edge01.contoso.com"
+    log = edge_lab.receive_log("EDGE01")
+    assert "ex01.contoso.com,authenticated by Direct Trust (DirectTrustTLS)" in log
+    # The same message, once its MTA listens: out of the Edge without any of them.
+    mta = await Mta(HELD_MX, edge_lab.port(25), name="mx.held.example").start()
+    try:
+        deadline = asyncio.get_running_loop().time() + 30
+        while not mta.messages:
+            assert asyncio.get_running_loop().time() < deadline, "the Edge never sent it"
+            await asyncio.sleep(0.05)
+    finally:
+        await mta.stop()
+    [out] = mta.messages
+    assert out.peer == "127.0.10.10" and out.rcpt_tos == ["user@held.example"]
+    sent = headers(out.data)
+    assert sent["Message-ID"] == held["Message-ID"]
+    assert org_headers(held) and org_headers(sent) == []
+    assert not [k for k in sent if k.lower().startswith("x-ms-exchange-forest-")]
 
 
 async def test_anonymous_relay_at_the_edge_is_refused(edge_lab: EdgeLab) -> None:

@@ -192,6 +192,43 @@ def test_check_with_the_compose_hosts_file(capsys: pytest.CaptureFixture[str]) -
     assert "InternetSink    198.51.100.50:25" in out and "CrlServer       198.51.100.50:80" in out
 
 
+def crl_points(cert: Path) -> list[str]:
+    """The URLs of a certificate's CRL distribution points."""
+    found = x509.load_pem_x509_certificate(cert.read_bytes())
+    points = found.extensions.get_extension_for_class(x509.CRLDistributionPoints).value
+    return [str(n.value) for point in points for n in point.full_name or ()]
+
+
+def test_pki_with_hosts_points_a_new_lab_ca_at_the_moved_crl_server(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``exchsim pki --hosts``: a lab CA made by pki (before any lab ran) and what it issues
+    name the CRL server's host, as ``exchsim sink --hosts`` would have made it."""
+    config, hosts = tmp_path / "lab.yaml", tmp_path / "hosts.yaml"
+    config.write_text(CONFIG, encoding="utf-8")
+    hosts.write_text(HOSTS, encoding="utf-8")
+    data, out = tmp_path / "d", tmp_path / "out"
+    assert main(["pki", "issue", "--name", "mx.fabrikam.example", "--out", str(out), "--data",
+                 str(data), "--config", str(config), "--hosts", str(hosts),
+                 "--port-offset", "1000"]) == 0
+    issuing = data / "pki" / "ca" / "issuing.crt"
+    assert crl_points(issuing) == [f"http://{CRL}:1080/crl/root.crl"]
+    assert crl_points(out / "mx.fabrikam.example.pem") == [f"http://{CRL}:1080/crl/issuing.crl"]
+    # Without --hosts, the config's own address (the CA above is kept: a new data directory).
+    assert main(["pki", "ca", "--data", str(tmp_path / "plain"), "--config", str(config)]) == 0
+    assert crl_points(tmp_path / "plain" / "pki" / "ca" / "issuing.crt") == [
+        "http://127.0.10.251:80/crl/root.crl"]
+    capsys.readouterr()
+
+
+def test_pki_with_hosts_and_no_config_moves_the_default_crl_address(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)  # no configs/lab.yaml here: the default CRL server
+    assert main(["pki", "ca", "--data", "d", "--hosts",
+                 str(ROOT / "configs" / "compose-hosts.yaml")]) == 0
+    assert crl_points(tmp_path / "d" / "pki" / "ca" / "issuing.crt") == [
+        "http://198.51.100.50:80/crl/root.crl"]
+
+
 @pytest.mark.parametrize(("text", "expected"), [
     ("Services:\n  EX01: {Hub: 127.0.10.3}\n",
      "Services.EX01.Hub: unknown service 'Hub': expected one of FrontEnd, Transport, "
@@ -215,7 +252,8 @@ def test_a_bad_hosts_file_is_refused_and_nothing_starts(
     config.write_text(CONFIG, encoding="utf-8")
     hosts.write_text(text, encoding="utf-8")
     for command in (["check"], ["serve", "--server", "EX01", "--data", str(tmp_path / "d")],
-                    ["sink", "--data", str(tmp_path / "d")]):
+                    ["sink", "--data", str(tmp_path / "d")],
+                    ["pki", "ca", "--data", str(tmp_path / "d")]):
         assert main([*command, "--config", str(config), "--hosts", str(hosts)]) == 2
         err = capsys.readouterr().err
         assert f"{hosts}: {expected}" in err, err
