@@ -8,9 +8,9 @@ share it).
 Hosts (the compose address plan of configs/compose-hosts.yaml, 198.51.100.0/24): EX01's Front
 End (.11), Transport (.12) and Mailbox Transport Delivery (.13), EX02 (.21, bob's mailbox),
 EDGE01 (.31, Edge Transport subscribed to the site), the internet sink and CRL server (.50) and
-a client (.100). The config is configs/lab.yaml's organization at its loopback addresses
-(EX01 127.0.10.1, EX02 127.0.10.2, EDGE01 127.0.10.10, sink 127.0.10.250, CRL 127.0.10.251),
-which the hosts file maps to those hosts.
+a client (.100). The config is configs/lab.yaml itself (EX01 127.0.10.1, EX02 127.0.10.2,
+EDGE01 127.0.10.10, sink 127.0.10.250, CRL 127.0.10.251, which the hosts file maps to those
+hosts) with faster retries and no tarpits (``_EDITS``).
 """
 
 from __future__ import annotations
@@ -47,40 +47,41 @@ from tests.integration.netns import (
     remove_stale,
 )
 
-CONFIG = """\
-Organization:
-  Name: Contoso
-  AcceptedDomains:
-    - {DomainName: contoso.com, DomainType: Authoritative, Default: true}
-  Mailboxes:
-    - {PrimarySmtpAddress: alice@contoso.com, UserPrincipalName: alice@contoso.com, Password: "P@ssw0rd!", Server: EX01}
-    - {PrimarySmtpAddress: bob@contoso.com, UserPrincipalName: bob@contoso.com, Password: "P@ssw0rd!", Server: EX02}
-Servers:
-  - {Name: EX01, Role: Mailbox, Fqdn: ex01.contoso.com, Address: 127.0.10.1, Version: "15.2",
-     TransientFailureRetryInterval: "00:00:04"}
-  - {Name: EX02, Role: Mailbox, Fqdn: ex02.contoso.com, Address: 127.0.10.2, Version: "15.2"}
-  - {Name: EDGE01, Role: Edge, Fqdn: edge01.contoso.com, Address: 127.0.10.10, Version: "15.2"}
-EdgeSubscriptions:
-  - {Server: EDGE01, Site: Default-First-Site-Name}
-Lab:
-  InternetSink: {Address: 127.0.10.250, Port: 25}
-  CrlServer: {Address: 127.0.10.251, Port: 80}
-  RetryInterval: "00:00:01"
-# EdgeSync - Default-First-Site-Name to Internet routes by DNS: every other domain's MX is the
-# internet sink.
-Dns:
-  MX:
-    "*":
-      - {Preference: 10, NameExchange: internet.lab.example, Address: 127.0.10.250}
-ReceiveConnectors:
-  - {Name: Default internal receive connector EDGE01, Server: EDGE01, TarpitInterval: "00:00:00"}
-"""
-# Tarpitting off: the tests time mail flow, not tarpits. (EX01's TransientFailureRetryInterval:
-# an unreachable next hop is retried every 4 s, so its queue is seen in Retry between tries.)
-for _server in ("EX01", "EX02"):
-    for _name in ("Default Frontend", "Client Frontend", "Default", "Client Proxy"):
-        CONFIG += (f'  - {{Name: {_name} {_server}, Server: {_server}, '
-                   'TarpitInterval: "00:00:00", AuthTarpitInterval: "00:00:00"}\n')
+LAB_YAML = ROOT / "configs" / "lab.yaml"
+# configs/lab.yaml as shipped, with what the tests change (each edit must apply):
+_EDITS = (
+    # EX01 tries an unreachable next hop again every 4 s, so its queue is seen in Retry between
+    # tries; the lab retries every second otherwise.
+    ('ExchsimLabCertificate: [mail.contoso.com, contoso.com]}',
+     'ExchsimLabCertificate: [mail.contoso.com, contoso.com], '
+     'TransientFailureRetryInterval: "00:00:04"}'),
+    ("  ComposeGateway: 198.51.100.1\n",
+     '  ComposeGateway: 198.51.100.1\n  RetryInterval: "00:00:01"\n'),
+    # Tarpitting off: the tests time mail flow, not tarpits.
+    ("  - {Name: Default Frontend EX01, Server: EX01, Fqdn: mail.contoso.com}\n",
+     "".join(f'  - {{Name: {name} {server}, Server: {server}, '
+             f'{"Fqdn: mail.contoso.com, " if (name, server) == ("Default Frontend", "EX01") else ""}'
+             'TarpitInterval: "00:00:00", AuthTarpitInterval: "00:00:00"}\n'
+             for server in ("EX01", "EX02")
+             for name in ("Default Frontend", "Client Frontend", "Default", "Client Proxy"))
+     + '  - {Name: Default internal receive connector EDGE01, Server: EDGE01, '
+       'TarpitInterval: "00:00:00"}\n'),
+)
+
+
+def lab_config(folder: Path) -> Path:
+    """configs/lab.yaml with the tests' edits, and configs/partner.yaml beside it (Lab.Partners
+    names it relative to the config)."""
+    text = LAB_YAML.read_text(encoding="utf-8")
+    for old, new in _EDITS:
+        assert text.count(old) == 1, f"configs/lab.yaml changed: {old!r} not found once"
+        text = text.replace(old, new)
+    (folder / "partner.yaml").write_text(
+        (ROOT / "configs" / "partner.yaml").read_text(encoding="utf-8"), encoding="utf-8")
+    config = folder / "lab.yaml"
+    config.write_text(text, encoding="utf-8")
+    return config
+
 
 HOSTS_FILE = ROOT / "configs" / "compose-hosts.yaml"
 HOSTS = {"ex01fe": "198.51.100.11", "ex01hub": "198.51.100.12", "ex01mbx": "198.51.100.13",
@@ -137,8 +138,7 @@ def until(predicate: Callable[[], object], timeout: float, what: str) -> None:
 
 @pytest.fixture
 def org(tmp_path: Path) -> Iterator[Org]:
-    config = tmp_path / "lab.yaml"
-    config.write_text(CONFIG, encoding="utf-8")
+    config = lab_config(tmp_path)
     data = tmp_path / "data"
     with netlab(HOSTS, tmp_path) as net:
         common = ("--config", str(config), "--hosts", str(HOSTS_FILE), "--data", str(data),
@@ -150,7 +150,11 @@ def org(tmp_path: Path) -> Iterator[Org]:
         net.exchsim("ex02", "ex02", "serve", *common, "--server", "EX02")
         net.exchsim("edge01", "edge01", "serve", *common, "--server", "EDGE01")
         net.exchsim("sink", "sink", "sink", *common)
-        net.start(*net.procs)
+        # As docker-compose.yml orders them: the sink (it makes the lab CA that issues EX01's
+        # lab certificate) first, then every server at once. PARTNER01 is not started: no test
+        # here sends to partner.example.
+        net.start("sink")
+        net.start(*(name for name in net.procs if name != "sink"))
         yield Org(net, config, data)
 
 
