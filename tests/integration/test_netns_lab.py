@@ -16,6 +16,7 @@ hosts) with faster retries and no tarpits (``_EDITS``).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import email
 import email.policy
 import json
@@ -136,11 +137,11 @@ def until(predicate: Callable[[], object], timeout: float, what: str) -> None:
         time.sleep(0.1)
 
 
-@pytest.fixture
-def org(tmp_path: Path) -> Iterator[Org]:
-    config = lab_config(tmp_path)
-    data = tmp_path / "data"
-    with netlab(HOSTS, tmp_path) as net:
+@contextlib.contextmanager
+def running_lab(folder: Path) -> Iterator[Org]:
+    config = lab_config(folder)
+    data = folder / "data"
+    with netlab(HOSTS, folder) as net:
         common = ("--config", str(config), "--hosts", str(HOSTS_FILE), "--data", str(data),
                   "--port-offset", "0")
         for service, host in (("FrontEnd", "ex01fe"), ("Transport", "ex01hub"),
@@ -156,6 +157,20 @@ def org(tmp_path: Path) -> Iterator[Org]:
         net.start("sink")
         net.start(*(name for name in net.procs if name != "sink"))
         yield Org(net, config, data)
+
+
+@pytest.fixture
+def org(tmp_path: Path) -> Iterator[Org]:
+    """A lab of its own, for a test that stops, kills or cuts something."""
+    with running_lab(tmp_path) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def shared_org(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Org]:
+    """One lab for the tests that only send mail (each to addresses of its own)."""
+    with running_lab(tmp_path_factory.mktemp("shared")) as running:
+        yield running
 
 
 def _tls() -> ssl.SSLContext:
@@ -340,7 +355,8 @@ def duplicate_deliveries(data: Path) -> int:
 def test_kill_9_of_ex01s_hub_under_load_loses_nothing_acknowledged(org: Org) -> None:
     """kill -9 of EX01's Transport service (the hub) after 150 of 500 messages were
     acknowledged, restarted after 300: every message that got a 250 is in alice's and bob's
-    mailboxes and its NDR in the sink, once each."""
+    mailboxes (once each) and its NDR in the sink; the duplicates are counted, printed and
+    bounded (below)."""
     load = Load()
     client = org.net.client(workers=4)
     began = time.monotonic()
@@ -355,7 +371,7 @@ def test_kill_9_of_ex01s_hub_under_load_loses_nothing_acknowledged(org: Org) -> 
     sent = [f.result(timeout=60) for f in futures]
     loaded = time.monotonic() - began
     acked = {s.token for s in sent if s.acked}
-    resent = sum(1 for s in sent if s.attempts > 1)
+    resent = sum(s.attempts - 1 for s in sent)  # connections after the first
 
     where = {"alice": org.data / "mailboxes" / "alice@contoso.com",
              "bob": org.data / "mailboxes" / "bob@contoso.com",
@@ -370,23 +386,32 @@ def test_kill_9_of_ex01s_hub_under_load_loses_nothing_acknowledged(org: Org) -> 
     dropped = duplicate_deliveries(org.data)
     report = (
         f"{LOAD} messages in {loaded:.1f}s from the client's namespace, {len(acked)} "
-        f"acknowledged, {resent} sent again after a 4xx or a lost session; EX01's hub killed "
+        f"acknowledged, {resent} sent again (a 4xx or a lost session); EX01's hub killed "
         f"at {killed_at} acknowledged with {held} messages in its queue, restarted at "
         f"{restarted_at}; lost {lost()}; files with a message twice {duplicated}; copies "
         f"delivered again and dropped by the mailbox (DUPLICATEDELIVER) {dropped}")
     print(report)
     assert len(acked) == LOAD, report  # 5 attempts each: the Front End always found a hub
     assert not any(lost().values()), report
-    assert not any(duplicated.values()), report
-    # A copy is delivered again only for a message the killed hub held (it may have delivered
-    # it before the kill without recording it) or one the client sent again (the first attempt
-    # may have been committed): at most 2 mailbox copies of each (alice, bob).
+    # Duplicates, and their bounds:
+    # - a mailbox never holds a message twice: a copy delivered again is recognised by its
+    #   Message-ID and dropped (DUPLICATEDELIVER, transport/mailbox.py);
+    # - such copies come only from a message the killed hub held (it may have delivered it
+    #   and died before recording it) or one the client sent again (its first attempt may
+    #   have been committed before the reply was lost): at most 2 (alice, bob) per message;
+    # - the sink may hold two NDRs for one message, only for a message sent again: each commit
+    #   is a message of its own in the organization, whose NDR's Message-ID comes from its own
+    #   Network-Message-Id (transport/ndr.py), so the sink cannot tell them apart; an NDR sent
+    #   again by the restarted hub has the same Message-ID and is dropped.
+    assert duplicated["alice"] == duplicated["bob"] == 0, report
+    assert duplicated["NDR (sink)"] <= resent, report
     assert dropped <= 2 * (held + resent), report
 
 
-def test_internet_mail_at_edge01_lands_in_bobs_maildir_on_ex02(org: Org) -> None:
+def test_internet_mail_at_edge01_lands_in_bobs_maildir_on_ex02(shared_org: Org) -> None:
     """swaks from the client to EDGE01:25; EdgeSync - Inbound to Default-First-Site-Name takes
     it to a Mailbox server's Default Frontend, whose hub delivers to EX02's 475."""
+    org = shared_org
     done = org.net.command(
         "client", "swaks", "--hide-informational", "--server", f"{EDGE01}:25",
         "--helo", "mta.fabrikam.example", "--from", "carol@fabrikam.example",
@@ -409,9 +434,10 @@ def test_internet_mail_at_edge01_lands_in_bobs_maildir_on_ex02(org: Org) -> None
 
 
 def test_alice_mails_the_internet_through_edge01_without_organization_headers(
-        org: Org) -> None:
+        shared_org: Org) -> None:
     """alice on 587 of EX01's Front End to user@fabrikam.example: EX01's hub relays to
     EDGE01:25, whose EdgeSync - Default-First-Site-Name to Internet finds the sink by MX."""
+    org = shared_org
     org.net.client().run(submit, ["user@fabrikam.example"], "to-the-internet")
     until(lambda: len(org.internet("user@fabrikam.example")) == 1, 20, "the sink gets it")
     raw = org.internet("user@fabrikam.example")[0]
@@ -427,7 +453,7 @@ def test_alice_mails_the_internet_through_edge01_without_organization_headers(
     organization = [k for k, _ in parsed.items()
                     if k.lower().startswith("x-ms-exchange-organization-")]
     assert organization == [], organization
-    assert pending_live(org) == 0
+    until(lambda: pending_live(org) == 0, 10, "every queue empty")
 
 
 KILLED_RUN = """
