@@ -8,6 +8,7 @@ moves the damaged file aside (never deletes it), delivers what it salvaged and s
 from __future__ import annotations
 
 import asyncio
+import datetime
 import signal
 import sqlite3
 import sys
@@ -22,7 +23,6 @@ from exchsim.transport.queue import SCHEMA_VERSION, MessageQueue
 from exchsim.transport.restart import RestartPolicy
 from tests.integration.conftest import FAST_LAB_YAML, ROOT, port_offset
 from tests.unit.transport.test_queue_damage import (
-    T0,
     directory,
     garbage_header,
     overwrite_two_pages,
@@ -37,13 +37,16 @@ COUNT = 40
 async def queue_with_mail(data: Path) -> Path:
     """DATA/queue/EX01.sqlite holding COUNT messages for alice@contoso.com, not yet delivered."""
     path = data / "queue" / "EX01.sqlite"
+    # Received now: a message received at the helpers' fixed T0 (2024) is past
+    # MessageExpirationTimeout, so the expiry check could fail it before its first delivery.
+    now = datetime.datetime.now(datetime.UTC)
     q = await MessageQueue.open(path)
     try:
         for n in range(COUNT):
             message = (f"From: a@fabrikam.example\r\nSubject: salvage-{n:03}\r\n\r\n".encode()
                        + b"x" * 3000 + b"\r\n")
             await q.enqueue(message_id=f"<s{n}@fabrikam.example>", sender="a@fabrikam.example",
-                            recipients=["alice@contoso.com"], data=message, metadata={}, now=T0)
+                            recipients=["alice@contoso.com"], data=message, metadata={}, now=now)
     finally:
         await q.close()
     return path
