@@ -41,7 +41,6 @@ from exchsim.tls.labca import (
     UNTRUSTED,
     LabCa,
     PkiError,
-    pki_lock,
     read_json,
     write_json,
 )
@@ -51,6 +50,7 @@ from exchsim.tls.pki import (
     dn_equal,
     format_dn,
     load_certificate_files,
+    pki_lock,
 )
 
 # Enable-ExchangeCertificate's services the lab records, with their letter in the Services

@@ -35,12 +35,17 @@ from exchsim.tls.labca import (
     issued_index_path,
     key_pem,
     leaf_certificate,
-    pki_lock,
     read_json,
     validity_for,
     write_json,
 )
-from exchsim.tls.pki import CertificateFiles, atomic_write, format_dn, load_certificate_files
+from exchsim.tls.pki import (
+    CertificateFiles,
+    atomic_write,
+    format_dn,
+    load_certificate_files,
+    pki_lock,
+)
 
 __all__ = ["IssuedRecord", "issue_certificate", "issued_records", "revoke", "write_out"]
 

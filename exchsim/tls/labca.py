@@ -34,11 +34,8 @@ the lab starting, never interleave their read-modify-write of the index files.
 
 from __future__ import annotations
 
-import contextlib
 import datetime
-import fcntl
 import json
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -50,7 +47,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPrivateKeyTypes
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from exchsim.tls.pki import atomic_write
+from exchsim.tls.pki import atomic_write, pki_lock
 
 KEY_FILE_MODE = 0o600
 CERT_FILE_MODE = 0o644
@@ -97,18 +94,6 @@ def read_json(path: Path, default: Any) -> Any:
         return json.loads(text)
     except ValueError as exc:
         raise PkiError(f"{path} is damaged ({exc}); move it aside to start it anew") from exc
-
-
-@contextlib.contextmanager
-def pki_lock(pki_dir: Path) -> Iterator[None]:
-    """Hold the lab PKI's exclusive lock (``DATA/pki/.lock``) for one read-modify-write."""
-    pki_dir.mkdir(parents=True, exist_ok=True)
-    with (pki_dir / ".lock").open("a") as fh:
-        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
 
 
 def key_pem(key: CertificateIssuerPrivateKeyTypes | rsa.RSAPrivateKey) -> bytes:

@@ -236,7 +236,7 @@ def ensure_server_certificate(
         return existing
 
     directory.mkdir(parents=True, exist_ok=True)
-    with _creation_lock(pki_dir):
+    with pki_lock(pki_dir):
         # Another process (a service of the same data directory) may have made it meanwhile.
         existing = _reusable(cert_path, key_path, server_name, fqdn, now)
         if existing is not None:
@@ -254,12 +254,13 @@ def ensure_server_certificate(
 
 
 @contextlib.contextmanager
-def _creation_lock(pki_dir: Path) -> Iterator[None]:
-    """The lab PKI's exclusive ``flock`` (``<pki_dir>/.lock``, as tls/labca.py's ``pki_lock``,
-    which imports this module) while a certificate is made: processes starting at once on one
-    data directory (the services of a server, the servers of a lab) would otherwise each write
-    a key and a certificate, and one could pair the key of one with the certificate of
-    another."""
+def pki_lock(pki_dir: Path) -> Iterator[None]:
+    """Hold the lab PKI's exclusive ``flock`` (``DATA/pki/.lock``) for one read-modify-write:
+    the lab CA's files (tls/labca.py), the certificate store, and the making of a server
+    certificate, which processes starting at once on one data directory (the services of a
+    server, the servers of a lab) would otherwise each write, one pairing the key of one with
+    the certificate of another."""
+    pki_dir.mkdir(parents=True, exist_ok=True)
     with (pki_dir / ".lock").open("a") as fh:
         fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
         try:
