@@ -419,3 +419,33 @@ async def test_a_remote_that_drops_the_connection_behind_the_outbound_proxy_fron
         "host, but that did not succeed. Either there are no alternate hosts, or delivery "
         "failed to all alternate hosts. The last endpoint attempted was "
         f"127.0.10.71:{running.port(25)}")
+
+
+def drops_at_xproxyto(context: ssl.SSLContext) -> Script:
+    """An Outbound Proxy Frontend whose hop session is set up (TLS, EXCHANGEAUTH) and that
+    closes the connection when XPROXYTO arrives: the destination's trouble, as a Mailbox
+    Transport Delivery that drops at XSESSIONPARAMS."""
+    def script(conn: socket.socket) -> None:
+        _to_tls(conn)
+        tls = context.wrap_socket(conn, server_side=True)
+        _line(tls)
+        tls.sendall(EHLO_REPLY.replace(b"250-X-ANONYMOUSTLS\r\n",
+                                       b"250-X-EXPS EXCHANGEAUTH\r\n"))
+        _line(tls)
+        tls.sendall(b"235 <authentication information>\r\n")
+        assert _line(tls).startswith(b"XPROXYTO")
+        tls.close()
+    return script
+
+
+async def test_an_outbound_proxy_frontend_that_drops_the_connection_at_xproxyto(
+        labs: _Labs, tls_contexts: dict[str, ssl.SSLContext]) -> None:
+    running, config = await labs.start(lab_text(SMART_HOST.replace(
+        "EXTRA", "\n    FrontendProxyEnabled: true")).replace(*SLOW))
+    peer = await labs.replace(running, "127.0.10.1", 717, drops_at_xproxyto(tls_contexts["tls12"]))
+    await submit(running.port(587), "someone@fabrikam.example", "dropped at XPROXYTO")
+    queue = await _queue_in_retry(running, config)
+    assert peer.connections >= 1
+    assert queue["DeliveryType"] == "SmartHostConnectorDelivery"
+    assert queue["LastError"] == LED + "421 4.4.2 Connection dropped due to SocketError" + TAIL
+
