@@ -33,7 +33,9 @@ arrive (the same Internet Message-ID, transport/mailbox.py).
 Outbound Proxy Frontend (717): a hub session that said ``XPROXYTO`` (a send connector with
 FrontendProxyEnabled, exchange.md §7.4) is not proxied to a hub: its messages go out through the
 send connector client (transport/smtpsend.py) to the destinations XPROXYTO named, with the
-connector's TLS settings, and the hub gets the remote's reply. The hub's DSN request (RET and
+connector's TLS settings, and the hub gets the remote's reply (``550 5.1.3 Invalid address``
+for an address the client cannot send there, a UTF-8 one without SMTPUTF8, as transport/outcome.py
+gives a direct send, so the hub sends the NDR). The hub's DSN request (RET and
 ENVID on MAIL, NOTIFY and ORCPT on RCPT) goes on to a remote that offers DSN, and then the reply
 ends with the line ``X-DSN-PASSED-ON`` (policy/replies.py, exchsim's own, exchange.md §7.4), so
 the hub sends no relay DSN, as after a direct send.
@@ -203,7 +205,14 @@ class FrontendProxy:
             return Reply(451, "4.4.0", f"Outbound proxy failed: {exc}")
         except (aiosmtplib.SMTPResponseException) as exc:
             return parse_reply(exc.code, [" ".join(exc.message.split())])
-        except (aiosmtplib.SMTPException, OSError, TimeoutError, Unsendable) as exc:
+        except Unsendable as exc:
+            # An address the client cannot send to this remote (no SMTPUTF8): permanent, as
+            # when the hub sends directly (transport/outcome.py), so the hub sends the NDR.
+            log.info("outbound proxy cannot send: %s", exc)
+            message.context.log("", "Outbound proxy failed: "
+                                    + replies.UNSENDABLE_ADDRESS.render())
+            return replies.UNSENDABLE_ADDRESS
+        except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
             log.info("outbound proxy failed: %s", summary(exc))
             message.context.log("", f"Outbound proxy failed: {_broken(exc)}")
             return Reply(451, "4.4.2", f"Outbound proxy failed: {_broken(exc)}")
@@ -255,9 +264,7 @@ class FrontendProxy:
 
 def _broken(exc: BaseException) -> str:
     """Why the remote's transaction broke, in Exchange's words (policy/lasterror.py): the
-    connection timed out, or was dropped; an address the client cannot send, as it says."""
-    if isinstance(exc, Unsendable):
-        return str(exc)
+    connection timed out, or was dropped."""
     if isinstance(exc, TimeoutError | aiosmtplib.SMTPTimeoutError):
         return CONNECTION_TIMED_OUT
     return CONNECTION_DROPPED

@@ -216,8 +216,11 @@ class NextHops:
         request = dsn.passed_on(item.metadata, rcpts) if offered else dsn.DsnParameters()
         passed = offered
         try:
-            reply = await hop.command(xproxyto_command(connector, domain, hosts,
-                                                       uuid.uuid4().hex))
+            try:
+                reply = await hop.command(xproxyto_command(connector, domain, hosts,
+                                                           uuid.uuid4().hex))
+            except HopError as exc:  # the session's set-up failed: the destination's trouble
+                raise Unreachable(self._failure(exc, self.server.name, fe)) from exc
             if reply.code != 250:
                 raise Unreachable(self._failure(HopError("XPROXYTO refused", reply),
                                                 self.server.name, fe))

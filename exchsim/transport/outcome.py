@@ -12,7 +12,7 @@ The hub's delivery agent (transport/delivery.py) sorts every failure into one of
   policy/lasterror.py that transport/nexthop.py gives the HopError). The recipients stay
   queued; the next attempt is MessageRetryInterval later (policy/retry.py, exchange.md §8.5).
 - **unreachable**: the next hop could not be reached or the session could not be set up
-  (connect, TLS, EXCHANGEAUTH, XSESSIONPARAMS). That is the destination's problem, not the
+  (connect, TLS, EXCHANGEAUTH, XSESSIONPARAMS, XPROXYTO). That is the destination's problem, not the
   message's: like an Exchange queue in Retry state, the destination is retried after
   TransientFailureRetryInterval TransientFailureRetryCount times, then every
   OutboundConnectionFailureRetryInterval, so what waits for it goes at its next retry (or at

@@ -26,6 +26,7 @@ from __future__ import annotations
 import concurrent.futures
 import contextlib
 import ctypes
+import ipaddress
 import os
 import re
 import secrets
@@ -43,6 +44,7 @@ ROOT = Path(__file__).resolve().parents[2]
 FAMILY = "exns"
 _NAME = re.compile(rf"^{FAMILY}-(\d+)-[0-9a-f]+-[a-z0-9]+$")
 CLONE_NEWNET = 0x40000000
+NETWORK = ipaddress.ip_network("198.51.100.0/24")  # the compose plan's; .1 is its gateway
 VENV_BIN = Path(sys.executable).parent
 EXCHSIM = [str(VENV_BIN / "exchsim")] if (VENV_BIN / "exchsim").exists() else [
     sys.executable, "-m", "exchsim.cli"]
@@ -171,7 +173,24 @@ class NetLab:
 
     # --- the network -----------------------------------------------------------------------
 
+    def check(self) -> None:
+        """Before anything is made: every host a name :func:`remove_stale` can find again (and
+        not the switch's), a bridge port name within IFNAMSIZ, an address of :data:`NETWORK`
+        that is not its network, broadcast or gateway address (ValueError otherwise)."""
+        for host, address in self.hosts.items():
+            if not re.fullmatch(r"[a-z0-9]+", host) or host == "sw" or len(f"p-{host}") > 15:
+                raise ValueError(f"host name {host!r}: 1 to 13 of a-z 0-9, not 'sw'")
+            try:
+                ip_address = ipaddress.ip_address(address)
+            except ValueError:
+                raise ValueError(f"host {host}: {address!r} is not an address") from None
+            if ip_address not in NETWORK or ip_address in (
+                    NETWORK.network_address, NETWORK.broadcast_address, NETWORK[1]):
+                raise ValueError(f"host {host}: {address} is not a host address of {NETWORK} "
+                                 f"other than {NETWORK[1]}")
+
     def build(self) -> None:
+        self.check()
         remove_stale()
         ip("netns", "add", self.switch)
         self._made.append(self.switch)

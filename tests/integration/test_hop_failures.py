@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import aiosmtplib
 import pytest
 
 from tests.certfactory import make_leaf
@@ -419,3 +420,76 @@ async def test_a_remote_that_drops_the_connection_behind_the_outbound_proxy_fron
         "host, but that did not succeed. Either there are no alternate hosts, or delivery "
         "failed to all alternate hosts. The last endpoint attempted was "
         f"127.0.10.71:{running.port(25)}")
+
+
+def drops_at_xproxyto(context: ssl.SSLContext) -> Script:
+    """An Outbound Proxy Frontend whose hop session is set up (TLS, EXCHANGEAUTH) and that
+    closes the connection when XPROXYTO arrives: the destination's trouble, as a Mailbox
+    Transport Delivery that drops at XSESSIONPARAMS."""
+    def script(conn: socket.socket) -> None:
+        _to_tls(conn)
+        tls = context.wrap_socket(conn, server_side=True)
+        _line(tls)
+        tls.sendall(EHLO_REPLY.replace(b"250-X-ANONYMOUSTLS\r\n",
+                                       b"250-X-EXPS EXCHANGEAUTH\r\n"))
+        _line(tls)
+        tls.sendall(b"235 <authentication information>\r\n")
+        assert _line(tls).startswith(b"XPROXYTO")
+        tls.close()
+    return script
+
+
+async def test_an_outbound_proxy_frontend_that_drops_the_connection_at_xproxyto(
+        labs: _Labs, tls_contexts: dict[str, ssl.SSLContext]) -> None:
+    running, config = await labs.start(lab_text(SMART_HOST.replace(
+        "EXTRA", "\n    FrontendProxyEnabled: true")).replace(*SLOW))
+    peer = await labs.replace(running, "127.0.10.1", 717, drops_at_xproxyto(tls_contexts["tls12"]))
+    await submit(running.port(587), "someone@fabrikam.example", "dropped at XPROXYTO")
+    queue = await _queue_in_retry(running, config)
+    assert peer.connections >= 1
+    assert queue["DeliveryType"] == "SmartHostConnectorDelivery"
+    assert queue["LastError"] == LED + "421 4.4.2 Connection dropped due to SocketError" + TAIL
+
+
+def accepts_without_smtputf8(conn: socket.socket) -> None:
+    """A remote MTA that offers no SMTPUTF8 and takes whatever it is sent."""
+    conn.sendall(b"220 mx.fabrikam.example ESMTP\r\n")
+    _line(conn)
+    conn.sendall(b"250-mx.fabrikam.example\r\n250 8BITMIME\r\n")
+    while (line := _line(conn).upper()) and not line.startswith(b"QUIT"):
+        if line.startswith(b"DATA"):
+            conn.sendall(b"354 go ahead\r\n")
+            while _line(conn) not in (b".\r\n", b""):
+                pass
+        conn.sendall(b"250 2.0.0 Ok\r\n")
+    conn.sendall(b"221 2.0.0 Bye\r\n")
+
+
+@pytest.mark.parametrize("frontend", [False, True], ids=["direct", "via-frontend-717"])
+async def test_a_utf8_address_to_a_remote_without_smtputf8_gets_an_ndr(
+        labs: _Labs, frontend: bool) -> None:
+    """The SMTP client cannot send the address (the remote offers no SMTPUTF8): an NDR at
+    once, through the Front End as directly, not a queue in Retry until the message expires."""
+    extra = "\n    FrontendProxyEnabled: true" if frontend else ""
+    running, config = await labs.start(lab_text(SMART_HOST.replace("EXTRA", extra))
+                                       .replace(*SLOW))
+    labs.peer("127.0.10.71", running.port(25), accepts_without_smtputf8)
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    smtp = aiosmtplib.SMTP(hostname="127.0.10.1", port=running.port(587), start_tls=False,
+                           timeout=15)
+    await smtp.connect()
+    await smtp.starttls(tls_context=ctx)
+    await smtp.login("alice@contoso.com", "P@ssw0rd!")
+    errors, _ = await smtp.sendmail(
+        "alice@contoso.com", ["josé@fabrikam.example"],
+        b"From: alice@contoso.com\r\nSubject: to jose\r\n\r\nhola\r\n",
+        mail_options=["SMTPUTF8"])
+    await smtp.quit()
+    assert errors == {}
+    await running.wait_for(lambda: len(running.mailbox("alice@contoso.com")) == 1, timeout=15)
+    ndr = running.mailbox("alice@contoso.com")[0].decode("utf-8", "replace")
+    assert "550 5.1.3 Invalid address" in ndr
+    assert "ValueError" not in ndr and "SMTPUTF8" not in ndr.split("message/rfc822")[0]
+    assert await queue_json(running, config, "messages") == []

@@ -494,3 +494,22 @@ def test_namespaces_left_by_a_killed_run_are_removed_by_the_next(tmp_path: Path)
         killed.kill()
         killed.wait(timeout=10)
         ip("netns", "del", live, check=False)
+
+
+@pytest.mark.parametrize("hosts", [
+    {"a": "192.0.2.5"}, {"a": "203.0.113.5"}, {"a": "127.0.10.5"}, {"a": "198.51.100.1"},
+    {"a": "198.51.100.255"}, {"a": "not-an-address"}, {"sw": "198.51.100.77"},
+    {"ex01-fe": "198.51.100.77"}, {"Ex01": "198.51.100.77"}, {"a" * 14: "198.51.100.77"},
+], ids=["test-net-1", "test-net-3", "loopback", "gateway", "broadcast", "text", "switch",
+        "dash", "upper", "long"])
+def test_the_harness_refuses_a_host_outside_the_plan_before_it_makes_anything(
+        tmp_path: Path, hosts: dict[str, str]) -> None:
+    """Only 198.51.100.0/24 (not .1, the gateway), and host names the next run's
+    remove_stale can find again: nothing is made otherwise."""
+    lab = NetLab(hosts, tmp_path)
+    try:
+        with pytest.raises(ValueError):
+            lab.build()
+        assert not [n for n in namespaces() if n.startswith(lab.run)]
+    finally:
+        lab.close()

@@ -123,3 +123,20 @@ async def test_a_remote_without_dsn_gets_nothing_and_success_is_a_relay_dsn(
     await lab.wait_for(lambda: _subjects(lab) == ["Relayed: plans"])
     await asyncio.sleep(1.0)
     assert _subjects(lab) == ["Relayed: plans"]  # one, not one from each hub
+
+
+async def test_a_remote_whose_own_reply_ends_with_the_front_ends_marker_still_gets_a_relay_dsn(
+        harness: _Lab) -> None:
+    """The Front End's ``X-DSN-PASSED-ON`` line is its own: a remote without DSN whose reply
+    to the data ends with that line (policy/replies.py) does not make the hub believe the
+    request went on, so bob's NOTIFY=SUCCESS still gets the hub's relay DSN."""
+    lab, mta = await harness.start(dsn=False, frontend=True)
+    handler = mta.handler
+
+    async def marked(server: object, session: object, envelope: object) -> str:
+        await type(handler).handle_DATA(handler, server, session, envelope)  # type: ignore[arg-type]
+        return "250-2.0.0 OK queued\r\n250 X-DSN-PASSED-ON"
+    handler.handle_DATA = marked  # type: ignore[method-assign]
+    await _send(lab)
+    await lab.wait_for(lambda: len(mta.messages) == 2)
+    await lab.wait_for(lambda: _subjects(lab) == ["Relayed: plans"])
