@@ -5,7 +5,9 @@ sink's and the CRL server's aside, checked elsewhere), a Dns answer or an XPROXY
 outside 127.0.0.0/8 is refused. A hosts file (config/hosts.py) declares the lab's own hosts, the
 containers or network namespaces it runs in: their addresses (the values of its ``Addresses``
 and ``Services``) are the lab's too while a config is loaded with it (:func:`lab_hosts`) and, at
-run time, for the config loaded so (``Lab.hosts``). Nothing else is ever allowed.
+run time, for the config loaded so (``Lab.hosts``); a hosts file may name hosts in loopback,
+198.51.100.0/24 and 203.0.113.0/24 only (config/hosts.py ``HOST_NETWORKS``). Nothing else is
+ever allowed.
 """
 
 from __future__ import annotations

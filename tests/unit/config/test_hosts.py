@@ -81,6 +81,22 @@ def test_parse_collects_every_problem() -> None:
     assert "h.yaml: Services.EX02: '127.0.0.4' is not allowed: expected a mapping" in text
 
 
+@pytest.mark.parametrize("target", ["8.8.8.8", "192.0.2.50", "10.0.0.5", "0.0.0.0",
+                                    "198.51.101.1", "::1", "2001:db8::5", "::ffff:127.0.0.1"])
+def test_a_host_outside_the_labs_networks_is_refused(target: str) -> None:
+    """The hosts' addresses become addresses the lab connects to (config/labnet.py): only
+    loopback and the documentation networks 198.51.100.0/24 and 203.0.113.0/24, IPv4."""
+    for data in ({"Addresses": {"127.0.10.250": target}},
+                 {"Services": {"EX01": {"Transport": target}}}):
+        with pytest.raises(ConfigError) as caught:
+            parse_hosts(data, "h.yaml")
+        assert (f"'{target}' is not allowed: expected an IPv4 address in 127.0.0.0/8, "
+                "198.51.100.0/24, 203.0.113.0/24") in str(caught.value)
+    hosts = parse_hosts({"Addresses": {"127.0.10.1": "127.0.20.1", "127.0.10.2": "198.51.100.21",
+                                       "::1": "203.0.113.9"}}, "h.yaml")
+    assert hosts.targets() == {"127.0.20.1", "198.51.100.21", "203.0.113.9"}
+
+
 def test_a_config_and_its_partner_configs_get_the_hosts(tmp_path: Path) -> None:
     """configs/single-server.yaml as shipped with configs/partner.yaml: both files are
     translated."""
