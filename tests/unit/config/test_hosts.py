@@ -97,6 +97,30 @@ def test_a_host_outside_the_labs_networks_is_refused(target: str) -> None:
     assert hosts.targets() == {"127.0.20.1", "198.51.100.21", "203.0.113.9"}
 
 
+@pytest.mark.parametrize(("service", "target", "expected"), [
+    ("Transport", "127.0.10.250", "lab.yaml: Lab.InternetSink.Address: '127.0.10.250' is not "
+     "allowed: it is the Transport address (ExchsimServiceAddresses) of Servers[0] (EX01); the "
+     "internet sink needs its own"),
+    ("MailboxDelivery", "127.0.10.251", "lab.yaml: Lab.CrlServer.Address: '127.0.10.251' is not "
+     "allowed: it is the MailboxDelivery address (ExchsimServiceAddresses) of Servers[0] (EX01); "
+     "the CRL server needs its own"),
+    ("Transport", "127.0.10.60", "its server PARTNER01 has the address 127.0.10.60 of EX01 of "
+     "this file; every server of the lab needs its own addresses"),
+])
+def test_a_service_address_is_no_other_pieces(tmp_path: Path, service: str, target: str,
+                                             expected: str) -> None:
+    """A service's own address is its server's, as its Address is: not the internet sink's, the
+    CRL server's or a partner server's (their listeners would share an address; the partner's
+    2525 and 465 would be taken at start)."""
+    for name, copy in (("single-server.yaml", "lab.yaml"), ("partner.yaml", "partner.yaml")):
+        (tmp_path / copy).write_text((CONFIGS / name).read_text(encoding="utf-8"),
+                                     encoding="utf-8")
+    hosts = parse_hosts({"Services": {"EX01": {service: target}}}, "h.yaml")
+    with pytest.raises(ConfigError) as caught:
+        load_config(tmp_path / "lab.yaml", hosts)
+    assert expected in str(caught.value), str(caught.value)
+
+
 def test_a_config_and_its_partner_configs_get_the_hosts(tmp_path: Path) -> None:
     """configs/single-server.yaml as shipped with configs/partner.yaml: both files are
     translated."""
