@@ -188,3 +188,23 @@ def test_the_shipped_hosts_file_has_the_compose_plan() -> None:
         "127.0.10.251": "198.51.100.50", "127.0.10.60": "198.51.100.60"}
     assert hosts.services == {"EX01": {"FrontEnd": "198.51.100.11", "Transport": "198.51.100.12",
                                        "MailboxDelivery": "198.51.100.13"}}
+
+
+@pytest.mark.parametrize(("entry", "expected"), [
+    ('Address: 8.8.4.4, Version: "15.2"', "Servers[0] (EX01).Address: '8.8.4.4' is not allowed"),
+    ('Address: 127.0.10.1, ExchsimServiceAddresses: {Transport: 192.0.2.12}, Version: "15.2"',
+     "Servers[0] (EX01).ExchsimServiceAddresses.Transport: '192.0.2.12' is not allowed"),
+])
+def test_a_server_outside_the_lab_is_refused(entry: str, expected: str) -> None:
+    """The other servers' hops connect to a server's addresses: loopback, or a host of
+    --hosts, never an address the lab does not own."""
+    text = LAB_YAML.replace('Address: 127.0.10.1, Version: "15.2"', entry, 1)
+    assert text != LAB_YAML
+    with pytest.raises(ConfigError) as caught:
+        load_config_text(text, "lab.yaml", base=CONFIGS)
+    assert f"lab.yaml: {expected}: expected a loopback address (127.0.0.0/8 or ::1) or a " \
+        "host of --hosts" in str(caught.value), str(caught.value)
+    hosts = parse_hosts({"Addresses": {"8.8.4.4": "198.51.100.11"},
+                         "Services": {"EX01": {"Transport": "198.51.100.12"}}}, "h.yaml")
+    lab = load_config_text(text, "lab.yaml", base=CONFIGS, hosts=hosts)
+    assert address_of(lab.server("EX01"), Service.TRANSPORT) == "198.51.100.12"
