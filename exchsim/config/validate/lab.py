@@ -24,6 +24,10 @@ def validate_lab(raw: object, servers: Sequence[tuple[int, Server]], log: IssueL
         return None
     sink = settings.internet_sink
     ip = ipaddress.ip_address(sink.address)  # the type checked it
+    if not is_lab_address(ip):  # the send connectors deliver there (config/implied.py)
+        log.add("Lab.InternetSink.Address", sink.address, f"{show(sink.address)} is not "
+                "allowed: the internet sink listens on loopback only (127.0.0.0/8 or ::1, or "
+                "a host of --hosts)", order=order)
     for i, server in servers:
         if (what := _which(server, ip)) is not None:
             log.add("Lab.InternetSink.Address", sink.address,

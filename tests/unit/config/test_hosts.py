@@ -208,3 +208,30 @@ def test_a_server_outside_the_lab_is_refused(entry: str, expected: str) -> None:
                          "Services": {"EX01": {"Transport": "198.51.100.12"}}}, "h.yaml")
     lab = load_config_text(text, "lab.yaml", base=CONFIGS, hosts=hosts)
     assert address_of(lab.server("EX01"), Service.TRANSPORT) == "198.51.100.12"
+
+
+@pytest.mark.parametrize(("old", "new", "expected"), [
+    ("InternetSink: {Address: 127.0.10.250", "InternetSink: {Address: 8.8.8.8",
+     "Lab.InternetSink.Address: '8.8.8.8' is not allowed: the internet sink listens on loopback "
+     "only (127.0.0.0/8 or ::1, or a host of --hosts)"),
+    ("SendConnectors:\n", 'SendConnectors:\n  - {Name: Out, AddressSpaces: ["out.example"], '
+     'SmartHosts: ["[192.0.2.25]"], DNSRoutingEnabled: false}\n',
+     "SendConnectors[0] (Out).SmartHosts[0]: '[192.0.2.25]' is not allowed: 192.0.2.25 is not a "
+     "loopback address (nor a host of --hosts)"),
+])
+def test_the_sink_and_smart_hosts_stay_in_the_lab(old: str, new: str, expected: str) -> None:
+    """The send connectors deliver to the internet sink and to their smart hosts: an address
+    outside loopback and the hosts of --hosts would send the lab's mail out (a Dns answer was
+    refused already, an [address] smart host and the sink were not)."""
+    text = LAB_YAML.replace(old, new, 1)
+    assert text != LAB_YAML
+    with pytest.raises(ConfigError) as caught:
+        load_config_text(text, "lab.yaml", base=CONFIGS)
+    assert f"lab.yaml: {expected}" in str(caught.value), str(caught.value)
+    moved = "198.51.100.50" if "InternetSink" in old else "198.51.100.70"
+    hosts = parse_hosts({"Addresses": {"8.8.8.8" if "InternetSink" in old else "192.0.2.25":
+                                       moved}}, "h.yaml")
+    lab = load_config_text(text, "lab.yaml", base=CONFIGS, hosts=hosts)
+    assert moved in {lab.lab.internet_sink.address,
+                     *(h for c in lab.send_connectors for h in c.smart_hosts),
+                     *(h[1:-1] for c in lab.send_connectors for h in c.smart_hosts)}
