@@ -170,6 +170,9 @@ async def check(pid: int, found: Sequence[Probe], seconds: float) -> list[tuple[
             return f"no answer within {seconds:g} s"
         except OSError as exc:
             return f"cannot connect: {exc.strerror or exc}"
+        except ValueError:  # StreamReader.readline: a line over its limit (64 KiB)
+            return "no 220 banner: a line of more than 64 KiB" if probe.kind == "smtp" \
+                else "no HTTP reply: a line of more than 64 KiB"
         return problem or "ok"
 
     results = await asyncio.gather(*(one(probe) for probe in found))

@@ -208,6 +208,8 @@ def _delivery_agent(daemon: LabDaemon, node: ServerNode, queue: MessageQueue) ->
                           for s in lab.servers if s.role is ServerRole.MAILBOX},
         edges=frozenset(e.lower() for e in direct_trust_peers(lab, server.name)
                         if lab.server(e).role is ServerRole.EDGE),
+        # What the other side of a Direct Trust hop must present (mutual, exchange.md §7.6).
+        trusted=frozenset(node.direct_trust_certs.values()),
     )
     agent.hops.send_log = node.send_log
     agent.hops.source = address_of(server, Service.TRANSPORT)

@@ -25,6 +25,16 @@ before validation (:func:`apply_hosts`, a pure function):
   ``Transport``, ``MailboxDelivery``. The values are the hosts' addresses: ``Addresses`` does not
   translate them again.
 
+The hosts' addresses (the values of ``Addresses`` and ``Services``) must be IPv4 addresses in
+:data:`HOST_NETWORKS`: loopback (127.0.0.0/8) or the documentation networks 198.51.100.0/24 and
+203.0.113.0/24 (RFC 5737, never routed on the Internet; the compose network is 198.51.100.0/24).
+They become addresses the lab may connect to (config/labnet.py: Dns answers, smart hosts,
+XPROXYTO, the CRL server), so an address outside them (a public one, ``0.0.0.0``, 192.0.2.0/24,
+which the machine the lab is built on uses, a private network) would let the lab's mail leave
+the lab: such a file is refused. IPv6 is refused too: a service's hops leave from its own
+address, so every host of a lab must be of one family, and IPv6 loopback has one address only
+(``::1``), not one per server.
+
 An address or a server the configs do not have is ignored (one hosts file serves a small lab
 and a grown one alike); ``exchsim check --hosts FILE`` lists them (:func:`unused`). A bad hosts
 file is refused as a config is: every problem with the file, the key, the value and what is
@@ -44,10 +54,13 @@ from exchsim.config.model import Lab
 from exchsim.config.serviceaddr import SERVICE_KEYS, role_services
 from exchsim.config.yamlfile import parse_yaml
 
-__all__ = ["HOSTS_KEYS", "Hosts", "apply_hosts", "format_addresses", "load_hosts", "translate",
-           "unused", "unused_in_files"]
+__all__ = ["HOSTS_KEYS", "HOST_NETWORKS", "Hosts", "apply_hosts", "format_addresses",
+           "load_hosts", "translate", "unused", "unused_in_files"]
 
 HOSTS_KEYS = ("Addresses", "Services")
+#: Where a hosts file may put the lab's hosts (module docstring).
+HOST_NETWORKS = tuple(ipaddress.IPv4Network(n)
+                      for n in ("127.0.0.0/8", "198.51.100.0/24", "203.0.113.0/24"))
 _WITH_PORT = re.compile(r"^(?:\[(?P<v6>[^\]]+)\]|(?P<v4>[0-9.]+)):(?P<port>[0-9]{1,5})$")
 
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -164,6 +177,12 @@ def _address_value(value: object, key: str, log: IssueLog) -> str | None:
     if found is None:
         log.add(key, value, f"{show(value)} is not allowed: expected an IP address like "
                 "198.51.100.11")
+        return None
+    if not isinstance(found, ipaddress.IPv4Address) or not any(
+            found in network for network in HOST_NETWORKS):
+        log.add(key, value, f"{show(value)} is not allowed: expected an IPv4 address in "
+                f"{', '.join(str(n) for n in HOST_NETWORKS)} (the lab's hosts: its mail "
+                "never leaves them)")
         return None
     return str(found)
 

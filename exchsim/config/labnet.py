@@ -1,11 +1,13 @@
 """Which addresses the lab may use: loopback, and the hosts of a ``--hosts`` file.
 
-The lab never leaves the machine: its configs name loopback addresses only (the internet
-sink's and the CRL server's aside, checked elsewhere), a Dns answer or an XPROXYTO destination
-outside 127.0.0.0/8 is refused. A hosts file (config/hosts.py) declares the lab's own hosts, the
-containers or network namespaces it runs in: their addresses (the values of its ``Addresses``
-and ``Services``) are the lab's too while a config is loaded with it (:func:`lab_hosts`) and, at
-run time, for the config loaded so (``Lab.hosts``). Nothing else is ever allowed.
+The lab never leaves the machine: its configs name loopback addresses only; a server's Address
+and its services' own (validate/servers.py), a Dns answer, an XPROXYTO destination or the CRL
+server outside 127.0.0.0/8 (or ``::1``) is refused. A hosts file (config/hosts.py) declares the
+lab's own hosts, the containers or network namespaces it runs in: their addresses (the values of
+its ``Addresses`` and ``Services``) are the lab's too while a config is loaded with it
+(:func:`lab_hosts`) and, at run time, for the config loaded so (``Lab.hosts``); a hosts file may
+name hosts in loopback, 198.51.100.0/24 and 203.0.113.0/24 only (config/hosts.py
+``HOST_NETWORKS``). Nothing else is ever allowed.
 """
 
 from __future__ import annotations

@@ -192,9 +192,14 @@ def _smart_host(value: Any) -> Any:
         return text
     inner = text[1:-1] if text.startswith("[") and text.endswith("]") else text
     try:
-        return f"[{ipaddress.ip_address(inner)}]"
+        ip = ipaddress.ip_address(inner)
     except ValueError:
         pass
+    else:  # the lab's own addresses only, as a Dns answer (parse_endpoint)
+        if not is_lab_address(ip):
+            raise ValueError(f"{ip} is not a loopback address (nor a host of --hosts): "
+                             f"expected {_SMART_HOST_EXPECTED}")
+        return f"[{ip}]"
     if text.startswith("[") or not is_host_name(text):
         raise ValueError(f"expected {_SMART_HOST_EXPECTED}")
     return text.lower()

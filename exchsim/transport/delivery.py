@@ -122,6 +122,7 @@ class DeliveryAgent:
         frontend: Endpoint | None = None,
         default_frontend: Mapping[str, Endpoint] | None = None,
         edges: frozenset[str] = frozenset(),
+        trusted: frozenset[bytes] = frozenset(),
     ) -> None:
         self.lab = lab
         self.tracking = tracking or MessageTracking.disabled(server)
@@ -135,7 +136,7 @@ class DeliveryAgent:
                              hub_transport=hub_transport, frontend=frontend,
                              fqdns={s.name.lower(): s.fqdn for s in lab.servers},
                              default_frontend=default_frontend, edges=edges,
-                             timeout=lab.lab.hop_timeout.total_seconds())
+                             timeout=lab.lab.hop_timeout.total_seconds(), trusted=trusted)
         self.retry = retry
         self.schedule = schedule or RetrySchedule.fixed(retry)
         self.state = QueueState()  # what Get-Queue / Get-Message read (transport/queueadmin.py)

@@ -44,7 +44,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ssl
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 
 from exchsim.logs.sendlog import SendLogSession, endpoint
@@ -156,6 +156,7 @@ class HopClient:
         source: str | None = None,
         log: SendLogSession | None = None,
         direct_trust: bool = False,
+        trusted: Collection[bytes] = (),
     ) -> HopClient:
         """A hop session ready for the hop's own command (module docstring).
 
@@ -163,6 +164,11 @@ class HopClient:
         item 3; exchange.md §7.6): the certificate presented in X-ANONYMOUSTLS authenticates
         the session and no X-EXPS follows (the Edge offers no EXCHANGEAUTH); a server that
         does not take the certificate answers the EHLO after the handshake with ``454 4.7.0``.
+        The authentication is mutual (exchange.md §7.6): the server's certificate must be one
+        of ``trusted`` (the DER of the Direct Trust peers' certificates), else the hop ends
+        right after the handshake, before anything is sent, with ``451 5.7.3 Cannot achieve
+        Exchange Server authentication`` (a peer that is no Exchange server of the subscription
+        gets no message).
 
         With a :class:`ClientSessionCache` the handshake offers the session cached for
         ``host:port`` (TLS session resumption, tls/resumption.py); the session is kept once
@@ -194,8 +200,12 @@ class HopClient:
                                what=tls_failed(failure_name(error))) from exc
             handshake_done = True
             client._log_tls()
-            await client.ehlo(helo)
             ssl_object = writer.get_extra_info("ssl_object")
+            if direct_trust and (ssl_object is None or ssl_object.getpeercert(
+                    binary_form=True) not in trusted):
+                raise HopError(f"{host}:{port} presented a certificate of no Direct Trust peer",
+                               what=EXCHANGE_AUTH_FAILED)
+            await client.ehlo(helo)
             if not direct_trust:
                 unique = ssl_object.get_channel_binding("tls-unique") if ssl_object else None
                 if unique is None:

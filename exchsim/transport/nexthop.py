@@ -59,7 +59,8 @@ class NextHops:
                  frontend: Endpoint | None = None,
                  fqdns: Mapping[str, str] | None = None,
                  default_frontend: Mapping[str, Endpoint] | None = None,
-                 edges: frozenset[str] = frozenset(), timeout: float = 30.0) -> None:
+                 edges: frozenset[str] = frozenset(), timeout: float = 30.0,
+                 trusted: frozenset[bytes] = frozenset()) -> None:
         self.server = server
         self.timeout = timeout  # seconds for the connection, the handshake, each reply
         self.source = server.address  # the Transport service's address (services.py)
@@ -75,6 +76,8 @@ class NextHops:
         # The Edge servers (lower-case names) this server reaches over Direct Trust: their
         # entry in hub_transport is their port 25 (exchange.md §7.6).
         self.edges = edges
+        # The certificates (DER) a Direct Trust hop's server must present (hopclient.py).
+        self.trusted = trusted
         self._idle: dict[str, list[HopClient]] = defaultdict(list)
         self.send_log: SendProtocolLog | None = None
 
@@ -283,7 +286,8 @@ class NextHops:
                     endpoint.host, endpoint.port, helo=self.server.fqdn, tls_context=context,
                     timeout=self.timeout, source=self.source,
                     log=self._log(INTRA_ORG_CONNECTOR, endpoint),
-                    direct_trust=direct_trust or server.lower() in self.edges)
+                    direct_trust=direct_trust or server.lower() in self.edges,
+                    trusted=self.trusted)
             except (HopError, OSError, TimeoutError) as exc:
                 failures.append(self._failure(exc, server, endpoint))
                 continue

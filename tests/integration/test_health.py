@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from exchsim.healthcli import Probe, check
 from tests.integration.conftest import ROOT, port_offset
 
 EXCHSIM = [sys.executable, "-m", "exchsim.cli"]
@@ -182,3 +183,25 @@ async def test_the_sink_container_command_with_a_hosts_file(
         sink.send_signal(signal.SIGCONT)
     assert code == 1, (out, err)
     assert set(without_offset(listeners(out), offset).values()) == {"no answer within 1 s"}
+
+
+async def test_a_listener_that_answers_with_an_endless_line_is_reported(tmp_path: Path) -> None:
+    """A listener whose first line never ends (over StreamReader's 64 KiB) is a failed probe
+    among the others' results, not a traceback that hides them."""
+    async def endless(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"220" + b"x" * 70_000)
+        with contextlib.suppress(ConnectionError):
+            await writer.drain()
+            await reader.read()
+        writer.close()
+
+    server = await asyncio.start_server(endless, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        results = await check(os.getpid(), [Probe("Endless", "127.0.0.1", port, "smtp"),
+                                             Probe("Endless", "127.0.0.1", port, "http")], 10)
+    finally:
+        server.close()
+        await server.wait_closed()
+    assert [r for _, r in results] == ["no 220 banner: a line of more than 64 KiB",
+                                       "no HTTP reply: a line of more than 64 KiB"]

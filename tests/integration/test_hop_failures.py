@@ -373,26 +373,67 @@ def refuses_direct_trust(context: ssl.SSLContext) -> Script:
     return script
 
 
-async def test_an_edge_that_refuses_direct_trust(
-        edge_lab: EdgeLab, tls_contexts: dict[str, ssl.SSLContext]) -> None:  # noqa: F811
+def after_handshake(context: ssl.SSLContext, lines: list[bytes]) -> Script:
+    """X-ANONYMOUSTLS with ``context``'s certificate, then record what the client sends."""
+    def script(conn: socket.socket) -> None:
+        _to_tls(conn)
+        tls = context.wrap_socket(conn, server_side=True)
+        while line := _line(tls):
+            lines.append(line)
+            tls.sendall(b"250 2.0.0 OK\r\n")
+        tls.close()
+    return script
+
+
+def edge_context(edge_lab: EdgeLab) -> ssl.SSLContext:  # noqa: F811
+    """A TLS server presenting EDGE01's own certificate (the lab's, under DATA/pki)."""
+    servers = edge_lab.data / "pki" / "servers"
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(servers / "EDGE01.crt", servers / "EDGE01.key")
+    return ctx
+
+
+async def _edge_queue_in_retry(edge_lab: EdgeLab, script: Script,  # noqa: F811
+                               subject: str) -> tuple[dict[str, Any], Peer]:
+    """EDGE01 replaced by a peer running ``script``; alice sends to the Internet; the Mailbox
+    server's queue to the Edge once in Retry."""
     await edge_lab.stop("EDGE01")
-    peer = Peer("127.0.10.10", edge_lab.port(25), refuses_direct_trust(tls_contexts["tls12"]))
+    peer = Peer("127.0.10.10", edge_lab.port(25), script)
     try:
         await asyncio.to_thread(send, "127.0.10.1", edge_lab.port(587), ALICE[0],
-                                "later@fabrikam.example", "to an edge that refuses", login=ALICE)
+                                "later@fabrikam.example", subject, login=ALICE)
         for _ in range(200):
             found = [q for q in await edge_queue(edge_lab, "get")
                      if q["DeliveryType"] == "SmtpRelayWithinAdSiteToEdge"]
             if found and found[0]["Status"] == "Retry":
-                break
+                return found[0], peer
             await asyncio.sleep(0.1)
-        else:
-            raise AssertionError("the Edge's queue never reached Retry")
+        raise AssertionError("the Edge's queue never reached Retry")
     finally:
         peer.stop()
-    assert found[0]["LastError"] == (
+
+
+async def test_an_edge_that_refuses_direct_trust(edge_lab: EdgeLab) -> None:  # noqa: F811
+    queue, _ = await _edge_queue_in_retry(
+        edge_lab, refuses_direct_trust(edge_context(edge_lab)), "to an edge that refuses")
+    assert queue["LastError"] == (
         LED + "454 4.7.0 Temporary authentication failure};{MSG=};{FQDN=edge01.contoso.com};"
         "{IP=127.0.10.10};")
+
+
+async def test_a_direct_trust_hop_takes_only_the_edges_certificate(
+        edge_lab: EdgeLab, tls_contexts: dict[str, ssl.SSLContext]) -> None:  # noqa: F811
+    """Direct Trust is mutual (exchange.md §7.6): a listener at the Edge's address that
+    presents another certificate (one for ex01.contoso.com, not from the subscription) gets no
+    EHLO and no message; the queue says the Exchange authentication failed."""
+    lines: list[bytes] = []
+    queue, peer = await _edge_queue_in_retry(
+        edge_lab, after_handshake(tls_contexts["tls12"], lines), "to an impostor")
+    assert peer.connections >= 1
+    assert lines == []
+    assert queue["LastError"] == (
+        LED + "451 5.7.3 Cannot achieve Exchange Server authentication};{MSG=};"
+        "{FQDN=edge01.contoso.com};{IP=127.0.10.10};")
 
 
 def drops_at_data(conn: socket.socket) -> None:

@@ -245,6 +245,9 @@ def test_pki_with_hosts_and_no_config_moves_the_default_crl_address(
      "Services.EX01.Transport: '300.1.1.1' is not allowed: expected an IP address"),
     ("- 127.0.10.1\n", "['127.0.10.1'] is not allowed: expected a mapping with the keys "
      "Addresses, Services"),
+    ("Addresses:\n  127.0.10.250: 192.0.2.50\n",
+     "Addresses.127.0.10.250: '192.0.2.50' is not allowed: expected an IPv4 address in "
+     "127.0.0.0/8, 198.51.100.0/24, 203.0.113.0/24"),
 ])
 def test_a_bad_hosts_file_is_refused_and_nothing_starts(
         tmp_path: Path, capsys: pytest.CaptureFixture[str], text: str, expected: str) -> None:

@@ -9,6 +9,7 @@ from exchsim.config.issues import IssueLog, Place, place, show
 from exchsim.config.labnet import is_lab_address
 from exchsim.config.model import Lab, LabSettings, Server
 from exchsim.config.prose import validate
+from exchsim.config.serviceaddr import SERVICE_KEYS
 
 __all__ = ["validate_lab", "validate_partners"]
 
@@ -23,10 +24,14 @@ def validate_lab(raw: object, servers: Sequence[tuple[int, Server]], log: IssueL
         return None
     sink = settings.internet_sink
     ip = ipaddress.ip_address(sink.address)  # the type checked it
+    if not is_lab_address(ip):  # the send connectors deliver there (config/implied.py)
+        log.add("Lab.InternetSink.Address", sink.address, f"{show(sink.address)} is not "
+                "allowed: the internet sink listens on loopback only (127.0.0.0/8 or ::1, or "
+                "a host of --hosts)", order=order)
     for i, server in servers:
-        if _same(server.address, ip):
+        if (what := _which(server, ip)) is not None:
             log.add("Lab.InternetSink.Address", sink.address,
-                    f"{show(sink.address)} is not allowed: it is the Address of "
+                    f"{show(sink.address)} is not allowed: it is the {what} of "
                     f"Servers[{i}] ({server.name}); the internet sink needs its own",
                     order=order)
     _validate_crl_server(settings, servers, log, order)
@@ -45,9 +50,9 @@ def _validate_crl_server(settings: LabSettings, servers: Sequence[tuple[int, Ser
                 "CRLs on loopback only (127.0.0.0/8 or ::1, or a host of --hosts)", order=order)
         return
     for i, server in servers:
-        if _same(server.address, ip):
+        if (what := _which(server, ip)) is not None:
             log.add(key, crl.address,
-                    f"{show(crl.address)} is not allowed: it is the Address of "
+                    f"{show(crl.address)} is not allowed: it is the {what} of "
                     f"Servers[{i}] ({server.name}); the CRL server needs its own", order=order)
             return
     sink = settings.internet_sink
@@ -55,6 +60,17 @@ def _validate_crl_server(settings: LabSettings, servers: Sequence[tuple[int, Ser
         log.add("Lab.CrlServer.Port", crl.port,
                 f"{crl.port} is not allowed: the internet sink listens on "
                 f"{sink.address}:{sink.port}", order=order)
+
+
+def _which(server: Server, ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str | None:
+    """Which of ``server``'s addresses ``ip`` is: its ``Address``, one of its services' own
+    (``ExchsimServiceAddresses``, config/serviceaddr.py), or None."""
+    if _same(server.address, ip):
+        return "Address"
+    for key in SERVICE_KEYS:
+        if _same(server.service_address(key), ip):
+            return f"{key} address (ExchsimServiceAddresses)"
+    return None
 
 
 def _same(address: str, ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
@@ -71,7 +87,7 @@ def validate_partners(servers: Sequence[Server], settings: LabSettings, partners
     (its queue, logs and certificate store are by name) and its own Address."""
     order = place("Lab")
     names = {s.name.lower(): "this file" for s in servers}
-    addresses = {s.address: f"{s.name} of this file" for s in servers}
+    addresses = {a: f"{s.name} of this file" for s in servers for a in s.addresses}
     for index, partner in enumerate(partners):
         key = f"Lab.Partners[{index}].Config"
         where = settings.partners[index].config
@@ -84,10 +100,11 @@ def validate_partners(servers: Sequence[Server], settings: LabSettings, partners
                 log.add(key, where, f"{show(where)} is not allowed: its server "
                         f"{server.name} has the Name of a server of {taken}; every server of "
                         "the lab needs its own Name", order=order)
-            taken = addresses.get(server.address)
-            if taken is not None:
-                log.add(key, where, f"{show(where)} is not allowed: its server "
-                        f"{server.name} has the Address {server.address} of {taken}; every "
-                        "server of the lab needs its own Address", order=order)
+            for address in sorted(server.addresses):  # its Address and its services'
+                taken = addresses.get(address)
+                if taken is not None:
+                    log.add(key, where, f"{show(where)} is not allowed: its server "
+                            f"{server.name} has the address {address} of {taken}; every "
+                            "server of the lab needs its own addresses", order=order)
+                addresses.setdefault(address, f"{server.name} of {where}")
             names.setdefault(server.name.lower(), where)
-            addresses.setdefault(server.address, f"{server.name} of {where}")

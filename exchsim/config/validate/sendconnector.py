@@ -9,10 +9,10 @@ Edge servers of the config, smart host names known to the lab's DNS.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
-from exchsim.config.issues import IssueLog, label, place, show
-from exchsim.config.model import Server
+from exchsim.config.issues import IssueLog, Place, label, place, show
+from exchsim.config.model import Server, ServerRole
 from exchsim.config.prose import validate
 from exchsim.config.sendconnector import (
     DnsMap,
@@ -126,6 +126,7 @@ def validate_send_connectors(
                         f"one of {allowed} (Mailbox or Edge servers, exchange.md §8.2)",
                         order=order, needs=[("ServerName", name)])
                 ok = False
+        ok = _edgesync_values(connector, index, by_name, log, order) and ok
         if dns is not None:
             for host in connector.smart_hosts:
                 if host != "--" and not host.startswith("[") and dns.address_of(host) is None:
@@ -137,6 +138,34 @@ def validate_send_connectors(
         if ok:
             valid.append(connector)
     return valid
+
+
+def _edgesync_values(connector: SendConnector, index: int, by_name: Mapping[str, Server],
+                     log: IssueLog, order: Place) -> bool:
+    """The EdgeSync values ``--`` (the address space of the organization's domains, the smart
+    host of the subscribed site's Mailbox servers, config/edgesync.py) belong to a connector of
+    Edge servers, the smart host alone: elsewhere no domain matches ``--`` and no DNS answers
+    it, so they would route nothing or fail every message."""
+    sources = [by_name.get(name.lower()) for name in connector.source_transport_servers]
+    on_edge = bool(sources) and all(s is not None and s.role is ServerRole.EDGE for s in sources)
+    ok = True
+    why = ("is EdgeSync's (exchange.md §7.6): expected it only on a connector whose "
+           "SourceTransportServers are Edge servers")
+    if not on_edge and any(space.domain == "--" for space in connector.address_spaces):
+        log.add(_path(index, connector.name, "AddressSpaces"), "--",
+                f"'--' (the organization's domains) is not allowed here: it {why}", order=order)
+        ok = False
+    if "--" in connector.smart_hosts:
+        if not on_edge:
+            log.add(_path(index, connector.name, "SmartHosts"), "--", "'--' (the site's "
+                    f"Mailbox servers) is not allowed here: it {why}", order=order)
+            ok = False
+        elif len(connector.smart_hosts) > 1:
+            log.add(_path(index, connector.name, "SmartHosts"), ", ".join(connector.smart_hosts),
+                    "'--' (the site's Mailbox servers) is not allowed beside other smart hosts: "
+                    "expected it alone (exchange.md §7.6)", order=order)
+            ok = False
+    return ok
 
 
 def validate_dns(raw: object, log: IssueLog) -> DnsMap | None:

@@ -11,6 +11,7 @@ import ipaddress
 from collections.abc import Mapping, MutableMapping
 
 from exchsim.config.issues import IssueLog, Place, label, place, show
+from exchsim.config.labnet import is_lab_address
 from exchsim.config.model import Server, ServerRole, misshapen
 from exchsim.config.prose import validate
 from exchsim.config.serviceaddr import SERVICE_KEYS, role_services
@@ -89,6 +90,7 @@ def validate_server(
                 "supportability matrix, exchange.md §1.7.1)", order=order)
         ok = False
     ok = _service_addresses(server, path, order, log) and ok
+    ok = _on_the_lab("Address" not in bad, server, path, order, log) and ok
     if addresses is not None and "Address" not in bad:
         owned = {str(ipaddress.ip_address(a)): a for a in server.addresses}
         for key, given in owned.items():
@@ -110,6 +112,30 @@ def validate_server(
     for key in bad:
         log.fail("Server", server.name, key)
     return server
+
+
+def _on_the_lab(check_address: bool, server: Server, path: str, order: Place,
+                log: IssueLog) -> bool:
+    """A server's Address and its services' own are loopback, or hosts of ``--hosts``
+    (config/labnet.py): the other servers' hops connect to them, so an address elsewhere
+    would send the organization's mail out of the lab."""
+    given = server.exchsim_service_addresses
+    found = [("Address", server.address)] if check_address else []
+    for service in SERVICE_KEYS if given is not None else ():
+        if (own := given.of(service) if given is not None else None) is not None:
+            found.append((f"ExchsimServiceAddresses.{service}", own))
+    ok = True
+    for key, address in found:
+        try:
+            ip = ipaddress.ip_address(address)
+        except ValueError:
+            continue  # reported by its type
+        if not is_lab_address(ip):
+            log.add(f"{path}.{key}", address, f"{show(address)} is not allowed: expected a "
+                    "loopback address (127.0.0.0/8 or ::1) or a host of --hosts (the lab "
+                    "never leaves the machine)", order=order)
+            ok = False
+    return ok
 
 
 def _service_addresses(server: Server, path: str, order: Place, log: IssueLog) -> bool:

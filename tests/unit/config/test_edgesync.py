@@ -144,3 +144,31 @@ def test_dns_wildcard_mx_is_allowed() -> None:
     lab = lab_with([{"Server": "EDGE01"}], Dns={"MX": {"*": [
         {"Preference": 10, "NameExchange": "internet.lab.example", "Address": "127.0.10.250"}]}})
     assert lab.dns.wildcard_mx()[0].name_exchange == "internet.lab.example"
+
+
+@pytest.mark.parametrize(("connector", "expected"), [
+    ({"Name": "Out", "AddressSpaces": ["fabrikam.example"], "SmartHosts": ["--"],
+      "DNSRoutingEnabled": False, "SourceTransportServers": ["EX01"]},
+     "edge.yaml: SendConnectors[0] (Out).SmartHosts: '--' (the site's Mailbox servers) is not "
+     "allowed here: it is EdgeSync's (exchange.md §7.6): expected it only on a connector whose "
+     "SourceTransportServers are Edge servers"),
+    ({"Name": "Org", "AddressSpaces": ["SMTP:--;1"], "SmartHosts": ["[127.0.10.250]"],
+      "DNSRoutingEnabled": False},
+     "edge.yaml: SendConnectors[0] (Org).AddressSpaces: '--' (the organization's domains) is "
+     "not allowed here"),
+    ({"Name": "Mixed", "AddressSpaces": ["SMTP:--;1"], "SmartHosts": ["--"],
+      "DNSRoutingEnabled": False, "SourceTransportServers": ["EDGE01", "EX01"]},
+     "edge.yaml: SendConnectors[0] (Mixed).SmartHosts: '--' (the site's Mailbox servers) is "
+     "not allowed here"),
+    ({"Name": "EdgeSync - Inbound to Default-First-Site-Name",
+      "SmartHosts": ["--", "[127.0.10.250]"]},
+     "edge.yaml: SendConnectors[0] (EdgeSync - Inbound to Default-First-Site-Name).SmartHosts: "
+     "'--' (the site's Mailbox servers) is not allowed beside other smart hosts: expected it "
+     "alone"),
+])
+def test_the_edgesync_values_belong_to_edge_connectors(connector: dict[str, Any],
+                                                       expected: str) -> None:
+    """``--`` routes nothing and resolves to no host outside an Edge's EdgeSync connector: a
+    connector of Mailbox servers with it is refused, not left to fail each message."""
+    found = issues([{"Server": "EDGE01"}], SendConnectors=[connector])
+    assert any(i.startswith(expected) for i in found), found

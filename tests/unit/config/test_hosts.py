@@ -81,6 +81,46 @@ def test_parse_collects_every_problem() -> None:
     assert "h.yaml: Services.EX02: '127.0.0.4' is not allowed: expected a mapping" in text
 
 
+@pytest.mark.parametrize("target", ["8.8.8.8", "192.0.2.50", "10.0.0.5", "0.0.0.0",
+                                    "198.51.101.1", "::1", "2001:db8::5", "::ffff:127.0.0.1"])
+def test_a_host_outside_the_labs_networks_is_refused(target: str) -> None:
+    """The hosts' addresses become addresses the lab connects to (config/labnet.py): only
+    loopback and the documentation networks 198.51.100.0/24 and 203.0.113.0/24, IPv4."""
+    for data in ({"Addresses": {"127.0.10.250": target}},
+                 {"Services": {"EX01": {"Transport": target}}}):
+        with pytest.raises(ConfigError) as caught:
+            parse_hosts(data, "h.yaml")
+        assert (f"'{target}' is not allowed: expected an IPv4 address in 127.0.0.0/8, "
+                "198.51.100.0/24, 203.0.113.0/24") in str(caught.value)
+    hosts = parse_hosts({"Addresses": {"127.0.10.1": "127.0.20.1", "127.0.10.2": "198.51.100.21",
+                                       "::1": "203.0.113.9"}}, "h.yaml")
+    assert hosts.targets() == {"127.0.20.1", "198.51.100.21", "203.0.113.9"}
+
+
+@pytest.mark.parametrize(("service", "target", "expected"), [
+    ("Transport", "127.0.10.250", "lab.yaml: Lab.InternetSink.Address: '127.0.10.250' is not "
+     "allowed: it is the Transport address (ExchsimServiceAddresses) of Servers[0] (EX01); the "
+     "internet sink needs its own"),
+    ("MailboxDelivery", "127.0.10.251", "lab.yaml: Lab.CrlServer.Address: '127.0.10.251' is not "
+     "allowed: it is the MailboxDelivery address (ExchsimServiceAddresses) of Servers[0] (EX01); "
+     "the CRL server needs its own"),
+    ("Transport", "127.0.10.60", "its server PARTNER01 has the address 127.0.10.60 of EX01 of "
+     "this file; every server of the lab needs its own addresses"),
+])
+def test_a_service_address_is_no_other_pieces(tmp_path: Path, service: str, target: str,
+                                             expected: str) -> None:
+    """A service's own address is its server's, as its Address is: not the internet sink's, the
+    CRL server's or a partner server's (their listeners would share an address; the partner's
+    2525 and 465 would be taken at start)."""
+    for name, copy in (("single-server.yaml", "lab.yaml"), ("partner.yaml", "partner.yaml")):
+        (tmp_path / copy).write_text((CONFIGS / name).read_text(encoding="utf-8"),
+                                     encoding="utf-8")
+    hosts = parse_hosts({"Services": {"EX01": {service: target}}}, "h.yaml")
+    with pytest.raises(ConfigError) as caught:
+        load_config(tmp_path / "lab.yaml", hosts)
+    assert expected in str(caught.value), str(caught.value)
+
+
 def test_a_config_and_its_partner_configs_get_the_hosts(tmp_path: Path) -> None:
     """configs/single-server.yaml as shipped with configs/partner.yaml: both files are
     translated."""
@@ -148,3 +188,50 @@ def test_the_shipped_hosts_file_has_the_compose_plan() -> None:
         "127.0.10.251": "198.51.100.50", "127.0.10.60": "198.51.100.60"}
     assert hosts.services == {"EX01": {"FrontEnd": "198.51.100.11", "Transport": "198.51.100.12",
                                        "MailboxDelivery": "198.51.100.13"}}
+
+
+@pytest.mark.parametrize(("entry", "expected"), [
+    ('Address: 8.8.4.4, Version: "15.2"', "Servers[0] (EX01).Address: '8.8.4.4' is not allowed"),
+    ('Address: 127.0.10.1, ExchsimServiceAddresses: {Transport: 192.0.2.12}, Version: "15.2"',
+     "Servers[0] (EX01).ExchsimServiceAddresses.Transport: '192.0.2.12' is not allowed"),
+])
+def test_a_server_outside_the_lab_is_refused(entry: str, expected: str) -> None:
+    """The other servers' hops connect to a server's addresses: loopback, or a host of
+    --hosts, never an address the lab does not own."""
+    text = LAB_YAML.replace('Address: 127.0.10.1, Version: "15.2"', entry, 1)
+    assert text != LAB_YAML
+    with pytest.raises(ConfigError) as caught:
+        load_config_text(text, "lab.yaml", base=CONFIGS)
+    assert f"lab.yaml: {expected}: expected a loopback address (127.0.0.0/8 or ::1) or a " \
+        "host of --hosts" in str(caught.value), str(caught.value)
+    hosts = parse_hosts({"Addresses": {"8.8.4.4": "198.51.100.11"},
+                         "Services": {"EX01": {"Transport": "198.51.100.12"}}}, "h.yaml")
+    lab = load_config_text(text, "lab.yaml", base=CONFIGS, hosts=hosts)
+    assert address_of(lab.server("EX01"), Service.TRANSPORT) == "198.51.100.12"
+
+
+@pytest.mark.parametrize(("old", "new", "expected"), [
+    ("InternetSink: {Address: 127.0.10.250", "InternetSink: {Address: 8.8.8.8",
+     "Lab.InternetSink.Address: '8.8.8.8' is not allowed: the internet sink listens on loopback "
+     "only (127.0.0.0/8 or ::1, or a host of --hosts)"),
+    ("SendConnectors:\n", 'SendConnectors:\n  - {Name: Out, AddressSpaces: ["out.example"], '
+     'SmartHosts: ["[192.0.2.25]"], DNSRoutingEnabled: false}\n',
+     "SendConnectors[0] (Out).SmartHosts[0]: '[192.0.2.25]' is not allowed: 192.0.2.25 is not a "
+     "loopback address (nor a host of --hosts)"),
+])
+def test_the_sink_and_smart_hosts_stay_in_the_lab(old: str, new: str, expected: str) -> None:
+    """The send connectors deliver to the internet sink and to their smart hosts: an address
+    outside loopback and the hosts of --hosts would send the lab's mail out (a Dns answer was
+    refused already, an [address] smart host and the sink were not)."""
+    text = LAB_YAML.replace(old, new, 1)
+    assert text != LAB_YAML
+    with pytest.raises(ConfigError) as caught:
+        load_config_text(text, "lab.yaml", base=CONFIGS)
+    assert f"lab.yaml: {expected}" in str(caught.value), str(caught.value)
+    moved = "198.51.100.50" if "InternetSink" in old else "198.51.100.70"
+    hosts = parse_hosts({"Addresses": {"8.8.8.8" if "InternetSink" in old else "192.0.2.25":
+                                       moved}}, "h.yaml")
+    lab = load_config_text(text, "lab.yaml", base=CONFIGS, hosts=hosts)
+    assert moved in {lab.lab.internet_sink.address,
+                     *(h for c in lab.send_connectors for h in c.smart_hosts),
+                     *(h[1:-1] for c in lab.send_connectors for h in c.smart_hosts)}

@@ -1050,7 +1050,7 @@ def test_partner_servers_need_their_own_names_and_addresses(tmp_path: Path) -> N
                         .replace("Server: PARTNER01", "Server: EX01")
                         .replace("127.0.10.60", "127.0.10.1"))
     assert "its server EX01 has the Name of a server of this file" in text
-    assert "its server EX01 has the Address 127.0.10.1 of EX01 of this file" in text
+    assert "its server EX01 has the address 127.0.10.1 of EX01 of this file" in text
 
 
 def test_a_partner_names_no_partners_of_its_own(tmp_path: Path) -> None:
