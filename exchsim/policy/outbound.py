@@ -64,6 +64,7 @@ __all__ = [
     "destinations",
     "dns_failure",
     "edge_inbound",
+    "is_edge",
     "judge_remote_certificate",
     "mailbox_next_hop",
     "parse_xproxyto",
@@ -112,7 +113,8 @@ def _smart_host_domain(connector: SendConnector) -> str:
     return ",".join(connector.smart_hosts).lower()
 
 
-def _is_edge(lab: Lab, server: str) -> bool:
+def is_edge(lab: Lab, server: str) -> bool:
+    """Whether ``server`` is an Edge Transport server of the config."""
     return any(s.role is ServerRole.EDGE and s.name.lower() == server.lower()
                for s in lab.servers)
 
@@ -121,7 +123,7 @@ def connectors_of(lab: Lab, server: str) -> tuple[SendConnector, ...]:
     """The send connectors routing on ``server`` may choose: on an Edge server only those it
     is a source server of (an Edge has what EdgeSync gave it: its own connectors), on a
     Mailbox server every connector of the organization (exchange.md §7.6, §8.2)."""
-    if not _is_edge(lab, server):
+    if not is_edge(lab, server):
         return lab.send_connectors
     return tuple(c for c in lab.send_connectors
                  if server.lower() in {s.lower() for s in c.source_transport_servers})
@@ -146,7 +148,7 @@ def route_external(lab: Lab, server: str, domain: str, size: int | None) -> Outb
         others = tuple(s for s in source_servers(connector, mailbox_servers)
                        if s.lower() != server.lower())
         kind = DeliveryType.SMTP_RELAY_TO_CONNECTOR_SOURCE_SERVERS
-        if others and all(_is_edge(lab, s) for s in others):
+        if others and all(is_edge(lab, s) for s in others):
             kind = DeliveryType.SMTP_RELAY_WITHIN_AD_SITE_TO_EDGE
         return OutboundRoute(NextHop(kind, connector.name.lower(), connector.name),
                              connector.name, others)

@@ -33,6 +33,7 @@ from exchsim.policy.nexthop import DeliveryType, NextHop
 from exchsim.policy.outbound import (
     UNREACHABLE_DOMAIN,
     edge_inbound,
+    is_edge,
     mailbox_next_hop,
     route_external,
 )
@@ -187,8 +188,7 @@ def categorize(lab: Lab, recipient: str, server: str | None = None,
     """The route of ``recipient`` for a message of ``size`` bytes routed on ``server`` (the
     first server of the config when not given)."""
     source = server if server is not None else lab.servers[0].name
-    if any(s.role is ServerRole.EDGE and s.name.lower() == source.lower()
-           for s in lab.servers):
+    if is_edge(lab, source):
         inbound = _edge_route(lab, source, recipient)
         if inbound is not None:
             return inbound
